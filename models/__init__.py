@@ -1,0 +1,9 @@
+"""The model zoo, installed as ``ppl_dgp.models``: NumPyro programs built from ``ppl_dgp`` layers.
+
+- :mod:`ppl_dgp.models.svgp`: single-layer sparse variational GP regression.
+- :mod:`ppl_dgp.models.dgp`: L-layer deep GP regression (Salimbeni & Deisenroth 2017).
+"""
+
+from ppl_dgp.models import dgp, svgp
+
+__all__ = ["dgp", "svgp"]

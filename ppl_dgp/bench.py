@@ -1,0 +1,140 @@
+"""Benchmark: 2-layer DGP and SVGP on the peers' workloads (diabetes, step1d, synth10k).
+
+Same arrays, settings and printed fields as the GPflux / GPyTorch / GPflow runs of the shared
+benchmark README: standardised data, ``Z_init`` (100 inducing inputs) for every layer, SE ARD
+kernels (lengthscales 2; hidden variance 1e-6, output variance 1), identity mean on the hidden
+layer, whitened, hidden ``q_sqrt = 1e-5 I``, noise 0.01, everything trained by Adam (lr 0.01) on
+``-ELBO_batch / N``, batch 256, 2000 steps, one sample per datum. One JSON object per run.
+
+Run ``ppl-dgp bench`` (one thread, float64 by default). Timing: ``first_step_seconds`` is the
+first call of the jitted update (trace + compile + one step); ``seconds_per_step`` is the mean
+over steps 2..end of a Python loop over the same compiled update.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.infer import SVI
+
+from ppl_dgp.datasets import load_bench
+from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
+from ppl_dgp.guides import InducingPointGuide
+from ppl_dgp.layers import Hyper, LayerSpec
+from ppl_dgp.mean_functions import Identity, Zero
+from ppl_dgp.models.dgp import dgp_regression
+from ppl_dgp.predict import mixture_metrics_original_units, predict_svi
+
+__all__ = ["bench_layers", "run_benchmark"]
+
+DATASETS = ("diabetes", "step1d", "synth10k")
+
+
+def bench_layers(Z_init: np.ndarray, num_layers: int) -> tuple[LayerSpec, ...]:
+    """The benchmark README's layer settings (GPflux ``build_constant_input_dim_deep_gp``)."""
+    D = Z_init.shape[1]
+    out = LayerSpec(
+        1,
+        Z_init,
+        variance=Hyper(1.0),
+        lengthscales=Hyper(np.full(D, 2.0)),
+        mean_function=Zero(),
+        q_sqrt_init=1.0,
+    )
+    if num_layers == 1:
+        return (out,)
+    hidden = LayerSpec(
+        D,
+        Z_init,
+        variance=Hyper(1e-6),
+        lengthscales=Hyper(np.full(D, 2.0)),
+        mean_function=Identity(),
+        q_sqrt_init=1e-5,
+    )
+    return (hidden,) * (num_layers - 1) + (out,)
+
+
+def run_benchmark(
+    dataset: str,
+    *,
+    num_layers: int = 2,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 0.01,
+    num_predict_samples: int = 100,
+    seed: int = 0,
+    dtype: str = "float64",
+) -> dict[str, Any]:
+    """Train and evaluate one model on one workload; returns the README's JSON fields."""
+    d = load_bench(dataset)
+    f = np.float64 if dtype == "float64" else np.float32
+    x_mean, x_std, y_mean, y_std = (
+        np.asarray(d[k], dtype=f) for k in ("x_mean", "x_std", "y_mean", "y_std")
+    )
+    X = jnp.asarray((d["X_train"] - x_mean) / x_std, dtype=f)
+    y = jnp.asarray(((d["Y_train"] - y_mean) / y_std)[:, 0], dtype=f)
+    Xt = jnp.asarray((d["X_test"] - x_mean) / x_std, dtype=f)
+    N, D = X.shape
+    layers = bench_layers(np.asarray(d["Z_init"], dtype=f), num_layers)
+    model = functools.partial(
+        dgp_regression, layers=layers, noise_variance=Hyper(0.01), batch_size=min(batch_size, N)
+    )
+    guide = InducingPointGuide(model)
+    svi = SVI(model, guide, optax.adam(lr), DoublyStochasticELBO(loss_scale=1.0 / N))
+    key = jax.random.key(seed)
+    state = svi.init(key, X, y)
+    update = jax.jit(svi.update)
+
+    t0 = time.perf_counter()
+    state, loss = update(state, X, y)
+    jax.block_until_ready(loss)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        state, loss = update(state, X, y)
+    jax.block_until_ready(loss)
+    per_step = (time.perf_counter() - t0) / max(steps - 1, 1)
+    params = svi.get_params(state)
+
+    full = functools.partial(dgp_regression, layers=layers, noise_variance=Hyper(0.01))
+    full_guide = InducingPointGuide(full)
+    terms = jax.jit(jax.vmap(lambda k: elbo_terms(k, params, full, full_guide, X, y)))(
+        jax.random.split(jax.random.key(seed + 1), 10)
+    )
+    pred = predict_svi(
+        jax.random.key(seed + 2), full, full_guide, params, Xt, num_samples=num_predict_samples
+    )
+    m = mixture_metrics_original_units(pred, d["Y_test"][:, 0], float(y_mean[0]), float(y_std[0]))
+    return {
+        "dataset": dataset,
+        "model": f"dgp{num_layers}" if num_layers > 1 else "svgp",
+        "N": int(N),
+        "D": int(D),
+        "steps": steps,
+        "dtype": dtype,
+        "first_step_seconds": round(first, 4),
+        "seconds_per_step": round(per_step, 6),
+        "final_elbo": float(jnp.mean(terms["elbo"])),
+        "kl_per_layer": [float(jnp.mean(v)) for v in terms["kl"].values()],
+        "test_rmse": m["rmse"],
+        "test_mlpd": m["mlpd"],
+        "final_loss": float(loss),
+    }
+
+
+def main(datasets: list[str], models: list[str], steps: int, dtype: str) -> list[dict[str, Any]]:
+    """Run every (dataset, model) pair and print one JSON line each."""
+    results = []
+    for ds in datasets:
+        for m in models:
+            r = run_benchmark(ds, num_layers=2 if m == "dgp2" else 1, steps=steps, dtype=dtype)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    return results

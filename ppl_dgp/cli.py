@@ -1,0 +1,161 @@
+"""Command line: ``ppl-dgp run`` (the main job) and ``ppl-dgp bench``.
+
+``ppl-dgp run`` fits a 2-layer deep GP to the bundled motorcycle data by doubly-stochastic SVI,
+prints the fit and its mixture predictive, and writes ``OUT/motorcycle_dgp.png``.
+``ppl-dgp bench`` runs the shared benchmark workloads and prints one JSON object per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def _configure_jax(threads: int | None, dtype: str) -> None:
+    """Set XLA threading before JAX starts, and the float width."""
+    if threads is not None:
+        flags = os.environ.get("XLA_FLAGS", "")
+        extra = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
+        if threads == 1 and "intra_op_parallelism_threads" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+    import jax
+
+    jax.config.update("jax_enable_x64", dtype == "float64")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _configure_jax(None, "float64")
+    import functools
+    import json
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from ppl_dgp.datasets import Standardizer, load_motorcycle
+    from ppl_dgp.elbo import elbo_terms
+    from ppl_dgp.guides import InducingPointGuide
+    from ppl_dgp.models.dgp import dgp_regression, init_dgp
+    from ppl_dgp.plotting import new_figure, plot_layer_samples_1d, plot_predictive_1d
+    from ppl_dgp.predict import layer_moments, predict_svi
+    from ppl_dgp.svi import run_svi
+
+    X_raw, y_raw = load_motorcycle()
+    sx, sy = Standardizer.fit(X_raw), Standardizer.fit(y_raw)
+    X, y = jnp.asarray(sx.transform(X_raw)), jnp.asarray(sy.transform(y_raw))
+    config = init_dgp(X, num_layers=args.layers, num_inducing=args.num_inducing, seed=args.seed)
+    model = functools.partial(dgp_regression, **config)
+    guide = InducingPointGuide(model)
+    print(
+        f"Fitting a {args.layers}-layer deep GP (M={args.num_inducing} per layer) to the "
+        f"motorcycle data (N={X.shape[0]}) by doubly-stochastic SVI, {args.steps} Adam steps"
+    )
+    key = jax.random.key(args.seed)
+    result = run_svi(key, model, guide, X, y, optimizer=optax.adam(args.lr), num_steps=args.steps)
+    terms = jax.vmap(lambda k: elbo_terms(k, result.params, model, guide, X, y))(
+        jax.random.split(jax.random.key(1), 20)
+    )
+    pred_train = predict_svi(jax.random.key(2), model, guide, result.params, X)
+    m = pred_train.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_raw))
+    summary = {
+        "elbo": float(jnp.mean(terms["elbo"])),
+        "kl_per_layer": {k: float(jnp.mean(v)) for k, v in terms["kl"].items()},
+        "noise_std_original_units": float(
+            jnp.sqrt(result.params.get("noise_variance.loc", jnp.nan)) * sy.std
+        ),
+        "train_rmse": m["rmse"],
+        "train_mlpd": m["mlpd"],
+        "compile_seconds": round(result.compile_seconds, 2),
+        "run_seconds": round(result.run_seconds, 2),
+    }
+    print(json.dumps(summary, indent=2))
+
+    grid_raw = np.linspace(X_raw.min() - 2, X_raw.max() + 2, 200)[:, None]
+    grid = jnp.asarray(sx.transform(grid_raw))
+    pred = predict_svi(jax.random.key(3), model, guide, result.params, grid, num_samples=200)
+    pred = pred.rescale(float(sy.mean), float(sy.std))
+    lo, hi = pred.interval(0.95)
+    print("\nPredictive of acceleration (g) at a few times (ms): mean [95% interval]")
+    for t in (5.0, 15.0, 20.0, 30.0, 45.0, 55.0):
+        i = int(np.argmin(np.abs(grid_raw[:, 0] - t)))
+        print(
+            f"  t = {t:5.1f}: {float(pred.mean[i]):8.2f}  "
+            f"[{float(lo[i]):8.2f}, {float(hi[i]):8.2f}]"
+        )
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    moments, _ = layer_moments(jax.random.key(4), model, guide, result.params, grid, num_samples=30)
+    fig, axes = new_figure(1, args.layers + 1, figsize=(5 * (args.layers + 1), 4))
+    plot_layer_samples_1d(axes[:-1], grid_raw, moments)
+    plot_predictive_1d(
+        axes[-1],
+        X_raw,
+        y_raw,
+        grid_raw,
+        pred,
+        title="mixture predictive (S=200)",
+        num_component_lines=10,
+    )
+    axes[-1].set_xlabel("time (ms)")
+    axes[-1].set_ylabel("acceleration (g)")
+    axes[-1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = out / "motorcycle_dgp.png"
+    fig.savefig(path, dpi=110)
+    print(f"\nWrote {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    _configure_jax(args.threads, args.dtype)
+    from ppl_dgp import bench
+
+    datasets = args.datasets.split(",")
+    models = args.models.split(",")
+    for d in datasets:
+        if d not in bench.DATASETS:
+            raise SystemExit(f"ppl-dgp bench: unknown dataset {d!r}; choose from {bench.DATASETS}")
+    for m in models:
+        if m not in ("dgp2", "svgp"):
+            raise SystemExit(f"ppl-dgp bench: unknown model {m!r}; choose from ('dgp2', 'svgp')")
+    bench.main(datasets, models, args.steps, args.dtype)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ppl-dgp", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="fit a 2-layer DGP to the motorcycle data (the main job)")
+    r.add_argument("--layers", type=int, default=2)
+    r.add_argument("--num-inducing", type=int, default=20)
+    r.add_argument("--steps", type=int, default=3000)
+    r.add_argument("--lr", type=float, default=0.01)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="out")
+    r.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser("bench", help="benchmark workloads of the peers (JSON lines)")
+    b.add_argument("--datasets", default="diabetes,step1d,synth10k")
+    b.add_argument("--models", default="dgp2,svgp")
+    b.add_argument("--steps", type=int, default=2000)
+    b.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    b.add_argument(
+        "--threads", type=int, default=1, help="XLA CPU threads (1 = the peers' setting)"
+    )
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

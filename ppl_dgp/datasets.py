@@ -1,0 +1,205 @@
+"""Bundled data sets, user CSV loading and standardisation.
+
+Math stratum: NumPy only (no JAX, no NumPyro). The files live in ``ppl_dgp/data/`` and are read
+with :mod:`importlib.resources`, so they work from a source checkout, an editable install and a
+wheel alike. Provenance and licences are in ``ppl_dgp/data/README.md``.
+
+Example:
+    >>> from ppl_dgp.datasets import Standardizer, load_motorcycle
+    >>> X, y = load_motorcycle()
+    >>> X.shape, y.shape
+    ((94, 1), (94,))
+    >>> sx = Standardizer.fit(X)
+    >>> bool(abs(sx.transform(X).mean()) < 1e-12)
+    True
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from os import PathLike
+
+import numpy as np
+
+__all__ = [
+    "BENCH_NAMES",
+    "Standardizer",
+    "load_bench",
+    "load_csv",
+    "load_motorcycle",
+]
+
+BENCH_NAMES: tuple[str, ...] = ("diabetes", "step1d", "synth10k", "moons")
+"""Names accepted by :func:`load_bench` (the workloads shared with the peer libraries)."""
+
+
+def _data_file(name: str):
+    """Traversable for ``ppl_dgp/data/<name>``."""
+    return resources.files("ppl_dgp").joinpath("data", name)
+
+
+def load_motorcycle() -> tuple[np.ndarray, np.ndarray]:
+    """Silverman's (1985) motorcycle-crash accelerations (R package ``boot``, data set ``motor``).
+
+    Head acceleration (g) against time after impact (ms); the classic heteroscedastic,
+    non-stationary 1-D regression problem used in GPflux's deep-GP tutorial.
+
+    Returns:
+        ``(X, y)`` with ``X`` the times, float64 of shape ``[N, 1]``, and ``y`` the
+        accelerations, float64 of shape ``[N]``, where ``N = 94``. Original units, not
+        standardised.
+
+    References:
+        Silverman, B. W. (1985). Some aspects of the spline smoothing approach to
+        non-parametric regression curve fitting. JRSS B 47(1), 1-52.
+    """
+    with _data_file("motor.csv").open("r", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    X = np.array([[float(r["times"])] for r in rows], dtype=np.float64)  # [N, 1]
+    y = np.array([float(r["accel"]) for r in rows], dtype=np.float64)  # [N]
+    return X, y
+
+
+def load_bench(name: str) -> dict[str, np.ndarray]:
+    """Load one of the benchmark workloads shared with GPflux / GPyTorch / laplace-torch.
+
+    Regression sets (``diabetes``, ``step1d``, ``synth10k``) hold ``X_train [N, D]``,
+    ``Y_train [N, 1]``, ``X_test``, ``Y_test`` in original units, the train-split
+    standardisation ``x_mean [D]``, ``x_std [D]``, ``y_mean [1]``, ``y_std [1]`` and
+    ``Z_init [100, D]`` (initial inducing inputs in standardised units). ``moons`` holds
+    ``X_train [200, 2]``, ``y_train [200]``, ``X_test [1000, 2]``, ``y_test [1000]`` and
+    ``X_ood [100, 2]``.
+
+    Args:
+        name: One of :data:`BENCH_NAMES`.
+
+    Returns:
+        A dict of array name to NumPy array (loaded eagerly; the file is closed).
+
+    Raises:
+        ValueError: If ``name`` is not a known workload.
+    """
+    if name not in BENCH_NAMES:
+        raise ValueError(
+            f"unknown benchmark data set {name!r}; valid names are: {', '.join(BENCH_NAMES)}"
+        )
+    with _data_file(f"{name}.npz").open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-column affine standardisation ``z = (a - mean) / std``.
+
+    Attributes:
+        mean: Column means, shape ``[D]`` (or ``[]`` for 1-D data).
+        std: Column standard deviations, shape like ``mean``; a constant column gets 1 so
+            that the transform stays finite and invertible.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, a: np.ndarray) -> Standardizer:
+        """Fit to data.
+
+        Args:
+            a: Data, shape ``[N]`` or ``[N, D]``; statistics are taken over axis 0.
+
+        Returns:
+            The fitted :class:`Standardizer`.
+        """
+        a = np.asarray(a, dtype=np.float64)
+        mean = a.mean(axis=0)
+        std = a.std(axis=0)
+        std = np.where(std > 0.0, std, 1.0)
+        return cls(mean=mean, std=std)
+
+    def transform(self, a: np.ndarray) -> np.ndarray:
+        """Map data to standardised units: ``(a - mean) / std``, same shape as ``a``."""
+        return (np.asarray(a, dtype=np.float64) - self.mean) / self.std
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        """Map standardised values back to original units: ``z * std + mean``."""
+        return np.asarray(z, dtype=np.float64) * self.std + self.mean
+
+
+def load_csv(
+    path: str | PathLike[str],
+    target: str,
+    features: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a regression table from a CSV file with a header row.
+
+    Args:
+        path: Path to the CSV file (comma-separated, first row is the header).
+        target: Name of the column to predict.
+        features: Names of the input columns, in order. ``None`` takes every column except
+            ``target``, in file order.
+
+    Returns:
+        ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N]``.
+
+    Raises:
+        ValueError: If the file has no header or no data rows, if a named column is missing,
+            or if a cell is empty, non-numeric, NaN or infinite; the message names the column
+            and the line number.
+    """
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, expected a header row")
+        header = [h.strip() for h in header]
+        if features is None:
+            features = [h for h in header if h != target]
+        features = list(features)
+        missing = [c for c in [target, *features] if c not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: column(s) {', '.join(map(repr, missing))} not found; "
+                f"available columns: {', '.join(map(repr, header))}"
+            )
+        if not features:
+            raise ValueError(f"{path}: no feature columns besides target {target!r}")
+        cols = [header.index(c) for c in features]
+        t = header.index(target)
+
+        X_rows: list[list[float]] = []
+        y_rows: list[float] = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            lineno = reader.line_num
+            if len(row) != len(header):
+                raise ValueError(
+                    f"{path}, line {lineno}: {len(row)} fields, header has {len(header)}"
+                )
+            X_rows.append([_parse(row[j], header[j], path, lineno) for j in cols])
+            y_rows.append(_parse(row[t], target, path, lineno))
+    if not y_rows:
+        raise ValueError(f"{path}: no data rows")
+    return np.array(X_rows, dtype=np.float64), np.array(y_rows, dtype=np.float64)
+
+
+def _parse(cell: str, column: str, path: str | PathLike[str], lineno: int) -> float:
+    """Parse one cell as a finite float; reject empty, non-numeric, NaN and infinite cells."""
+    text = cell.strip()
+    if not text:
+        raise ValueError(f"{path}, line {lineno}: empty value in column {column!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(
+            f"{path}, line {lineno}: non-numeric value {text!r} in column {column!r}"
+        ) from None
+    if math.isnan(value):
+        raise ValueError(f"{path}, line {lineno}: NaN in column {column!r}")
+    if math.isinf(value):
+        raise ValueError(f"{path}, line {lineno}: infinite value {text!r} in column {column!r}")
+    return value

@@ -1,0 +1,222 @@
+"""The inducing-point guide for GP-layer programs.
+
+For every GP layer (sites tagged ``inducing`` by :func:`~ppl_dgp.layers.gp_layer`) the guide
+holds ``q(u_q) = N(q_mu[:, q], q_sqrt[q] q_sqrt[q]^T)``, full rank per output. Its layer-noise
+sites ``eps`` follow the model's own ``N(0, 1)``, so ``q(f | u) = p(f | u)`` and the ELBO of the
+pair is the doubly-stochastic bound (Salimbeni & Deisenroth 2017): exactly (in expectation) under
+``Trace_ELBO``, and with ``u`` integrated out analytically under
+:class:`~ppl_dgp.elbo.DoublyStochasticELBO`. Every other latent site (kernel hyperparameters,
+noise) gets a point estimate (``hyper="delta"``, MAP) or a mean-field normal in unconstrained
+space (``hyper="normal"``).
+
+Guide parameters: ``{layer}.q_mu`` ``[M, Q]``, ``{layer}.q_sqrt`` ``[Q, M, M]`` (lower
+triangular, positive diagonal), ``{site}.loc`` (and ``{site}.scale``) for the other sites.
+
+Example:
+    >>> # guide = InducingPointGuide(model)
+    >>> # svi = SVI(model, guide, optax.adam(1e-2), DoublyStochasticELBO())
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import ExitStack
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jax import Array
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.autoguide import AutoGuide
+from numpyro.infer.initialization import init_to_median
+
+from ppl_dgp.layers import ROLE
+
+__all__ = ["InducingPointGuide", "init_to_model_init"]
+
+
+def _init_to_model_init(site: dict | None = None) -> Array | None:
+    if site is None:
+        return init_to_model_init
+    if site["type"] == "sample" and not site["is_observed"]:
+        if "init" in site["infer"]:
+            return jnp.broadcast_to(site["infer"]["init"], site["fn"].shape())
+        if site["infer"].get(ROLE) in ("inducing", "layer_noise"):
+            return jnp.zeros(site["fn"].shape())
+    return init_to_median(site)
+
+
+#: NumPyro init strategy: a site's ``infer["init"]`` (set by :class:`~ppl_dgp.layers.Hyper`),
+#: zeros for inducing values and layer noise, the prior median otherwise. (NumPyro expects a
+#: ``functools.partial``.)
+init_to_model_init = functools.partial(_init_to_model_init)
+
+
+class InducingPointGuide(AutoGuide):
+    """Full-rank Gaussian ``q(u)`` per GP layer and output; point or normal for the rest.
+
+    Args:
+        model: a NumPyro program built from :func:`~ppl_dgp.layers.gp_layer`.
+        hyper: ``"delta"`` (MAP point estimates, default) or ``"normal"`` (mean-field normal
+            in unconstrained space) for sites that are neither inducing values nor layer noise.
+        init_loc_fn: NumPyro init strategy for those sites.
+        init_scale: initial standard deviation for ``hyper="normal"``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        hyper: str = "delta",
+        init_loc_fn: Any = init_to_model_init,
+        init_scale: float = 0.1,
+        prefix: str = "guide",
+    ):
+        if hyper not in ("delta", "normal"):
+            raise ValueError(
+                f"InducingPointGuide: hyper must be 'delta' or 'normal'; received {hyper!r}"
+            )
+        self.hyper = hyper
+        self.init_scale = init_scale
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn)
+
+    # -- structure -----------------------------------------------------------------------
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        self._layers: dict[str, dict] = {}
+        self._noise_sites: list[str] = []
+        self._other_sites: list[str] = []
+        for name, site in self.prototype_trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            role = site["infer"].get(ROLE)
+            if role == "inducing":
+                layer = name.rsplit(".", 1)[0]
+                Q, M = site["fn"].shape()
+                self._layers[layer] = {
+                    "site": name,
+                    "Q": Q,
+                    "M": M,
+                    "q_sqrt_init": site["infer"]["q_sqrt_init"],
+                }
+            elif role == "layer_noise":
+                self._noise_sites.append(name)
+            else:
+                if site["cond_indep_stack"]:
+                    raise ValueError(
+                        f"InducingPointGuide: latent site {name!r} is local to plate "
+                        f"{site['cond_indep_stack'][0].name!r}; only GP layer noise may be local"
+                    )
+                self._other_sites.append(name)
+        if not self._layers:
+            raise ValueError("InducingPointGuide: the model has no GP layer (no 'inducing' site)")
+        with numpyro.handlers.block():
+            self._init_locs = {
+                k: v
+                for k, v in self._postprocess_fn(self._init_locs).items()
+                if k in self._init_locs
+            }
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self._layers)
+
+    def q_params(self, params: dict[str, Array]) -> dict[str, Array]:
+        """The ``q(u)`` parameters ``{layer}.q_mu``, ``{layer}.q_sqrt`` from a param dict."""
+        return {
+            k: params[k] for layer in self._layers for k in (f"{layer}.q_mu", f"{layer}.q_sqrt")
+        }
+
+    # -- the guide program ---------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Array]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result: dict[str, Array] = {}
+        for layer, info in self._layers.items():
+            Q, M = info["Q"], info["M"]
+            q_mu = numpyro.param(f"{layer}.q_mu", jnp.zeros((M, Q)))
+            q_sqrt = numpyro.param(
+                f"{layer}.q_sqrt",
+                info["q_sqrt_init"] * jnp.broadcast_to(jnp.eye(M), (Q, M, M)),
+                constraint=constraints.softplus_lower_cholesky,
+            )
+            # NumPyro's replay copies the guide's ``infer`` onto the model site: tag it too.
+            result[info["site"]] = numpyro.sample(
+                info["site"],
+                dist.MultivariateNormal(q_mu.T, scale_tril=q_sqrt).to_event(1),
+                infer={ROLE: "inducing"},
+            )
+        for name in self._noise_sites:
+            site = self.prototype_trace[name]
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                # Full batch shape (the plate's current size): no implicit rank promotion.
+                shape = tuple(f.size for f in site["cond_indep_stack"]) + site["fn"].event_shape
+                result[name] = numpyro.sample(
+                    name,
+                    dist.Normal(jnp.zeros(shape), 1.0).to_event(len(site["fn"].event_shape)),
+                    infer={ROLE: "layer_noise"},
+                )
+        for name in self._other_sites:
+            site = self.prototype_trace[name]
+            support = site["fn"].support
+            event_dim = site["fn"].event_dim
+            init = self._init_locs[name]
+            if self.hyper == "delta":
+                loc = numpyro.param(f"{name}.loc", init, constraint=support, event_dim=event_dim)
+                result[name] = numpyro.sample(name, dist.Delta(loc, event_dim=event_dim))
+            else:
+                transform = biject_to(support)
+                loc = numpyro.param(f"{name}.loc", transform.inv(init))
+                scale = numpyro.param(
+                    f"{name}.scale",
+                    jnp.full(jnp.shape(loc), self.init_scale),
+                    constraint=constraints.softplus_positive,
+                )
+                base = dist.Normal(loc, scale).to_event(jnp.ndim(loc))
+                result[name] = numpyro.sample(name, dist.TransformedDistribution(base, transform))
+        return result
+
+    # -- draws ---------------------------------------------------------------------------
+    def sample_posterior(
+        self,
+        rng_key: Array,
+        params: dict[str, Array],
+        *args: Any,
+        sample_shape: tuple = (),
+        **kwargs: Any,
+    ) -> dict[str, Array]:
+        """Draws of the global latent sites (``u`` per layer and the hyperparameters)."""
+        out: dict[str, Array] = {}
+        keys = jax.random.split(rng_key, len(self._layers) + len(self._other_sites) + 1)
+        for key, (layer, info) in zip(keys, self._layers.items(), strict=False):
+            q = dist.MultivariateNormal(
+                params[f"{layer}.q_mu"].T, scale_tril=params[f"{layer}.q_sqrt"]
+            )
+            out[info["site"]] = q.sample(key, sample_shape)
+        for key, name in zip(keys[len(self._layers) :], self._other_sites, strict=False):
+            if self.hyper == "delta":
+                v = params[f"{name}.loc"]
+                out[name] = jnp.broadcast_to(v, sample_shape + jnp.shape(v))
+            else:
+                transform = biject_to(self.prototype_trace[name]["fn"].support)
+                z = dist.Normal(params[f"{name}.loc"], params[f"{name}.scale"]).sample(
+                    key, sample_shape
+                )
+                out[name] = transform(z)
+        return out
+
+    def median(self, params: dict[str, Array]) -> dict[str, Array]:
+        """Posterior medians of the global latent sites (``q_mu`` for ``u``)."""
+        out = {info["site"]: params[f"{layer}.q_mu"].T for layer, info in self._layers.items()}
+        for name in self._other_sites:
+            loc = params[f"{name}.loc"]
+            if self.hyper == "normal":
+                loc = biject_to(self.prototype_trace[name]["fn"].support)(loc)
+            out[name] = loc
+        return out

@@ -1,0 +1,186 @@
+"""Linear algebra with jitter: the only place that factorises a kernel matrix.
+
+Every Cholesky factor in the library goes through :func:`cholesky`, which adds GPflow's
+default jitter (``1e-6``) to the diagonal and, when the factorisation still fails, retries with
+a jitter ten times larger, up to ``max_jitter``, with a warning that names the jitter used.
+Past that bound it raises :class:`CholeskyError` (eagerly) or returns NaN under ``jit``, which
+the callers' finiteness checks turn into a clear error.
+
+References:
+    GPflow ``gpflow.config.default_jitter`` and ``gpflow.utilities.ops``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+DEFAULT_JITTER = 1e-6
+MAX_JITTER = 1e-2
+
+
+class CholeskyError(np.linalg.LinAlgError):
+    """Raised when a matrix is not positive definite even with the largest jitter."""
+
+
+def _warn_jitter(jitter: np.ndarray, base: float) -> None:
+    jitter = float(jitter)
+    if not np.isfinite(jitter):
+        return
+    if jitter > base:
+        warnings.warn(
+            f"cholesky: the matrix was not positive definite with jitter {base:g}; "
+            f"succeeded with jitter {jitter:g}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _is_concrete(x: Array) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _ladder(jitter: float, max_jitter: float) -> list[float]:
+    j = max(jitter, DEFAULT_JITTER) * 10.0 if jitter > 0 else DEFAULT_JITTER
+    out = []
+    while j <= max_jitter * (1 + 1e-12):
+        out.append(j)
+        j *= 10.0
+    return out
+
+
+def _all_finite(L: Array) -> Array:
+    return jnp.all(jnp.isfinite(L))
+
+
+def _retry(K: Array, eye: Array, ok0: Array, base: float, ladder: list[float]) -> Array:
+    """Escalate the jitter along ``ladder`` (a ``while_loop``: one Cholesky in its body, so
+    compile time does not grow with the ladder). NaN past ``max_jitter``."""
+    steps = jnp.asarray(ladder, dtype=K.dtype)
+
+    def cond(c: tuple) -> Array:
+        i, ok = c
+        return (~ok) & (i < len(ladder))
+
+    def body(c: tuple) -> tuple:
+        i, _ = c
+        return i + 1, _all_finite(jnp.linalg.cholesky(K + steps[i] * eye))
+
+    i, ok = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.asarray(False)))
+    used = jnp.where(ok, steps[jnp.maximum(i - 1, 0)], jnp.inf)
+    # Under vmap both cond branches run: report the base jitter where it sufficed.
+    used = jnp.where(ok0, jnp.asarray(base, K.dtype), used)
+    jax.debug.callback(_warn_jitter, used, base)
+    L = jnp.linalg.cholesky(K + jnp.where(ok0 | ~ok, base, used) * eye)
+    return jnp.where(ok0 | ok, L, jnp.nan)
+
+
+def _forward(K: Array, jitter: float, max_jitter: float) -> Array:
+    eye = jnp.broadcast_to(jnp.eye(K.shape[-1], dtype=K.dtype), K.shape)
+    L0 = jnp.linalg.cholesky(K + jitter * eye)
+    ladder = _ladder(jitter, max_jitter)
+    if _is_concrete(L0):
+        if bool(_all_finite(L0)):
+            return L0
+        for j in ladder:
+            L = jnp.linalg.cholesky(K + j * eye)
+            if bool(_all_finite(L)):
+                _warn_jitter(np.asarray(j), jitter)
+                return L
+        raise CholeskyError(
+            f"cholesky: matrix of shape {K.shape} is not positive definite even with jitter "
+            f"{max_jitter:g}; check the kernel hyperparameters and inputs for duplicates or NaN"
+        )
+    if not ladder:
+        return L0
+    ok0 = _all_finite(L0)
+    return jax.lax.cond(ok0, lambda K: L0, lambda K: _retry(K, eye, ok0, jitter, ladder), K)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _jittered_cholesky(K: Array, jitter: float, max_jitter: float) -> Array:
+    return _forward(K, jitter, max_jitter)
+
+
+def _jittered_cholesky_fwd(K: Array, jitter: float, max_jitter: float) -> tuple[Array, Array]:
+    L = _forward(K, jitter, max_jitter)
+    return L, L
+
+
+def _jittered_cholesky_bwd(jitter: float, max_jitter: float, L: Array, L_bar: Array) -> tuple:
+    """Cholesky adjoint at the final factor (the chosen jitter is a constant):
+
+    ``K_bar = sym(L^{-T} Phi(L^T L_bar) L^{-1})``, ``Phi`` = lower triangle with the diagonal
+    halved (Murray 2016, "Differentiation of the Cholesky decomposition", eq. 10). Failed
+    attempts never enter the gradient, so an escalated factor has a finite gradient.
+    """
+    P = jnp.tril(jnp.swapaxes(L, -1, -2) @ L_bar)
+    P = P - 0.5 * jnp.eye(L.shape[-1], dtype=L.dtype) * P
+    X = jax.lax.linalg.triangular_solve(L, P, left_side=True, lower=True, transpose_a=True)
+    A = jax.lax.linalg.triangular_solve(L, X, left_side=False, lower=True)
+    return (0.5 * (A + jnp.swapaxes(A, -1, -2)),)
+
+
+_jittered_cholesky.defvjp(_jittered_cholesky_fwd, _jittered_cholesky_bwd)
+
+
+def cholesky(
+    K: Array,  # [..., M, M]
+    jitter: float = DEFAULT_JITTER,
+    max_jitter: float = MAX_JITTER,
+) -> Array:  # [..., M, M]
+    """Lower Cholesky factor of ``K + jitter I`` with jitter escalation.
+
+    .. math:: L L^\\top = K + \\epsilon I, \\qquad \\epsilon \\in \\{\\epsilon_0, 10\\epsilon_0,
+        \\ldots\\} \\le \\epsilon_{\\max}
+
+    The first attempt uses ``jitter`` (GPflow's default 1e-6, added unconditionally so results
+    match GPflow bit for bit). If the factor is not finite, the jitter is multiplied by ten until
+    it succeeds or exceeds ``max_jitter``; a ``RuntimeWarning`` names the jitter that worked.
+    Under ``jit`` the retry sits behind ``lax.cond`` (free when the first attempt works);
+    eagerly it is a plain Python loop. The gradient is the Cholesky adjoint at the returned
+    factor (a ``custom_vjp``), finite also after an escalation.
+
+    Args:
+        K: symmetric matrices, shape ``[..., M, M]``; all batch members share one jitter.
+        jitter: jitter added on the first attempt (``0`` allowed).
+        max_jitter: largest jitter tried before giving up.
+
+    Returns:
+        Lower-triangular ``L`` with ``L @ L.T == K + jitter * I``, shape ``[..., M, M]``.
+        Under ``jit``, NaN when even ``max_jitter`` fails (callers check finiteness).
+
+    Raises:
+        CholeskyError: (outside ``jit``) when even ``max_jitter`` fails.
+
+    Example:
+        >>> L = cholesky(jnp.eye(3))
+    """
+    if K.ndim < 2 or K.shape[-1] != K.shape[-2]:
+        raise ValueError(f"cholesky: K must have shape [..., M, M]; received {K.shape}")
+    return _jittered_cholesky(K, float(jitter), float(max_jitter))
+
+
+def solve_triangular(L: Array, B: Array, *, lower: bool = True, trans: bool = False) -> Array:
+    """Solve ``L x = B`` (or ``L^T x = B`` with ``trans=True``) for triangular ``L``.
+
+    Args:
+        L: triangular factor, ``[..., M, M]``.
+        B: right-hand sides, ``[..., M, K]``.
+        lower: whether ``L`` is lower-triangular.
+        trans: solve with the transpose of ``L``.
+
+    Returns:
+        ``x`` with the shape of ``B``.
+    """
+    return jax.lax.linalg.triangular_solve(L, B, left_side=True, lower=lower, transpose_a=trans)
+
+
+def logdet_from_cholesky(L: Array) -> Array:  # [...] from [..., M, M]
+    """``log det(L L^T) = 2 sum_m log |L_mm|``."""
+    return 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(L, axis1=-2, axis2=-1))), axis=-1)

@@ -1,0 +1,178 @@
+"""Stochastic variational inference, fully jitted: ``lax.scan`` over chunks of steps.
+
+``run_svi`` compiles one chunk of ``chunk_size`` updates once (``lax.scan`` over NumPyro's
+``SVI.update``), then calls it until ``num_steps`` are done, showing a progress bar with the
+running loss. A non-finite loss stops the run with :class:`NonFiniteLossError`, which carries the
+last finite state (nothing is lost).
+
+Example:
+    >>> # result = run_svi(key, model, guide, X, y, optimizer=optax.adam(1e-2), num_steps=2000)
+    >>> # result.params["layer0.q_mu"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array
+from numpyro.infer import SVI
+
+from ppl_dgp.elbo import DoublyStochasticELBO
+
+__all__ = ["SVIResult", "NonFiniteLossError", "run_svi", "progress_enabled"]
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Progress bars are on unless turned off, or ``CI`` / ``PYTEST_XDIST_WORKER`` is set."""
+    if progress is not None:
+        return progress
+    return not (os.environ.get("CI") or os.environ.get("PYTEST_XDIST_WORKER"))
+
+
+@dataclasses.dataclass(frozen=True)
+class SVIResult:
+    """Outcome of :func:`run_svi`.
+
+    Attributes:
+        params: constrained parameters (guide and model ``param`` sites).
+        losses: loss per step ``[num_steps]`` (negative ELBO estimate).
+        state: the final NumPyro ``SVIState`` (to continue training).
+        compile_seconds: time to trace and compile one chunk.
+        run_seconds: time spent running the compiled chunks.
+    """
+
+    params: dict[str, Array]
+    losses: np.ndarray
+    state: Any
+    compile_seconds: float
+    run_seconds: float
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A step produced a NaN/inf loss; ``.params`` and ``.state`` hold the last finite state."""
+
+    def __init__(self, message: str, params: dict[str, Array], state: Any, losses: np.ndarray):
+        super().__init__(message)
+        self.params = params
+        self.state = state
+        self.losses = losses
+
+
+def _select(ok: Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def run_svi(
+    rng_key: Array,
+    model: Any,
+    guide: Any,
+    *args: Any,
+    optimizer: optax.GradientTransformation | None = None,
+    num_steps: int = 1000,
+    elbo: Any = None,
+    chunk_size: int = 100,
+    progress: bool | None = None,
+    init_state: Any = None,
+    **kwargs: Any,
+) -> SVIResult:
+    """Fit ``guide`` to ``model`` by SVI with a jitted ``lax.scan`` loop.
+
+    Args:
+        rng_key: JAX PRNG key.
+        model: NumPyro program.
+        guide: its guide (e.g. :class:`~ppl_dgp.guides.InducingPointGuide`).
+        *args: model arguments (arrays: passed to the compiled loop, not baked in).
+        optimizer: an optax transformation (default Adam, learning rate 1e-2).
+        num_steps: number of updates.
+        elbo: NumPyro ELBO (default :class:`~ppl_dgp.elbo.DoublyStochasticELBO`).
+        chunk_size: updates per compiled ``lax.scan`` call (the progress bar's granularity).
+        progress: show a progress bar (default: on, except under CI).
+        init_state: an ``SVIState`` to continue from.
+        **kwargs: model keyword arguments (arrays or static values).
+
+    Returns:
+        :class:`SVIResult`.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or inf; the error keeps the last finite state.
+    """
+    if num_steps < 1:
+        raise ValueError(f"run_svi: num_steps must be >= 1; received {num_steps}")
+    optimizer = optax.adam(1e-2) if optimizer is None else optimizer
+    svi = SVI(model, guide, optimizer, DoublyStochasticELBO() if elbo is None else elbo)
+    key_init, key_run = jax.random.split(rng_key)
+    state = svi.init(key_init, *args, **kwargs) if init_state is None else init_state
+    chunk = max(1, min(chunk_size, num_steps))
+
+    def run_chunk(state: Any, n_valid: Array, *args: Any) -> tuple[Any, Array, Array]:
+        # ``svi.update`` returns the loss of the state it was given. When that loss is not
+        # finite, the state is already bad: fall back to the one before it, whose loss was
+        # finite, and freeze for the rest of the chunk.
+        def body(carry: tuple, i: Array) -> tuple:
+            st, prev, bad = carry
+            new, loss = svi.update(st, *args, **kwargs)
+            valid = i < n_valid
+            fin = jnp.isfinite(loss)
+            ok = fin & ~bad & valid
+            bad_now = ~fin & ~bad & valid
+            st_next = _select(bad_now, prev, _select(ok, new, st))
+            prev_next = _select(ok, st, prev)
+            return (st_next, prev_next, bad | bad_now), loss
+
+        init = (state, state, jnp.array(False))
+        (state, _, bad), losses = jax.lax.scan(body, init, jnp.arange(chunk))
+        return state, bad, losses
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(run_chunk).lower(state, jnp.asarray(chunk), *args).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    n_chunks = math.ceil(num_steps / chunk)
+    losses: list[np.ndarray] = []
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, desc="SVI", unit="step")
+    t0 = time.perf_counter()
+    try:
+        for c in range(n_chunks):
+            n_valid = min(chunk, num_steps - c * chunk)
+            state, bad, chunk_losses = compiled(state, jnp.asarray(n_valid), *args)
+            chunk_losses = np.asarray(chunk_losses)[:n_valid]
+            if bool(bad):
+                first = int(np.argmax(~np.isfinite(chunk_losses)))
+                losses.append(chunk_losses[:first])
+                step = c * chunk + first
+                raise NonFiniteLossError(
+                    f"run_svi: the loss became {chunk_losses[first]} at step {step}; the last "
+                    f"finite state (the parameters after {max(step - 1, 0)} updates, whose loss "
+                    "was finite) is kept in this error's .params and .state. Try a smaller "
+                    "learning rate, or check the data and initial values.",
+                    svi.get_params(state),
+                    state,
+                    np.concatenate(losses) if losses else np.zeros(0),
+                )
+            losses.append(chunk_losses)
+            if bar is not None:
+                bar.update(n_valid)
+                bar.set_postfix(loss=f"{float(chunk_losses[-1]):.4g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    run_seconds = time.perf_counter() - t0
+    return SVIResult(
+        params=svi.get_params(state),
+        losses=np.concatenate(losses),
+        state=state,
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+    )

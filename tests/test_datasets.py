@@ -1,0 +1,198 @@
+"""Tests for ppl_dgp.datasets: bundled files, Standardizer and user-CSV loading."""
+
+import csv
+import re
+
+import numpy as np
+import pytest
+
+from ppl_dgp.datasets import BENCH_NAMES, Standardizer, load_bench, load_csv, load_motorcycle
+
+REGRESSION = ("diabetes", "step1d", "synth10k")
+REGRESSION_SIZES = {"diabetes": (398, 44, 10), "step1d": (450, 50, 1), "synth10k": (9000, 1000, 8)}
+
+
+# --- motorcycle ----------------------------------------------------------------------------
+
+
+def test_motorcycle_shapes_and_dtypes():
+    X, y = load_motorcycle()
+    assert X.shape == (94, 1)
+    assert y.shape == (94,)
+    assert X.dtype == np.float64
+    assert y.dtype == np.float64
+
+
+def test_motorcycle_matches_the_published_table():
+    X, y = load_motorcycle()
+    # First and last rows of boot::motor (Silverman 1985), read off the original table.
+    assert (X[0, 0], y[0]) == (2.4, 0.0)
+    assert (X[-1, 0], y[-1]) == (57.6, 10.7)
+    assert np.all(np.diff(X[:, 0]) >= 0.0)  # times are sorted
+    assert y.min() == pytest.approx(-134.0)
+    assert y.max() == pytest.approx(75.0)
+
+
+# --- benchmark workloads -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REGRESSION)
+def test_bench_regression_shapes(name):
+    d = load_bench(name)
+    n_train, n_test, D = REGRESSION_SIZES[name]
+    assert set(d) == {
+        "X_train", "Y_train", "X_test", "Y_test", "x_mean", "x_std", "y_mean", "y_std", "Z_init"
+    }  # fmt: skip
+    assert d["X_train"].shape == (n_train, D)
+    assert d["Y_train"].shape == (n_train, 1)
+    assert d["X_test"].shape == (n_test, D)
+    assert d["Y_test"].shape == (n_test, 1)
+    assert d["x_mean"].shape == d["x_std"].shape == (D,)
+    assert d["y_mean"].shape == d["y_std"].shape == (1,)
+    assert d["Z_init"].shape == (100, D)
+
+
+@pytest.mark.parametrize("name", REGRESSION)
+def test_bench_standardisation_is_the_train_split_one(name):
+    # The peers standardised with the population std of the training split; Standardizer
+    # must reproduce their stored statistics so the runs see the same numbers.
+    d = load_bench(name)
+    sx = Standardizer.fit(d["X_train"])
+    sy = Standardizer.fit(d["Y_train"])
+    np.testing.assert_allclose(sx.mean, d["x_mean"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sx.std, d["x_std"], rtol=1e-12)
+    np.testing.assert_allclose(sy.mean, d["y_mean"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sy.std, d["y_std"], rtol=1e-12)
+    # Z_init: 100 distinct standardised training inputs.
+    Xs = sx.transform(d["X_train"])
+    Z = d["Z_init"]
+    assert len(np.unique(Z, axis=0)) == 100
+    hits = np.isclose(Z[:, None, :], Xs[None, :, :], rtol=0, atol=1e-10).all(axis=-1)  # [M, N]
+    assert hits.any(axis=1).all()
+
+
+def test_bench_moons():
+    d = load_bench("moons")
+    assert d["X_train"].shape == (200, 2)
+    assert d["y_train"].shape == (200,)
+    assert d["X_test"].shape == (1000, 2)
+    assert d["y_test"].shape == (1000,)
+    assert set(np.unique(d["y_train"])) == {0, 1}
+    np.testing.assert_allclose(np.linalg.norm(d["X_ood"], axis=1), 10.0, rtol=1e-12)
+
+
+def test_bench_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown benchmark") as err:
+        load_bench("concrete")
+    for name in BENCH_NAMES:
+        assert name in str(err.value)
+
+
+# --- Standardizer --------------------------------------------------------------------------
+
+
+def test_standardizer_matches_numpy_and_round_trips():
+    rng = np.random.default_rng(0)
+    a = rng.normal(loc=[3.0, -2.0, 100.0], scale=[0.1, 5.0, 30.0], size=(50, 3))
+    s = Standardizer.fit(a)
+    z = s.transform(a)
+    np.testing.assert_allclose(z, (a - a.mean(0)) / a.std(0), rtol=1e-12)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.std(0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(s.inverse_transform(z), a, rtol=1e-12)
+
+
+def test_standardizer_constant_column_gets_unit_std():
+    a = np.column_stack([np.full(10, 7.0), np.arange(10.0)])
+    s = Standardizer.fit(a)
+    assert s.std[0] == 1.0
+    z = s.transform(a)
+    assert np.all(np.isfinite(z))
+    np.testing.assert_array_equal(z[:, 0], 0.0)
+    np.testing.assert_allclose(s.inverse_transform(z), a, rtol=1e-12)
+
+
+def test_standardizer_one_dimensional_and_frozen():
+    y = np.array([1.0, 2.0, 3.0, 6.0])
+    s = Standardizer.fit(y)
+    assert s.mean.shape == ()
+    np.testing.assert_allclose(s.inverse_transform(s.transform(y)), y, rtol=1e-12)
+    with pytest.raises(AttributeError):
+        s.mean = np.array(0.0)
+
+
+# --- user CSV ------------------------------------------------------------------------------
+
+
+def _write(tmp_path, rows, name="data.csv"):
+    path = tmp_path / name
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+def test_load_csv_all_features_and_selected_features(tmp_path):
+    path = _write(tmp_path, [["a", "y", "b"], [1, 10, 100], [2, 20, 200], [3, 30, 300]])
+    X, y = load_csv(path, target="y")
+    np.testing.assert_array_equal(X, [[1, 100], [2, 200], [3, 300]])
+    np.testing.assert_array_equal(y, [10, 20, 30])
+    assert X.dtype == y.dtype == np.float64
+    X, _ = load_csv(path, target="y", features=["b", "a"])
+    np.testing.assert_array_equal(X, [[100, 1], [200, 2], [300, 3]])
+
+
+def test_load_csv_reads_the_bundled_motorcycle_file(tmp_path):
+    from importlib import resources
+
+    with resources.as_file(resources.files("ppl_dgp") / "data" / "motor.csv") as path:
+        X, y = load_csv(path, target="accel", features=["times"])
+    X_ref, y_ref = load_motorcycle()
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+def test_load_csv_missing_target_column(tmp_path):
+    path = _write(tmp_path, [["a", "b"], [1, 2]])
+    with pytest.raises(ValueError, match=r"'y'.*not found.*'a', 'b'"):
+        load_csv(path, target="y")
+
+
+def test_load_csv_missing_feature_column(tmp_path):
+    path = _write(tmp_path, [["a", "y"], [1, 2]])
+    with pytest.raises(ValueError, match=r"'c'.*not found"):
+        load_csv(path, target="y", features=["a", "c"])
+
+
+def test_load_csv_non_numeric_value_names_column_and_line(tmp_path):
+    path = _write(tmp_path, [["a", "y"], [1, 2], ["abc", 3]])
+    expected = "line 3: non-numeric value 'abc' in column 'a'"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_csv(path, target="y")
+
+
+def test_load_csv_nan_names_column(tmp_path):
+    path = _write(tmp_path, [["a", "y"], [1, "nan"]])
+    with pytest.raises(ValueError, match=r"NaN in column 'y'"):
+        load_csv(path, target="y")
+
+
+def test_load_csv_empty_and_infinite_cells(tmp_path):
+    path = _write(tmp_path, [["a", "y"], ["", 1]])
+    with pytest.raises(ValueError, match=r"empty value in column 'a'"):
+        load_csv(path, target="y")
+    path = _write(tmp_path, [["a", "y"], ["inf", 1]], name="inf.csv")
+    with pytest.raises(ValueError, match=r"infinite value 'inf' in column 'a'"):
+        load_csv(path, target="y")
+
+
+def test_load_csv_ragged_row_and_empty_file(tmp_path):
+    path = _write(tmp_path, [["a", "y"], [1, 2, 3]])
+    with pytest.raises(ValueError, match="3 fields, header has 2"):
+        load_csv(path, target="y")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty file"):
+        load_csv(empty, target="y")
+    header_only = _write(tmp_path, [["a", "y"]], name="header.csv")
+    with pytest.raises(ValueError, match="no data rows"):
+        load_csv(header_only, target="y")

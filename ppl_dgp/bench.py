@@ -8,7 +8,8 @@ layer, whitened, hidden ``q_sqrt = 1e-5 I``, noise 0.01, everything trained by A
 
 Run ``ppl-dgp bench`` (one thread, float64 by default). Timing: ``first_step_seconds`` is the
 first call of the jitted update (trace + compile + one step); ``seconds_per_step`` is the mean
-over steps 2..end of a Python loop over the same compiled update.
+over steps 2..end of a Python loop over the same compiled update. Minibatches are drawn as
+GPflux's ``tf.data`` pipeline does: one permutation per epoch, sliced into batches.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ppl_dgp.layers import Hyper, LayerSpec
 from ppl_dgp.mean_functions import Identity, Zero
 from ppl_dgp.models.dgp import dgp_regression
 from ppl_dgp.predict import mixture_metrics_original_units, predict_svi
+from ppl_dgp.svi import with_batch
 
 __all__ = ["bench_layers", "run_benchmark"]
 
@@ -61,6 +63,16 @@ def bench_layers(Z_init: np.ndarray, num_layers: int) -> tuple[LayerSpec, ...]:
     return (hidden,) * (num_layers - 1) + (out,)
 
 
+def _epoch_batches(rng: np.random.Generator, N: int, B: int, steps: int) -> jnp.ndarray:
+    """``[steps, B]`` indices: one permutation per epoch, sliced into batches of ``B``."""
+    per_epoch = N // B
+    perms = [
+        rng.permutation(N)[: per_epoch * B].reshape(per_epoch, B)
+        for _ in range(-(-steps // per_epoch))
+    ]
+    return jnp.asarray(np.concatenate(perms)[:steps])
+
+
 def run_benchmark(
     dataset: str,
     *,
@@ -83,22 +95,30 @@ def run_benchmark(
     Xt = jnp.asarray((d["X_test"] - x_mean) / x_std, dtype=f)
     N, D = X.shape
     layers = bench_layers(np.asarray(d["Z_init"], dtype=f), num_layers)
+    B = min(batch_size, N)
     model = functools.partial(
-        dgp_regression, layers=layers, noise_variance=Hyper(0.01), batch_size=min(batch_size, N)
+        dgp_regression, layers=layers, noise_variance=Hyper(0.01), batch_size=B
     )
     guide = InducingPointGuide(model)
-    svi = SVI(model, guide, optax.adam(lr), DoublyStochasticELBO(loss_scale=1.0 / N))
+    # Minibatches as GPflux draws them (tf.data shuffle + batch): a permutation per epoch.
+    svi = SVI(
+        with_batch(model, "data"),
+        with_batch(guide, "data"),
+        optax.adam(lr),
+        DoublyStochasticELBO(loss_scale=1.0 / N),
+    )
     key = jax.random.key(seed)
-    state = svi.init(key, X, y)
+    batches = _epoch_batches(np.random.default_rng(seed), N, B, steps)
+    state = svi.init(key, batches[0], X, y)
     update = jax.jit(svi.update)
 
     t0 = time.perf_counter()
-    state, loss = update(state, X, y)
+    state, loss = update(state, batches[0], X, y)
     jax.block_until_ready(loss)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in range(steps - 1):
-        state, loss = update(state, X, y)
+    for i in range(1, steps):
+        state, loss = update(state, batches[i], X, y)
     jax.block_until_ready(loss)
     per_step = (time.perf_counter() - t0) / max(steps - 1, 1)
     params = svi.get_params(state)

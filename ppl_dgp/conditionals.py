@@ -24,9 +24,21 @@ import jax.numpy as jnp
 from jax import Array
 
 from ppl_dgp.kernels import Kernel
-from ppl_dgp.linalg import DEFAULT_JITTER, cholesky, solve_triangular
+from ppl_dgp.linalg import (
+    DEFAULT_JITTER,
+    cholesky,
+    solve_triangular,
+    sum_sq_LtA,
+    triangular_inverse,
+)
 
-__all__ = ["base_conditional", "base_conditional_with_lm", "conditional"]
+__all__ = [
+    "base_conditional",
+    "base_conditional_with_lm",
+    "conditional",
+    "exact_gp_log_marginal_likelihood",
+    "exact_gp_predict",
+]
 
 
 def base_conditional_with_lm(
@@ -59,7 +71,8 @@ def base_conditional_with_lm(
         ``(mean [N, Q], var [N, Q])`` or ``(mean [N, Q], cov [Q, N, N])``.
     """
     Q = f.shape[1]
-    A = solve_triangular(Lmm, Kmn, lower=True)  # [M, N]
+    Lmm_inv = triangular_inverse(Lmm)  # [M, M]; products with it are GEMMs
+    A = Lmm_inv @ Kmn  # [M, N] = Lmm^{-1} Kmn
     if full_cov:
         fvar = Knn - A.T @ A  # [N, N]
         fvar = jnp.broadcast_to(fvar[None], (Q, *fvar.shape))  # [Q, N, N]
@@ -67,18 +80,19 @@ def base_conditional_with_lm(
         fvar = Knn - jnp.sum(A * A, axis=0)  # [N]
         fvar = jnp.broadcast_to(fvar[None], (Q, fvar.shape[0]))  # [Q, N]
     if not white:
-        A = solve_triangular(Lmm, A, lower=True, trans=True)  # Kmm^{-1} Kmn
+        A = Lmm_inv.T @ A  # Kmm^{-1} Kmn
     fmean = A.T @ f  # [N, Q]
     if q_sqrt is not None:
         if q_sqrt.ndim == 2:
             LTA = q_sqrt.T[:, :, None] * A[None]  # [Q, M, N]
-        elif q_sqrt.ndim == 3:
-            L = jnp.tril(q_sqrt)
-            LTA = jnp.einsum("qlm,ln->qmn", L, A)  # [Q, M, N]
-        else:
+        elif q_sqrt.ndim != 3:
             raise ValueError(f"q_sqrt must have shape [Q, M, M] or [M, Q]; received {q_sqrt.shape}")
         if full_cov:
+            if q_sqrt.ndim == 3:
+                LTA = jnp.einsum("qlm,ln->qmn", jnp.tril(q_sqrt), A)  # [Q, M, N]
             fvar = fvar + jnp.einsum("qmn,qmk->qnk", LTA, LTA)
+        elif q_sqrt.ndim == 3:
+            fvar = fvar + sum_sq_LtA(jnp.tril(q_sqrt), A)  # [Q, N], fused GEMMs
         else:
             fvar = fvar + jnp.sum(LTA * LTA, axis=1)
     if not full_cov:
@@ -166,4 +180,51 @@ def conditional(
     Knn = kernel.K(Xnew) if full_cov else kernel.K_diag(Xnew)
     return base_conditional(
         Kmn, Kmm, Knn, q_mu, q_sqrt=q_sqrt, white=whiten, full_cov=full_cov, jitter=jitter
+    )
+
+
+def exact_gp_predict(
+    kernel: Kernel,
+    X: Array,  # [N, D]
+    y: Array,  # [N]
+    Xnew: Array,  # [N*, D]
+    noise_variance: float | Array,
+    *,
+    full_cov: bool = False,
+    jitter: float = 0.0,
+) -> tuple[Array, Array]:  # mean [N*]; var [N*] or cov [N*, N*]
+    """Exact GP regression posterior of ``f(Xnew)``: a conditional on ``y`` with ``Kmm = K + s2 I``.
+
+    .. math:: \\mu_* = K_{*n}(K_{nn} + \\sigma^2 I)^{-1} y, \\quad
+        \\Sigma_* = K_{**} - K_{*n}(K_{nn} + \\sigma^2 I)^{-1} K_{n*}
+
+    Returns:
+        ``(mean [N*], var [N*])`` or ``(mean [N*], cov [N*, N*])``.
+
+    References:
+        Rasmussen & Williams (2006), eq. (2.25)-(2.26).
+    """
+    _check_conditional_shapes(Xnew, X, y[:, None], None)
+    Ky = kernel.K(X) + noise_variance * jnp.eye(X.shape[0], dtype=X.dtype)
+    Knn = kernel.K(Xnew) if full_cov else kernel.K_diag(Xnew)
+    mean, var = base_conditional(
+        kernel.K(X, Xnew), Ky, Knn, y[:, None], full_cov=full_cov, jitter=jitter
+    )
+    return mean[:, 0], var[0] if full_cov else var[:, 0]
+
+
+def exact_gp_log_marginal_likelihood(
+    kernel: Kernel,
+    X: Array,  # [N, D]
+    y: Array,  # [N]
+    noise_variance: float | Array,
+    *,
+    jitter: float = 0.0,
+) -> Array:
+    """``log N(y | 0, K + s2 I)`` (Rasmussen & Williams 2006, eq. 2.30)."""
+    N = X.shape[0]
+    L = cholesky(kernel.K(X) + noise_variance * jnp.eye(N, dtype=X.dtype), jitter)
+    alpha = solve_triangular(L, y[:, None], lower=True)[:, 0]
+    return -0.5 * (
+        jnp.sum(alpha * alpha) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(L))) + N * jnp.log(2.0 * jnp.pi)
     )

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
+from numpyro.handlers import block, seed, substitute, trace
 from numpyro.infer import SVI
 
 from ppl_dgp.elbo import DoublyStochasticELBO
@@ -70,6 +71,42 @@ def _select(ok: Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def with_batch(fn: Any, plate: str) -> Any:
+    """``fn(idx, *args)``: ``fn(*args)`` with the subsample indices of ``plate`` set to ``idx``."""
+
+    def batched(idx: Array, *args: Any, **kwargs: Any) -> Any:
+        return substitute(fn, data={plate: idx})(*args, **kwargs)
+
+    return batched
+
+
+def _subsampled_plate(
+    model: Any, key: Array, args: tuple, kwargs: dict
+) -> tuple[str, int, int] | None:
+    """``(name, N, B)`` of the model's subsampled plate, if it has exactly one."""
+    with block():
+        tr = trace(seed(model, key)).get_trace(*args, **kwargs)
+    plates = [
+        (name, int(site["args"][0]), int(site["args"][1]))
+        for name, site in tr.items()
+        if site["type"] == "plate"
+        and site["args"][1] is not None
+        and site["args"][1] != site["args"][0]
+    ]
+    return plates[0] if len(plates) == 1 else None
+
+
+def _next_batch(batches: tuple, N: int, B: int) -> tuple[Array, tuple]:
+    """Slice the next ``B`` indices of the epoch's permutation; reshuffle when exhausted."""
+    perm, pos, key = batches
+    key, sub = jax.random.split(key)
+    new_epoch = pos + B > N
+    perm = jax.lax.cond(new_epoch, lambda: jax.random.permutation(sub, N), lambda: perm)
+    pos = jnp.where(new_epoch, 0, pos)
+    idx = jax.lax.dynamic_slice_in_dim(perm, pos, B)
+    return idx, (perm, pos + B, key)
+
+
 def run_svi(
     rng_key: Array,
     model: Any,
@@ -81,6 +118,7 @@ def run_svi(
     chunk_size: int = 100,
     progress: bool | None = None,
     init_state: Any = None,
+    epochs: bool = True,
     **kwargs: Any,
 ) -> SVIResult:
     """Fit ``guide`` to ``model`` by SVI with a jitted ``lax.scan`` loop.
@@ -96,6 +134,10 @@ def run_svi(
         chunk_size: updates per compiled ``lax.scan`` call (the progress bar's granularity).
         progress: show a progress bar (default: on, except under CI).
         init_state: an ``SVIState`` to continue from.
+        epochs: for a model with a subsampled plate, draw minibatches by shuffling once per
+            epoch and slicing (without replacement within an epoch, as ``tf.data`` does for
+            GPflux) instead of NumPyro's per-step ``choice``, whose sort costs ~1 ms per step
+            at N = 10,000 on CPU. The likelihood scale ``N / B`` is unchanged.
         **kwargs: model keyword arguments (arrays or static values).
 
     Returns:
@@ -107,32 +149,55 @@ def run_svi(
     if num_steps < 1:
         raise ValueError(f"run_svi: num_steps must be >= 1; received {num_steps}")
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
-    svi = SVI(model, guide, optimizer, DoublyStochasticELBO() if elbo is None else elbo)
+    elbo = DoublyStochasticELBO() if elbo is None else elbo
     key_init, key_run = jax.random.split(rng_key)
-    state = svi.init(key_init, *args, **kwargs) if init_state is None else init_state
+    plate = _subsampled_plate(model, key_init, args, kwargs) if epochs else None
+    if plate is None:
+        svi = SVI(model, guide, optimizer, elbo)
+        state = svi.init(key_init, *args, **kwargs) if init_state is None else init_state
+    else:
+        name, N, B = plate
+        svi = SVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
+        idx0 = jnp.arange(B)
+        state = svi.init(key_init, idx0, *args, **kwargs) if init_state is None else init_state
     chunk = max(1, min(chunk_size, num_steps))
+    batches = (
+        None
+        if plate is None
+        else (jax.random.permutation(key_run, plate[1]), jnp.asarray(0), key_run)
+    )
 
-    def run_chunk(state: Any, n_valid: Array, *args: Any) -> tuple[Any, Array, Array]:
+    def update(st: Any, batches: Any, *args: Any) -> tuple[Any, Any, Array]:
+        if batches is None:
+            new, loss = svi.update(st, *args, **kwargs)
+            return new, None, loss
+        idx, batches = _next_batch(batches, plate[1], plate[2])
+        new, loss = svi.update(st, idx, *args, **kwargs)
+        return new, batches, loss
+
+    def run_chunk(
+        state: Any, batches: Any, n_valid: Array, *args: Any
+    ) -> tuple[Any, Any, Array, Array]:
         # ``svi.update`` returns the loss of the state it was given. When that loss is not
         # finite, the state is already bad: fall back to the one before it, whose loss was
         # finite, and freeze for the rest of the chunk.
         def body(carry: tuple, i: Array) -> tuple:
-            st, prev, bad = carry
-            new, loss = svi.update(st, *args, **kwargs)
+            st, prev, bad, bt = carry
+            new, bt, loss = update(st, bt, *args)
             valid = i < n_valid
             fin = jnp.isfinite(loss)
             ok = fin & ~bad & valid
             bad_now = ~fin & ~bad & valid
             st_next = _select(bad_now, prev, _select(ok, new, st))
             prev_next = _select(ok, st, prev)
-            return (st_next, prev_next, bad | bad_now), loss
+            return (st_next, prev_next, bad | bad_now, bt), loss
 
-        init = (state, state, jnp.array(False))
-        (state, _, bad), losses = jax.lax.scan(body, init, jnp.arange(chunk))
-        return state, bad, losses
+        init = (state, state, jnp.array(False), batches)
+        (state, _, bad, batches), losses = jax.lax.scan(body, init, jnp.arange(chunk))
+        return state, batches, bad, losses
 
     t0 = time.perf_counter()
-    compiled = jax.jit(run_chunk).lower(state, jnp.asarray(chunk), *args).compile()
+    compiled = jax.jit(run_chunk).lower(state, batches, jnp.asarray(chunk), *args).compile()
     compile_seconds = time.perf_counter() - t0
 
     n_chunks = math.ceil(num_steps / chunk)
@@ -146,7 +211,9 @@ def run_svi(
     try:
         for c in range(n_chunks):
             n_valid = min(chunk, num_steps - c * chunk)
-            state, bad, chunk_losses = compiled(state, jnp.asarray(n_valid), *args)
+            state, batches, bad, chunk_losses = compiled(
+                state, batches, jnp.asarray(n_valid), *args
+            )
             chunk_losses = np.asarray(chunk_losses)[:n_valid]
             if bool(bad):
                 first = int(np.argmax(~np.isfinite(chunk_losses)))

@@ -38,7 +38,7 @@ def plot_predictive_1d(
 ) -> Any:
     """Data, mixture mean and central 50% / 95% bands of ``pred`` (fitted on ``X_grid``).
 
-    Bands come from mixture draws, so a multimodal or skewed predictive shows as such.
+    Bands are exact mixture quantiles, so a multimodal or skewed predictive shows as such.
     ``num_component_lines`` overlays that many component means (the layer-sample spread).
     """
     g = np.asarray(X_grid)[:, 0]
@@ -62,13 +62,19 @@ def plot_layer_samples_1d(
     *,
     num_lines: int = 20,
 ) -> Any:
-    """One panel per layer: ``num_lines`` sampled layer outputs ``F [S, G, Q]`` against ``x``."""
+    """One panel per layer: ``num_lines`` sampled layer outputs ``F [S, G, Q]`` against ``x``.
+
+    Each line is one pass of marginal samples (one ``eps`` per grid point, as in the
+    doubly-stochastic sampler), so lines look jagged where a layer is uncertain.
+    """
     g = np.asarray(X_grid)[:, 0]
-    for ax, (name, (F, _, _)) in zip(np.atleast_1d(axes), moments.items(), strict=False):
-        F = np.asarray(F)
+    names = list(moments)
+    for l, (ax, name) in enumerate(zip(np.atleast_1d(axes), names, strict=False)):
+        F = np.asarray(moments[name][0])
         for s in range(min(num_lines, F.shape[0])):
             ax.plot(g, F[s, :, 0], lw=0.8, alpha=0.6)
-        ax.set_title(f"{name}: samples of f(x)")
+        comp = "".join(f"f{k + 1}(" for k in reversed(range(l + 1))) + "x" + ")" * (l + 1)
+        ax.set_title(f"{name}: marginal samples of {comp}")
         ax.set_xlabel("x")
     return axes
 

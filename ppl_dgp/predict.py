@@ -17,13 +17,14 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
-from numpyro.handlers import seed, substitute, trace
+from numpyro.handlers import block, seed, substitute, trace
 
 from ppl_dgp.layers import collapsed
 from ppl_dgp.likelihoods import gaussian_mixture_log_density
@@ -31,6 +32,7 @@ from ppl_dgp.likelihoods import gaussian_mixture_log_density
 __all__ = [
     "MixturePredictive",
     "layer_moments",
+    "propagate_layers",
     "mixture_metrics_original_units",
     "predict_svi",
 ]
@@ -81,17 +83,106 @@ class MixturePredictive:
         v = jnp.take_along_axis(self.variances, comp, axis=0)
         return m + jnp.sqrt(v) * jax.random.normal(k2, (num, N), dtype=m.dtype)
 
-    def interval(self, prob: float = 0.95, num: int = 2000, rng_key: Array | None = None):
-        """Central ``prob`` interval ``(lower [N], upper [N])`` from mixture draws."""
-        key = jax.random.key(0) if rng_key is None else rng_key
-        draws = self.sample(key, num)
+    def cdf(self, y: Array) -> Array:  # [N]
+        """Mixture CDF ``(1/S) sum_s Phi((y - m_s) / sqrt(v_s))``."""
+        z = (y[None] - self.means) / jnp.sqrt(self.variances)
+        return jnp.mean(jax.scipy.stats.norm.cdf(z), axis=0)
+
+    def quantile(self, p: float) -> Array:  # [N]
+        """Exact mixture quantile per point, by bisection on the CDF (60 halvings)."""
+        sd = jnp.sqrt(self.variances)
+        lo = jnp.min(self.means - 12.0 * sd, axis=0)
+        hi = jnp.max(self.means + 12.0 * sd, axis=0)
+
+        def body(_: int, bounds: tuple[Array, Array]) -> tuple[Array, Array]:
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            below = self.cdf(mid) < p
+            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, 60, body, (lo, hi))
+        return 0.5 * (lo + hi)
+
+    def interval(self, prob: float = 0.95) -> tuple[Array, Array]:
+        """Central ``prob`` interval ``(lower [N], upper [N])`` of the mixture (exact quantiles)."""
+        if not 0.0 < prob < 1.0:
+            raise ValueError(f"interval: prob must be in (0, 1); received {prob}")
         a = (1.0 - prob) / 2.0
-        return jnp.quantile(draws, a, axis=0), jnp.quantile(draws, 1.0 - a, axis=0)
+        return self.quantile(a), self.quantile(1.0 - a)
 
     def metrics(self, y: Array) -> dict[str, float]:
         """Test RMSE and mean log predictive density of ``y [N]``."""
         rmse = float(jnp.sqrt(jnp.mean((y - self.mean) ** 2)))
         return {"rmse": rmse, "mlpd": float(jnp.mean(self.log_density(y)))}
+
+
+def _hashable(kwargs: dict[str, Any]) -> tuple | None:
+    items = tuple(sorted(kwargs.items()))
+    try:
+        hash(items)
+    except TypeError:
+        return None
+    return items
+
+
+@functools.lru_cache(maxsize=64)
+def _propagate_fn(model: Any, kw_items: tuple) -> tuple[Any, list[str]]:
+    """Jitted, vmapped pass through the layers, built once per (model, static keywords)."""
+    order: list[str] = []
+
+    def one(key: Array, values: dict, params: dict, X: Array) -> tuple[dict, dict]:
+        with collapsed(params) as state:
+            trace(substitute(substitute(seed(model, key), data=values), data=params)).get_trace(
+                X, None, **dict(kw_items)
+            )
+        order[:] = list(state.moments)
+        return dict(state.moments), dict(state.noise)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None))), order
+
+
+def propagate_layers(
+    rng_key: Array,
+    model: Any,
+    values: dict[str, Array],
+    params: dict[str, Array],
+    X_new: Array,  # [N, D]
+    *,
+    num_samples: int,
+    **model_kwargs: Any,
+) -> tuple[dict[str, tuple[Array, Array, Array]], dict[str, Array]]:
+    """``S = num_samples`` passes through the GP layers at ``X_new``, one per row of ``values``.
+
+    ``values`` holds batched (leading axis ``S``) values of latent sites: kernel
+    hyperparameters, noise, and, for posterior draws of MCMC/Laplace, the inducing values
+    ``{layer}.u``. ``params`` holds the ``param`` sites (``Z``) and, for SVI, the guide's
+    ``{layer}.q_mu``/``q_sqrt``: layers with a ``q(u)`` there integrate ``u`` out against it,
+    the others use the prior conditional ``p(f | u)`` given the drawn ``u``. Each inner layer
+    draws one ``eps`` per point and pass. Compiled once per model.
+
+    Returns:
+        ``({layer: (F, mean, var)}, {likelihood site: noise variance})`` in program order, with
+        every array shaped ``[S, N, Q]`` (noise ``[S]``).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1; received {num_samples}")
+    for name, v in values.items():
+        if jnp.shape(v)[:1] != (num_samples,):
+            raise ValueError(
+                f"propagate_layers: values[{name!r}] must have leading axis S={num_samples}; "
+                f"received shape {jnp.shape(v)}"
+            )
+    X_new = jnp.asarray(X_new)
+    kwargs = {**model_kwargs, "batch_size": None}
+    items = _hashable(kwargs)
+    fn, order = (
+        _propagate_fn(model, items)
+        if items is not None
+        else _propagate_fn.__wrapped__(model, tuple(kwargs.items()))
+    )
+    moments, noise = fn(jax.random.split(rng_key, num_samples), values, params, X_new)
+    # pytrees sort dict keys: restore the layers' program order (layer10 after layer9).
+    return {name: moments[name] for name in order}, noise
 
 
 def layer_moments(
@@ -115,23 +206,21 @@ def layer_moments(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; received {num_samples}")
-    X_new = jnp.asarray(X_new)
-    medians = guide.median(params)
-    model_kwargs = {**model_kwargs, "batch_size": None}
-
-    order: list[str] = []
-
-    def one(key: Array) -> tuple[dict, dict]:
-        with collapsed(params) as state:
-            trace(substitute(substitute(seed(model, key), data=medians), data=params)).get_trace(
-                X_new, None, **model_kwargs
+    if getattr(guide, "prototype_trace", None) is None:
+        # A fresh guide learns the model's structure from one call; placeholder targets keep
+        # the likelihood observed (its values play no part in the structure).
+        X_new = jnp.asarray(X_new)
+        with block():
+            seed(substitute(guide, data=params), rng_key)(
+                X_new,
+                jnp.zeros(X_new.shape[:1], X_new.dtype),
+                **{**model_kwargs, "batch_size": None},
             )
-        order[:] = list(state.moments)
-        return dict(state.moments), dict(state.noise)
-
-    moments, noise = jax.jit(jax.vmap(one))(jax.random.split(rng_key, num_samples))
-    # pytrees sort dict keys: restore the layers' program order (layer10 after layer9).
-    return {name: moments[name] for name in order}, noise
+    medians = {k: v for k, v in guide.median(params).items() if not k.endswith(".u")}
+    values = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_samples, *jnp.shape(v))), medians)
+    return propagate_layers(
+        rng_key, model, values, params, X_new, num_samples=num_samples, **model_kwargs
+    )
 
 
 def predict_svi(

@@ -289,3 +289,73 @@ def test_bad_config_is_named():
     with pytest.raises(ValueError, match="the last layer must have num_outputs=1"):
         spec = LayerSpec(2, X[:3])
         _run(functools.partial(dgp_regression, layers=(spec,)), jnp.asarray(X), jnp.zeros(10))
+
+
+# -- predictive ------------------------------------------------------------------------------
+
+
+def test_mixture_quantiles_and_log_density():
+    from scipy import stats
+
+    from ppl_dgp.predict import MixturePredictive
+
+    rng = np.random.default_rng(0)
+    means = jnp.asarray(rng.standard_normal((3, 4)))
+    variances = jnp.asarray(rng.uniform(0.2, 2.0, (3, 4)))
+    mix = MixturePredictive(means, variances, variances)
+    lo, hi = mix.interval(0.9)
+    np.testing.assert_allclose(mix.cdf(lo), 0.05, atol=1e-12)
+    np.testing.assert_allclose(mix.cdf(hi), 0.95, atol=1e-12)
+    y = jnp.asarray(rng.standard_normal(4))
+    dens = np.mean(stats.norm.pdf(np.asarray(y)[None], np.asarray(means), np.sqrt(variances)), 0)
+    np.testing.assert_allclose(mix.log_density(y), np.log(dens), rtol=1e-12)
+    one = MixturePredictive(means[:1], variances[:1], variances[:1])
+    np.testing.assert_allclose(
+        one.quantile(0.975), stats.norm.ppf(0.975, means[0], np.sqrt(variances[0])), rtol=1e-10
+    )
+    second = np.mean(np.asarray(variances) + np.asarray(means) ** 2, 0)
+    np.testing.assert_allclose(mix.variance, second - np.mean(np.asarray(means), 0) ** 2)
+
+
+def test_prediction_compiles_once_per_model():
+    from ppl_dgp.predict import _propagate_fn
+
+    X, y = _toy(N=12)
+    config = init_svgp(X, num_inducing=4, hyperpriors=False)
+    model = functools.partial(svgp_regression, **config)
+    guide = InducingPointGuide(model)
+    params = _init_params(model, guide, X, y)
+    predict_svi(jax.random.key(0), model, guide, params, X, num_samples=5)
+    before = _propagate_fn.cache_info()
+    pred = predict_svi(jax.random.key(1), model, guide, params, X[:7], num_samples=5)
+    after = _propagate_fn.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    assert pred.means.shape == (5, 7)
+
+
+def test_epoch_batches_cover_each_epoch_without_replacement():
+    from ppl_dgp.svi import _next_batch
+
+    N, B = 23, 5
+    state = (jax.random.permutation(jax.random.key(0), N), jnp.asarray(0), jax.random.key(1))
+    seen = []
+    for _ in range(2 * (N // B)):
+        idx, state = _next_batch(state, N, B)
+        seen.append(np.asarray(idx))
+    for epoch in (seen[: N // B], seen[N // B :]):
+        flat = np.concatenate(epoch)
+        assert len(set(flat.tolist())) == len(flat) == (N // B) * B  # no repeats in an epoch
+    assert not np.array_equal(np.concatenate(seen[: N // B]), np.concatenate(seen[N // B :]))
+
+
+def test_minibatch_svi_runs_with_epoch_batches():
+    X, y = _toy(N=40)
+    config = init_svgp(X, num_inducing=6)
+    model = functools.partial(svgp_regression, **config, batch_size=10)
+    guide = InducingPointGuide(model)
+    res = run_svi(jax.random.key(0), model, guide, X, y, num_steps=400, progress=False)
+    assert np.all(np.isfinite(res.losses))
+    assert np.mean(res.losses[-50:]) < np.mean(res.losses[:50])
+    full = functools.partial(svgp_regression, **config)
+    pred = predict_svi(jax.random.key(1), full, InducingPointGuide(full), res.params, X)
+    assert pred.metrics(y)["rmse"] < 0.3

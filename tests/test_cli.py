@@ -1,0 +1,33 @@
+"""Smoke tests of the command line: the main job and the benchmark print what they promise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ppl_dgp.cli import main
+
+
+def test_run_prints_fit_and_writes_the_figure(tmp_path, capsys):
+    assert main(["run", "--steps", "40", "--num-inducing", "8", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{") : out.index("}\n") + 1])
+    assert set(summary["kl_per_layer"]) == {"layer0", "layer1"}
+    assert summary["train_rmse"] > 0
+    assert "t =  20.0" in out  # the predictive table
+    assert (tmp_path / "motorcycle_dgp.png").stat().st_size > 10_000
+
+
+def test_bench_prints_the_peer_fields(capsys):
+    assert main(["bench", "--datasets", "step1d", "--models", "svgp", "--steps", "3"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    fields = {"dataset", "N", "D", "steps", "first_step_seconds", "seconds_per_step",
+              "final_elbo", "kl_per_layer", "test_rmse", "test_mlpd"}  # fmt: skip
+    assert fields <= set(row)
+    assert row["dataset"] == "step1d" and row["N"] == 450 and row["steps"] == 3
+
+
+def test_bench_rejects_unknown_names():
+    with pytest.raises(SystemExit, match="unknown dataset 'boston'"):
+        main(["bench", "--datasets", "boston"])

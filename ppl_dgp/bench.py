@@ -63,14 +63,14 @@ def bench_layers(Z_init: np.ndarray, num_layers: int) -> tuple[LayerSpec, ...]:
     return (hidden,) * (num_layers - 1) + (out,)
 
 
-def _epoch_batches(rng: np.random.Generator, N: int, B: int, steps: int) -> jnp.ndarray:
+def _epoch_batches(rng: np.random.Generator, N: int, B: int, steps: int) -> np.ndarray:
     """``[steps, B]`` indices: one permutation per epoch, sliced into batches of ``B``."""
     per_epoch = N // B
     perms = [
         rng.permutation(N)[: per_epoch * B].reshape(per_epoch, B)
         for _ in range(-(-steps // per_epoch))
     ]
-    return jnp.asarray(np.concatenate(perms)[:steps])
+    return np.concatenate(perms)[:steps].astype(np.int32)  # host array: no device op per slice
 
 
 def run_benchmark(
@@ -109,7 +109,7 @@ def run_benchmark(
     )
     key = jax.random.key(seed)
     batches = _epoch_batches(np.random.default_rng(seed), N, B, steps)
-    state = svi.init(key, batches[0], X, y)
+    state = svi.init(key, jnp.asarray(batches[0]), X, y)
     update = jax.jit(svi.update)
 
     t0 = time.perf_counter()
@@ -138,6 +138,7 @@ def run_benchmark(
         "N": int(N),
         "D": int(D),
         "steps": steps,
+        "seed": seed,
         "dtype": dtype,
         "first_step_seconds": round(first, 4),
         "seconds_per_step": round(per_step, 6),
@@ -149,12 +150,17 @@ def run_benchmark(
     }
 
 
-def main(datasets: list[str], models: list[str], steps: int, dtype: str) -> list[dict[str, Any]]:
-    """Run every (dataset, model) pair and print one JSON line each."""
+def main(
+    datasets: list[str], models: list[str], steps: int, dtype: str, seeds: list[int] = (0,)
+) -> list[dict[str, Any]]:
+    """Run every (dataset, model, seed) and print one JSON line each."""
     results = []
     for ds in datasets:
         for m in models:
-            r = run_benchmark(ds, num_layers=2 if m == "dgp2" else 1, steps=steps, dtype=dtype)
-            print(json.dumps(r), flush=True)
-            results.append(r)
+            for seed in seeds:
+                r = run_benchmark(
+                    ds, num_layers=2 if m == "dgp2" else 1, steps=steps, dtype=dtype, seed=seed
+                )
+                print(json.dumps(r), flush=True)
+                results.append(r)
     return results

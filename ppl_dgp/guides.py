@@ -9,8 +9,9 @@ pair is the doubly-stochastic bound (Salimbeni & Deisenroth 2017): exactly (in e
 noise) gets a point estimate (``hyper="delta"``, MAP) or a mean-field normal in unconstrained
 space (``hyper="normal"``).
 
-Guide parameters: ``{layer}.q_mu`` ``[M, Q]``, ``{layer}.q_sqrt`` ``[Q, M, M]`` (lower
-triangular, positive diagonal), ``{site}.loc`` (and ``{site}.scale``) for the other sites.
+Guide parameters: ``{layer}.q_mu`` ``[M, Q]``, ``{layer}.q_sqrt`` ``[Q, M, M]`` (only its lower
+triangle is read, unconstrained as in GPflow), ``{site}.loc`` (and ``{site}.scale``) for the
+other sites; positive point estimates use a softplus transform, as GPflow does.
 
 Example:
     >>> # guide = InducingPointGuide(model)
@@ -35,7 +36,7 @@ from numpyro.infer.initialization import init_to_median
 
 from ppl_dgp.layers import ROLE
 
-__all__ = ["InducingPointGuide", "init_to_model_init"]
+__all__ = ["InducingPointGuide", "init_to_model_init", "scale_tril"]
 
 
 def _init_to_model_init(site: dict | None = None) -> Array | None:
@@ -53,6 +54,22 @@ def _init_to_model_init(site: dict | None = None) -> Array | None:
 #: zeros for inducing values and layer noise, the prior median otherwise. (NumPyro expects a
 #: ``functools.partial``.)
 init_to_model_init = functools.partial(_init_to_model_init)
+
+
+def scale_tril(q_sqrt: Array) -> Array:  # [Q, M, M] -> [Q, M, M]
+    """A valid ``scale_tril`` (positive diagonal) with the covariance of ``tril(q_sqrt)``.
+
+    GPflow's ``q_sqrt`` is any lower-triangular matrix; flipping the sign of the columns whose
+    diagonal is negative leaves ``L L^T`` unchanged.
+    """
+    L = jnp.tril(q_sqrt)
+    sign = jnp.where(jnp.diagonal(L, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
+    return L * sign[..., None, :]
+
+
+def _softplus_if_positive(support: Any) -> Any:
+    """GPflow's convention for positive parameters: a softplus, not an exp, transform."""
+    return constraints.softplus_positive if support is constraints.positive else support
 
 
 class InducingPointGuide(AutoGuide):
@@ -139,15 +156,15 @@ class InducingPointGuide(AutoGuide):
         for layer, info in self._layers.items():
             Q, M = info["Q"], info["M"]
             q_mu = numpyro.param(f"{layer}.q_mu", jnp.zeros((M, Q)))
+            # GPflow's parameterisation: an unconstrained lower triangle (the layers read only
+            # the lower triangle). Adam then grows a 1e-5 start additively, as in GPflux.
             q_sqrt = numpyro.param(
-                f"{layer}.q_sqrt",
-                info["q_sqrt_init"] * jnp.broadcast_to(jnp.eye(M), (Q, M, M)),
-                constraint=constraints.softplus_lower_cholesky,
+                f"{layer}.q_sqrt", info["q_sqrt_init"] * jnp.broadcast_to(jnp.eye(M), (Q, M, M))
             )
             # NumPyro's replay copies the guide's ``infer`` onto the model site: tag it too.
             result[info["site"]] = numpyro.sample(
                 info["site"],
-                dist.MultivariateNormal(q_mu.T, scale_tril=q_sqrt).to_event(1),
+                dist.MultivariateNormal(q_mu.T, scale_tril=scale_tril(q_sqrt)).to_event(1),
                 infer={ROLE: "inducing"},
             )
         for name in self._noise_sites:
@@ -168,7 +185,12 @@ class InducingPointGuide(AutoGuide):
             event_dim = site["fn"].event_dim
             init = self._init_locs[name]
             if self.hyper == "delta":
-                loc = numpyro.param(f"{name}.loc", init, constraint=support, event_dim=event_dim)
+                loc = numpyro.param(
+                    f"{name}.loc",
+                    init,
+                    constraint=_softplus_if_positive(support),
+                    event_dim=event_dim,
+                )
                 result[name] = numpyro.sample(name, dist.Delta(loc, event_dim=event_dim))
             else:
                 transform = biject_to(support)
@@ -196,7 +218,7 @@ class InducingPointGuide(AutoGuide):
         keys = jax.random.split(rng_key, len(self._layers) + len(self._other_sites) + 1)
         for key, (layer, info) in zip(keys, self._layers.items(), strict=False):
             q = dist.MultivariateNormal(
-                params[f"{layer}.q_mu"].T, scale_tril=params[f"{layer}.q_sqrt"]
+                params[f"{layer}.q_mu"].T, scale_tril=scale_tril(params[f"{layer}.q_sqrt"])
             )
             out[info["site"]] = q.sample(key, sample_shape)
         for key, name in zip(keys[len(self._layers) :], self._other_sites, strict=False):

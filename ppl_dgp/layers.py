@@ -101,7 +101,8 @@ def hyper(name: str, spec: Hyper | Any) -> Array:
     if spec.fixed:
         return init
     if spec.prior is None:
-        return numpyro.param(name, init, constraint=constraints.positive)
+        # softplus, as GPflow's default positive bijector (exp moves small values too slowly)
+        return numpyro.param(name, init, constraint=constraints.softplus_positive)
     prior = spec.prior
     if init.ndim > 0 and prior.batch_shape != init.shape:
         prior = prior.expand(init.shape).to_event(init.ndim)

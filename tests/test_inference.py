@@ -1,0 +1,359 @@
+"""The inference contract: every method returns a Posterior that predicts and round-trips.
+
+Sizes are smoke sizes (the contract, not the quality of the fit); the conjugate tests check
+that each method targets the right posterior against a closed form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.diagnostics import effective_sample_size
+
+from ppl_dgp.inference import HMC, NUTS, SVI, fit, predict
+from ppl_dgp.layers import Hyper, LayerSpec
+from ppl_dgp.mean_functions import Zero
+from ppl_dgp.models.dgp import dgp_regression, init_dgp
+from ppl_dgp.models.svgp import init_svgp, svgp_regression
+from ppl_dgp.posterior import FORMAT, Posterior
+
+N, M = 12, 3
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = np.linspace(-2.0, 2.0, N)[:, None]
+    y = np.sin(2.0 * X[:, 0]) + 0.1 * rng.normal(size=N)
+    return X, y
+
+
+def _zoo(name: str):
+    X, _ = _data()
+    if name == "svgp":
+        return functools.partial(svgp_regression, **init_svgp(X, num_inducing=M))
+    return functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=M))
+
+
+METHODS = {
+    "svi": SVI(num_steps=200, num_samples=20),
+    "nuts": NUTS(num_warmup=50, num_samples=50, num_chains=2, max_tree_depth=5),
+    "hmc": HMC(num_warmup=50, num_samples=50, num_chains=2, num_steps=5),
+}
+LAYER_SITES = ("u", "variance", "lengthscales")
+STATS = {
+    "svi": {"loss"},
+    "nuts": {"diverging", "accept_prob", "step_size", "num_steps", "energy", "tree_depth"},
+    "hmc": {"diverging", "accept_prob", "step_size", "num_steps", "energy"},
+}
+
+
+# -- Posterior -------------------------------------------------------------------------------
+
+
+def _posterior(**changes) -> Posterior:
+    rng = np.random.default_rng(1)
+    fields = dict(
+        draws={
+            "layer0.u": rng.normal(size=(2, 5, 1, 3)),
+            "noise_variance": rng.gamma(2.0, size=(2, 5)).astype(np.float32),
+        },
+        sample_stats={
+            "diverging": rng.random((2, 5)) < 0.3,
+            "num_steps": rng.integers(1, 64, size=(2, 5)),
+        },
+        params={"layer0.Z": rng.normal(size=(3, 1)), "scalar": np.asarray(0.5)},
+        method="nuts",
+        config={"num_chains": 2, "dense_mass": False, "chain_method": "vectorized"},
+        timings={"compile_seconds": 1.25, "run_seconds": 3.5},
+    )
+    return Posterior(**{**fields, **changes})
+
+
+def test_posterior_save_load_round_trip_is_exact(tmp_path):
+    post = _posterior()
+    npz, sidecar = post.save(tmp_path / "run")
+    assert (npz.name, sidecar.name) == ("run.npz", "run.json")
+    meta = json.loads(sidecar.read_text())
+    assert meta["format"] == FORMAT and meta["method"] == "nuts"
+    with np.load(npz, allow_pickle=False) as data:
+        assert set(data.files) == {
+            "draws/layer0.u", "draws/noise_variance", "sample_stats/diverging",
+            "sample_stats/num_steps", "params/layer0.Z", "params/scalar",
+        }  # fmt: skip
+    loaded = Posterior.load(tmp_path / "run.npz")
+    assert loaded == post
+    assert loaded.draws["noise_variance"].dtype == np.float32
+    assert loaded.sample_stats["diverging"].dtype == np.bool_
+    assert (loaded.num_chains, loaded.num_draws) == (2, 5)
+    assert loaded.flat()["layer0.u"].shape == (10, 1, 3)
+    np.testing.assert_array_equal(loaded.flat()["layer0.u"][5], post.draws["layer0.u"][1, 0])
+
+
+def test_posterior_equality_sees_every_array_and_field():
+    post = _posterior()
+    u = post.draws["layer0.u"].copy()
+    u[1, 4, 0, 2] += 1e-12
+    assert _posterior(draws={**post.draws, "layer0.u": u}) != post
+    stats = {**post.sample_stats, "num_steps": post.sample_stats["num_steps"].astype(np.int32)}
+    assert _posterior(sample_stats=stats) != post  # dtype differs
+    assert _posterior(timings={"compile_seconds": 1.25, "run_seconds": 3.0}) != post
+    assert _posterior(params={"layer0.Z": post.params["layer0.Z"]}) != post
+
+
+def test_posterior_rejects_inconsistent_draws(tmp_path):
+    with pytest.raises(ValueError, match="disagree on \\(chain, draw\\)"):
+        _posterior(draws={"a": np.zeros((2, 5)), "b": np.zeros((1, 5))})
+    post = _posterior()
+    _, sidecar = post.save(tmp_path / "run")
+    sidecar.write_text(json.dumps({"format": "other/9"}))
+    with pytest.raises(ValueError, match="unknown format"):
+        Posterior.load(tmp_path / "run")
+
+
+# -- the contract: every method x every zoo model ---------------------------------------------
+
+
+@pytest.mark.parametrize("model_name", ["svgp", "dgp"])
+@pytest.mark.parametrize("method_name", ["svi", "nuts", "hmc"])
+def test_contract(method_name, model_name, tmp_path):
+    method, model = METHODS[method_name], _zoo(model_name)
+    if method_name == "svi" and model_name == "svgp":  # the minibatch path, too
+        method = dataclasses.replace(method, batch_size=6)
+    X, y = _data()
+    post = fit(method, jax.random.key(0), model, X, y)
+
+    layers = ["layer0"] if model_name == "svgp" else ["layer0", "layer1"]
+    expected = {f"{layer}.{s}" for layer in layers for s in LAYER_SITES} | {"noise_variance"}
+    assert set(post.draws) == expected  # no per-datum eps
+    chains, draws = (1, 20) if method_name == "svi" else (2, 50)
+    assert (post.num_chains, post.num_draws) == (chains, draws)
+    for layer in layers:  # D = 1, so every layer has Q = 1 output
+        assert post.draws[f"{layer}.u"].shape == (chains, draws, 1, M)
+        assert post.draws[f"{layer}.lengthscales"].shape == (chains, draws, 1)
+        assert post.draws[f"{layer}.variance"].shape == (chains, draws)
+        assert f"{layer}.Z" in post.params and post.params[f"{layer}.Z"].shape == (M, 1)
+    for v in post.draws.values():
+        assert np.all(np.isfinite(v))
+    assert np.all(post.draws["noise_variance"] > 0)
+    assert set(post.sample_stats) == STATS[method_name]
+    if method_name == "svi":
+        assert post.sample_stats["loss"].shape == (1, 200)
+        assert post.config["guide"] == "InducingPointGuide"
+        assert post.config["batch_size"] == method.batch_size
+    else:
+        for stat in post.sample_stats.values():
+            assert stat.shape == (chains, draws)
+        # the draws move (a stuck sampler would repeat its initial point)
+        assert np.unique(post.draws["layer0.u"][0, :, 0, 0]).size > 5
+    assert post.method == method_name and post.config["num_samples"] == method.num_samples
+    assert post.timings["compile_seconds"] > 0 and post.timings["run_seconds"] > 0
+
+    X_new = np.linspace(-3.0, 3.0, 7)[:, None]
+    key = jax.random.key(1)
+    pred = predict(key, model, post, X_new, num_samples=10)
+    assert pred.means.shape == pred.variances.shape == (10, 7)
+    assert np.all(np.isfinite(pred.means)) and np.all(np.isfinite(pred.variances))
+    assert np.all(pred.variances > pred.f_variances)  # noise is added
+    assert np.all(pred.f_variances >= 0)
+
+    post.save(tmp_path / method_name)
+    loaded = Posterior.load(tmp_path / method_name)
+    assert loaded == post
+    again = predict(key, model, loaded, X_new, num_samples=10)
+    np.testing.assert_array_equal(again.means, pred.means)
+    np.testing.assert_array_equal(again.variances, pred.variances)
+
+
+# -- conjugate recovery: Bayesian linear regression --------------------------------------------
+
+NOISE_SD = 0.5
+
+
+def _linear_regression(X, y=None):
+    w = numpyro.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0).to_event(1))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, NOISE_SD), obs=y)
+
+
+def _conjugate_problem():
+    """Orthogonal design: the exact posterior is Gaussian with a diagonal covariance."""
+    n = np.arange(30)
+    col0 = np.where(n % 2 == 0, 1.0, -1.0)  # +-, +-, ...
+    col1 = np.where(n % 4 < 2, 1.0, -1.0)  # ++--, ...: orthogonal to col0 over 30 rows
+    X = np.stack([0.2 * col0, 0.5 * col1], axis=1)  # [30, 2]
+    assert abs(X[:, 0] @ X[:, 1]) < 1e-12
+    y = X @ np.array([1.5, -0.7]) + NOISE_SD * np.random.default_rng(2).normal(size=30)
+    precision = np.eye(2) + X.T @ X / NOISE_SD**2
+    cov = np.linalg.inv(precision)
+    mean = cov @ X.T @ y / NOISE_SD**2
+    return X, y, mean, np.sqrt(np.diag(cov))
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        NUTS(num_warmup=300, num_samples=500, num_chains=2),
+        # A fixed trajectory near a multiple of 2 pi (whitened) returns HMC to its start on a
+        # Gaussian: 8 steps gave ESS ~ 15 here; 5 steps a short, well-mixing trajectory.
+        HMC(num_warmup=300, num_samples=500, num_chains=2, num_steps=5),
+    ],
+    ids=["nuts", "hmc"],
+)
+def test_mcmc_recovers_conjugate_posterior(method):
+    X, y, mean, sd = _conjugate_problem()
+    post = fit(method, jax.random.key(3), _linear_regression, X, y)
+    w = post.draws["w"]  # [chain, draw, 2]
+    assert w.shape == (2, 500, 2)
+    assert post.sample_stats["diverging"].sum() == 0
+    ess = np.asarray(effective_sample_size(w))  # [2]
+    assert np.all(ess > 200)
+    # Antithetic chains estimate ESS > draws noisily: use at most the number of draws.
+    ess = np.minimum(ess, w.shape[0] * w.shape[1])
+    # Mean within 4 Monte-Carlo standard errors (sd / sqrt(ESS)) of the closed form.
+    mcse = sd / np.sqrt(ess)
+    np.testing.assert_array_less(np.abs(w.mean(axis=(0, 1)) - mean), 4 * mcse)
+    # Sd within 15%: the sd estimate's relative error is ~1 / sqrt(2 ESS) < 5% at ESS > 200.
+    np.testing.assert_allclose(w.std(axis=(0, 1)), sd, rtol=0.15)
+
+    # predict: for a non-GP model each draw gives N(x w, noise^2); the mixture's mean and
+    # variance are then x mean_w and x Cov_w x + noise^2 (the closed-form predictive).
+    X_new = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    pred = predict(jax.random.key(4), _linear_regression, post, X_new, num_samples=1000)
+    assert pred.means.shape == (1000, 3)
+    np.testing.assert_allclose(pred.variances, NOISE_SD**2)
+    pred_sd = np.sqrt(X_new**2 @ sd**2)
+    mcse_pred = pred_sd / np.sqrt(ess.min())
+    np.testing.assert_array_less(np.abs(np.asarray(pred.mean) - X_new @ mean), 4 * mcse_pred)
+
+
+def test_svi_recovers_conjugate_posterior():
+    """Mean-field ``AutoNormal`` is exact here (diagonal posterior covariance).
+
+    What remains is optimisation noise: the mean within 0.1 posterior sd (plus 4 Monte-Carlo
+    errors of the ``S`` draws) and the sd within 10%. The guide starts at sd 0.1, far from the
+    true sds (0.41 and 0.18), so a fit that does not learn its scale fails.
+    """
+    X, y, mean, sd = _conjugate_problem()
+    S = 4000
+    method = SVI(num_steps=3000, learning_rate=5e-3, num_particles=8, num_samples=S)
+    post = fit(method, jax.random.key(5), _linear_regression, X, y)
+    assert post.config["guide"] == "AutoNormal"
+    w = post.draws["w"]
+    assert w.shape == (1, S, 2)
+    np.testing.assert_array_less(np.abs(w.mean(axis=(0, 1)) - mean), 0.1 * sd + 4 * sd / np.sqrt(S))
+    np.testing.assert_allclose(w.std(axis=(0, 1)), sd, rtol=0.10)
+    assert post.sample_stats["loss"].shape == (1, 3000)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def _params_only(X, y=None):
+    w = numpyro.param("w", jnp.zeros(X.shape[1]))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+
+def _infinite_factor(X, y=None):
+    w = numpyro.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0).to_event(1))
+    numpyro.factor("bad_term", -jnp.inf)
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+
+def test_bad_input_gives_clear_errors():
+    X, y = _data()
+    key = jax.random.key(0)
+    nuts = NUTS(num_warmup=5, num_samples=5, num_chains=1)
+    with pytest.raises(
+        ValueError,
+        match=r"NUTS needs at least one latent sample site; the model has only params: \['w'\]",
+    ):
+        fit(nuts, key, _params_only, X, y)
+    with pytest.raises(ValueError, match=r"HMC needs the full data: received batch_size=4"):
+        fit(HMC(), key, _zoo("svgp"), X, y, batch_size=4)
+    subsampled = functools.partial(_zoo("svgp"), batch_size=4)
+    with pytest.raises(ValueError, match=r"NUTS needs the full data: the model subsamples"):
+        fit(nuts, key, subsampled, X, y)
+    with pytest.raises(
+        ValueError, match=r"not finite at the initial values \(at sites \['bad_term'\]"
+    ):
+        fit(nuts, key, _infinite_factor, X, y)
+    with pytest.raises(ValueError, match=r"y must have shape \[N\] = \[12\]; received \(12, 1\)"):
+        fit(nuts, key, _zoo("svgp"), X, y[:, None])
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, N=12\]; received 13"):
+        fit(SVI(batch_size=13), key, _zoo("svgp"), X, y)
+    with pytest.raises(TypeError, match="fit: unknown method"):
+        fit("nuts", key, _zoo("svgp"), X, y)
+    with pytest.raises(ValueError, match=r"NUTS.num_chains must be a positive int; received 0"):
+        NUTS(num_chains=0)
+    with pytest.raises(ValueError, match=r"SVI.hyper must be 'delta' or 'normal'"):
+        SVI(hyper="laplace")
+
+
+# -- conjugate recovery: exact GP regression with Z = X ------------------------------------------
+
+S2, VARIANCE, LENGTHSCALE = 0.1, 1.0, 0.8
+
+
+def _exact_gp_problem():
+    """SVGP with Z = X and fixed hyperparameters: its posterior predictive is the exact GP's."""
+    X = np.linspace(-2.0, 2.0, 8)[:, None]
+    y = np.sin(2.0 * X[:, 0]) + np.sqrt(S2) * np.random.default_rng(6).normal(size=8)
+    spec = LayerSpec(
+        1,
+        X,
+        variance=Hyper(VARIANCE, fixed=True),
+        lengthscales=Hyper(LENGTHSCALE, fixed=True),
+        mean_function=Zero(),
+        learn_Z=False,
+    )
+    model = functools.partial(svgp_regression, layers=(spec,), noise_variance=Hyper(S2, fixed=True))
+    X_new = np.array([[-2.5], [-0.3], [0.9], [3.0]])
+
+    def k(a, b):  # dense reference, O(N^3)
+        return VARIANCE * np.exp(-0.5 * (a[:, None, 0] - b[None, :, 0]) ** 2 / LENGTHSCALE**2)
+
+    A = np.linalg.inv(k(X, X) + S2 * np.eye(8))
+    mean = k(X_new, X) @ A @ y
+    f_var = VARIANCE - np.einsum("ij,jk,ik->i", k(X_new, X), A, k(X_new, X))
+    return model, X, y, X_new, mean, f_var + S2
+
+
+def test_nuts_predictive_recovers_exact_gp():
+    model, X, y, X_new, mean, var = _exact_gp_problem()
+    post = fit(NUTS(num_warmup=200, num_samples=300, num_chains=2), jax.random.key(7), model, X, y)
+    assert post.sample_stats["diverging"].sum() == 0
+    pred = predict(jax.random.key(8), model, post, X_new, num_samples=600)  # every draw
+    assert pred.means.shape == (600, 4)
+    m = np.asarray(pred.means).reshape(2, 300, 4)  # chain-major, as Posterior.flat()
+    ess = np.minimum(np.asarray(effective_sample_size(m)), 600)  # [4]
+    assert np.all(ess > 100)
+    spread = m.reshape(600, 4).var(axis=0)  # Var over the posterior of E[f* | u]
+    # Mixture mean within 4 MCSE; mixture variance = E[var | u] (exact: fixed hyperparameters)
+    # + Var[E[f* | u]], whose estimate has a relative standard error of ~sqrt(2 / ESS).
+    np.testing.assert_array_less(np.abs(np.asarray(pred.mean) - mean), 4 * np.sqrt(spread / ess))
+    np.testing.assert_array_less(
+        np.abs(np.asarray(pred.variance) - var), 4 * np.sqrt(2 / ess) * spread + 1e-6
+    )
+
+
+def test_svi_predictive_recovers_exact_gp():
+    """Full-rank q(u) contains the exact posterior, and the one-layer bound is deterministic.
+
+    So SVI is exact up to optimisation error: mean and sd within 0.1% of the predictive sd.
+    """
+    model, X, y, X_new, mean, var = _exact_gp_problem()
+    post = fit(SVI(num_steps=2000, num_samples=10), jax.random.key(9), model, X, y)
+    pred = predict(jax.random.key(10), model, post, X_new, num_samples=10)
+    sd = np.sqrt(var)
+    np.testing.assert_array_less(np.abs(np.asarray(pred.mean) - mean), 1e-3 * sd)
+    np.testing.assert_array_less(np.abs(np.sqrt(np.asarray(pred.variance)) - sd), 1e-3 * sd)

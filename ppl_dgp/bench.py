@@ -83,6 +83,7 @@ def run_benchmark(
     num_predict_samples: int = 100,
     seed: int = 0,
     dtype: str = "float64",
+    q_sqrt_transform: str = "triangular",
 ) -> dict[str, Any]:
     """Train and evaluate one model on one workload; returns the README's JSON fields."""
     d = load_bench(dataset)
@@ -99,7 +100,7 @@ def run_benchmark(
     model = functools.partial(
         dgp_regression, layers=layers, noise_variance=Hyper(0.01), batch_size=B
     )
-    guide = InducingPointGuide(model)
+    guide = InducingPointGuide(model, q_sqrt_transform=q_sqrt_transform)
     # Minibatches as GPflux draws them (tf.data shuffle + batch): a permutation per epoch.
     svi = SVI(
         with_batch(model, "data"),
@@ -124,7 +125,7 @@ def run_benchmark(
     params = svi.get_params(state)
 
     full = functools.partial(dgp_regression, layers=layers, noise_variance=Hyper(0.01))
-    full_guide = InducingPointGuide(full)
+    full_guide = InducingPointGuide(full, q_sqrt_transform=q_sqrt_transform)
     terms = jax.jit(jax.vmap(lambda k: elbo_terms(k, params, full, full_guide, X, y)))(
         jax.random.split(jax.random.key(seed + 1), 10)
     )
@@ -140,6 +141,7 @@ def run_benchmark(
         "steps": steps,
         "seed": seed,
         "dtype": dtype,
+        "q_sqrt_transform": q_sqrt_transform,
         "first_step_seconds": round(first, 4),
         "seconds_per_step": round(per_step, 6),
         "final_elbo": float(jnp.mean(terms["elbo"])),
@@ -151,7 +153,12 @@ def run_benchmark(
 
 
 def main(
-    datasets: list[str], models: list[str], steps: int, dtype: str, seeds: list[int] = (0,)
+    datasets: list[str],
+    models: list[str],
+    steps: int,
+    dtype: str,
+    seeds: list[int] = (0,),
+    q_sqrt_transform: str = "triangular",
 ) -> list[dict[str, Any]]:
     """Run every (dataset, model, seed) and print one JSON line each."""
     results = []
@@ -159,7 +166,12 @@ def main(
         for m in models:
             for seed in seeds:
                 r = run_benchmark(
-                    ds, num_layers=2 if m == "dgp2" else 1, steps=steps, dtype=dtype, seed=seed
+                    ds,
+                    num_layers=2 if m == "dgp2" else 1,
+                    steps=steps,
+                    dtype=dtype,
+                    seed=seed,
+                    q_sqrt_transform=q_sqrt_transform,
                 )
                 print(json.dumps(r), flush=True)
                 results.append(r)

@@ -124,7 +124,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if m not in ("dgp2", "svgp"):
             raise SystemExit(f"ppl-dgp bench: unknown model {m!r}; choose from ('dgp2', 'svgp')")
     seeds = [int(s) for s in args.seeds.split(",")]
-    bench.main(datasets, models, args.steps, args.dtype, seeds)
+    bench.main(datasets, models, args.steps, args.dtype, seeds, args.q_sqrt_transform)
     return 0
 
 
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=2000)
     b.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     b.add_argument("--seeds", default="0", help="comma-separated seeds (init keys and batches)")
+    b.add_argument("--q-sqrt-transform", choices=("triangular", "softplus"), default="triangular")
     b.add_argument(
         "--threads", type=int, default=1, help="XLA CPU threads (1 = the peers' setting)"
     )

@@ -81,6 +81,13 @@ class InducingPointGuide(AutoGuide):
             in unconstrained space) for sites that are neither inducing values nor layer noise.
         init_loc_fn: NumPyro init strategy for those sites.
         init_scale: initial standard deviation for ``hyper="normal"``.
+        q_sqrt_transform: ``"triangular"`` (GPflow/GPflux: an unconstrained lower triangle,
+            so Adam grows a tiny start additively) or ``"softplus"`` (positive diagonal through
+            a softplus, NumPyro's ``softplus_lower_cholesky``: a 1e-5 start grows
+            multiplicatively, slowly). They optimise differently from the Salimbeni start: on
+            the diabetes benchmark ``"triangular"`` keeps the inner layer's KL at GPflux's
+            1457 nats while ``"softplus"`` lets it collapse to ~0 (a better ELBO); on step1d and
+            synth10k ``"triangular"`` learns faster in 2000 steps.
     """
 
     def __init__(
@@ -90,13 +97,20 @@ class InducingPointGuide(AutoGuide):
         hyper: str = "delta",
         init_loc_fn: Any = init_to_model_init,
         init_scale: float = 0.1,
+        q_sqrt_transform: str = "triangular",
         prefix: str = "guide",
     ):
         if hyper not in ("delta", "normal"):
             raise ValueError(
                 f"InducingPointGuide: hyper must be 'delta' or 'normal'; received {hyper!r}"
             )
+        if q_sqrt_transform not in ("triangular", "softplus"):
+            raise ValueError(
+                "InducingPointGuide: q_sqrt_transform must be 'triangular' or 'softplus'; "
+                f"received {q_sqrt_transform!r}"
+            )
         self.hyper = hyper
+        self.q_sqrt_transform = q_sqrt_transform
         self.init_scale = init_scale
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn)
 
@@ -159,7 +173,11 @@ class InducingPointGuide(AutoGuide):
             # GPflow's parameterisation: an unconstrained lower triangle (the layers read only
             # the lower triangle). Adam then grows a 1e-5 start additively, as in GPflux.
             q_sqrt = numpyro.param(
-                f"{layer}.q_sqrt", info["q_sqrt_init"] * jnp.broadcast_to(jnp.eye(M), (Q, M, M))
+                f"{layer}.q_sqrt",
+                info["q_sqrt_init"] * jnp.broadcast_to(jnp.eye(M), (Q, M, M)),
+                constraint=constraints.real
+                if self.q_sqrt_transform == "triangular"
+                else constraints.softplus_lower_cholesky,
             )
             # NumPyro's replay copies the guide's ``infer`` onto the model site: tag it too.
             result[info["site"]] = numpyro.sample(

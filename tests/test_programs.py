@@ -359,3 +359,18 @@ def test_minibatch_svi_runs_with_epoch_batches():
     full = functools.partial(svgp_regression, **config)
     pred = predict_svi(jax.random.key(1), full, InducingPointGuide(full), res.params, X)
     assert pred.metrics(y)["rmse"] < 0.3
+
+
+@pytest.mark.parametrize("transform", ["triangular", "softplus"])
+def test_q_sqrt_transforms_fit_and_keep_the_bound(transform):
+    X, y = _toy(N=30)
+    config = init_dgp(X, num_layers=2, num_inducing=6)
+    model = functools.partial(dgp_regression, **config)
+    guide = InducingPointGuide(model, q_sqrt_transform=transform)
+    res = run_svi(jax.random.key(0), model, guide, X, y, num_steps=200, progress=False)
+    assert np.all(np.isfinite(res.losses))
+    L = np.asarray(res.params["layer0.q_sqrt"])
+    if transform == "softplus":  # a valid Cholesky factor: lower, positive diagonal
+        assert np.all(np.triu(L, 1) == 0) and np.all(np.diagonal(L, axis1=1, axis2=2) > 0)
+    with pytest.raises(ValueError, match="q_sqrt_transform must be"):
+        InducingPointGuide(model, q_sqrt_transform="exp")

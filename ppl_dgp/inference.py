@@ -54,9 +54,9 @@ from numpyro.infer.util import ModelInfo, initialize_model
 
 from ppl_dgp.elbo import DoublyStochasticELBO
 from ppl_dgp.guides import InducingPointGuide, init_to_model_init
-from ppl_dgp.layers import ROLE, collapsed
+from ppl_dgp.layers import ROLE
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.predict import MixturePredictive, predict_svi
+from ppl_dgp.predict import MixturePredictive, predict_svi, propagate_layers
 from ppl_dgp.svi import progress_enabled, run_svi
 from ppl_dgp.validation import check_regression_data
 
@@ -531,7 +531,8 @@ def predict(
       the chains; per draw the model runs at ``X_new`` with the draw and ``posterior.params``
       substituted and fresh layer noise. For a GP program the component is the last layer's
       prior conditional ``N(mean, var + noise)`` given the draw's ``u`` (read from
-      :func:`~ppl_dgp.layers.collapsed`'s state, as :func:`~ppl_dgp.predict.layer_moments`
+      :func:`~ppl_dgp.predict.propagate_layers`, compiled once per model, as
+      :func:`~ppl_dgp.predict.layer_moments`
       does); for any other model with a Normal ``likelihood_site``, its ``loc`` and ``scale**2``.
 
     Args:
@@ -554,11 +555,8 @@ def predict(
         model_kwargs = {**model_kwargs, "batch_size": None}
     params = {k: jnp.asarray(v) for k, v in posterior.params.items()}
     if posterior.config.get("guide") == "InducingPointGuide":
+        # A fresh guide: predict_svi learns its structure from one call at X_new.
         guide = InducingPointGuide(model, hyper=posterior.config["hyper"])
-        # Build the guide's structure (its prototype) at X_new, with placeholder targets.
-        y_stub = jnp.zeros(X_new.shape[0], X_new.dtype)
-        with block():
-            substitute(seed(guide, rng_key), data=params)(X_new, y_stub, **model_kwargs)
         return predict_svi(
             rng_key,
             model,
@@ -576,15 +574,19 @@ def predict(
     idx = _spread(total, num_samples)
     draws = {k: jnp.asarray(v[idx]) for k, v in flat.items()}
 
+    S = len(idx)
+    moments, noise = propagate_layers(
+        rng_key, model, draws, params, X_new, num_samples=S, **model_kwargs
+    )  # compiled once per model; layers without q(u) use p(f | u) given the drawn u
+    if moments and likelihood_site in noise:
+        _, mean, var = moments[list(moments)[-1]]  # [S, N, 1]
+        s2 = noise[likelihood_site][:, None]
+        return MixturePredictive(mean[..., 0], var[..., 0] + s2, var[..., 0])
+
     def one(key: Array, draw: dict[str, Array]) -> tuple[Array, Array, Array]:
-        with collapsed({}) as state:
-            tr = trace(substitute(seed(model, key), data={**params, **draw})).get_trace(
-                X_new, None, **model_kwargs
-            )
-        if state.last is not None and likelihood_site in state.noise:
-            _, mean, var = state.moments[state.last]  # [N, 1]
-            noise = state.noise[likelihood_site]
-            return mean[:, 0], var[:, 0] + noise, var[:, 0]
+        tr = trace(substitute(seed(model, key), data={**params, **draw})).get_trace(
+            X_new, None, **model_kwargs
+        )
         site = tr.get(likelihood_site)
         fn = None if site is None else site["fn"]
         if not isinstance(fn, numpyro.distributions.Normal):
@@ -596,6 +598,6 @@ def predict(
         scale = jnp.broadcast_to(fn.scale, fn.batch_shape)
         return loc, scale**2, jnp.zeros_like(loc)
 
-    keys = jax.random.split(rng_key, len(idx))
+    keys = jax.random.split(rng_key, S)
     means, variances, f_variances = jax.jit(jax.vmap(one))(keys, draws)
     return MixturePredictive(means, variances, f_variances)

@@ -158,7 +158,8 @@ def propagate_layers(
     ``{layer}.u``. ``params`` holds the ``param`` sites (``Z``) and, for SVI, the guide's
     ``{layer}.q_mu``/``q_sqrt``: layers with a ``q(u)`` there integrate ``u`` out against it,
     the others use the prior conditional ``p(f | u)`` given the drawn ``u``. Each inner layer
-    draws one ``eps`` per point and pass. Compiled once per model.
+    draws one ``eps`` per point and pass. Compiled once per model. ``model_kwargs`` are passed
+    as given (give ``batch_size=None`` to a model built for minibatches).
 
     Returns:
         ``({layer: (F, mean, var)}, {likelihood site: noise variance})`` in program order, with
@@ -173,7 +174,7 @@ def propagate_layers(
                 f"received shape {jnp.shape(v)}"
             )
     X_new = jnp.asarray(X_new)
-    kwargs = {**model_kwargs, "batch_size": None}
+    kwargs = dict(model_kwargs)
     items = _hashable(kwargs)
     fn, order = (
         _propagate_fn(model, items)
@@ -219,7 +220,13 @@ def layer_moments(
     medians = {k: v for k, v in guide.median(params).items() if not k.endswith(".u")}
     values = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_samples, *jnp.shape(v))), medians)
     return propagate_layers(
-        rng_key, model, values, params, X_new, num_samples=num_samples, **model_kwargs
+        rng_key,
+        model,
+        values,
+        params,
+        X_new,
+        num_samples=num_samples,
+        **{**model_kwargs, "batch_size": None},
     )
 
 

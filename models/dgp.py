@@ -127,8 +127,9 @@ def init_dgp(
         raise ValueError(f"init_dgp: Z_init must have shape [M, {D}]; received {Z_init.shape}")
     Q = D if width is None else width
 
-    def hp(value: float, ndim: int = 0) -> Hyper:
-        init = np.full((D,) if ndim else (), value) if ndim else value
+    def hp(value: float, shape: tuple[int, ...] = ()) -> Hyper:
+        """Positive hyperparameter at ``value``: LogNormal(log value, 1) prior, or a param."""
+        init = np.full(shape, value) if shape else value
         if not hyperpriors:
             return Hyper(init)
         return Hyper(init, prior=dist.LogNormal(float(np.log(value)), 1.0))
@@ -138,12 +139,6 @@ def init_dgp(
     for l in range(num_layers):
         last = l == num_layers - 1
         D_in = H.shape[1]
-        ls_init = np.full((D_in,), lengthscale)
-        ls = (
-            Hyper(ls_init)
-            if not hyperpriors
-            else Hyper(ls_init, prior=dist.LogNormal(float(np.log(lengthscale)), 1.0))
-        )
         if last:
             mean_function, q_out, var0, q0 = Zero(), 1, 1.0, 1.0
         else:
@@ -155,7 +150,7 @@ def init_dgp(
                 Z=Z,
                 kernel=kernel,
                 variance=hp(var0),
-                lengthscales=ls,
+                lengthscales=hp(lengthscale, (D_in,)),
                 mean_function=mean_function,
                 whiten=True,
                 q_sqrt_init=q0,

@@ -229,6 +229,7 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
 
     state = _collapsed_state()
     # Inducing values: whitened v ~ N(0, I), or u ~ N(0, Kmm), independently per output.
+    Lmm = None
     if spec.whiten:
         u_prior = dist.Normal(jnp.zeros((Q, M), X.dtype), 1.0).to_event(2)
     else:
@@ -248,7 +249,8 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
         mean, var = conditional(kernel, X, Z, q_mu, q_sqrt, whiten=spec.whiten, jitter=spec.jitter)
         state.kl[name] = prior_kl(kernel, Z, q_mu, q_sqrt, whiten=spec.whiten, jitter=spec.jitter)
     else:
-        Lmm = cholesky(kernel.K(Z), spec.jitter)
+        if Lmm is None:  # unwhitened layers factorised Kmm above already
+            Lmm = cholesky(kernel.K(Z), spec.jitter)
         mean, var = base_conditional_with_lm(
             kernel.K(Z, X), Lmm, kernel.K_diag(X), u.T, white=spec.whiten
         )

@@ -5,6 +5,10 @@
 running loss. A non-finite loss stops the run with :class:`NonFiniteLossError`, which carries the
 last finite state (nothing is lost).
 
+The :class:`SVI` configuration puts the same loop behind :func:`~ppl_dgp.fitting.fit`: the
+inducing-point guide and the doubly-stochastic bound for GP-layer programs (``AutoNormal`` and
+``Trace_ELBO`` otherwise), then ``num_samples`` i.i.d. draws of ``q`` stored as one chain.
+
 Example:
     >>> # result = run_svi(key, model, guide, X, y, optimizer=optax.adam(1e-2), num_steps=2000)
     >>> # result.params["layer0.q_mu"]
@@ -16,7 +20,8 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +29,22 @@ import numpy as np
 import optax
 from jax import Array
 from numpyro.handlers import block, seed, substitute, trace
-from numpyro.infer import SVI
+from numpyro.infer import SVI as NumPyroSVI
+from numpyro.infer import Trace_ELBO
+from numpyro.infer.autoguide import AutoNormal
 
 from ppl_dgp.elbo import DoublyStochasticELBO
+from ppl_dgp.fitting import (
+    accepts_batch_size,
+    config_dict,
+    inspect_model,
+    positive_int,
+    register_method,
+)
+from ppl_dgp.guides import InducingPointGuide, init_to_model_init
+from ppl_dgp.posterior import Posterior
 
-__all__ = ["SVIResult", "NonFiniteLossError", "run_svi", "progress_enabled"]
+__all__ = ["SVI", "NonFiniteLossError", "SVIResult", "progress_enabled", "run_svi"]
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -153,11 +169,11 @@ def run_svi(
     key_init, key_run = jax.random.split(rng_key)
     plate = _subsampled_plate(model, key_init, args, kwargs) if epochs else None
     if plate is None:
-        svi = SVI(model, guide, optimizer, elbo)
+        svi = NumPyroSVI(model, guide, optimizer, elbo)
         state = svi.init(key_init, *args, **kwargs) if init_state is None else init_state
     else:
         name, N, B = plate
-        svi = SVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
+        svi = NumPyroSVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
         idx0 = jnp.arange(B)
         state = svi.init(key_init, idx0, *args, **kwargs) if init_state is None else init_state
     chunk = max(1, min(chunk_size, num_steps))
@@ -242,4 +258,87 @@ def run_svi(
         state=state,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
+    )
+
+
+# -- the SVI method behind fit ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SVI:
+    """Stochastic variational inference (Adam), then ``num_samples`` draws of ``q``.
+
+    Args:
+        num_steps: optimisation steps.
+        learning_rate: Adam's learning rate.
+        batch_size: minibatch size ``B`` passed to the model (``None``: all ``N``).
+        num_particles: ELBO samples per step.
+        hyper: :class:`~ppl_dgp.guides.InducingPointGuide`'s treatment of hyperparameters,
+            ``"delta"`` (MAP) or ``"normal"`` (mean-field in unconstrained space).
+        num_samples: draws of ``q`` stored in the Posterior (one chain).
+    """
+
+    num_steps: int = 2000
+    learning_rate: float = 1e-2
+    batch_size: int | None = None
+    num_particles: int = 1
+    hyper: str = "delta"
+    num_samples: int = 100
+    name: ClassVar[str] = "svi"
+
+    def __post_init__(self) -> None:
+        positive_int("SVI", num_steps=self.num_steps, num_particles=self.num_particles,
+                      num_samples=self.num_samples)  # fmt: skip
+        if self.batch_size is not None:
+            positive_int("SVI", batch_size=self.batch_size)
+        if not self.learning_rate > 0:
+            raise ValueError(f"SVI.learning_rate must be > 0; received {self.learning_rate}")
+        if self.hyper not in ("delta", "normal"):
+            raise ValueError(f"SVI.hyper must be 'delta' or 'normal'; received {self.hyper!r}")
+
+
+@register_method(SVI)
+def _fit_svi(
+    method: SVI, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+) -> Posterior:
+    if method.batch_size is not None:
+        if model_kwargs.get("batch_size") is not None:
+            raise ValueError(
+                f"fit: batch_size given twice (SVI.batch_size={method.batch_size} and the model "
+                f"keyword batch_size={model_kwargs['batch_size']}); give it once, in SVI"
+            )
+        if not accepts_batch_size(model):
+            raise ValueError("SVI.batch_size: the model takes no batch_size keyword")
+        model_kwargs = {**model_kwargs, "batch_size": method.batch_size}
+    key_fit, key_draws = jax.random.split(rng_key)
+    sites = inspect_model(key_fit, model, X, y, **model_kwargs)
+    if sites.gp_layers:
+        guide = InducingPointGuide(model, hyper=method.hyper)
+        elbo, guide_name = DoublyStochasticELBO(num_particles=method.num_particles), guide.__class__
+    else:
+        guide = AutoNormal(model, init_loc_fn=init_to_model_init)
+        elbo, guide_name = Trace_ELBO(num_particles=method.num_particles), guide.__class__
+    result = run_svi(
+        key_fit,
+        model,
+        guide,
+        X,
+        y,
+        optimizer=optax.adam(method.learning_rate),
+        num_steps=method.num_steps,
+        elbo=elbo,
+        **model_kwargs,
+    )
+    draws = guide.sample_posterior(
+        key_draws, result.params, X, y, sample_shape=(method.num_samples,), **model_kwargs
+    )
+    keep = set(sites.global_latent)
+    draws = {k: np.asarray(v)[None] for k, v in draws.items() if k in keep}
+    return Posterior(
+        draws=draws,
+        sample_stats={"loss": np.asarray(result.losses)[None]},
+        params={k: np.asarray(v) for k, v in result.params.items()},
+        method=method.name,
+        config={**config_dict(method), "guide": guide_name.__name__},
+        timings={"compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds},
     )

@@ -1,0 +1,173 @@
+"""NUTS and HMC (NumPyro's kernels) on the model's exact joint density, behind :func:`fit`.
+
+For a DGP the sampled sites are the hyperparameters, the whitened inducing values ``u`` and the
+non-centred layer noise ``eps``; step size and (diagonal or dense) mass matrix are adapted during
+warm-up and several chains run vectorised (or one per device). The per-datum ``{layer}.eps``
+draws are not kept (they are nuisance at the training inputs; prediction draws fresh ones at
+the new inputs). Divergences, acceptance, step size, leapfrog steps, energy and (NUTS) tree
+depth are recorded per draw.
+
+Example:
+    >>> # post = fit(NUTS(num_chains=4), jax.random.key(0), model, X, y)
+    >>> # post.sample_stats["diverging"].sum()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax import Array
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer import MCMC
+
+from ppl_dgp.fitting import compile_clock, config_dict, initialize, positive_int, register_method
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.svi import progress_enabled
+
+__all__ = ["HMC", "NUTS"]
+
+_CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+
+
+def _check_mcmc(owner: str, cfg: Any) -> None:
+    positive_int(owner, num_warmup=cfg.num_warmup, num_samples=cfg.num_samples,
+                  num_chains=cfg.num_chains)  # fmt: skip
+    if not 0 < cfg.target_accept_prob < 1:
+        raise ValueError(
+            f"{owner}.target_accept_prob must be in (0, 1); received {cfg.target_accept_prob}"
+        )
+    if cfg.chain_method not in _CHAIN_METHODS:
+        raise ValueError(
+            f"{owner}.chain_method must be one of {_CHAIN_METHODS}; received {cfg.chain_method!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class NUTS:
+    """The No-U-Turn sampler (NumPyro's ``NUTS``) on the model's exact joint.
+
+    Args:
+        num_warmup: warm-up (adaptation) iterations per chain, discarded.
+        num_samples: kept draws per chain.
+        num_chains: independent chains.
+        target_accept_prob: step-size adaptation target.
+        max_tree_depth: at most ``2**max_tree_depth - 1`` leapfrog steps per iteration.
+        dense_mass: adapt a dense (else diagonal) mass matrix.
+        chain_method: ``"vectorized"``, ``"sequential"`` or ``"parallel"`` (one device each).
+    """
+
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 4
+    target_accept_prob: float = 0.8
+    max_tree_depth: int = 10
+    dense_mass: bool = False
+    chain_method: str = "vectorized"
+    name: ClassVar[str] = "nuts"
+
+    def __post_init__(self) -> None:
+        _check_mcmc("NUTS", self)
+        positive_int("NUTS", max_tree_depth=self.max_tree_depth)
+
+
+@dataclasses.dataclass(frozen=True)
+class HMC:
+    """Hamiltonian Monte Carlo with a fixed number of leapfrog steps (NumPyro's ``HMC``).
+
+    Args:
+        num_warmup, num_samples, num_chains, target_accept_prob, dense_mass, chain_method:
+            as for :class:`NUTS`.
+        step_size: initial leapfrog step size.
+        num_steps: leapfrog steps per iteration.
+        adapt_step_size: adapt the step size during warm-up (dual averaging).
+        adapt_mass_matrix: adapt the mass matrix during warm-up.
+    """
+
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 4
+    step_size: float = 0.1
+    num_steps: int = 10
+    adapt_step_size: bool = True
+    adapt_mass_matrix: bool = True
+    target_accept_prob: float = 0.8
+    dense_mass: bool = False
+    chain_method: str = "vectorized"
+    name: ClassVar[str] = "hmc"
+
+    def __post_init__(self) -> None:
+        _check_mcmc("HMC", self)
+        positive_int("HMC", num_steps=self.num_steps)
+        if not self.step_size > 0:
+            raise ValueError(f"HMC.step_size must be > 0; received {self.step_size}")
+
+
+@register_method(NUTS)
+@register_method(HMC)
+def _fit_mcmc(
+    method: NUTS | HMC, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+) -> Posterior:
+    owner = type(method).__name__
+    key_init, key_run = jax.random.split(rng_key)
+    with compile_clock() as compile_seconds:
+        t0 = time.perf_counter()
+        info, sites = initialize(key_init, model, X, y, owner=owner, **model_kwargs)
+        # The kernels run on the shared potential, from the one initial point, every chain.
+        common = dict(
+            potential_fn=jax.jit(info.potential_fn),  # one compile, not op by op
+            target_accept_prob=method.target_accept_prob,
+            dense_mass=method.dense_mass,
+        )
+        if isinstance(method, NUTS):
+            kernel = numpyro.infer.NUTS(max_tree_depth=method.max_tree_depth, **common)
+        else:
+            kernel = numpyro.infer.HMC(
+                step_size=method.step_size,
+                num_steps=method.num_steps,
+                trajectory_length=None,
+                adapt_step_size=method.adapt_step_size,
+                adapt_mass_matrix=method.adapt_mass_matrix,
+                **common,
+            )
+        mcmc = MCMC(
+            kernel,
+            num_warmup=method.num_warmup,
+            num_samples=method.num_samples,
+            num_chains=method.num_chains,
+            chain_method=method.chain_method,
+            progress_bar=progress_enabled(None),
+        )
+        z0 = info.param_info.z
+        if method.num_chains > 1:
+            z0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (method.num_chains,) + a.shape), z0)
+        extra = ("diverging", "accept_prob", "num_steps", "energy", "adapt_state.step_size")
+        extra += tuple(f"~z.{name}" for name in sites.local_latent)  # per-datum: not kept
+        mcmc.run(key_run, init_params=z0, extra_fields=extra)
+        z = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+        t1 = time.perf_counter()
+        compile_s = compile_seconds()
+    draws = {}
+    for name in sites.global_latent:  # unconstrained -> constrained, elementwise per draw
+        transform = biject_to(info.model_trace[name]["fn"].support)
+        draws[name] = np.asarray(transform(z[name]))
+    stats = {
+        ("step_size" if k == "adapt_state.step_size" else k): np.asarray(v)
+        for k, v in mcmc.get_extra_fields(group_by_chain=True).items()
+    }
+    if isinstance(method, NUTS):  # as ArviZ defines it for NumPyro
+        stats["tree_depth"] = np.log2(np.maximum(stats["num_steps"], 1)).astype(np.int64) + 1
+    return Posterior(
+        draws=draws,
+        sample_stats=stats,
+        params=dict(sites.params),
+        method=method.name,
+        config=config_dict(method),
+        timings={"compile_seconds": compile_s, "run_seconds": (t1 - t0) - compile_s},
+    )

@@ -2,8 +2,9 @@
 
 - :mod:`ppl_dgp.models.svgp`: single-layer sparse variational GP regression.
 - :mod:`ppl_dgp.models.dgp`: L-layer deep GP regression (Salimbeni & Deisenroth 2017).
+- :mod:`ppl_dgp.models.bnn`: Bayesian MLPs (regression, binary and multiclass classification).
 """
 
-from ppl_dgp.models import dgp, svgp
+from ppl_dgp.models import bnn, dgp, svgp
 
-__all__ = ["dgp", "svgp"]
+__all__ = ["bnn", "dgp", "svgp"]

@@ -1,0 +1,192 @@
+"""Bayesian neural networks (multilayer perceptrons) as NumPyro programs.
+
+``f = dense_L(act(... act(dense_1(X))))`` built from :func:`~ppl_dgp.dense.dense` layers named
+``layer0 .. layer{L}``, the output recorded as the deterministic site ``f`` ``[N, K]`` (the
+Laplace orchestration builds its curvature from it), and one likelihood site ``y`` in the
+``data`` plate:
+
+- :func:`mlp_regression`: ``y_n ~ N(f_n, sigma^2)``, ``sigma`` fixed (a float) or learnable
+  (a :class:`~ppl_dgp.layers.Hyper`: a latent site ``noise_scale`` with its prior, or a point
+  parameter without one).
+- :func:`mlp_binary`: ``y_n ~ Bernoulli(sigmoid(f_n))`` on one logit.
+- :func:`mlp_multiclass`: ``y_n ~ Categorical(softmax(f_n))`` over ``K`` classes.
+
+Weights have Gaussian priors ``N(0, 1/delta_l)``; ``prior_precision`` is one ``delta`` for all
+layers or one per layer. ``hidden=()`` is the Bayesian linear (logistic) model.
+
+Example:
+    >>> # from ppl_dgp.models import bnn
+    >>> # model = functools.partial(bnn.mlp_binary, hidden=(32,), prior_precision=1.0)
+    >>> # post = fit(Laplace(subset_of_weights="last_layer"), key, model, X, y)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax import Array
+
+from ppl_dgp.dense import dense
+from ppl_dgp.layers import Hyper, hyper
+from ppl_dgp.validation import check_regression_data, is_concrete
+
+__all__ = ["ACTIVATIONS", "mlp", "mlp_binary", "mlp_multiclass", "mlp_regression"]
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "gelu": jax.nn.gelu,
+    "identity": lambda x: x,
+}
+
+
+def _precisions(prior_precision: float | Sequence[float], num_layers: int) -> list[float]:
+    p = np.atleast_1d(np.asarray(prior_precision, dtype=float))
+    if p.ndim != 1 or p.size not in (1, num_layers):
+        raise ValueError(
+            f"prior_precision must be a scalar or one value per layer ({num_layers}); "
+            f"received {prior_precision!r}"
+        )
+    if not np.all(p > 0) or not np.all(np.isfinite(p)):
+        raise ValueError(f"prior_precision must be finite and > 0; received {prior_precision!r}")
+    return [float(v) for v in np.broadcast_to(p, (num_layers,))]
+
+
+def mlp(
+    X: Array,  # [N, D]
+    num_outputs: int,
+    *,
+    hidden: Sequence[int] = (50,),
+    activation: str = "tanh",
+    prior_precision: float | Sequence[float] = 1.0,
+    seed: int = 0,
+    init_values: Mapping[str, Any] | None = None,
+) -> Array:  # [N, K]
+    """The network ``f(X)`` ``[N, K]`` as a sub-program; records the deterministic site ``f``.
+
+    Args:
+        X: inputs ``[N, D]``.
+        num_outputs: ``K``.
+        hidden: widths of the hidden layers (``()``: a linear model).
+        activation: one of :data:`ACTIVATIONS`.
+        prior_precision: scalar or one per layer (``len(hidden) + 1``), each ``> 0``.
+        seed: seed of the layers' initial values.
+        init_values: optional warm start ``{"layer{l}.W": [D_in, D_out], "layer{l}.b": ...}``
+            (every layer; PyTorch's default draw otherwise).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)}; received {activation!r}"
+        )
+    widths = [int(h) for h in hidden]
+    if any(h < 1 for h in widths):
+        raise ValueError(f"hidden widths must be positive ints; received {tuple(hidden)}")
+    deltas = _precisions(prior_precision, len(widths) + 1)
+    act = ACTIVATIONS[activation]
+    L = len(widths)
+    names = [f"layer{l}" for l in range(L + 1)]
+    if init_values is not None:
+        want = {f"{n}.{p}" for n in names for p in ("W", "b")}
+        if set(init_values) != want:
+            raise ValueError(
+                f"init_values must have exactly the keys {sorted(want)}; received "
+                f"{sorted(init_values)}"
+            )
+
+    def init(l: int) -> tuple | None:
+        if init_values is None:
+            return None
+        return init_values[f"{names[l]}.W"], init_values[f"{names[l]}.b"]
+
+    H = X
+    for l, width in enumerate(widths):
+        H = act(dense(names[l], H, width, prior_precision=deltas[l], seed=seed, init=init(l)))
+    f = dense(names[L], H, num_outputs, prior_precision=deltas[L], seed=seed, init=init(L))
+    return numpyro.deterministic("f", f)
+
+
+def mlp_regression(
+    X: Array,  # [N, D]
+    y: Array | None = None,  # [N]
+    *,
+    hidden: Sequence[int] = (50,),
+    activation: str = "tanh",
+    prior_precision: float | Sequence[float] = 1.0,
+    noise_scale: Hyper | float = 0.1,
+    seed: int = 0,
+    init_values: Mapping[str, Any] | None = None,
+) -> Array:
+    """``y_n ~ N(f(x_n), sigma^2)``; ``noise_scale`` is ``sigma`` (a float: fixed).
+
+    Sites: ``layer{l}.W``, ``layer{l}.b``, ``f``, ``noise_scale`` (when a Hyper), ``y``.
+    """
+    check_regression_data(X, y)
+    f = mlp(X, 1, hidden=hidden, activation=activation, prior_precision=prior_precision,
+            seed=seed, init_values=init_values)  # fmt: skip
+    sigma = hyper("noise_scale", noise_scale)
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(f[:, 0], sigma), obs=y)
+    return f
+
+
+def _check_labels(y: Array | None, num_classes: int) -> None:
+    if y is None or not is_concrete(y):
+        return
+    a = np.asarray(y)
+    ok = np.all(a == np.round(a)) and np.all((a >= 0) & (a < num_classes))
+    if not ok:
+        bad = np.unique(a[(a != np.round(a)) | (a < 0) | (a >= num_classes)])[:5]
+        raise ValueError(
+            f"y must hold class labels in {{0, ..., {num_classes - 1}}}; received values "
+            f"{bad.tolist()}"
+        )
+
+
+def mlp_binary(
+    X: Array,  # [N, D]
+    y: Array | None = None,  # [N] in {0, 1}
+    *,
+    hidden: Sequence[int] = (50,),
+    activation: str = "tanh",
+    prior_precision: float | Sequence[float] = 1.0,
+    seed: int = 0,
+    init_values: Mapping[str, Any] | None = None,
+) -> Array:
+    """``y_n ~ Bernoulli(sigmoid(f(x_n)))`` on one logit ``f [N, 1]``."""
+    check_regression_data(X, y)
+    _check_labels(y, 2)
+    f = mlp(X, 1, hidden=hidden, activation=activation, prior_precision=prior_precision,
+            seed=seed, init_values=init_values)  # fmt: skip
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=f[:, 0]), obs=y)
+    return f
+
+
+def mlp_multiclass(
+    X: Array,  # [N, D]
+    y: Array | None = None,  # [N] in {0..K-1}
+    *,
+    num_classes: int,
+    hidden: Sequence[int] = (50,),
+    activation: str = "tanh",
+    prior_precision: float | Sequence[float] = 1.0,
+    seed: int = 0,
+    init_values: Mapping[str, Any] | None = None,
+) -> Array:
+    """``y_n ~ Categorical(softmax(f(x_n)))``, ``f [N, K]``, ``K = num_classes >= 2``."""
+    if not isinstance(num_classes, int | np.integer) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; received {num_classes!r}")
+    check_regression_data(X, y)
+    _check_labels(y, num_classes)
+    f = mlp(X, num_classes, hidden=hidden, activation=activation,
+            prior_precision=prior_precision, seed=seed, init_values=init_values)  # fmt: skip
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Categorical(logits=f), obs=y)
+    return f

@@ -1,0 +1,102 @@
+"""A Bayesian dense layer as a NumPyro sub-program: ``dense(name, X, D_out, ...)``.
+
+``z = X W + b`` with Gaussian priors ``W ~ N(0, 1/delta)`` ``[D_in, D_out]`` and
+``b ~ N(0, 1/delta)`` ``[D_out]`` (``delta`` the layer's prior precision). Sites ``{name}.W``
+and ``{name}.b`` (global, outside any plate) are tagged ``infer[ROLE] = "dense"`` so that the
+Laplace orchestration can find the layers (last layer, KFAC blocks); the layer input is recorded
+as the deterministic site ``{name}.input`` ``[N, D_in]`` (KFAC's input factor is built from it).
+The layer can sit in front of GP layers like any other function of ``X``.
+
+The initial values (``infer["init"]``, used by :data:`~ppl_dgp.guides.init_to_model_init` for
+MAP, NUTS and SVI starts) are PyTorch's default for ``nn.Linear``: uniform on
+``[-1/sqrt(D_in), 1/sqrt(D_in)]``, drawn from a NumPy generator seeded by ``(seed, name)``.
+
+Example:
+    >>> # def model(X, y=None):
+    >>> #     H = jnp.tanh(dense("layer0", X, 32))
+    >>> #     f = dense("layer1", H, 1)
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax import Array
+
+from ppl_dgp.layers import ROLE
+
+__all__ = ["DENSE", "dense", "torch_default_init"]
+
+#: The ``infer[ROLE]`` tag of a dense layer's weight and bias sites.
+DENSE = "dense"
+
+
+def torch_default_init(name: str, D_in: int, D_out: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """``(W [D_in, D_out], b [D_out])`` uniform on ``+-1/sqrt(D_in)`` (PyTorch's default)."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    bound = 1.0 / np.sqrt(D_in)
+    return rng.uniform(-bound, bound, (D_in, D_out)), rng.uniform(-bound, bound, D_out)
+
+
+def dense(
+    name: str,
+    X: Array,  # [N, D_in]
+    D_out: int,
+    *,
+    prior_precision: float = 1.0,
+    seed: int = 0,
+    init: tuple[Any, Any] | None = None,
+) -> Array:  # [N, D_out]
+    """Bayesian affine layer ``X W + b`` with ``N(0, 1/prior_precision)`` weight priors.
+
+    Args:
+        name: site prefix (``{name}.W``, ``{name}.b``, ``{name}.input``).
+        X: inputs ``[N, D_in]``.
+        D_out: number of outputs.
+        prior_precision: ``delta > 0`` of the Gaussian prior on ``W`` and ``b``.
+        seed: seed of the initial values.
+        init: ``(W [D_in, D_out], b [D_out])`` initial values (a warm start), instead of
+            PyTorch's default draw.
+
+    Returns:
+        ``z = X W + b`` ``[N, D_out]``.
+
+    Raises:
+        ValueError: ``X`` is not 2-D, ``D_out < 1`` or ``prior_precision <= 0``.
+    """
+    if X.ndim != 2:
+        raise ValueError(f"dense({name!r}): X must have shape [N, D_in]; received {X.shape}")
+    if not isinstance(D_out, int | np.integer) or D_out < 1:
+        raise ValueError(f"dense({name!r}): D_out must be a positive int; received {D_out!r}")
+    if not np.all(np.asarray(prior_precision) > 0):
+        raise ValueError(
+            f"dense({name!r}): prior_precision must be > 0; received {prior_precision!r}"
+        )
+    D_in = X.shape[1]
+    if init is None:
+        W0, b0 = torch_default_init(name, D_in, D_out, seed)
+    else:
+        W0, b0 = (np.asarray(v, dtype=float) for v in init)
+        if W0.shape != (D_in, D_out) or b0.shape != (D_out,):
+            raise ValueError(
+                f"dense({name!r}): init must be (W [{D_in}, {D_out}], b [{D_out}]); received "
+                f"shapes {W0.shape}, {b0.shape}"
+            )
+    scale = 1.0 / np.sqrt(float(prior_precision))
+    W = numpyro.sample(
+        f"{name}.W",
+        dist.Normal(0.0, scale).expand([D_in, D_out]).to_event(2),
+        infer={ROLE: DENSE, "init": jnp.asarray(W0)},
+    )
+    b = numpyro.sample(
+        f"{name}.b",
+        dist.Normal(0.0, scale).expand([D_out]).to_event(1),
+        infer={ROLE: DENSE, "init": jnp.asarray(b0)},
+    )
+    numpyro.deterministic(f"{name}.input", X)
+    return X @ W + b

@@ -1,0 +1,905 @@
+"""The Laplace approximation behind :func:`~ppl_dgp.fitting.fit` (Laplace Redux for BNNs).
+
+``fit(Laplace(...), key, model, X, y)``:
+
+1. **MAP** of the model's joint density over *all* its latent sites in unconstrained space
+   (the shared ``potential_fn`` from :func:`~ppl_dgp.fitting.initialize`), by Adam in one jitted
+   ``lax.scan`` loop on ``potential / N``.
+2. **Curvature** over a subset ``theta`` of the global latent sites (``subset_of_weights``:
+   ``"all"``, ``"last_layer"`` or a tuple of site names); every other latent site, including the
+   per-datum ``{layer}.eps`` of a DGP, is **held at its MAP** (the Gaussian is the conditional
+   ``q(theta | rest = MAP)``, not the marginal of a joint Gaussian: the per-datum block would
+   grow with ``N``). ``curvature``:
+
+   - ``"hessian"``: the exact Hessian of the potential (any model, any site);
+   - ``"ggn"`` / ``"ef"``: generalised Gauss-Newton / empirical Fisher of the likelihood,
+     built from the traced output site (``f``, ``[N, K]``) and the likelihood site's
+     distribution (Normal, Bernoulli or Categorical on logits), plus the Gaussian prior's
+     precision read from the subset sites' ``Normal`` priors;
+   - ``"auto"``: ``"ggn"`` when the model records the output site, else ``"hessian"``.
+
+   ``hessian_structure``: ``"full"``, ``"diag"`` or ``"kron"`` (KFAC per
+   :func:`~ppl_dgp.dense.dense` layer). A Hessian that is not positive definite is repaired
+   (eigenvalues clipped) with a :class:`NotPositiveDefiniteWarning`.
+3. Optionally the prior precision (``prior_structure`` ``"scalar"`` or ``"layer"``) and the
+   Gaussian noise are **tuned** by maximising the Laplace evidence (``tune="marglik"``, Adam on
+   log-values; ``"fixed_point"``, MacKay's update; ``"grid"``).
+4. ``num_samples`` draws ``theta ~ N(theta_MAP, P^-1)`` (with the other global sites at their
+   MAP), constrained, shaped ``(1, S, ...)``. ``Posterior.params`` keeps what the linearised
+   predictive needs (``laplace.*``: the MAP vector, prior precision and mean, the Cholesky
+   factor of the posterior precision / the posterior variances / the KFAC eigenfactors, the
+   noise scale, the evidence); ``Posterior.config`` names the subset and its shapes.
+
+Predictives: :func:`glm_predictive` (``f* ~ N(f(x*), J P^-1 J^T)``), :func:`predict_proba`
+(probit, MC, Laplace bridge, or sampling the weights; for any posterior, e.g. NUTS or SVI draws
+of a BNN: the mean of sigmoid/softmax over the draws) and :func:`predict_regression`.
+
+Example:
+    >>> # from ppl_dgp.models import bnn
+    >>> # model = functools.partial(bnn.mlp_binary, hidden=(32,))
+    >>> # post = fit(Laplace("last_layer", "full", tune="marglik"), key, model, X, y)
+    >>> # p1 = predict_proba(model, post, X_test)      # probit GLM predictive, [N]
+
+References:
+    Daxberger et al. (2021), "Laplace Redux -- Effortless Bayesian Deep Learning", NeurIPS.
+    MacKay (1992), "The Evidence Framework Applied to Classification Networks", Neural Comp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import optax
+from jax import Array
+from numpyro.distributions.transforms import biject_to
+from numpyro.handlers import seed, substitute, trace
+
+from ppl_dgp import curvature as C
+from ppl_dgp.dense import DENSE
+from ppl_dgp.fitting import compile_clock, config_dict, initialize, positive_int, register_method
+from ppl_dgp.layers import ROLE
+from ppl_dgp.posterior import Posterior
+
+__all__ = [
+    "Laplace",
+    "NotPositiveDefiniteWarning",
+    "glm_predictive",
+    "predict_proba",
+    "predict_regression",
+]
+
+_SUBSETS = ("all", "last_layer")
+_STRUCTURES = ("full", "diag", "kron")
+_CURVATURES = ("auto", "ggn", "ef", "hessian")
+_TUNES = ("none", "marglik", "fixed_point", "grid")
+_PRIOR_STRUCTURES = ("scalar", "layer")
+_LINKS = ("probit", "mc", "bridge", "nn", "plugin")
+
+
+class NotPositiveDefiniteWarning(UserWarning):
+    """The curvature was not positive definite at the MAP and was repaired."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Laplace:
+    """Laplace approximation at the MAP (see the module docstring).
+
+    Args:
+        subset_of_weights: ``"all"`` global latent sites (for GGN/EF: those the output depends
+            on), ``"last_layer"`` (the last dense layer's ``W`` and ``b``) or a tuple of site
+            names.
+        hessian_structure: ``"full"``, ``"diag"`` or ``"kron"``.
+        curvature: ``"auto"``, ``"ggn"``, ``"ef"`` or ``"hessian"``.
+        num_steps: MAP optimisation steps (Adam); 0 takes the model's initial point as the MAP
+            (a warm start from known weights).
+        learning_rate: Adam's learning rate on ``potential / N``.
+        num_samples: draws of the Gaussian stored in the Posterior.
+        tune: ``"none"``, ``"marglik"``, ``"fixed_point"`` or ``"grid"``.
+        prior_structure: tuned prior precision: ``"scalar"`` or one per ``"layer"``.
+        tune_noise: also tune a Gaussian likelihood's noise scale (``marglik``/``fixed_point``).
+        tune_steps: Adam steps (``marglik``) or iterations (``fixed_point``).
+        grid: prior precisions tried by ``tune="grid"``.
+        memory_limit_gb: the most memory a dense ``[P, P]`` curvature or ``[N, K, P]`` Jacobian
+            may take.
+        output_site: the deterministic network output ``f`` ``[N, K]``.
+        likelihood_site: the observed site.
+    """
+
+    subset_of_weights: str | tuple[str, ...] = "all"
+    hessian_structure: str = "full"
+    curvature: str = "auto"
+    num_steps: int = 1000
+    learning_rate: float = 1e-2
+    num_samples: int = 100
+    tune: str = "none"
+    prior_structure: str = "scalar"
+    tune_noise: bool = False
+    tune_steps: int = 100
+    grid: tuple[float, ...] = tuple(float(v) for v in np.logspace(-3, 3, 25))
+    memory_limit_gb: float = 2.0
+    output_site: str = "f"
+    likelihood_site: str = "y"
+    name: ClassVar[str] = "laplace"
+
+    def __post_init__(self) -> None:
+        positive_int("Laplace", num_samples=self.num_samples, tune_steps=self.tune_steps)
+        if not isinstance(self.num_steps, int) or self.num_steps < 0:
+            raise ValueError(f"Laplace.num_steps must be an int >= 0; received {self.num_steps!r}")
+        s = self.subset_of_weights
+        if isinstance(s, list):
+            object.__setattr__(self, "subset_of_weights", s := tuple(s))
+        if isinstance(s, tuple):
+            if not s or not all(isinstance(n, str) for n in s):
+                raise ValueError(
+                    "Laplace.subset_of_weights must be 'all', 'last_layer' or a non-empty tuple "
+                    f"of site names; received {s!r}"
+                )
+        elif s not in _SUBSETS:
+            raise ValueError(
+                f"Laplace.subset_of_weights must be one of {_SUBSETS} or a tuple of site names; "
+                f"received {s!r}"
+            )
+        for field, allowed in (
+            ("hessian_structure", _STRUCTURES),
+            ("curvature", _CURVATURES),
+            ("tune", _TUNES),
+            ("prior_structure", _PRIOR_STRUCTURES),
+        ):
+            if getattr(self, field) not in allowed:
+                raise ValueError(
+                    f"Laplace.{field} must be one of {allowed}; received {getattr(self, field)!r}"
+                )
+        if not self.learning_rate > 0:
+            raise ValueError(f"Laplace.learning_rate must be > 0; received {self.learning_rate}")
+        if not self.memory_limit_gb > 0:
+            raise ValueError(
+                f"Laplace.memory_limit_gb must be > 0; received {self.memory_limit_gb}"
+            )
+        grid = tuple(float(g) for g in self.grid)
+        if not grid or not all(g > 0 and math.isfinite(g) for g in grid):
+            raise ValueError(f"Laplace.grid must hold finite values > 0; received {self.grid!r}")
+        object.__setattr__(self, "grid", grid)
+        if self.curvature == "hessian" and self.hessian_structure == "kron":
+            raise ValueError(
+                "Laplace.hessian_structure='kron' needs curvature 'ggn' or 'ef'; received "
+                "curvature='hessian'"
+            )
+        if self.curvature == "hessian" and self.tune != "none":
+            raise ValueError(
+                "Laplace.tune needs curvature 'ggn' or 'ef' (the exact Hessian contains the "
+                f"prior); received tune={self.tune!r} with curvature='hessian'"
+            )
+
+
+# -- the MAP -----------------------------------------------------------------------------------
+
+
+def _run_map(
+    potential: Callable, z0: dict, num_steps: int, learning_rate: float, scale: float
+) -> tuple[dict, Array]:
+    """Adam on ``scale * potential(z)`` in one jitted ``lax.scan``; returns ``(z, losses)``."""
+    opt = optax.adam(learning_rate)
+
+    def step(carry: tuple, _: None) -> tuple:
+        z, state = carry
+        loss, g = jax.value_and_grad(lambda v: scale * potential(v))(z)
+        updates, state = opt.update(g, state, z)
+        return (optax.apply_updates(z, updates), state), loss
+
+    @jax.jit
+    def run(z: dict) -> tuple[dict, Array]:
+        (z, _), losses = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
+        return z, losses
+
+    return run(z0)
+
+
+# -- the subset and its flat vector ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The subset ``theta``: site names in trace order, shapes, offsets into ``[P]``."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(np.prod(s)) for s in self.shapes]
+
+    @property
+    def P(self) -> int:
+        return sum(self.sizes)
+
+    def offsets(self) -> dict[str, tuple[int, int]]:
+        out, o = {}, 0
+        for n, k in zip(self.names, self.sizes, strict=True):
+            out[n] = (o, o + k)
+            o += k
+        return out
+
+    def ravel(self, values: dict) -> Array:  # {site: array} -> [P]
+        return jnp.concatenate([jnp.reshape(values[n], -1) for n in self.names])
+
+    def unravel(self, theta: Array) -> dict:  # [P] -> {site: array}
+        return {
+            n: theta[a:b].reshape(s)
+            for (n, (a, b)), s in zip(self.offsets().items(), self.shapes, strict=True)
+        }
+
+
+def _dense_layers(model_trace: dict) -> dict[str, list[str]]:
+    """``{layer: [W site, b site]}`` of the dense layers, in trace order."""
+    layers: dict[str, list[str]] = {}
+    for name, site in model_trace.items():
+        if site["type"] == "sample" and site["infer"].get(ROLE) == DENSE:
+            layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    return layers
+
+
+def _normal_prior(fn: Any, site: str) -> tuple[Array, Array]:
+    """``(mean, precision)`` broadcast to the site's shape, for a (wrapped) Normal prior."""
+    shape = fn.shape()
+    base = fn
+    while isinstance(base, dist.Independent | dist.ExpandedDistribution):
+        base = base.base_dist
+    if not isinstance(base, dist.Normal):
+        raise ValueError(
+            f"Laplace(curvature='ggn'/'ef'): site {site!r} needs a Normal prior (its precision "
+            f"enters the posterior); received {type(base).__name__}. Use curvature='hessian' "
+            "or leave the site out of subset_of_weights"
+        )
+    loc = jnp.broadcast_to(base.loc, shape)
+    prec = jnp.broadcast_to(1.0 / base.scale**2, shape)
+    return loc, prec
+
+
+def _likelihood(fn: Any, site: str) -> tuple[str, Array, Array]:
+    """``(name, natural parameter [N, K], sigma)`` of the likelihood site's distribution."""
+    if isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    if isinstance(fn, dist.Normal):
+        return "gaussian", fn.loc[..., None], jnp.asarray(fn.scale)
+    if isinstance(fn, dist.BernoulliLogits):
+        return "bernoulli", fn.logits[..., None], jnp.asarray(1.0)
+    if isinstance(fn, dist.CategoricalLogits):
+        return "categorical", fn.logits, jnp.asarray(1.0)
+    raise ValueError(
+        f"Laplace(curvature='ggn'/'ef'): the likelihood site {site!r} must be Normal, "
+        f"Bernoulli(logits=) or Categorical(logits=); received {type(fn).__name__}"
+    )
+
+
+def _check_memory(method: Laplace, what: str, shape: tuple[int, ...]) -> None:
+    gb = float(np.prod(shape)) * 8 / 1e9
+    if gb > method.memory_limit_gb:
+        raise ValueError(
+            f"Laplace: {what} of shape {list(shape)} needs {gb:.2f} GB > memory_limit_gb="
+            f"{method.memory_limit_gb}; use hessian_structure='kron' or 'diag', "
+            "subset_of_weights='last_layer', or raise memory_limit_gb"
+        )
+
+
+# -- the curvature (posterior precision as a function of the prior precision and the noise) ----
+
+
+@dataclasses.dataclass
+class _Curv:
+    """Likelihood curvature at the MAP in one structure; ``scale`` multiplies it (``1/sigma^2``
+    for a Gaussian likelihood, computed at ``sigma = 1``)."""
+
+    structure: str
+    H: Array | None = None  # full [P, P] or diag [P]
+    blocks: dict[str, C.KronBlock] | None = None  # kron, per dense layer
+    includes_prior: bool = False  # exact Hessian of the potential
+
+
+def _logdet_post(curv: _Curv, layout: _Layout, layers: dict, scale: Array, delta: Array) -> Array:
+    if curv.structure == "full":
+        P = curv.H if curv.includes_prior else scale * curv.H + jnp.diag(delta)
+        return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(P))))
+    if curv.structure == "diag":
+        return jnp.sum(jnp.log(curv.H if curv.includes_prior else scale * curv.H + delta))
+    off = layout.offsets()
+    total = 0.0
+    for layer, (w, b) in layers.items():
+        total = total + C.kron_logdet(curv.blocks[layer], scale, delta[off[w][0]], delta[off[b][0]])
+    return total
+
+
+def _post_var_diag(curv: _Curv, layout: _Layout, layers: dict, scale: Array, delta: Array):
+    """``diag(P^-1)`` ``[P]`` (MacKay's update)."""
+    if curv.structure == "full":
+        return jnp.diagonal(jnp.linalg.inv(scale * curv.H + jnp.diag(delta)))
+    if curv.structure == "diag":
+        return 1.0 / (scale * curv.H + delta)
+    off = layout.offsets()
+    out = []
+    for layer, (w, b) in layers.items():
+        blk = curv.blocks[layer]
+        inv = 1.0 / (scale * jnp.outer(blk.A_eigvals, blk.B_eigvals) + delta[off[w][0]])
+        out.append(((blk.A_eigvecs**2) @ inv @ (blk.B_eigvecs**2).T).reshape(-1))
+        inv_b = 1.0 / (scale * blk.B_eigvals + delta[off[b][0]])
+        out.append((blk.B_eigvecs**2) @ inv_b)
+    return jnp.concatenate(out)
+
+
+def _groups(method: Laplace, layout: _Layout, layers: dict) -> tuple[np.ndarray, int, list[str]]:
+    """Group index per parameter for the tuned prior precision."""
+    if method.prior_structure == "scalar":
+        return np.zeros(layout.P, dtype=np.int32), 1, ["all"]
+    site_layer = {s: layer for layer, ss in layers.items() for s in ss}
+    names: list[str] = []
+    idx = []
+    for site, k in zip(layout.names, layout.sizes, strict=True):
+        g = site_layer.get(site, site)
+        if g not in names:
+            names.append(g)
+        idx.append(np.full(k, names.index(g), dtype=np.int32))
+    return np.concatenate(idx), len(names), names
+
+
+# -- fit ---------------------------------------------------------------------------------------
+
+
+@register_method(Laplace)
+def _fit_laplace(
+    method: Laplace, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+) -> Posterior:
+    key_init, key_draws = jax.random.split(rng_key)
+    N = X.shape[0]
+    with compile_clock() as compile_seconds:
+        t0 = time.perf_counter()
+        info, sites = initialize(key_init, model, X, y, owner="Laplace", **model_kwargs)
+        potential = info.potential_fn
+        z_map, losses = _run_map(
+            potential, info.param_info.z, method.num_steps, method.learning_rate, 1.0 / N
+        )
+        z_map = jax.block_until_ready(z_map)
+        bad = [k for k, v in z_map.items() if not np.all(np.isfinite(np.asarray(v)))]
+        last = float(potential(z_map)) / N
+        if bad or not np.isfinite(last):
+            raise ValueError(
+                f"Laplace: the MAP is not finite (sites {bad}, loss {last}) "
+                f"after num_steps={method.num_steps} with learning_rate={method.learning_rate}; "
+                "try a smaller learning_rate or check the data and priors"
+            )
+        t_map = time.perf_counter()
+        mtr = info.model_trace
+        layers_all = _dense_layers(mtr)
+        constrained_map = info.postprocess_fn(z_map)
+        curvature = method.curvature
+        if curvature == "auto":
+            has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
+            curvature = "ggn" if has_f else "hessian"
+        if curvature != "hessian" and method.output_site not in constrained_map:
+            raise ValueError(
+                f"Laplace(curvature={curvature!r}) needs the network output recorded as the "
+                f"deterministic site output_site={method.output_site!r}; the model has "
+                f"{sorted(k for k, s in mtr.items() if s['type'] == 'deterministic')}"
+            )
+        names = _select_subset(method, curvature, sites, layers_all)
+        layout = _Layout(names, tuple(tuple(np.shape(z_map[n])) for n in names))
+        P = layout.P
+        layers = {k: v for k, v in layers_all.items() if set(v) <= set(names)}
+        if method.hessian_structure == "kron":
+            stray = [n for n in names if not any(n in v for v in layers.values())]
+            if stray:
+                raise ValueError(
+                    f"Laplace(hessian_structure='kron') needs every subset site to be a dense "
+                    f"layer's W or b (both of a layer); received {stray} in "
+                    f"subset_of_weights={method.subset_of_weights!r}"
+                )
+        theta_map = layout.ravel(z_map)
+
+        def z_of(theta: Array) -> dict:
+            return {**z_map, **layout.unravel(theta)}
+
+        n_clipped = 0
+        lik_name = None
+        if curvature == "hessian":
+            _check_memory(method, "the Hessian", (P, P))
+            H = jax.hessian(lambda t: potential(z_of(t)))(theta_map)
+            if method.hessian_structure == "full":
+                H, n_bad = C.make_positive_definite(H)
+            else:
+                H = jnp.diagonal(H)
+                n_bad = jnp.sum(H <= 0)
+                H = jnp.where(H > 0, H, 1e-8 * jnp.max(jnp.abs(H)) + 1e-12)
+            n_clipped = int(n_bad)
+            if n_clipped:
+                warnings.warn(
+                    f"Laplace: the Hessian of the potential at the MAP has {n_clipped} "
+                    "non-positive eigenvalue(s) (diagonal entries for 'diag'); clipped to make it "
+                    "positive definite (is the MAP converged? raise num_steps)",
+                    NotPositiveDefiniteWarning,
+                    stacklevel=3,
+                )
+            curv = _Curv(method.hessian_structure, H=H, includes_prior=True)
+            mu0 = jnp.zeros(P)
+            delta = jnp.ones(P)
+            sigma = jnp.asarray(1.0)
+            log_lik_fn = None
+        else:
+            priors = [_normal_prior(mtr[n]["fn"], n) for n in names]
+            mu0 = jnp.concatenate([jnp.reshape(m, -1) for m, _ in priors])
+            delta = jnp.concatenate([jnp.reshape(p, -1) for _, p in priors])
+            lik_site = _lik_trace(model, constrained_map, X, y, method, model_kwargs)
+            lik_name, eta, sigma = _likelihood(lik_site["fn"], method.likelihood_site)
+            f_map = constrained_map[method.output_site]
+            if jnp.shape(eta) != jnp.shape(f_map) or not np.allclose(eta, f_map):
+                raise ValueError(
+                    f"Laplace: the likelihood site {method.likelihood_site!r}'s parameter must "
+                    f"be the output site {method.output_site!r} (shape {jnp.shape(f_map)}); "
+                    f"received a parameter of shape {jnp.shape(eta)}"
+                )
+            if lik_name == "gaussian" and np.ndim(sigma) > 0:
+                if not np.allclose(sigma, np.ravel(sigma)[0]):
+                    raise ValueError("Laplace: the Gaussian noise scale must be one value")
+                sigma = jnp.ravel(sigma)[0]
+            y_arr = jnp.asarray(y)
+
+            def f_of(theta: Array) -> Array:  # [P] -> [N, K]
+                return info.postprocess_fn(z_of(theta))[method.output_site]
+
+            curv = _likelihood_curvature(
+                method, curvature, lik_name, sigma, layout, layers, f_of, theta_map,
+                constrained_map, y_arr,
+            )  # fmt: skip
+
+            def log_lik_fn(s: Array) -> Array:
+                return C.log_likelihood(lik_name, f_map, y_arr, s)
+
+        # -- tuning ----------------------------------------------------------------------------
+        groups, G, group_names = _groups(method, layout, layers)
+        is_gauss = lik_name == "gaussian"
+        unit = lik_name == "gaussian" and curvature == "ggn"  # curvature computed at sigma = 1
+        if method.tune_noise and not unit:
+            raise ValueError(
+                "Laplace.tune_noise needs a Gaussian likelihood with curvature 'ggn'; received "
+                f"likelihood {lik_name!r} with curvature {curvature!r}"
+            )
+
+        def evidence(log_delta_g: Array, log_sigma: Array) -> Array:
+            d = jnp.exp(log_delta_g)[groups]
+            s = jnp.exp(log_sigma)
+            sc = 1.0 / s**2 if unit else jnp.asarray(1.0)
+            ll = log_lik_fn(s) if log_lik_fn is not None else -potential(z_map)
+            return C.log_marglik(ll, _logdet_post(curv, layout, layers, sc, d), d, theta_map, mu0)
+
+        log_d0 = jnp.log(jax.ops.segment_sum(delta, groups, G) / np.bincount(groups, minlength=G))
+        log_s = jnp.log(sigma)
+        if method.tune == "marglik":
+            log_d0, log_s = _tune_marglik(evidence, log_d0, log_s, method, is_gauss)
+        elif method.tune == "fixed_point":
+            for _ in range(method.tune_steps):
+                d = jnp.exp(log_d0)[groups]
+                sc = 1.0 / jnp.exp(log_s) ** 2 if unit else jnp.asarray(1.0)
+                var = _post_var_diag(curv, layout, layers, sc, d)
+                log_d0 = jnp.log(C.mackay_fixed_point(d, var, theta_map - mu0, groups, G))
+                if method.tune_noise:
+                    gamma = jnp.sum(1.0 - d * var)
+                    sse = jnp.sum((constrained_map[method.output_site][:, 0] - y_arr) ** 2)
+                    log_s = 0.5 * jnp.log(sse / jnp.maximum(N - gamma, 1e-12))
+        elif method.tune == "grid":
+            if G != 1 or method.tune_noise:
+                raise ValueError(
+                    "Laplace(tune='grid') tunes one scalar prior precision; received "
+                    f"prior_structure={method.prior_structure!r}, tune_noise={method.tune_noise}"
+                )
+            vals = [float(evidence(jnp.log(jnp.array([g])), log_s)) for g in method.grid]
+            log_d0 = jnp.log(jnp.array([method.grid[int(np.nanargmax(vals))]]))
+        if curvature != "hessian":
+            delta = jnp.exp(log_d0)[groups]
+        sigma = jnp.exp(log_s)
+        lml = evidence(log_d0, log_s) if curvature != "hessian" else _hess_evidence(
+            potential, z_map, curv, layout, layers
+        )  # fmt: skip
+        scale = 1.0 / sigma**2 if unit else jnp.asarray(1.0)
+
+        # -- the Gaussian and its draws --------------------------------------------------------
+        params = {k: np.asarray(v) for k, v in sites.params.items()}
+        params.update(
+            {
+                "laplace.theta_map": np.asarray(theta_map),
+                "laplace.prior_precision": np.asarray(delta),
+                "laplace.prior_mean": np.asarray(mu0),
+                "laplace.sigma_noise": np.asarray(sigma),
+                "laplace.log_marglik": np.asarray(lml),
+                "laplace.curvature_scale": np.asarray(scale),
+            }
+        )
+        eps = jax.random.normal(key_draws, (method.num_samples, P))
+        if curv.structure == "full":
+            Pm = curv.H if curv.includes_prior else scale * curv.H + jnp.diag(delta)
+            Lc = jnp.linalg.cholesky(Pm)
+            params["laplace.precision_chol"] = np.asarray(Lc)
+            dtheta = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
+        elif curv.structure == "diag":
+            var = 1.0 / (curv.H if curv.includes_prior else scale * curv.H + delta)
+            params["laplace.posterior_variance"] = np.asarray(var)
+            dtheta = eps * jnp.sqrt(var)
+        else:
+            dtheta = _kron_draws(curv, layout, layers, scale, delta, eps, params)
+        thetas = theta_map + dtheta  # [S, P]
+        zs = jax.vmap(lambda t: z_of(t))(thetas)
+        draws = {}
+        for name in sites.global_latent:
+            transform = biject_to(mtr[name]["fn"].support)
+            v = zs[name] if name in layout.names else jnp.broadcast_to(
+                z_map[name], (method.num_samples,) + jnp.shape(z_map[name])
+            )  # fmt: skip
+            draws[name] = np.asarray(transform(v))[None]
+            params[f"laplace.map.{name}"] = np.asarray(constrained_map[name])
+        jax.block_until_ready(thetas)
+        t1 = time.perf_counter()
+        compile_s = compile_seconds()
+    config = {
+        **config_dict(method),
+        "curvature_resolved": curvature,
+        "likelihood": lik_name,
+        "subset_sites": list(layout.names),
+        "subset_shapes": [list(s) for s in layout.shapes],
+        "kron_layers": {k: v for k, v in layers.items()} if curv.structure == "kron" else {},
+        "num_params": P,
+        "num_clipped_eigenvalues": n_clipped,
+        "prior_groups": group_names,
+    }
+    return Posterior(
+        draws=draws,
+        sample_stats={"map_loss": np.asarray(losses)[None]},
+        params=params,
+        method=method.name,
+        config=config,
+        timings={
+            "compile_seconds": compile_s,
+            "run_seconds": (t1 - t0) - compile_s,
+            "map_seconds": t_map - t0,
+        },
+    )
+
+
+def _hess_evidence(potential, z_map, curv, layout, layers) -> Array:
+    """``-U(MAP) + P/2 log 2 pi - 1/2 logdet H`` (Laplace's evidence with the exact Hessian)."""
+    ld = _logdet_post(curv, layout, layers, jnp.asarray(1.0), jnp.ones(layout.P))
+    return -potential(z_map) + 0.5 * layout.P * math.log(2 * math.pi) - 0.5 * ld
+
+
+def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict) -> tuple:
+    """Subset site names in trace order (see :class:`Laplace`)."""
+    glob = list(sites.global_latent)
+    s = method.subset_of_weights
+    if isinstance(s, tuple):
+        missing = [n for n in s if n not in glob]
+        if missing:
+            raise ValueError(
+                f"Laplace.subset_of_weights names no global latent site: {missing} in "
+                f"{s!r}; the model's global latent sites are {glob}"
+            )
+        return tuple(n for n in glob if n in s)
+    dense_sites = [n for ss in layers_all.values() for n in ss]
+    if s == "last_layer":
+        if not layers_all:
+            raise ValueError(
+                "Laplace.subset_of_weights='last_layer' needs dense layers (ppl_dgp.dense); "
+                f"the model has none; its global latent sites are {glob}"
+            )
+        return tuple(layers_all[list(layers_all)[-1]])
+    if curvature == "hessian":
+        return tuple(glob)
+    # GGN/EF over "all": the network's weights. Other global sites (a latent noise scale, ...)
+    # are likelihood parameters and stay at their MAP.
+    if not dense_sites:
+        raise ValueError(
+            f"Laplace(curvature={curvature!r}, subset_of_weights='all') needs dense layers; "
+            f"name the sites in subset_of_weights instead (global latent sites: {glob})"
+        )
+    return tuple(n for n in glob if n in dense_sites)
+
+
+def _lik_trace(model, constrained, X, y, method, model_kwargs) -> dict:
+    tr = trace(substitute(seed(model, 0), data=constrained)).get_trace(X, y, **model_kwargs)
+    if method.likelihood_site not in tr:
+        raise ValueError(
+            f"Laplace.likelihood_site={method.likelihood_site!r} is not a site of the model"
+        )
+    return tr[method.likelihood_site]
+
+
+def _likelihood_curvature(
+    method: Laplace,
+    curvature: str,
+    lik: str,
+    sigma: Array,
+    layout: _Layout,
+    layers: dict,
+    f_of: Callable,
+    theta_map: Array,
+    constrained_map: dict,
+    y: Array,
+) -> _Curv:
+    """GGN (Gaussian: at ``sigma = 1``, scaled later) or EF in the requested structure."""
+    f_map = constrained_map[method.output_site]  # [N, K]
+    N, K = f_map.shape
+    if curvature == "ggn":
+        Lam = C.loss_hessian(lik, f_map, 1.0)  # [N, K, K]
+    else:
+        g = C.loss_gradient(lik, f_map, y, sigma)  # [N, K]
+        Lam = g[:, :, None] * g[:, None, :]
+    if method.hessian_structure == "kron":
+        off = layout.offsets()
+        bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
+
+        def f_bias(tb: Array) -> Array:
+            return f_of(theta_map.at[bias_idx].set(tb))
+
+        Jb = jax.jacrev(f_bias)(theta_map[bias_idx])  # [N, K, sum D_out] = df/dz per layer
+        blocks, o = {}, 0
+        for layer, (_, b) in layers.items():
+            d_out = off[b][1] - off[b][0]
+            a = constrained_map[f"{layer}.input"]  # [N, D_in]
+            blocks[layer] = C.kron_block(a, Jb[:, :, o : o + d_out], Lam)
+            o += d_out
+        return _Curv("kron", blocks=blocks)
+    _check_memory(method, "the Jacobian d f / d theta", (N, K, layout.P))
+    if method.hessian_structure == "full":
+        _check_memory(method, "the full curvature", (layout.P, layout.P))
+    J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta_map)  # [N, K, P]
+    if method.hessian_structure == "full":
+        return _Curv("full", H=C.ggn_full(J, Lam))
+    return _Curv("diag", H=C.ggn_diag(J, Lam))
+
+
+def _tune_marglik(
+    evidence: Callable, log_d: Array, log_s: Array, method: Laplace, is_gauss: bool
+) -> tuple[Array, Array]:
+    """Adam (lr 0.1) on the negative evidence over log prior precision (and log noise)."""
+    opt = optax.adam(0.1)
+    tune_s = method.tune_noise and is_gauss
+
+    def loss(p: tuple) -> Array:
+        return -evidence(p[0], p[1] if tune_s else jax.lax.stop_gradient(p[1]))
+
+    def step(carry: tuple, _: None) -> tuple:
+        p, st = carry
+        g = jax.grad(loss)(p)
+        u, st = opt.update(g, st, p)
+        return (optax.apply_updates(p, u), st), None
+
+    @jax.jit
+    def run(p: tuple) -> tuple:
+        (p, _), _ = jax.lax.scan(step, (p, opt.init(p)), None, length=method.tune_steps)
+        return p
+
+    return run((log_d, log_s))
+
+
+def _kron_draws(
+    curv: _Curv, layout: _Layout, layers: dict, scale: Array, delta: Array, eps: Array,
+    params: dict,
+) -> Array:  # fmt: skip
+    """``P^-1/2 eps`` per KFAC block (``eps [S, P]``); stores the eigenfactors in ``params``."""
+    off = layout.offsets()
+    out = jnp.zeros_like(eps)
+    S = eps.shape[0]
+    for layer, (w, b) in layers.items():
+        blk = curv.blocks[layer]
+        for k, v in blk._asdict().items():
+            params[f"laplace.kron.{layer}.{k}"] = np.asarray(v)
+        (w0, w1), (b0, b1) = off[w], off[b]
+        d_in, d_out = blk.A_eigvals.shape[0], blk.B_eigvals.shape[0]
+        lw = scale * jnp.outer(blk.A_eigvals, blk.B_eigvals) + delta[w0]
+        e = eps[:, w0:w1].reshape(S, d_in, d_out) / jnp.sqrt(lw)
+        dW = jnp.einsum("ij,sjp,op->sio", blk.A_eigvecs, e, blk.B_eigvecs)
+        out = out.at[:, w0:w1].set(dW.reshape(S, -1))
+        lb = scale * blk.B_eigvals + delta[b0]
+        out = out.at[:, b0:b1].set((eps[:, b0:b1] / jnp.sqrt(lb)) @ blk.B_eigvecs.T)
+    return out
+
+
+# -- predictives -------------------------------------------------------------------------------
+
+
+def _model_params(posterior: Posterior) -> dict:
+    return {k: jnp.asarray(v) for k, v in posterior.params.items() if not k.startswith("laplace.")}
+
+
+def _trace_at(model: Callable, data: dict, X_new: Array, model_kwargs: dict) -> dict:
+    return trace(substitute(seed(model, 0), data=data)).get_trace(X_new, None, **model_kwargs)
+
+
+def _laplace_f(
+    model: Callable, posterior: Posterior, X_new: Array, model_kwargs: dict
+) -> tuple[Callable, _Layout, dict]:
+    """``f(theta)`` at ``X_new`` (other sites at their MAP), the layout and the MAP trace."""
+    if posterior.method != "laplace":
+        raise ValueError(f"expected a Laplace posterior; received method {posterior.method!r}")
+    cfg = posterior.config
+    out = cfg["output_site"]
+    layout = _Layout(tuple(cfg["subset_sites"]), tuple(tuple(s) for s in cfg["subset_shapes"]))
+    base = {
+        k[len("laplace.map.") :]: jnp.asarray(v)
+        for k, v in posterior.params.items()
+        if k.startswith("laplace.map.")
+    }
+    base.update(_model_params(posterior))
+    tr0 = _trace_at(model, base, X_new, model_kwargs)
+    if out not in tr0:
+        raise ValueError(
+            f"the linearised predictive needs the output site {out!r}; the model has none "
+            "(use ppl_dgp.inference.predict for sampled predictions)"
+        )
+    transforms = {n: biject_to(tr0[n]["fn"].support) for n in layout.names}
+
+    def f_of(theta: Array) -> Array:  # [P] -> [N, K]
+        th = layout.unravel(theta)
+        data = {**base, **{n: transforms[n](th[n]) for n in layout.names}}
+        return _trace_at(model, data, X_new, model_kwargs)[out]["value"]
+
+    return f_of, layout, tr0
+
+
+def glm_predictive(
+    model: Callable, posterior: Posterior, X_new: Array, **model_kwargs: Any
+) -> tuple[Array, Array]:
+    """Linearised (GLM) predictive of the network output at ``X_new``.
+
+    ``f* ~ N(f(x*; theta_MAP), J* P^-1 J*^T)``, ``J* = d f(x*) / d theta`` at the MAP, ``P`` the
+    Laplace posterior precision in its stored structure (full, diag or KFAC).
+
+    Args:
+        model: the fitted program.
+        posterior: from ``fit(Laplace(...), ...)``.
+        X_new: inputs ``[N, D]``.
+        **model_kwargs: the model keywords used in the fit.
+
+    Returns:
+        ``(f_mean [N, K], f_cov [N, K, K])``.
+    """
+    X_new = jnp.asarray(X_new)
+    f_of, layout, tr0 = _laplace_f(model, posterior, X_new, model_kwargs)
+    p = posterior.params
+    theta = jnp.asarray(p["laplace.theta_map"])
+    f = f_of(theta)
+    N, K = f.shape
+    if "laplace.precision_chol" in p:
+        J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)
+        return f, C.glm_f_cov_full(J, jnp.asarray(p["laplace.precision_chol"]))
+    if "laplace.posterior_variance" in p:
+        J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)
+        return f, C.glm_f_var_diag(J, jnp.asarray(p["laplace.posterior_variance"]))
+    layers = posterior.config["kron_layers"]
+    off = layout.offsets()
+    delta = jnp.asarray(p["laplace.prior_precision"])
+    scale = jnp.asarray(p["laplace.curvature_scale"])
+    bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
+    Jb = jax.jacrev(lambda tb: f_of(theta.at[bias_idx].set(tb)))(theta[bias_idx])
+    cov, o = jnp.zeros((N, K, K)), 0
+    for layer, (w, b) in layers.items():
+        blk = C.KronBlock(
+            *(jnp.asarray(p[f"laplace.kron.{layer}.{k}"]) for k in C.KronBlock._fields)
+        )
+        d_out = blk.B_eigvals.shape[0]
+        a = tr0[f"{layer}.input"]["value"]
+        cov = cov + C.glm_f_cov_kron(
+            a, Jb[:, :, o : o + d_out], blk, scale, delta[off[w][0]], delta[off[b][0]]
+        )
+        o += d_out
+    return f, cov
+
+
+def predict_regression(
+    model: Callable, posterior: Posterior, X_new: Array, **model_kwargs: Any
+) -> tuple[Array, Array, Array]:
+    """Gaussian GLM predictive ``y* ~ N(f(x*), J* P^-1 J*^T + sigma^2)`` (closed form).
+
+    Returns:
+        ``(mean [N], f_var [N], y_var [N])``.
+    """
+    f, cov = glm_predictive(model, posterior, X_new, **model_kwargs)
+    if f.shape[1] != 1:
+        raise ValueError(f"predict_regression needs one output; received K = {f.shape[1]}")
+    s2 = jnp.asarray(posterior.params["laplace.sigma_noise"]) ** 2
+    return f[:, 0], cov[:, 0, 0], cov[:, 0, 0] + s2
+
+
+def _draw_outputs(
+    model: Callable, posterior: Posterior, X_new: Array, num_samples: int, output_site: str,
+    model_kwargs: dict,
+) -> Array:  # fmt: skip
+    """``f`` at ``X_new`` for ``S`` draws spread over the chains ``[S, N, K]``."""
+    flat = posterior.flat()
+    if not flat:
+        raise ValueError(f"predict_proba: the {posterior.method!r} posterior has no draws")
+    total = next(iter(flat.values())).shape[0]
+    idx = np.round(np.linspace(0, total - 1, min(num_samples, total))).astype(int)
+    draws = {k: jnp.asarray(v[idx]) for k, v in flat.items()}
+    params = _model_params(posterior)
+
+    def one(draw: dict) -> Array:
+        tr = _trace_at(model, {**params, **draw}, X_new, model_kwargs)
+        if output_site not in tr:
+            raise ValueError(f"predict_proba: the model has no output site {output_site!r}")
+        return tr[output_site]["value"]
+
+    return jax.jit(jax.vmap(one))(draws)
+
+
+def _probs(f: Array) -> Array:  # [..., N, K] -> [..., N] (K = 1) or [..., N, K]
+    return jax.nn.sigmoid(f[..., 0]) if f.shape[-1] == 1 else jax.nn.softmax(f, axis=-1)
+
+
+def predict_proba(
+    model: Callable,
+    posterior: Posterior,
+    X_new: Array,
+    *,
+    link: str = "probit",
+    rng_key: Array | None = None,
+    num_samples: int = 100,
+    output_site: str = "f",
+    **model_kwargs: Any,
+) -> Array:
+    """Predictive class probabilities of a BNN classifier for a Posterior from any method.
+
+    Laplace posteriors (``link``):
+
+    - ``"probit"``: ``sigmoid(f / sqrt(1 + pi v / 8))`` (binary; per class then renormalised
+      softmax for multiclass, as laplace-torch);
+    - ``"mc"``: ``(1/S) sum_s sigmoid/softmax(f_s)``, ``f_s ~ N(f, J P^-1 J^T)``;
+    - ``"bridge"``: the Laplace bridge (multiclass);
+    - ``"nn"``: the mean over the stored weight draws (no linearisation);
+    - ``"plugin"``: the MAP network's probabilities.
+
+    Any other posterior (NUTS, HMC, SVI draws): the mean of sigmoid/softmax of ``f`` over
+    ``num_samples`` draws spread over the chains.
+
+    Args:
+        model: the fitted program (``y=None`` gives predictions).
+        posterior: from :func:`~ppl_dgp.fitting.fit`.
+        X_new: inputs ``[N, D]``.
+        link: see above.
+        rng_key: key for ``"mc"``.
+        num_samples: MC samples / draws used.
+        output_site: the network output site (logits) ``[N, K]``.
+
+    Returns:
+        ``p(y=1) [N]`` for one logit, ``[N, K]`` class probabilities otherwise.
+    """
+    if link not in _LINKS:
+        raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
+    positive_int("predict_proba", num_samples=num_samples)
+    X_new = jnp.asarray(X_new)
+    if posterior.method != "laplace" or link == "nn":
+        f = _draw_outputs(model, posterior, X_new, num_samples, output_site, model_kwargs)
+        return jnp.mean(_probs(f), axis=0)
+    if link == "plugin":
+        f_of, _, _ = _laplace_f(model, posterior, X_new, model_kwargs)
+        return _probs(f_of(jnp.asarray(posterior.params["laplace.theta_map"])))
+    f, cov = glm_predictive(model, posterior, X_new, **model_kwargs)
+    K = f.shape[1]
+    if link == "probit":
+        var = jnp.diagonal(cov, axis1=-2, axis2=-1)
+        if K == 1:
+            return C.probit(f[:, 0], var[:, 0])
+        return jax.nn.softmax(f / jnp.sqrt(1.0 + math.pi * var / 8.0), axis=-1)
+    if link == "bridge":
+        if K == 1:
+            raise ValueError("predict_proba(link='bridge') is for multiclass (K >= 2) outputs")
+        return C.laplace_bridge(f, cov)
+    if rng_key is None:
+        raise ValueError("predict_proba(link='mc') needs rng_key; received None")
+    L = jnp.linalg.cholesky(cov + 1e-10 * jnp.eye(K))
+    e = jax.random.normal(rng_key, (num_samples,) + f.shape)
+    fs = f + jnp.einsum("nkl,snl->snk", L, e)
+    return jnp.mean(_probs(fs), axis=0)

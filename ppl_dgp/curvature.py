@@ -208,7 +208,7 @@ def make_positive_definite(H: Array, min_eig: float = 0.0) -> tuple[Array, Array
     lam, Q = jnp.linalg.eigh(H)
     bad = jnp.sum(lam <= min_eig)
     floor = jnp.maximum(min_eig, 1e-8 * jnp.max(jnp.abs(lam)))
-    H_pd = jnp.where(bad > 0, (Q * jnp.maximum(lam, floor)) @ Q.T, H)
+    H_pd = jnp.where(bad > 0, (Q * jnp.maximum(lam, floor)[None, :]) @ Q.T, H)
     return H_pd, bad
 
 

@@ -1,0 +1,424 @@
+"""ArviZ adapter: every :class:`~ppl_dgp.posterior.Posterior` as a DataTree, and its diagnostics.
+
+This is the only module of ``ppl_dgp`` that imports ArviZ (``arviz_base``, ``arviz_stats``,
+``arviz_plots``); everything else hands it Posteriors and NumPy arrays.
+
+**DataTree layout** (:func:`to_datatree`), the same for every method:
+
+``posterior``
+    every draw site, dims ``(chain, draw, ...)``; SVI and Laplace have ``chain = 1``. Site
+    dims are named: ``{layer}.u`` ``[Q, M]`` gets ``({layer}_output, {layer}_inducing)``,
+    ``{layer}.lengthscales`` ``[D]`` gets ``({layer}_input,)``, anything else
+    ``{site}_dim_{i}``.
+``log_likelihood``, ``posterior_predictive``, ``observed_data``, ``constant_data``
+    the observed site (``y``) per draw and data index ``obs``, when the model and data are
+    given (see :func:`pointwise_log_likelihood` for the estimator); ``constant_data`` holds
+    ``X`` ``(obs, feature)``.
+``sample_stats``
+    per-draw statistics renamed to ArviZ's conventions (``diverging``, ``energy``,
+    ``tree_depth``, ``step_size``, ``acceptance_rate``, ``n_steps``); SVI's ``loss`` trace has
+    dims ``(chain, svi_step)``; other statistics (e.g. a Laplace evidence) keep their shape.
+
+Root attributes: ``inference_method``, ``config`` and ``timings`` (JSON strings).
+:func:`save_datatree` / :func:`load_datatree` round-trip it through netCDF (h5netcdf).
+
+Example:
+    >>> # post = fit(NUTS(num_chains=2), key, model, X, y)
+    >>> # dt = to_datatree(post, model, X, y, rng_key=key)
+    >>> # summary(dt); loo(dt).pareto_k; compare({"nuts": dt, "svi": dt_svi})
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import arviz_plots as azp
+import arviz_stats as azs
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from jax import Array
+from jax.scipy.special import logsumexp
+from numpyro.handlers import seed, substitute, trace
+
+from ppl_dgp.fitting import accepts_batch_size, inspect_model
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.predict import propagate_layers
+
+__all__ = [
+    "compare",
+    "diagnostic_warnings",
+    "load_datatree",
+    "loo",
+    "plot_forest",
+    "plot_marginals",
+    "plot_rank",
+    "plot_trace",
+    "pointwise_log_likelihood",
+    "save_datatree",
+    "summary",
+    "thin_to_common",
+    "to_datatree",
+]
+
+#: NumPyro / ppl_dgp sample-statistic names -> ArviZ's.
+_STAT_NAMES = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
+OBS = "obs"
+
+
+# -- pointwise log-likelihood --------------------------------------------------------------
+
+
+def _chunks(S: int, size: int) -> list[np.ndarray]:
+    """Index blocks of equal ``size`` covering ``range(S)`` (the last padded by repetition)."""
+    out = []
+    for start in range(0, S, size):
+        idx = np.arange(start, start + size)
+        out.append(np.minimum(idx, S - 1))
+    return out
+
+
+def pointwise_log_likelihood(
+    rng_key: Array,
+    model: Callable,
+    posterior: Posterior,
+    X: Array,  # [N, D]
+    y: Array,  # [N]
+    *,
+    likelihood_site: str = "y",
+    num_eps: int = 8,
+    **model_kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``log p(y_n | theta_s)`` and a replicate ``y_rep`` per draw ``s`` and datum ``n``.
+
+    Estimator:
+
+    - **GP-layer programs** (the model has ``{layer}.u`` sites): the draw's global sites
+      (``u``, hyperparameters, noise) are substituted and the layers propagated at ``X``
+      with :func:`~ppl_dgp.predict.propagate_layers` (``u`` from the draw, never integrated
+      against a ``q(u)``, so SVI and MCMC draws are treated alike). The last layer gives
+      ``N(y_n | m_sk, v_sk + s2_s)``; the per-datum inner-layer noise ``eps_n`` is a local
+      latent, so the likelihood of ``y_n`` given the global draw integrates it out against its
+      prior, estimated with ``K = num_eps`` passes:
+      ``log (1/K) sum_k N(y_n | m_snk, v_snk + s2_s)``. With one GP layer there is no inner
+      noise and ``K = 1`` is exact. (``K`` small biases the log slightly downwards, the same
+      for every method.)
+    - **Other programs**: the model is traced with the draw substituted and the observed
+      site's ``log_prob`` per datum is taken (local latents not in the draw come from their
+      prior).
+
+    Args:
+        rng_key: key for the layer noise and the replicates.
+        model: the fitted program.
+        posterior: from any method.
+        X: training inputs ``[N, D]``.
+        y: observed targets ``[N]``.
+        likelihood_site: the observed site.
+        num_eps: ``K`` passes per draw through inner GP layers.
+        **model_kwargs: further model keywords (``batch_size`` is forced to ``None``).
+
+    Returns:
+        ``(log_lik, y_rep)``, both ``(chain, draw, N)`` NumPy arrays.
+
+    Raises:
+        ValueError: the posterior lacks a global latent site of the model.
+    """
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    if accepts_batch_size(model):
+        model_kwargs = {**model_kwargs, "batch_size": None}
+    k_sites, k_run = jax.random.split(rng_key)
+    sites = inspect_model(k_sites, model, X, y, **model_kwargs)
+    missing = [s for s in sites.global_latent if s not in posterior.draws]
+    if missing:
+        raise ValueError(
+            f"pointwise_log_likelihood: the {posterior.method!r} posterior has no draws of "
+            f"site(s) {missing}"
+        )
+    params = {k: jnp.asarray(posterior.params.get(k, v)) for k, v in sites.params.items()}
+    flat = {k: jnp.asarray(v) for k, v in posterior.flat().items() if k in sites.global_latent}
+    C, D, N = posterior.num_chains, posterior.num_draws, X.shape[0]
+    S = C * D
+    if sites.gp_layers:
+        K = num_eps if len(sites.gp_layers) > 1 else 1
+        size = int(max(1, min(S, 2_000_000 // max(1, N * K))))
+        ll_parts, rep_parts = [], []
+        for i, idx in enumerate(_chunks(S, size)):
+            vals = {k: jnp.repeat(v[idx], K, axis=0) for k, v in flat.items()}  # [size*K, ...]
+            key = jax.random.fold_in(k_run, i)
+            moments, noise = propagate_layers(
+                key, model, vals, params, X, num_samples=size * K, **model_kwargs
+            )
+            _, mean, var = moments[list(moments)[-1]]  # [size*K, N, 1]
+            tot = (var[..., 0] + noise[likelihood_site][:, None]).reshape(size, K, N)
+            mean = mean[..., 0].reshape(size, K, N)
+            lp = -0.5 * (jnp.log(2 * jnp.pi * tot) + (y - mean) ** 2 / tot)
+            ll_parts.append(logsumexp(lp, axis=1) - jnp.log(K))
+            z = jax.random.normal(jax.random.fold_in(key, 1), (size, N), dtype=mean.dtype)
+            rep_parts.append(mean[:, 0] + jnp.sqrt(tot[:, 0]) * z)
+        log_lik = jnp.concatenate(ll_parts)[:S]
+        y_rep = jnp.concatenate(rep_parts)[:S]
+    else:
+
+        def one(key: Array, draw: dict[str, Array]) -> tuple[Array, Array]:
+            k1, k2 = jax.random.split(key)
+            tr = trace(substitute(seed(model, k1), data={**params, **draw})).get_trace(
+                X, y, **model_kwargs
+            )
+            site = tr[likelihood_site]
+            fn = site["fn"]
+            return fn.log_prob(site["value"]), fn.sample(k2)
+
+        log_lik, y_rep = jax.jit(jax.vmap(one))(jax.random.split(k_run, S), flat)
+        log_lik = jnp.broadcast_to(log_lik, (S, N))
+    shape = (C, D, N)
+    return np.asarray(log_lik).reshape(shape), np.asarray(y_rep).reshape(shape)
+
+
+# -- DataTree ------------------------------------------------------------------------------
+
+
+def _site_dims(name: str, shape: tuple[int, ...]) -> list[str]:
+    layer, _, leaf = name.rpartition(".")
+    if layer and leaf == "u" and len(shape) == 2:
+        return [f"{layer}_output", f"{layer}_inducing"]
+    if layer and leaf == "lengthscales" and len(shape) == 1:
+        return [f"{layer}_input"]
+    return [f"{name}_dim_{i}" for i in range(len(shape))]
+
+
+def _dataset(variables: Mapping[str, tuple[list[str], np.ndarray]]) -> xr.Dataset:
+    """A Dataset with an integer coordinate on every dim (ArviZ's plots select by coords)."""
+    ds = xr.Dataset({k: (dims, np.asarray(v)) for k, (dims, v) in variables.items()})
+    return ds.assign_coords({d: np.arange(n) for d, n in ds.sizes.items()})
+
+
+def _check_name(name: str) -> str:
+    if "/" in name:
+        raise ValueError(f"to_datatree: variable name {name!r} contains '/' (netCDF rejects it)")
+    return name
+
+
+def to_datatree(
+    posterior: Posterior,
+    model: Callable | None = None,
+    X: Array | None = None,
+    y: Array | None = None,
+    *,
+    rng_key: Array | None = None,
+    likelihood_site: str = "y",
+    num_eps: int = 8,
+    **model_kwargs: Any,
+) -> xr.DataTree:
+    """The Posterior as an ArviZ DataTree (layout in the module docstring).
+
+    Args:
+        posterior: from any method.
+        model: the fitted program; with ``X`` and ``y`` it adds ``log_likelihood``,
+            ``posterior_predictive``, ``observed_data`` and ``constant_data``.
+        X: training inputs ``[N, D]``.
+        y: training targets ``[N]``.
+        rng_key: key for :func:`pointwise_log_likelihood` (default ``jax.random.key(0)``).
+        likelihood_site: the observed site (the variable name in the data groups).
+        num_eps: see :func:`pointwise_log_likelihood`.
+        **model_kwargs: further model keywords.
+
+    Returns:
+        ``xarray.DataTree`` with ``(chain, draw)`` sample dims in every sampled group.
+    """
+    post = {
+        _check_name(k): (["chain", "draw", *_site_dims(k, v.shape[2:])], v)
+        for k, v in posterior.draws.items()
+    }
+    C, D = posterior.num_chains, posterior.num_draws
+    stats: dict[str, tuple[list[str], np.ndarray]] = {}
+    for k, v in posterior.sample_stats.items():
+        v = np.asarray(v)
+        name = _check_name(_STAT_NAMES.get(k, k))
+        if k == "loss" and v.ndim == 2:
+            dims = ["chain", "svi_step"]
+        elif v.shape[:2] == (C, D):
+            dims = ["chain", "draw", *(f"{name}_dim_{i}" for i in range(v.ndim - 2))]
+        else:
+            dims = [f"{name}_dim_{i}" for i in range(v.ndim)]
+        stats[name] = (dims, v)
+    groups = {"posterior": _dataset(post)}
+    if stats:
+        groups["sample_stats"] = _dataset(stats)
+    if model is not None and X is not None and y is not None:
+        key = jax.random.key(0) if rng_key is None else rng_key
+        log_lik, y_rep = pointwise_log_likelihood(
+            key, model, posterior, X, y, likelihood_site=likelihood_site, num_eps=num_eps,
+            **model_kwargs,
+        )  # fmt: skip
+        sd = ["chain", "draw", OBS]
+        groups["log_likelihood"] = _dataset({likelihood_site: (sd, log_lik)})
+        groups["posterior_predictive"] = _dataset({likelihood_site: (sd, y_rep)})
+        groups["observed_data"] = _dataset({likelihood_site: ([OBS], np.asarray(y))})
+        groups["constant_data"] = _dataset({"X": ([OBS, "feature"], np.asarray(X))})
+    dt = xr.DataTree.from_dict(groups)
+    dt.attrs = {
+        "inference_method": posterior.method,
+        "config": json.dumps(posterior.config, sort_keys=True),
+        "timings": json.dumps(posterior.timings, sort_keys=True),
+        "inference_library": "ppl_dgp",
+    }
+    return dt
+
+
+def save_datatree(dt: xr.DataTree, path: str | Path) -> Path:
+    """Write ``dt`` to netCDF-4 (h5netcdf engine); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dt.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def load_datatree(path: str | Path) -> xr.DataTree:
+    """Read a DataTree written by :func:`save_datatree` fully into memory."""
+    with xr.open_datatree(path, engine="h5netcdf") as dt:
+        return dt.load().copy()
+
+
+# -- diagnostics ---------------------------------------------------------------------------
+
+
+def summary(
+    dt: xr.DataTree, var_names: Sequence[str] | None = None, *, ci_prob: float = 0.94
+) -> Any:
+    """ArviZ's summary: mean, sd, HDI (``ci_prob``), bulk/tail ESS, R-hat and MCSE.
+
+    Returns:
+        ``pandas.DataFrame``, one row per scalar component, unrounded.
+    """
+    return azs.summary(
+        dt, var_names=var_names, kind="all", ci_prob=ci_prob, ci_kind="hdi", round_to="none"
+    )
+
+
+@contextmanager
+def _quiet_khat() -> Iterator[None]:
+    """Silence ArviZ's Pareto-k warning: callers get ``pareto_k`` and report it themselves."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Estimated shape parameter of Pareto", UserWarning)
+        yield
+
+
+def loo(dt: xr.DataTree, var_name: str = "y") -> Any:
+    """PSIS-LOO with pointwise values and Pareto ``k`` per observation (ArviZ ``ELPDData``).
+
+    For MCMC this is the usual PSIS-LOO. For an approximation (SVI, Laplace) the draws stand
+    in for the posterior, and ``pareto_k`` per observation says how far leaving that
+    observation out moves the approximate posterior: ``k > 0.7`` marks observations where the
+    approximation's LOO (and its predictive there) cannot be trusted.
+    """
+    with _quiet_khat():
+        return azs.loo(dt, pointwise=True, var_name=var_name)
+
+
+def compare(dts: Mapping[str, xr.DataTree], var_name: str = "y") -> Any:
+    """ArviZ's ``compare`` (LOO elpd, differences, stacking weights), unrounded.
+
+    Returns:
+        ``pandas.DataFrame`` indexed by name, best first (``rank``, ``elpd``, ``elpd_diff``,
+        ``dse``, ``weight``, ...).
+    """
+    with _quiet_khat():
+        return azs.compare(dict(dts), var_name=var_name, round_to="none")
+
+
+def diagnostic_warnings(
+    dt: xr.DataTree,
+    elpd: Any = None,
+    *,
+    rhat_max: float = 1.01,
+    ess_min_per_chain: int = 100,
+    khat_max: float = 0.7,
+) -> list[str]:
+    """Plain-language warnings: R-hat, ESS and divergences (MCMC), Pareto ``k`` (any method)."""
+    out = []
+    post = dt["posterior"].to_dataset()
+    C = post.sizes["chain"]
+    if C > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant draws: NaN R-hat
+            rhat = azs.rhat(post)
+            ess = azs.ess(post, method="bulk")
+        for name in post.data_vars:
+            r = float(np.nanmax(rhat[name].values))
+            e = float(np.nanmin(ess[name].values))
+            if r > rhat_max:
+                out.append(f"`{name}`: max R-hat {r:.2f} > {rhat_max} (chains disagree)")
+            if e < ess_min_per_chain * C:
+                out.append(f"`{name}`: min bulk ESS {e:.0f} < {ess_min_per_chain * C}")
+    if "sample_stats" in dt.children and "diverging" in dt["sample_stats"].data_vars:
+        n = int(np.asarray(dt["sample_stats"]["diverging"].values).sum())
+        if n:
+            total = dt["sample_stats"]["diverging"].size
+            out.append(f"{n} of {total} transitions diverged")
+    if elpd is not None:
+        k = np.asarray(elpd.pareto_k).ravel()
+        bad = int(np.sum(k > khat_max))
+        if bad:
+            out.append(f"{bad} of {k.size} observations have Pareto k > {khat_max}")
+    return out
+
+
+# -- plots (arviz-plots; each returns the PlotCollection and saves when given a path) ------
+
+
+def thin_to_common(dts: Mapping[str, xr.DataTree], num_draws: int | None = None) -> dict:
+    """Each DataTree's posterior as one chain of the same number of evenly spread draws.
+
+    ArviZ's multi-model plots align models on (chain, draw) and pad or drop the ones with
+    fewer (arviz-plots#333); this gives every method ``(chain=1, draw=num_draws)``.
+    """
+    sizes = [dt["posterior"].sizes["chain"] * dt["posterior"].sizes["draw"] for dt in dts.values()]
+    K = min(sizes) if num_draws is None else min(num_draws, *sizes)
+    out = {}
+    for name, dt in dts.items():
+        ds = dt["posterior"].to_dataset().stack(sample=("chain", "draw"))
+        idx = np.round(np.linspace(0, ds.sizes["sample"] - 1, K)).astype(int)
+        ds = ds.isel(sample=idx).drop_vars(["sample", "chain", "draw"]).rename(sample="draw")
+        ds = ds.expand_dims(chain=1).assign_coords(chain=[0], draw=np.arange(K))
+        out[name] = xr.DataTree.from_dict({"posterior": ds.transpose("chain", "draw", ...)})
+    return out
+
+
+def _save(pc: Any, path: str | Path | None) -> Any:
+    if path is not None:
+        pc.savefig(str(path), dpi=100)
+    return pc
+
+
+def plot_forest(
+    dts: Mapping[str, xr.DataTree], var_names: Sequence[str], path: str | Path | None = None
+) -> Any:
+    """Forest plot (94% HDI and median) of ``var_names`` with one line per method."""
+    pc = azp.plot_forest(thin_to_common(dts), var_names=list(var_names), ci_kind="hdi")
+    pc.add_legend("model")
+    return _save(pc, path)
+
+
+def plot_marginals(
+    dts: Mapping[str, xr.DataTree], var_names: Sequence[str], path: str | Path | None = None
+) -> Any:
+    """Marginal densities (KDE) of ``var_names`` with the methods overlaid."""
+    pc = azp.plot_dist(thin_to_common(dts), var_names=list(var_names), kind="kde")
+    pc.add_legend("model")
+    return _save(pc, path)
+
+
+def plot_rank(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:
+    """Rank plot (fractional-rank ECDF difference per chain) of an MCMC posterior."""
+    return _save(azp.plot_rank(dt, var_names=list(var_names)), path)
+
+
+def plot_trace(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:
+    """Trace and per-chain density of an MCMC posterior (divergences marked)."""
+    return _save(azp.plot_trace_dist(dt, var_names=list(var_names)), path)

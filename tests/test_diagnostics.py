@@ -1,0 +1,164 @@
+"""The ArviZ adapter: DataTree layout per method, netCDF round trip, log-likelihood, compare."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy.stats import norm
+
+from ppl_dgp import diagnostics
+from ppl_dgp.inference import HMC, NUTS, SVI, fit
+from ppl_dgp.models.dgp import dgp_regression, init_dgp
+
+N, M = 12, 3
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = np.linspace(-2.0, 2.0, N)[:, None]
+    return X, np.sin(2.0 * X[:, 0]) + 0.1 * rng.normal(size=N)
+
+
+METHODS = {
+    "svi": SVI(num_steps=100, num_samples=40),
+    "nuts": NUTS(num_warmup=30, num_samples=30, num_chains=2, max_tree_depth=4),
+    "hmc": HMC(num_warmup=30, num_samples=30, num_chains=2, num_steps=4),
+}
+ARVIZ_STATS = {
+    "svi": {"loss"},
+    "nuts": {"diverging", "acceptance_rate", "step_size", "n_steps", "energy", "tree_depth"},
+    "hmc": {"diverging", "acceptance_rate", "step_size", "n_steps", "energy"},
+}
+
+
+@pytest.fixture(scope="module")
+def dgp_trees():
+    X, y = _data()
+    model = functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=M))
+    out = {}
+    for i, (name, method) in enumerate(METHODS.items()):
+        post = fit(method, jax.random.key(i), model, X, y)
+        out[name] = (post, diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.key(9)))
+    return out
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_datatree_has_the_groups_and_named_dims(dgp_trees, name):
+    post, dt = dgp_trees[name]
+    assert set(dt.children) == {
+        "posterior", "posterior_predictive", "log_likelihood", "observed_data",
+        "constant_data", "sample_stats",
+    }  # fmt: skip
+    C, D = post.num_chains, post.num_draws
+    assert (C, D) == ((1, 40) if name == "svi" else (2, 30))
+    p = dt["posterior"]
+    assert p["layer0.u"].dims == ("chain", "draw", "layer0_output", "layer0_inducing")
+    assert p["layer1.u"].shape == (C, D, 1, M)
+    assert p["layer0.lengthscales"].dims == ("chain", "draw", "layer0_input")
+    assert p["noise_variance"].dims == ("chain", "draw")
+    np.testing.assert_array_equal(p["layer1.u"].values, post.draws["layer1.u"])
+    for group in ("log_likelihood", "posterior_predictive"):
+        assert dt[group]["y"].dims == ("chain", "draw", "obs")
+        assert dt[group]["y"].shape == (C, D, N)
+        assert np.all(np.isfinite(dt[group]["y"].values))
+    np.testing.assert_array_equal(dt["observed_data"]["y"].values, _data()[1])
+    assert set(dt["sample_stats"].data_vars) == ARVIZ_STATS[name]
+    if name == "svi":
+        assert dt["sample_stats"]["loss"].dims == ("chain", "svi_step")
+    else:
+        assert dt["sample_stats"]["diverging"].dims == ("chain", "draw")
+    assert dt.attrs["inference_method"] == name
+    elpd = diagnostics.loo(dt)
+    assert np.asarray(elpd.pareto_k).shape == (N,)
+    assert np.isfinite(elpd.elpd)
+
+
+def test_netcdf_round_trip_is_exact(dgp_trees, tmp_path):
+    for name, (_, dt) in dgp_trees.items():
+        path = diagnostics.save_datatree(dt, tmp_path / f"{name}.nc")
+        back = diagnostics.load_datatree(path)
+        assert set(back.children) == set(dt.children)
+        assert back.attrs == dt.attrs
+        for group in dt.children:
+            a, b = dt[group].to_dataset(), back[group].to_dataset()
+            assert set(a.data_vars) == set(b.data_vars)
+            for v in a.data_vars:
+                assert a[v].dims == b[v].dims
+                assert a[v].dtype == b[v].dtype, (group, v)
+                np.testing.assert_array_equal(a[v].values, b[v].values)
+
+
+def test_summary_has_hdi_rhat_ess_mcse_for_mcmc(dgp_trees):
+    _, dt = dgp_trees["nuts"]
+    table = diagnostics.summary(dt, ["noise_variance", "layer1.variance"])
+    for col in ("mean", "sd", "hdi94_lb", "hdi94_ub", "ess_bulk", "ess_tail", "r_hat"):
+        assert col in table.columns, table.columns
+    assert "mcse_mean" in table.columns
+    assert len(table) == 2
+
+
+# -- log-likelihood against a closed form, compare on a misspecified model -------------------
+
+
+def _poly_model(X, y=None, *, degree=2):
+    w = numpyro.sample("w", dist.Normal(0.0, 3.0).expand([degree + 1]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    powers = X[:, :1] ** np.arange(degree + 1)  # [N, degree+1]
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(powers @ w, sigma), obs=y)
+
+
+def _poly_data(n=60):
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-2, 2, size=(n, 1))
+    y = 0.5 - X[:, 0] + 1.5 * X[:, 0] ** 2 + 0.3 * rng.normal(size=n)
+    return X, y
+
+
+def test_pointwise_log_likelihood_matches_the_closed_form():
+    X, y = _poly_data(20)
+    post = fit(NUTS(num_warmup=50, num_samples=20, num_chains=1), jax.random.key(1), _poly_model,
+               X, y)  # fmt: skip
+    ll, y_rep = diagnostics.pointwise_log_likelihood(jax.random.key(2), _poly_model, post, X, y)
+    w, s = post.draws["w"], post.draws["sigma"]  # (1, 20, 3), (1, 20)
+    mean = np.einsum("cdk,nk->cdn", w, X[:, :1] ** np.arange(3))
+    np.testing.assert_allclose(ll, norm.logpdf(y, mean, s[..., None]), rtol=1e-10)
+    assert y_rep.shape == (1, 20, 20) and not np.allclose(y_rep, mean)
+
+
+def test_compare_ranks_the_misspecified_model_below_the_true_one():
+    X, y = _poly_data()
+    trees = {}
+    for degree in (2, 1):
+        model = functools.partial(_poly_model, degree=degree)
+        post = fit(NUTS(num_warmup=150, num_samples=150, num_chains=2), jax.random.key(0),
+                   model, X, y)  # fmt: skip
+        trees[f"degree{degree}"] = diagnostics.to_datatree(post, model, X, y)
+    table = diagnostics.compare(trees)
+    assert list(table.index) == ["degree2", "degree1"]
+    gap = table.loc["degree1", "elpd_diff"]  # ArviZ 1.x: elpd(model) - elpd(best) <= 0
+    assert -gap > 4 * table.loc["degree1", "dse"]  # clearly worse, not within noise
+    assert table.loc["degree2", "weight"] > 0.9
+
+
+def test_warnings_flag_disagreeing_chains_and_divergences():
+    rng = np.random.default_rng(0)
+    from ppl_dgp.posterior import Posterior
+
+    post = Posterior(
+        draws={"a": np.stack([rng.normal(size=200), 5 + rng.normal(size=200)])},
+        sample_stats={"diverging": np.arange(400).reshape(2, 200) % 100 == 0},
+        params={},
+        method="nuts",
+    )
+    msgs = diagnostics.diagnostic_warnings(diagnostics.to_datatree(post))
+    assert any("R-hat" in m for m in msgs)
+    assert any("4 of 400 transitions diverged" in m for m in msgs)
+    ok = Posterior(draws={"a": rng.normal(size=(2, 500))}, sample_stats={}, params={},
+                   method="nuts")  # fmt: skip
+    assert diagnostics.diagnostic_warnings(diagnostics.to_datatree(ok)) == []

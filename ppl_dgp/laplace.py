@@ -367,7 +367,10 @@ def _fit_laplace(
         )
         z_map = jax.block_until_ready(z_map)
         bad = [k for k, v in z_map.items() if not np.all(np.isfinite(np.asarray(v)))]
-        last = float(potential(z_map)) / N
+        try:  # a huge finite MAP can still make a distribution reject its parameters
+            last = float(jax.jit(potential)(z_map)) / N if not bad else math.nan
+        except ValueError:
+            last = math.nan
         if bad or not np.isfinite(last):
             raise ValueError(
                 f"Laplace: the MAP is not finite (sites {bad}, loss {last}) "
@@ -377,7 +380,7 @@ def _fit_laplace(
         t_map = time.perf_counter()
         mtr = info.model_trace
         layers_all = _dense_layers(mtr)
-        constrained_map = info.postprocess_fn(z_map)
+        constrained_map = jax.jit(info.postprocess_fn)(z_map)
         curvature = method.curvature
         if curvature == "auto":
             has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
@@ -409,7 +412,7 @@ def _fit_laplace(
         lik_name = None
         if curvature == "hessian":
             _check_memory(method, "the Hessian", (P, P))
-            H = jax.hessian(lambda t: potential(z_of(t)))(theta_map)
+            H = jax.jit(jax.hessian(lambda t: potential(z_of(t))))(theta_map)
             if method.hessian_structure == "full":
                 H, n_bad = C.make_positive_definite(H)
             else:
@@ -482,27 +485,34 @@ def _fit_laplace(
         if method.tune == "marglik":
             log_d0, log_s = _tune_marglik(evidence, log_d0, log_s, method, is_gauss)
         elif method.tune == "fixed_point":
-            for _ in range(method.tune_steps):
-                d = jnp.exp(log_d0)[groups]
+
+            def mackay(carry: tuple, _: None) -> tuple:
+                log_d, log_s = carry
+                d = jnp.exp(log_d)[groups]
                 sc = 1.0 / jnp.exp(log_s) ** 2 if unit else jnp.asarray(1.0)
                 var = _post_var_diag(curv, layout, layers, sc, d)
-                log_d0 = jnp.log(C.mackay_fixed_point(d, var, theta_map - mu0, groups, G))
+                log_d = jnp.log(C.mackay_fixed_point(d, var, theta_map - mu0, groups, G))
                 if method.tune_noise:
                     gamma = jnp.sum(1.0 - d * var)
                     sse = jnp.sum((constrained_map[method.output_site][:, 0] - y_arr) ** 2)
                     log_s = 0.5 * jnp.log(sse / jnp.maximum(N - gamma, 1e-12))
+                return (log_d, log_s), None
+
+            run = jax.jit(lambda c: jax.lax.scan(mackay, c, None, length=method.tune_steps)[0])
+            log_d0, log_s = run((log_d0, log_s))
         elif method.tune == "grid":
             if G != 1 or method.tune_noise:
                 raise ValueError(
                     "Laplace(tune='grid') tunes one scalar prior precision; received "
                     f"prior_structure={method.prior_structure!r}, tune_noise={method.tune_noise}"
                 )
-            vals = [float(evidence(jnp.log(jnp.array([g])), log_s)) for g in method.grid]
+            ev = jax.jit(jax.vmap(lambda lg: evidence(lg[None], log_s)))
+            vals = np.asarray(ev(jnp.log(jnp.asarray(method.grid))))
             log_d0 = jnp.log(jnp.array([method.grid[int(np.nanargmax(vals))]]))
         if curvature != "hessian":
             delta = jnp.exp(log_d0)[groups]
         sigma = jnp.exp(log_s)
-        lml = evidence(log_d0, log_s) if curvature != "hessian" else _hess_evidence(
+        lml = jax.jit(evidence)(log_d0, log_s) if curvature != "hessian" else _hess_evidence(
             potential, z_map, curv, layout, layers
         )  # fmt: skip
         scale = 1.0 / sigma**2 if unit else jnp.asarray(1.0)
@@ -643,7 +653,7 @@ def _likelihood_curvature(
         def f_bias(tb: Array) -> Array:
             return f_of(theta_map.at[bias_idx].set(tb))
 
-        Jb = jax.jacrev(f_bias)(theta_map[bias_idx])  # [N, K, sum D_out] = df/dz per layer
+        Jb = jax.jit(jax.jacrev(f_bias))(theta_map[bias_idx])  # [N, K, sum D_out]: df/dz
         blocks, o = {}, 0
         for layer, (_, b) in layers.items():
             d_out = off[b][1] - off[b][0]
@@ -651,10 +661,10 @@ def _likelihood_curvature(
             blocks[layer] = C.kron_block(a, Jb[:, :, o : o + d_out], Lam)
             o += d_out
         return _Curv("kron", blocks=blocks)
-    _check_memory(method, "the Jacobian d f / d theta", (N, K, layout.P))
     if method.hessian_structure == "full":
         _check_memory(method, "the full curvature", (layout.P, layout.P))
-    J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta_map)  # [N, K, P]
+    _check_memory(method, "the Jacobian d f / d theta", (N, K, layout.P))
+    J = jax.jit((jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of))(theta_map)  # [N, K, P]
     if method.hessian_structure == "full":
         return _Curv("full", H=C.ggn_full(J, Lam))
     return _Curv("diag", H=C.ggn_diag(J, Lam))
@@ -770,20 +780,21 @@ def glm_predictive(
     f_of, layout, tr0 = _laplace_f(model, posterior, X_new, model_kwargs)
     p = posterior.params
     theta = jnp.asarray(p["laplace.theta_map"])
-    f = f_of(theta)
+    f = jax.jit(f_of)(theta)
     N, K = f.shape
+    jac = jax.jit((jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of))
     if "laplace.precision_chol" in p:
-        J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)
+        J = jac(theta)
         return f, C.glm_f_cov_full(J, jnp.asarray(p["laplace.precision_chol"]))
     if "laplace.posterior_variance" in p:
-        J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)
+        J = jac(theta)
         return f, C.glm_f_var_diag(J, jnp.asarray(p["laplace.posterior_variance"]))
     layers = posterior.config["kron_layers"]
     off = layout.offsets()
     delta = jnp.asarray(p["laplace.prior_precision"])
     scale = jnp.asarray(p["laplace.curvature_scale"])
     bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
-    Jb = jax.jacrev(lambda tb: f_of(theta.at[bias_idx].set(tb)))(theta[bias_idx])
+    Jb = jax.jit(jax.jacrev(lambda tb: f_of(theta.at[bias_idx].set(tb))))(theta[bias_idx])
     cov, o = jnp.zeros((N, K, K)), 0
     for layer, (w, b) in layers.items():
         blk = C.KronBlock(

@@ -7,6 +7,8 @@ configuration; swapping one for another changes one argument.
 - :class:`SVI` (:mod:`ppl_dgp.svi`): the inducing-point guide and the doubly-stochastic bound,
   then i.i.d. draws of ``q`` as one chain.
 - :class:`NUTS`, :class:`HMC` (:mod:`ppl_dgp.mcmc`): NumPyro's kernels on the exact joint.
+- :class:`Laplace` (:mod:`ppl_dgp.laplace`): MAP, then a Gaussian with the Hessian, GGN,
+  empirical Fisher (full, diag or KFAC) of the potential; evidence-tuned prior (Laplace Redux).
 
 The shared core (:func:`fit`, :func:`initialize`, :func:`inspect_model`,
 :func:`register_method`) lives in :mod:`ppl_dgp.fitting`; a new method registers itself there.
@@ -39,6 +41,7 @@ from ppl_dgp.fitting import (
     register_method,
 )
 from ppl_dgp.guides import InducingPointGuide
+from ppl_dgp.laplace import Laplace
 from ppl_dgp.mcmc import HMC, NUTS
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import MixturePredictive, predict_svi, propagate_layers
@@ -47,6 +50,7 @@ from ppl_dgp.validation import check_regression_data
 
 __all__ = [
     "HMC",
+    "Laplace",
     "NUTS",
     "SVI",
     "ModelSites",

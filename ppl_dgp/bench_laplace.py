@@ -1,0 +1,152 @@
+"""Two-moons Laplace benchmark (laplace-torch's workload): ``python -m ppl_dgp.bench_laplace``.
+
+Settings (``/work/shared/bench/README.md``): ``moons.npz`` (200 train, 1000 test, 100 OOD points
+on the circle of radius 10), MLP 2-32-1 with tanh units and a Bernoulli likelihood on one logit,
+MAP by Adam (lr 1e-2, full batch, 3000 steps on ``potential / N`` = mean BCE +
+``lambda / (2N) |theta|^2``), then Laplace (GGN) for subset in {last_layer, all} x structure in
+{full, diag, kron} with the scalar prior precision tuned by the Laplace evidence (Adam on its
+log, lr 0.1, 100 steps, as laplace-torch's ``optimize_prior_precision``) and the probit GLM
+predictive. Optional (``--nuts``): NUTS on the same program as the Bayesian reference.
+
+One JSON object per row: ``predictive, lambda, nll, acc, ece`` (15 equal-width bins on
+``max(p, 1 - p)``), ``ood_entropy`` (mean predictive entropy on the OOD points, nats),
+``fit_seconds`` / ``predict_seconds`` (warm: the best of ``--repeats`` calls after the first),
+``fit_first_seconds`` / ``predict_first_seconds`` (the first call, compilation included),
+``log_marglik``, ``prior_precision``. The Laplace fits start from the shared MAP
+(``Laplace(num_steps=0)`` on the program warm-started at the MAP weights), so ``fit_seconds``
+times the Laplace step alone, like laplace-torch's ``la.fit`` + prior optimisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+from importlib import resources
+
+import jax
+import numpy as np
+
+from ppl_dgp.fitting import fit
+from ppl_dgp.laplace import Laplace, predict_proba
+from ppl_dgp.mcmc import NUTS
+from ppl_dgp.models import bnn
+
+VARIANTS = (
+    ("last_layer", "full"),
+    ("last_layer", "kron"),
+    ("all", "full"),
+    ("all", "diag"),
+    ("all", "kron"),
+)
+
+
+def load_moons() -> dict[str, np.ndarray]:
+    with resources.files("ppl_dgp.data").joinpath("moons.npz").open("rb") as f:
+        with np.load(f, allow_pickle=False) as d:
+            return {k: d[k] for k in d.files}
+
+
+def metrics(p: np.ndarray, y: np.ndarray, p_ood: np.ndarray, bins: int = 15) -> dict:
+    """Test NLL, accuracy, ECE (``bins`` equal-width bins on the confidence), OOD entropy."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+    nll = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))
+    pred = (p > 0.5).astype(int)
+    conf = np.maximum(p, 1 - p)
+    correct = (pred == y).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    q = np.clip(np.asarray(p_ood, dtype=float), 1e-12, 1 - 1e-12)
+    ent = -(q * np.log(q) + (1 - q) * np.log1p(-q))
+    return {"nll": nll, "acc": correct.mean(), "ece": ece, "ood_entropy": ent.mean()}
+
+
+def _timed(fn, repeats: int) -> tuple[object, float, float]:
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    warm = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        warm.append(time.perf_counter() - t)
+    return out, first, min(warm) if warm else first
+
+
+def run(lam: float, repeats: int, nuts: bool, nuts_samples: int) -> list[dict]:
+    d = load_moons()
+    X, y = d["X_train"], d["y_train"]
+    Xe = np.vstack([d["X_test"], d["X_ood"]])
+    n_test = len(d["X_test"])
+    model = functools.partial(bnn.mlp_binary, hidden=(32,), activation="tanh",
+                              prior_precision=lam)  # fmt: skip
+    key = jax.random.key(0)
+    # The shared MAP (a Laplace fit whose draws are not used; its timing is the MAP's).
+    t = time.perf_counter()
+    post_map = fit(Laplace("last_layer", num_steps=3000, learning_rate=1e-2, num_samples=1),
+                   key, model, X, y)  # fmt: skip
+    map_first = time.perf_counter() - t
+    weights = {k[len("laplace.map."):]: v for k, v in post_map.params.items()
+               if k.startswith("laplace.map.")}  # fmt: skip
+    at_map = functools.partial(model, init_values=weights)
+    rows = []
+
+    def row(name: str, p: np.ndarray, **extra: object) -> dict:
+        m = metrics(p[:n_test], d["y_test"], p[n_test:])
+        r = {"predictive": name, "lambda": lam, **m, **extra}
+        r = {k: (round(float(v), 6) if isinstance(v, float | np.floating) else v)
+             for k, v in r.items()}  # fmt: skip
+        print(json.dumps(r), flush=True)
+        return r
+
+    p, pf, pw = _timed(lambda: predict_proba(at_map, post_map, Xe, link="plugin"), repeats)
+    rows.append(row("MAP plug-in", np.asarray(p), fit_seconds=post_map.timings["map_seconds"],
+                    fit_first_seconds=map_first, predict_seconds=pw,
+                    predict_first_seconds=pf))  # fmt: skip
+    for subset, structure in VARIANTS:
+        method = Laplace(subset, structure, num_steps=0, tune="marglik", tune_steps=100,
+                         num_samples=100)  # fmt: skip
+        post, ff, fw = _timed(lambda m=method: fit(m, key, at_map, X, y), repeats)
+        p, pf, pw = _timed(lambda q=post: predict_proba(at_map, q, Xe, link="probit"), repeats)
+        name = f"{subset.replace('_', '-')} {structure}"
+        rows.append(row(name, np.asarray(p), fit_seconds=fw, fit_first_seconds=ff,
+                        predict_seconds=pw, predict_first_seconds=pf,
+                        log_marglik=float(post.params["laplace.log_marglik"]),
+                        prior_precision=float(post.params["laplace.prior_precision"][0]),
+                        ))  # fmt: skip
+    if nuts:
+        method = NUTS(num_warmup=nuts_samples, num_samples=nuts_samples, num_chains=2)
+        t = time.perf_counter()
+        post = fit(method, key, model, X, y)
+        fit_s = time.perf_counter() - t
+        p, pf, pw = _timed(
+            lambda: predict_proba(model, post, Xe, num_samples=2 * nuts_samples), repeats
+        )
+        div = int(np.sum(post.sample_stats["diverging"]))
+        rows.append(row("NUTS", np.asarray(p), fit_seconds=fit_s, predict_seconds=pw,
+                        predict_first_seconds=pf, divergences=div))  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lambda", dest="lam", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--repeats", type=int, default=3, help="warm calls timed after the first")
+    ap.add_argument("--nuts", action="store_true", help="add NUTS as the Bayesian reference")
+    ap.add_argument("--nuts-samples", type=int, default=500, help="warm-up = draws per chain")
+    ap.add_argument("--float32", action="store_true", help="run in float32 (default float64)")
+    args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", not args.float32)
+    os.environ.setdefault("CI", "1")
+    for lam in args.lam:
+        run(lam, args.repeats, args.nuts, args.nuts_samples)
+
+
+if __name__ == "__main__":
+    main()

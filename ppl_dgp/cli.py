@@ -1,4 +1,7 @@
-"""Command line: ``ppl-dgp run`` (the main job) and ``ppl-dgp bench``.
+"""Command line: ``ppl-dgp compare`` (the main job), ``ppl-dgp run`` and ``ppl-dgp bench``.
+
+``ppl-dgp compare`` fits one model with several inference methods and writes ``OUT/report.md``
+with the figures and each method's DataTree (:mod:`ppl_dgp.report`).
 
 ``ppl-dgp run`` fits a 2-layer deep GP to the bundled motorcycle data by doubly-stochastic SVI,
 prints the fit and its mixture predictive, and writes ``OUT/motorcycle_dgp.png``.
@@ -111,6 +114,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    _configure_jax(None, "float64")
+    import time
+
+    from ppl_dgp import report
+
+    if args.list_methods:
+        print("available methods:", ", ".join(report.available_methods()))
+        return 0
+    if args.methods is None:
+        methods = [m for m in report.DEFAULT_METHODS if m in report.available_methods()]
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    features = None if args.features is None else [c.strip() for c in args.features.split(",")]
+    overrides = {
+        m: {"num_warmup": args.num_warmup, "num_samples": args.num_samples,
+            "num_chains": args.num_chains}
+        for m in ("nuts", "hmc")
+    }  # fmt: skip
+    overrides["svi"] = {"num_steps": args.svi_steps}
+    t0 = time.perf_counter()
+    try:
+        report.run_compare(
+            args.model,
+            args.data,
+            methods,
+            args.out,
+            target=args.target,
+            features=features,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            num_inducing=args.num_inducing,
+            layers=args.layers,
+            smoke=args.smoke,
+            overrides=overrides,
+        )
+    except ValueError as err:
+        raise SystemExit(f"ppl-dgp compare: {err}") from None
+    print(f"compare finished in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     _configure_jax(args.threads, args.dtype)
     from ppl_dgp import bench
@@ -140,6 +185,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="out")
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser(
+        "compare", help="fit one model with several methods; write OUT/report.md and figures"
+    )
+    c.add_argument("--model", default="dgp", help="zoo model: dgp (default) or svgp")
+    c.add_argument(
+        "--data",
+        default="motorcycle",
+        help="motorcycle (default), diabetes, step1d, synth10k, or the path of a CSV file",
+    )
+    c.add_argument("--target", help="CSV: the column to predict")
+    c.add_argument("--features", help="CSV: comma-separated input columns (default: all others)")
+    c.add_argument(
+        "--methods",
+        help="comma-separated, e.g. svi,nuts,sghmc,laplace (default: those of these available)",
+    )
+    c.add_argument("--out", default="out/compare")
+    c.add_argument("--layers", type=int, default=2, help="DGP layers")
+    c.add_argument("--num-inducing", type=int, default=10)
+    c.add_argument("--test-fraction", type=float, default=0.2)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--num-warmup", type=int, help="NUTS/HMC warm-up per chain (default 300)")
+    c.add_argument("--num-samples", type=int, help="NUTS/HMC draws per chain (default 300)")
+    c.add_argument("--num-chains", type=int, help="NUTS/HMC chains (default 2)")
+    c.add_argument("--svi-steps", type=int, help="SVI steps (default 3000)")
+    c.add_argument("--smoke", action="store_true", help="tiny sizes (tests, a quick look)")
+    c.add_argument("--list-methods", action="store_true", help="print available methods")
+    c.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser("bench", help="benchmark workloads of the peers (JSON lines)")
     b.add_argument("--datasets", default="diabetes,step1d,synth10k")

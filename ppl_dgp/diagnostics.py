@@ -146,7 +146,8 @@ def pointwise_log_likelihood(
     S = C * D
     if sites.gp_layers:
         K = num_eps if len(sites.gp_layers) > 1 else 1
-        size = int(max(1, min(S, 2_000_000 // max(1, N * K))))
+        # A fixed block of draws, so every posterior of this model reuses one compilation.
+        size = int(max(1, min(S, 50, 2_000_000 // max(1, N * K))))
         ll_parts, rep_parts = [], []
         for i, idx in enumerate(_chunks(S, size)):
             vals = {k: jnp.repeat(v[idx], K, axis=0) for k, v in flat.items()}  # [size*K, ...]
@@ -372,11 +373,15 @@ def diagnostic_warnings(
 # -- plots (arviz-plots; each returns the PlotCollection and saves when given a path) ------
 
 
-def thin_to_common(dts: Mapping[str, xr.DataTree], num_draws: int | None = None) -> dict:
+def thin_to_common(
+    dts: Mapping[str, xr.DataTree], num_draws: int | None = None, *, log_positive: bool = False
+) -> dict:
     """Each DataTree's posterior as one chain of the same number of evenly spread draws.
 
     ArviZ's multi-model plots align models on (chain, draw) and pad or drop the ones with
-    fewer (arviz-plots#333); this gives every method ``(chain=1, draw=num_draws)``.
+    fewer (arviz-plots#333); this gives every method ``(chain=1, draw=num_draws)``. With
+    ``log_positive``, variables positive in every method become ``log_{name}`` (kernel
+    variances and noise span orders of magnitude).
     """
     sizes = [dt["posterior"].sizes["chain"] * dt["posterior"].sizes["draw"] for dt in dts.values()]
     K = min(sizes) if num_draws is None else min(num_draws, *sizes)
@@ -386,8 +391,21 @@ def thin_to_common(dts: Mapping[str, xr.DataTree], num_draws: int | None = None)
         idx = np.round(np.linspace(0, ds.sizes["sample"] - 1, K)).astype(int)
         ds = ds.isel(sample=idx).drop_vars(["sample", "chain", "draw"]).rename(sample="draw")
         ds = ds.expand_dims(chain=1).assign_coords(chain=[0], draw=np.arange(K))
-        out[name] = xr.DataTree.from_dict({"posterior": ds.transpose("chain", "draw", ...)})
-    return out
+        out[name] = ds.transpose("chain", "draw", ...)
+    if log_positive:
+        names = list(next(iter(out.values())).data_vars)
+        pos = [v for v in names if all(v in ds and bool((ds[v] > 0).all()) for ds in out.values())]
+        out = {
+            k: ds.assign({f"log_{v}": np.log(ds[v]) for v in pos}).drop_vars(pos)
+            for k, ds in out.items()
+        }
+    return {k: xr.DataTree.from_dict({"posterior": ds}) for k, ds in out.items()}
+
+
+def _logged(dts: Mapping[str, xr.DataTree], var_names: Sequence[str]) -> tuple[dict, list[str]]:
+    thinned = thin_to_common(dts, log_positive=True)
+    have = set(next(iter(thinned.values()))["posterior"].data_vars)
+    return thinned, [f"log_{v}" if f"log_{v}" in have else v for v in var_names]
 
 
 def _save(pc: Any, path: str | Path | None) -> Any:
@@ -399,8 +417,9 @@ def _save(pc: Any, path: str | Path | None) -> Any:
 def plot_forest(
     dts: Mapping[str, xr.DataTree], var_names: Sequence[str], path: str | Path | None = None
 ) -> Any:
-    """Forest plot (94% HDI and median) of ``var_names`` with one line per method."""
-    pc = azp.plot_forest(thin_to_common(dts), var_names=list(var_names), ci_kind="hdi")
+    """Forest plot (HDI and median) of ``var_names`` (log of positive ones), a line per method."""
+    thinned, names = _logged(dts, var_names)
+    pc = azp.plot_forest(thinned, var_names=names, ci_kind="hdi")
     pc.add_legend("model")
     return _save(pc, path)
 
@@ -408,8 +427,9 @@ def plot_forest(
 def plot_marginals(
     dts: Mapping[str, xr.DataTree], var_names: Sequence[str], path: str | Path | None = None
 ) -> Any:
-    """Marginal densities (KDE) of ``var_names`` with the methods overlaid."""
-    pc = azp.plot_dist(thin_to_common(dts), var_names=list(var_names), kind="kde")
+    """Marginal densities (KDE; log of positive variables) with the methods overlaid."""
+    thinned, names = _logged(dts, var_names)
+    pc = azp.plot_dist(thinned, var_names=names, kind="kde")
     pc.add_legend("model")
     return _save(pc, path)
 

@@ -1,4 +1,8 @@
-"""Figures for 1-D regression fits (matplotlib, imported lazily)."""
+"""Figures for fits and their comparison (matplotlib, imported lazily).
+
+ArviZ's own plots (forest, densities, rank, trace) live in :mod:`ppl_dgp.diagnostics`, the
+one module that imports ArviZ; this module draws from arrays and predictives.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,15 @@ import numpy as np
 
 from ppl_dgp.predict import MixturePredictive
 
-__all__ = ["plot_predictive_1d", "plot_layer_samples_1d"]
+__all__ = [
+    "new_figure",
+    "plot_khat",
+    "plot_layer_samples_1d",
+    "plot_loss_traces",
+    "plot_predictive_1d",
+    "plot_predictive_bands",
+    "plot_reliability",
+]
 
 
 def _plt() -> Any:
@@ -82,3 +94,81 @@ def plot_layer_samples_1d(
 def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
     """``plt.subplots`` behind the lazy import."""
     return _plt().subplots(nrows, ncols, **kwargs)
+
+
+def _finish(fig: Any, path: Any) -> Any:
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        _plt().close(fig)
+    return fig
+
+
+def plot_predictive_bands(
+    X: np.ndarray,  # [N, 1]
+    y: np.ndarray,  # [N]
+    X_grid: np.ndarray,  # [G, 1]
+    preds: dict[str, MixturePredictive],
+    path: Any = None,
+) -> Any:
+    """One panel per method: data, predictive mean and 50% / 95% bands (shared axes)."""
+    n = len(preds)
+    fig, axes = new_figure(1, n, figsize=(4.2 * n, 3.6), sharex=True, sharey=True, squeeze=False)
+    for i, (ax, (name, pred)) in enumerate(zip(axes[0], preds.items(), strict=True)):
+        plot_predictive_1d(ax, X, y, X_grid, pred, title=name, color=f"C{i}", label=name)
+        ax.set_xlabel("x")
+    axes[0, 0].set_ylabel("y")
+    axes[0, 0].legend(loc="best", fontsize=7)
+    return _finish(fig, path)
+
+
+def plot_loss_traces(losses: dict[str, np.ndarray], path: Any = None) -> Any:
+    """Loss (negative ELBO) per step, raw and smoothed, log-scaled when positive."""
+    fig, ax = new_figure(1, 1, figsize=(6, 3.6))
+    for i, (name, loss) in enumerate(losses.items()):
+        loss = np.asarray(loss, dtype=float)
+        w = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(loss, color=f"C{i}", alpha=0.25, lw=0.6)
+        ax.plot(np.arange(w - 1, len(loss)), smooth, color=f"C{i}", lw=1.5, label=name)
+    if all(np.all(np.asarray(v) > 0) for v in losses.values()):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (-ELBO)")
+    ax.set_title(f"SVI loss trace (moving average of {w})")
+    ax.legend()
+    return _finish(fig, path)
+
+
+def plot_khat(khat: dict[str, np.ndarray], path: Any = None, threshold: float = 0.7) -> Any:
+    """Pareto k per observation for each method, with the 0.7 reliability threshold."""
+    fig, ax = new_figure(1, 1, figsize=(7, 3.6))
+    for i, (name, k) in enumerate(khat.items()):
+        k = np.asarray(k)
+        bad = int(np.sum(k > threshold))
+        ax.plot(np.arange(k.size), k, "o", ms=3.5, color=f"C{i}", alpha=0.8,
+                label=f"{name} ({bad} above {threshold})")  # fmt: skip
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    ax.axhline(0.5, color="0.6", ls=":", lw=1)
+    ax.set_xlabel("observation (training index)")
+    ax.set_ylabel("Pareto k")
+    ax.set_title("PSIS-LOO Pareto k per observation")
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_reliability(curves: dict[str, dict[str, np.ndarray]], path: Any = None) -> Any:
+    """Reliability diagram: accuracy against confidence per bin (from ``reliability_curve``)."""
+    fig, ax = new_figure(1, 1, figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="k", ls="--", lw=1, label="calibrated")
+    for i, (name, c) in enumerate(curves.items()):
+        full = np.asarray(c["count"]) > 0
+        ax.plot(np.asarray(c["confidence"])[full], np.asarray(c["accuracy"])[full], "o-",
+                color=f"C{i}", label=name)  # fmt: skip
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("reliability diagram")
+    ax.legend(fontsize=8)
+    return _finish(fig, path)

@@ -1,0 +1,424 @@
+"""``ppl-dgp compare``: fit one model with several methods and write a comparison report.
+
+For each method (a name from :data:`METHODS`) the command fits the model to the training split
+(standardised), converts the Posterior to an ArviZ DataTree (:mod:`ppl_dgp.diagnostics`) and
+saves it as ``DIR/{method}.nc``, predicts the held-out split, and computes PSIS-LOO. With
+``nuts`` among the methods, every other method is compared with it
+(:mod:`ppl_dgp.agreement`). ``DIR/report.md`` collects timings, test metrics, LOO and
+``compare``, agreement with NUTS, the MCMC summary and diagnostics warnings; the figures are
+PNGs beside it.
+
+Methods are looked up by name in one table, :data:`METHODS`: a method is available when its
+configuration class can be imported (``SGHMC`` and ``Laplace`` join as they land).
+
+Example:
+    >>> # result = run_compare("dgp", "motorcycle", ["svi", "nuts"], "out/compare")
+    >>> # print(open("out/compare/report.md").read())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppl_dgp import agreement, calibration, diagnostics
+from ppl_dgp.datasets import BENCH_NAMES, Standardizer, load_bench, load_csv, load_motorcycle
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "METHODS",
+    "MODELS",
+    "available_methods",
+    "load_data",
+    "make_method",
+    "make_model",
+    "run_compare",
+]
+
+#: name -> (modules to look in, config class, settings for ``compare``'s default run): small
+#: enough that the default DGP on the motorcycle data finishes in a few minutes on 2 CPU cores.
+METHODS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
+    "svi": (("ppl_dgp.inference",), "SVI", {"num_steps": 3000, "hyper": "normal",
+                                            "num_samples": 400}),
+    "nuts": (("ppl_dgp.inference",), "NUTS", {"num_warmup": 300, "num_samples": 300,
+                                              "num_chains": 2, "max_tree_depth": 7}),
+    "hmc": (("ppl_dgp.inference",), "HMC", {"num_warmup": 300, "num_samples": 300,
+                                            "num_chains": 2, "num_steps": 16}),
+    "sghmc": (("ppl_dgp.inference", "ppl_dgp.sghmc"), "SGHMC", {"num_samples": 400}),
+    "laplace": (("ppl_dgp.inference", "ppl_dgp.laplace"), "Laplace", {"num_samples": 400}),
+}  # fmt: skip
+#: The default ``--methods``: those of these that are available.
+DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace")
+#: Smoke sizes (``--smoke``, tests, notebooks).
+SMOKE: dict[str, dict[str, Any]] = {
+    "svi": {"num_steps": 200, "num_samples": 100},
+    "nuts": {"num_warmup": 60, "num_samples": 60, "max_tree_depth": 5},
+    "hmc": {"num_warmup": 60, "num_samples": 60, "num_steps": 8},
+    "sghmc": {"num_burnin": 200, "num_samples": 100, "thinning": 2},
+    "laplace": {"num_steps": 200, "num_samples": 100},
+}
+MODELS = ("dgp", "svgp")
+CI_PROB = 0.9
+
+
+def _config_class(name: str) -> type | None:
+    modules, cls_name, _ = METHODS[name]
+    for module in modules:
+        try:
+            cls = getattr(importlib.import_module(module), cls_name, None)
+        except ImportError:
+            cls = None
+        if cls is not None:
+            return cls
+    return None
+
+
+def available_methods() -> list[str]:
+    """Names in :data:`METHODS` whose configuration class is importable now."""
+    return [name for name in METHODS if _config_class(name) is not None]
+
+
+def make_method(name: str, *, smoke: bool = False, **overrides: Any) -> Any:
+    """The configuration for ``name`` with ``compare``'s settings (``overrides`` win).
+
+    Overrides that the configuration has no field for are ignored (``num_chains`` for SVI).
+
+    Raises:
+        ValueError: unknown name, or its configuration is not importable (yet).
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    cls = _config_class(name)
+    if cls is None:
+        raise ValueError(
+            f"method {name!r} is not available in this installation (no "
+            f"{METHODS[name][1]} in {' or '.join(METHODS[name][0])}); available: "
+            f"{', '.join(available_methods())}"
+        )
+    fields = {f.name for f in dataclasses.fields(cls)}
+    settings = {**METHODS[name][2], **(SMOKE[name] if smoke else {})}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**{k: v for k, v in settings.items() if k in fields})
+
+
+def load_data(
+    data: str,
+    *,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """``(X_train, y_train, X_test, y_test, description)`` in original units.
+
+    ``data`` is ``"motorcycle"``, a regression workload of :func:`~ppl_dgp.datasets.load_bench`
+    (its own split) or the path of a CSV file (``target`` and optional ``features`` name the
+    columns; :func:`~ppl_dgp.datasets.load_csv` checks them). Other data are split at random
+    with ``test_fraction`` held out.
+    """
+    if data in BENCH_NAMES:
+        if data == "moons":
+            raise ValueError("compare: 'moons' is a classification set; choose a regression one")
+        d = load_bench(data)
+        return (d["X_train"], d["Y_train"][:, 0], d["X_test"], d["Y_test"][:, 0],
+                f"`{data}` (bundled benchmark split)")  # fmt: skip
+    if data == "motorcycle":
+        X, y = load_motorcycle()
+        what = "`motorcycle` (Silverman 1985)"
+    else:
+        if not Path(data).is_file():
+            raise ValueError(
+                f"compare: --data {data!r} is neither a bundled data set (motorcycle, "
+                f"{', '.join(n for n in BENCH_NAMES if n != 'moons')}) nor an existing CSV file"
+            )
+        if target is None:
+            raise ValueError("compare: a CSV needs --target (the column to predict)")
+        X, y = load_csv(data, target, features)
+        what = f"`{data}` (target `{target}`)"
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"compare: test_fraction must be in (0, 1); received {test_fraction}")
+    n_test = max(1, int(round(test_fraction * len(y))))
+    if len(y) - n_test < 2:
+        raise ValueError(f"compare: {len(y)} rows are too few to split into train and test")
+    perm = np.random.default_rng(seed).permutation(len(y))
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return X[tr], y[tr], X[te], y[te], what
+
+
+def make_model(name: str, X: np.ndarray, *, num_inducing: int = 10, layers: int = 2) -> Callable:
+    """A zoo model on standardised ``X``: ``"dgp"`` (``layers`` layers) or ``"svgp"``."""
+    from ppl_dgp.models.dgp import dgp_regression, init_dgp
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    L = 1 if name == "svgp" else layers
+    M = min(num_inducing, X.shape[0])
+    return functools.partial(dgp_regression, **init_dgp(X, num_layers=L, num_inducing=M))
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def _progress(iterable: Any, desc: str) -> Any:
+    from ppl_dgp.svi import progress_enabled
+
+    if not progress_enabled(None):
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="method")
+
+
+def run_compare(
+    model_name: str,
+    data: str,
+    methods: Sequence[str],
+    out: str | Path,
+    *,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    num_inducing: int = 10,
+    layers: int = 2,
+    smoke: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fit ``model_name`` on ``data`` with each of ``methods``; write ``out/report.md``.
+
+    Returns:
+        ``{"methods": {name: {...metrics...}}, "compare": DataFrame, "report": Path, ...}``.
+    """
+    configs = {m: make_method(m, smoke=smoke, **(overrides or {}).get(m, {})) for m in methods}
+    if not configs:
+        raise ValueError("compare: no methods given")
+    X_tr, y_tr, X_te, y_te, what = load_data(
+        data, target=target, features=features, test_fraction=test_fraction, seed=seed
+    )
+    sx, sy = Standardizer.fit(X_tr), Standardizer.fit(y_tr)
+    X, y = jnp.asarray(sx.transform(X_tr)), jnp.asarray(sy.transform(y_tr))
+    Xt, yt = jnp.asarray(sx.transform(X_te)), sy.transform(y_te)
+    model = make_model(model_name, np.asarray(X), num_inducing=num_inducing, layers=layers)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from ppl_dgp.inference import fit, predict
+
+    key = jax.random.key(seed)
+    res: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(_progress(list(configs), "compare")):
+        log(f"[{name}] fitting {type(configs[name]).__name__} ...")
+        t0 = time.perf_counter()
+        post = fit(configs[name], jax.random.fold_in(key, i), model, X, y)
+        wall = time.perf_counter() - t0
+        dt = diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.fold_in(key, 100 + i))
+        diagnostics.save_datatree(dt, out / f"{name}.nc")
+        pred = predict(jax.random.fold_in(key, 200 + i), model, post, Xt, num_samples=200)
+        elpd = diagnostics.loo(dt)
+        m = pred.metrics(jnp.asarray(yt))
+        res[name] = {
+            "posterior": post,
+            "datatree": dt,
+            "pred": pred,
+            "loo": elpd,
+            "wall_seconds": wall,
+            "test": {
+                "rmse": m["rmse"] * float(sy.std),
+                "mlpd": m["mlpd"] - float(np.log(sy.std)),
+                "coverage": calibration.coverage_table(pred, yt, (0.5, CI_PROB, 0.95)),
+            },
+            "warnings": diagnostics.diagnostic_warnings(dt, elpd),
+        }
+        log(f"[{name}] {wall:.1f} s, test RMSE {res[name]['test']['rmse']:.3g}")
+    dts = {k: r["datatree"] for k, r in res.items()}
+    table = diagnostics.compare(dts) if len(res) > 1 else None
+    hyper = [k for k in res[next(iter(res))]["posterior"].draws if not k.endswith(".u")]
+    agree = {}
+    if "nuts" in res:
+        ref = res["nuts"]
+        for name, r in res.items():
+            if name == "nuts":
+                continue
+            rows = agreement.marginal_discrepancies(ref["posterior"].draws, r["posterior"].draws)
+            agree[name] = {
+                "sites": agreement.site_agreement(rows),
+                "predictive": agreement.predictive_discrepancies(
+                    r["pred"], ref["pred"], yt, prob=CI_PROB
+                ),
+            }
+    figures = _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key)
+    report = out / "report.md"
+    report.write_text(
+        _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, figures)
+    )
+    log(f"Wrote {report}")
+    return {"methods": res, "compare": table, "agreement": agree, "report": report,
+            "figures": figures}  # fmt: skip
+
+
+def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
+    from ppl_dgp import plotting
+    from ppl_dgp.inference import predict
+
+    files = []
+    dts = {k: r["datatree"] for k, r in res.items()}
+    if hyper:
+        diagnostics.plot_forest(dts, hyper, out / "forest.png")
+        diagnostics.plot_marginals(dts, hyper, out / "marginals.png")
+        files += ["forest.png", "marginals.png"]
+    for name, r in res.items():
+        if "diverging" in r["posterior"].sample_stats and r["posterior"].num_chains > 1:
+            diagnostics.plot_rank(r["datatree"], hyper, out / f"rank_{name}.png")
+            diagnostics.plot_trace(r["datatree"], hyper, out / f"trace_{name}.png")
+            files += [f"rank_{name}.png", f"trace_{name}.png"]
+    if X_tr.shape[1] == 1:
+        lo, hi = X_tr.min(), X_tr.max()
+        pad = 0.05 * (hi - lo)
+        grid_raw = np.linspace(lo - pad, hi + pad, 200)[:, None]
+        grid = jnp.asarray(sx.transform(grid_raw))
+        preds = {
+            k: predict(
+                jax.random.fold_in(key, 300), model, r["posterior"], grid, num_samples=200
+            ).rescale(float(sy.mean), float(sy.std))
+            for k, r in res.items()
+        }
+        plotting.plot_predictive_bands(X_tr, y_tr, grid_raw, preds, out / "predictive.png")
+        files.append("predictive.png")
+    losses = {k: r["posterior"].sample_stats["loss"][0] for k, r in res.items()
+              if "loss" in r["posterior"].sample_stats}  # fmt: skip
+    if losses:
+        plotting.plot_loss_traces(losses, out / "elbo.png")
+        files.append("elbo.png")
+    khat = {k: np.asarray(r["loo"].pareto_k).ravel() for k, r in res.items()}
+    plotting.plot_khat(khat, out / "khat.png")
+    files.append("khat.png")
+    return files
+
+
+# -- markdown ----------------------------------------------------------------------------------
+
+
+def _f(x: Any, spec: str = ".3g") -> str:
+    try:
+        return format(float(x), spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _settings(config: Any) -> str:
+    """The configuration's non-default fields, e.g. ``NUTS(num_warmup=300, num_chains=2)``."""
+    changed = [
+        f"{f.name}={getattr(config, f.name)!r}"
+        for f in dataclasses.fields(config)
+        if f.default is dataclasses.MISSING or getattr(config, f.name) != f.default
+    ]
+    return f"{type(config).__name__}({', '.join(changed)})"
+
+
+def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, figures) -> str:
+    s = [f"# Inference comparison: `{model_name}` on {what}\n\n"]
+    s.append(
+        f"N = {len(X_tr)} training and {len(X_te)} test points, D = {X_tr.shape[1]}; data "
+        "standardised with the training split; test metrics in original units.\n\n"
+    )
+    s.append("## Methods and timings\n\n")
+    s.append(_table(
+        ["method", "configuration", "compile (s)", "run (s)", "wall (s)"],
+        [[k, f"`{_settings(configs[k])}`", _f(r["posterior"].timings.get("compile_seconds"), ".1f"),
+          _f(r["posterior"].timings.get("run_seconds"), ".1f"), _f(r["wall_seconds"], ".1f")]
+         for k, r in res.items()],
+    ))  # fmt: skip
+    s.append("\n## Test metrics\n\n")
+    s.append(_table(
+        ["method", "RMSE", "MLPD", "50% coverage", f"{CI_PROB:.0%} coverage", "95% coverage"],
+        [[k, _f(r["test"]["rmse"]), _f(r["test"]["mlpd"]),
+          *(_f(r["test"]["coverage"][p], ".2f") for p in (0.5, CI_PROB, 0.95))]
+         for k, r in res.items()],
+    ))  # fmt: skip
+    s.append(
+        "\n## PSIS-LOO\n\nPointwise log-likelihood per draw at the training inputs (inner-layer "
+        "noise integrated out by Monte Carlo; see `ppl_dgp.diagnostics.pointwise_log_likelihood`)."
+        " For SVI and Laplace the draws stand in for the posterior, and Pareto k per "
+        "observation says where that approximation's LOO cannot be trusted (k > 0.7).\n\n"
+    )
+    s.append(_table(
+        ["method", "elpd_loo", "se", "p_loo", "k > 0.7", "max k"],
+        [[k, _f(r["loo"].elpd, ".1f"), _f(r["loo"].se, ".1f"), _f(r["loo"].p, ".1f"),
+          f"{int(np.sum(np.asarray(r['loo'].pareto_k) > 0.7))} / {np.size(r['loo'].pareto_k)}",
+          _f(np.max(np.asarray(r["loo"].pareto_k)), ".2f")] for k, r in res.items()],
+    ))  # fmt: skip
+    if table is not None:
+        s.append("\n`compare` (best first; elpd_diff = elpd - best elpd, stacking weights):\n\n")
+        s.append(_table(
+            ["method", "rank", "elpd", "elpd_diff", "dse", "weight"],
+            [[k, int(row["rank"]), _f(row["elpd"], ".1f"), _f(row["elpd_diff"], ".1f"),
+              _f(row["dse"], ".1f"), _f(row["weight"], ".2f")] for k, row in table.iterrows()],
+        ))  # fmt: skip
+    if agree:
+        s.append(
+            "\n## Agreement with NUTS\n\nPer site: largest |standardised mean difference|, "
+            "median sd ratio (< 1: over-confident) and mean 1-D Wasserstein distance in NUTS sd "
+            "units, over the site's components (0, 1, 0 = perfect agreement). NUTS itself is only "
+            "a reference when its own diagnostics below are clean.\n\n"
+        )
+        rows = []
+        for k, a in agree.items():
+            for site, v in a["sites"].items():
+                rows.append([k, f"`{site}`", v["components"], _f(v["max_abs_smd"], ".2f"),
+                             _f(v["median_sd_ratio"], ".2f"), _f(v["mean_w1"], ".2f")])  # fmt: skip
+        s.append(_table(["method", "site", "components", "max abs SMD", "median sd ratio",
+                         "mean W1"], rows))  # fmt: skip
+        s.append(
+            f"\nPredictive, on the test split: MLPD gap (method - NUTS, standardised units), "
+            f"test coverage of the method's {CI_PROB:.0%} interval (NUTS's in brackets), and the "
+            f"NUTS predictive mass inside the method's {CI_PROB:.0%} interval ({CI_PROB:.2f} "
+            "when they agree; less: the method's intervals are too narrow).\n\n"
+        )
+        s.append(_table(
+            ["method", "MLPD gap", "coverage (NUTS)", "NUTS mass in interval"],
+            [[k, _f(a["predictive"]["mlpd_gap"], ".3f"),
+              f"{a['predictive']['coverage']:.2f} ({a['predictive']['ref_coverage']:.2f})",
+              _f(a["predictive"]["ref_mass"], ".2f")] for k, a in agree.items()],
+        ))  # fmt: skip
+    mcmc = [k for k, r in res.items() if r["posterior"].num_chains > 1]
+    for k in mcmc:
+        summ = diagnostics.summary(res[k]["datatree"], hyper)
+        s.append(f"\n## Posterior summary: {k} (94% HDI)\n\n")
+        cols = ["mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat", "ess_bulk", "ess_tail",
+                "mcse_mean"]  # fmt: skip
+        s.append(
+            _table(
+                ["parameter", *cols],
+                [[f"`{i}`", *(_f(row[c]) for c in cols)] for i, row in summ.iterrows()],
+            )
+        )
+        stats = res[k]["posterior"].sample_stats
+        if "diverging" in stats:
+            s.append(
+                f"\nDivergences: {int(np.sum(stats['diverging']))}; mean tree depth / leapfrog "
+                f"steps: {_f(np.mean(stats.get('tree_depth', np.nan)), '.1f')} / "
+                f"{_f(np.mean(stats['num_steps']), '.0f')}; mean step size "
+                f"{_f(np.mean(stats['step_size']))}.\n"
+            )
+    s.append("\n## Diagnostics warnings\n\n")
+    for k, r in res.items():
+        w = r["warnings"]
+        s.append(f"- **{k}**: " + ("none" if not w else "; ".join(w)) + "\n")
+    s.append("\n## Figures\n\n" + "".join(f"![{f}]({f})\n" for f in figures))
+    s.append("\nEach method's DataTree: " + ", ".join(f"`{k}.nc`" for k in res) + ".\n")
+    return "".join(s)

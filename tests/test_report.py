@@ -1,0 +1,98 @@
+"""The compare command's orchestration: the method table, data loading and the written report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ppl_dgp import diagnostics, report
+from ppl_dgp.cli import main
+
+
+def test_method_table_resolves_configs_and_rejects_unknown_or_missing():
+    assert {"svi", "nuts", "hmc"} <= set(report.available_methods())
+    nuts = report.make_method("nuts", num_warmup=7, num_steps=3)  # num_steps: not a NUTS field
+    assert type(nuts).__name__ == "NUTS"
+    assert (nuts.num_warmup, nuts.num_chains) == (7, report.METHODS["nuts"][2]["num_chains"])
+    assert report.make_method("svi", smoke=True).num_steps == report.SMOKE["svi"]["num_steps"]
+    with pytest.raises(ValueError, match="unknown method 'vi'; known methods: svi"):
+        report.make_method("vi")
+
+
+def test_a_method_whose_config_is_not_importable_is_refused(monkeypatch):
+    monkeypatch.setitem(report.METHODS, "future", (("ppl_dgp.inference",), "FutureMethod", {}))
+    assert "future" not in report.available_methods()
+    with pytest.raises(ValueError, match=r"'future' is not available .*\(no FutureMethod"):
+        report.make_method("future")
+
+
+def _csv(path, n=30, bad=None):
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(-2, 2, n))
+    y = np.sin(2 * x) + 0.1 * rng.normal(size=n)
+    rows = [f"{a:.6f},{b:.6f},{c:.3f}" for a, b, c in zip(x, y, rng.normal(size=n), strict=True)]
+    if bad is not None:
+        rows[3] = bad
+    path.write_text("x,target,noise\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_load_data_splits_a_csv_by_column_names(tmp_path):
+    X_tr, y_tr, X_te, y_te, _ = report.load_data(
+        str(_csv(tmp_path / "d.csv")), target="target", features=["x"], test_fraction=0.2
+    )
+    assert X_tr.shape == (24, 1) and X_te.shape == (6, 1) and y_te.shape == (6,)
+    assert len(np.intersect1d(X_tr[:, 0], X_te[:, 0])) == 0
+    X_tr, *_ = report.load_data(str(tmp_path / "d.csv"), target="target")
+    assert X_tr.shape[1] == 2  # every other column
+
+
+@pytest.mark.parametrize(
+    ("args", "bad", "message"),
+    [
+        (["--target", "accel"], None, "column\\(s\\) 'accel' not found"),
+        (["--target", "target", "--features", "x,time"], None, "'time' not found"),
+        (["--target", "target"], "0.1,abc,0.2", "non-numeric value 'abc' in column 'target'"),
+        (["--target", "target"], "nan,0.5,0.2", "line 5: NaN in column 'x'"),
+        ([], None, "a CSV needs --target"),
+    ],
+)  # fmt: skip
+def test_compare_cli_reports_bad_csv_clearly(tmp_path, args, bad, message):
+    path = _csv(tmp_path / "d.csv", bad=bad)
+    with pytest.raises(SystemExit, match=message):
+        main(["compare", "--data", str(path), "--methods", "svi", "--out", str(tmp_path), *args])
+
+
+def test_compare_cli_rejects_unknown_methods_and_data(tmp_path):
+    with pytest.raises(SystemExit, match="unknown method 'mcmc'"):
+        main(["compare", "--methods", "svi,mcmc", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="neither a bundled data set"):
+        main(["compare", "--data", "boston", "--methods", "svi", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow  # an end-to-end run (~1-2 min on 2 cores); the notebook test also drives it
+def test_compare_writes_report_figures_and_datatrees(tmp_path):
+    path = _csv(tmp_path / "d.csv", n=40)
+    out = tmp_path / "out"
+    result = report.run_compare(
+        "svgp", str(path), ["svi", "nuts"], out, target="target", features=["x"], smoke=True,
+        num_inducing=5, log=lambda _: None,
+    )  # fmt: skip
+    text = (out / "report.md").read_text()
+    for heading in ("## Methods and timings", "## Test metrics", "## PSIS-LOO",
+                    "## Agreement with NUTS", "## Posterior summary: nuts",
+                    "## Diagnostics warnings"):  # fmt: skip
+        assert heading in text
+    assert "| svi | `noise_variance` |" in text  # the agreement table has the hyperparameters
+    for png in ("forest", "marginals", "rank_nuts", "trace_nuts", "predictive", "elbo", "khat"):
+        assert (out / f"{png}.png").stat().st_size > 5_000, png
+        assert f"![{png}.png]({png}.png)" in text
+    for m in ("svi", "nuts"):
+        dt = diagnostics.load_datatree(out / f"{m}.nc")
+        assert dt["log_likelihood"]["y"].shape[-1] == 32  # the training split
+        assert dt.attrs["inference_method"] == m
+    assert list(result["compare"].index)[0] in ("svi", "nuts")
+    cfg = report.make_method("nuts", smoke=True)
+    assert dataclasses.asdict(cfg)["num_warmup"] == report.SMOKE["nuts"]["num_warmup"]

@@ -52,8 +52,23 @@ def positive_int(owner: str, **values: Any) -> None:
 
 
 def config_dict(method: Any) -> dict[str, Any]:
-    """The method's fields as plain JSON values (what a saved Posterior stores)."""
-    return json.loads(json.dumps(dataclasses.asdict(method)))
+    """The method's fields as plain JSON values (what a saved Posterior stores).
+
+    Values JSON cannot hold (a user's guide or optimizer) are stored by name, e.g.
+    ``"<function my_guide>"`` or ``"<GradientTransformationExtraArgs>"``.
+    """
+
+    def describe(value: Any) -> str:
+        name = getattr(value, "__name__", None)
+        return f"<function {name}>" if name else f"<{type(value).__name__}>"
+
+    def plain(value: Any) -> Any:
+        try:
+            return json.loads(json.dumps(value))
+        except TypeError:
+            return describe(value)
+
+    return {f.name: plain(getattr(method, f.name)) for f in dataclasses.fields(method)}
 
 
 # -- the model, derived once ---------------------------------------------------------------

@@ -9,6 +9,8 @@ configuration; swapping one for another changes one argument.
 - :class:`NUTS`, :class:`HMC` (:mod:`ppl_dgp.mcmc`): NumPyro's kernels on the exact joint.
 - :class:`Laplace` (:mod:`ppl_dgp.laplace`): MAP, then a Gaussian with the Hessian, GGN,
   empirical Fisher (full, diag or KFAC) of the potential; evidence-tuned prior (Laplace Redux).
+- :class:`SGHMC` (:mod:`ppl_dgp.sghmc`): scale-adapted stochastic-gradient HMC on minibatches,
+  the layer outputs sampled (Havasi et al. 2018).
 
 The shared core (:func:`fit`, :func:`initialize`, :func:`inspect_model`,
 :func:`register_method`) lives in :mod:`ppl_dgp.fitting`; a new method registers itself there.
@@ -45,6 +47,7 @@ from ppl_dgp.laplace import Laplace
 from ppl_dgp.mcmc import HMC, NUTS
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import MixturePredictive, predict_svi, propagate_layers
+from ppl_dgp.sghmc import SGHMC
 from ppl_dgp.svi import SVI
 from ppl_dgp.validation import check_regression_data
 
@@ -52,6 +55,7 @@ __all__ = [
     "HMC",
     "Laplace",
     "NUTS",
+    "SGHMC",
     "SVI",
     "ModelSites",
     "fit",

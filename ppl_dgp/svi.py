@@ -30,11 +30,12 @@ import optax
 from jax import Array
 from numpyro.handlers import block, seed, substitute, trace
 from numpyro.infer import SVI as NumPyroSVI
-from numpyro.infer import Trace_ELBO
+from numpyro.infer import Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from ppl_dgp.elbo import DoublyStochasticELBO
 from ppl_dgp.fitting import (
+    ModelSites,
     accepts_batch_size,
     config_dict,
     inspect_model,
@@ -276,6 +277,11 @@ class SVI:
         hyper: :class:`~ppl_dgp.guides.InducingPointGuide`'s treatment of hyperparameters,
             ``"delta"`` (MAP) or ``"normal"`` (mean-field in unconstrained space).
         num_samples: draws of ``q`` stored in the Posterior (one chain).
+        guide: a NumPyro guide for the model (``None``: the
+            :class:`~ppl_dgp.guides.InducingPointGuide` with the doubly-stochastic bound for
+            GP-layer programs, ``AutoNormal`` with ``Trace_ELBO`` otherwise). A given guide is
+            fitted with ``Trace_ELBO``; its sample sites must be latent sites of the model.
+        optimizer: an optax transformation (``None``: ``optax.adam(learning_rate)``).
     """
 
     num_steps: int = 2000
@@ -284,6 +290,8 @@ class SVI:
     num_particles: int = 1
     hyper: str = "delta"
     num_samples: int = 100
+    guide: Callable | None = None
+    optimizer: optax.GradientTransformation | None = None
     name: ClassVar[str] = "svi"
 
     def __post_init__(self) -> None:
@@ -295,6 +303,22 @@ class SVI:
             raise ValueError(f"SVI.learning_rate must be > 0; received {self.learning_rate}")
         if self.hyper not in ("delta", "normal"):
             raise ValueError(f"SVI.hyper must be 'delta' or 'normal'; received {self.hyper!r}")
+
+
+def _check_guide_sites(
+    key: Array, guide: Callable, sites: ModelSites, X: Array, y: Array, kwargs: dict
+) -> None:
+    """A user guide may only sample latent sites of the model (a typo would fit nothing)."""
+    with block():
+        tr = trace(seed(guide, key)).get_trace(X, y, **kwargs)
+    sampled = {n for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+    latent = set(sites.global_latent) | set(sites.local_latent)
+    unknown = sorted(sampled - latent)
+    if unknown:
+        raise ValueError(
+            f"SVI.guide samples site(s) {unknown} that are not latent sites of the model; "
+            f"the model's latent sites are {sorted(latent)}"
+        )
 
 
 @register_method(SVI)
@@ -312,26 +336,35 @@ def _fit_svi(
         model_kwargs = {**model_kwargs, "batch_size": method.batch_size}
     key_fit, key_draws = jax.random.split(rng_key)
     sites = inspect_model(key_fit, model, X, y, **model_kwargs)
-    if sites.gp_layers:
+    if method.guide is not None:
+        _check_guide_sites(key_fit, method.guide, sites, X, y, model_kwargs)
+        guide, elbo = method.guide, Trace_ELBO(num_particles=method.num_particles)
+    elif sites.gp_layers:
         guide = InducingPointGuide(model, hyper=method.hyper)
-        elbo, guide_name = DoublyStochasticELBO(num_particles=method.num_particles), guide.__class__
+        elbo = DoublyStochasticELBO(num_particles=method.num_particles)
     else:
         guide = AutoNormal(model, init_loc_fn=init_to_model_init)
-        elbo, guide_name = Trace_ELBO(num_particles=method.num_particles), guide.__class__
+        elbo = Trace_ELBO(num_particles=method.num_particles)
+    guide_name = getattr(guide, "__name__", type(guide).__name__)
     result = run_svi(
         key_fit,
         model,
         guide,
         X,
         y,
-        optimizer=optax.adam(method.learning_rate),
+        optimizer=method.optimizer or optax.adam(method.learning_rate),
         num_steps=method.num_steps,
         elbo=elbo,
         **model_kwargs,
     )
-    draws = guide.sample_posterior(
-        key_draws, result.params, X, y, sample_shape=(method.num_samples,), **model_kwargs
-    )
+    if hasattr(guide, "sample_posterior"):
+        draws = guide.sample_posterior(
+            key_draws, result.params, X, y, sample_shape=(method.num_samples,), **model_kwargs
+        )
+    else:  # a plain guide function: run it S times with the fitted parameters
+        draws = Predictive(guide, params=result.params, num_samples=method.num_samples)(
+            key_draws, X, y, **model_kwargs
+        )
     keep = set(sites.global_latent)
     draws = {k: np.asarray(v)[None] for k, v in draws.items() if k in keep}
     return Posterior(
@@ -339,6 +372,6 @@ def _fit_svi(
         sample_stats={"loss": np.asarray(result.losses)[None]},
         params={k: np.asarray(v) for k, v in result.params.items()},
         method=method.name,
-        config={**config_dict(method), "guide": guide_name.__name__},
+        config={**config_dict(method), "guide": guide_name},
         timings={"compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds},
     )

@@ -15,15 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import optax
 import pytest
 from numpyro.diagnostics import effective_sample_size
 
-from ppl_dgp.inference import HMC, NUTS, SVI, fit, predict
+from ppl_dgp.inference import HMC, NUTS, SGHMC, SVI, fit, predict
 from ppl_dgp.layers import Hyper, LayerSpec
 from ppl_dgp.mean_functions import Zero
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
 from ppl_dgp.models.svgp import init_svgp, svgp_regression
 from ppl_dgp.posterior import FORMAT, Posterior
+from ppl_dgp.svi import NonFiniteLossError
 
 N, M = 12, 3
 
@@ -46,12 +48,14 @@ METHODS = {
     "svi": SVI(num_steps=200, num_samples=20),
     "nuts": NUTS(num_warmup=50, num_samples=50, num_chains=2, max_tree_depth=5),
     "hmc": HMC(num_warmup=50, num_samples=50, num_chains=2, num_steps=5),
+    "sghmc": SGHMC(batch_size=6, num_burnin=100, num_samples=50, thinning=2, num_chains=2),
 }
 LAYER_SITES = ("u", "variance", "lengthscales")
 STATS = {
     "svi": {"loss"},
     "nuts": {"diverging", "accept_prob", "step_size", "num_steps", "energy", "tree_depth"},
     "hmc": {"diverging", "accept_prob", "step_size", "num_steps", "energy"},
+    "sghmc": {"log_density"},
 }
 
 
@@ -122,7 +126,7 @@ def test_posterior_rejects_inconsistent_draws(tmp_path):
 
 
 @pytest.mark.parametrize("model_name", ["svgp", "dgp"])
-@pytest.mark.parametrize("method_name", ["svi", "nuts", "hmc"])
+@pytest.mark.parametrize("method_name", ["svi", "nuts", "hmc", "sghmc"])
 def test_contract(method_name, model_name, tmp_path):
     method, model = METHODS[method_name], _zoo(model_name)
     if method_name == "svi" and model_name == "svgp":  # the minibatch path, too
@@ -253,6 +257,36 @@ def test_svi_recovers_conjugate_posterior():
     assert post.sample_stats["loss"].shape == (1, 3000)
 
 
+def _linear_regression_minibatch(X, y=None, batch_size=None):
+    w = numpyro.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0).to_event(1))
+    with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
+        numpyro.sample("y", dist.Normal(X[idx] @ w, NOISE_SD), obs=None if y is None else y[idx])
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        SGHMC(batch_size=10, step_size=0.05, num_burnin=2000, num_samples=1000, thinning=5,
+              num_chains=4),
+        SGHMC(batch_size=10, step_size=1e-2, friction=0.1, num_integration_steps=10,
+              preconditioned=False, num_burnin=2000, num_samples=1000, thinning=5,
+              num_chains=4),
+    ],
+    ids=["scale_adapted", "blackjax"],
+)  # fmt: skip
+def test_sghmc_recovers_conjugate_posterior(method):
+    """Minibatches of 10 of 30 points. SG-MCMC is biased by the discretisation and the gradient
+    noise (slightly over-dispersed, ECOSYSTEM.md), so the stated bound is looser than MCMC's:
+    the mean within 0.15 posterior sd and the sd within 15%."""
+    X, y, mean, sd = _conjugate_problem()
+    post = fit(method, jax.random.key(11), _linear_regression_minibatch, X, y)
+    w = post.draws["w"]
+    assert w.shape == (4, 1000, 2)
+    assert np.all(np.isfinite(post.sample_stats["log_density"]))
+    np.testing.assert_array_less(np.abs(w.mean(axis=(0, 1)) - mean), 0.15 * sd)
+    np.testing.assert_allclose(w.std(axis=(0, 1)), sd, rtol=0.15)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -297,6 +331,65 @@ def test_bad_input_gives_clear_errors():
         NUTS(num_chains=0)
     with pytest.raises(ValueError, match=r"SVI.hyper must be 'delta' or 'normal'"):
         SVI(hyper="laplace")
+    with pytest.raises(ValueError, match=r"SGHMC.friction must be in \(0, 1\]; received 0"):
+        SGHMC(friction=0)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, N=12\]; received 20"):
+        fit(SGHMC(batch_size=20), key, _zoo("svgp"), X, y)
+    with pytest.raises(ValueError, match=r"give the batch size once, as SGHMC.batch_size"):
+        fit(SGHMC(), key, _zoo("svgp"), X, y, batch_size=4)
+    with pytest.raises(ValueError, match=r"SGHMC needs at least one latent sample site"):
+        fit(SGHMC(), key, _params_only, X, y)
+
+
+def test_svi_guide_with_unknown_site_names_is_an_error():
+    X, y = _data()
+
+    def guide(X, y=None):  # "layer0.uu" is a typo for "layer0.u"
+        numpyro.sample("layer0.uu", dist.Normal(jnp.zeros((1, M)), 1.0).to_event(2))
+
+    msg = r"SVI.guide samples site\(s\) \['layer0.uu'\] that are not latent sites of the model"
+    with pytest.raises(ValueError, match=msg + r"; the model's latent sites are \["):
+        fit(SVI(num_steps=5, guide=guide), jax.random.key(0), _zoo("svgp"), X, y)
+
+
+def test_svi_with_a_user_guide_and_optimizer():
+    """A hand-written guide and optax optimiser go through the same contract."""
+    X, y, mean, sd = _conjugate_problem()
+
+    def guide(X, y=None):
+        loc = numpyro.param("w_loc", jnp.zeros(2))
+        scale = numpyro.param("w_scale", 0.1 * jnp.ones(2), constraint=dist.constraints.positive)
+        numpyro.sample("w", dist.Normal(loc, scale).to_event(1))
+
+    # a decaying step size ends at the optimum, not in its noise ball
+    optimizer = optax.adam(optax.cosine_decay_schedule(2e-2, 3000))
+    method = SVI(num_steps=3000, num_particles=8, num_samples=50, guide=guide, optimizer=optimizer)
+    post = fit(method, jax.random.key(5), _linear_regression, X, y)
+    assert post.config["guide"] == "guide" and post.config["optimizer"].startswith("<")
+    assert post.draws["w"].shape == (1, 50, 2)
+    # mean-field is exact here (orthogonal design): q's parameters are the posterior's
+    np.testing.assert_allclose(post.params["w_loc"], mean, atol=0.05 * sd.min())
+    np.testing.assert_allclose(post.params["w_scale"], sd, rtol=0.05)
+
+
+def _nan_after(X, y=None):
+    """A density that becomes NaN once ``w`` leaves [-1, 1] (which SVI pushes it to do)."""
+    w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+    numpyro.factor("cliff", jnp.where(jnp.abs(w) < 1.0, 0.0, jnp.nan))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(w, 0.1), obs=y)
+
+
+def test_nan_during_svi_stops_with_the_last_finite_state():
+    X, y = _data()
+    y = y + 5.0  # the data pull w towards 5, across the cliff at 1
+    method = SVI(num_steps=500, learning_rate=0.1)
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step \d+") as err:
+        fit(method, jax.random.key(0), _nan_after, X, y)
+    losses = err.value.losses
+    assert 0 < losses.size < 500 and np.all(np.isfinite(losses))
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in err.value.params.values())
+    assert abs(float(err.value.params["w_auto_loc"])) < 1.0  # the last finite point
 
 
 # -- conjugate recovery: exact GP regression with Z = X ------------------------------------------
@@ -357,3 +450,17 @@ def test_svi_predictive_recovers_exact_gp():
     sd = np.sqrt(var)
     np.testing.assert_array_less(np.abs(np.asarray(pred.mean) - mean), 1e-3 * sd)
     np.testing.assert_array_less(np.abs(np.sqrt(np.asarray(pred.variance)) - sd), 1e-3 * sd)
+
+
+def test_sghmc_predictive_recovers_exact_gp():
+    """One layer: the minibatch estimator integrates p(f | u) exactly, so only SG-MCMC's own
+    bias remains; the bound is looser than NUTS's: mean within 0.1 predictive sd, variance
+    within 15%."""
+    model, X, y, X_new, mean, var = _exact_gp_problem()
+    method = SGHMC(batch_size=4, step_size=0.05, num_burnin=2000, num_samples=500, thinning=5,
+                   num_chains=2)  # fmt: skip
+    post = fit(method, jax.random.key(12), model, X, y)
+    pred = predict(jax.random.key(13), model, post, X_new, num_samples=1000)
+    sd = np.sqrt(var)
+    np.testing.assert_array_less(np.abs(np.asarray(pred.mean) - mean), 0.1 * sd)
+    np.testing.assert_allclose(np.asarray(pred.variance), var, rtol=0.15)

@@ -1,0 +1,348 @@
+"""Stochastic-gradient HMC on minibatches (Havasi et al. 2018), behind :func:`fit`.
+
+The chain runs over the model's *global* latent sites in unconstrained space (for a DGP: the
+whitened inducing values ``u`` of every layer and the kernel/noise hyperparameters); the
+per-datum layer outputs are not part of the state but **sampled** at every step, as in Havasi
+et al. Each step estimates the log joint on a minibatch of ``B`` points:
+
+.. math::
+    \\log \\hat p(\\theta, y) = \\log p(\\theta) + \\log|J(z)| \\\\
+        + \\frac{N}{B} \\sum_{n \\in \\mathcal{B}}
+          \\log N(y_n \\mid m_L(h_n), v_L(h_n) + \\sigma^2),
+
+where ``h_n`` is one sample of the inner layers' outputs (``eps ~ N(0, I)`` drawn fresh) and the
+last GP layer's conditional ``p(f | u)`` is integrated in closed form against the Gaussian
+likelihood (Havasi et al.'s ``predict_density``). For models without GP layers the minibatch
+term is the observed sites' log density, scaled by ``N/B`` through the data plate. The
+estimator is the one the DGP literature uses; it is not unbiased for the log of the marginal
+over the inner layers, so the chain targets the posterior only approximately.
+
+Two integrators:
+
+- ``preconditioned=True`` (default), the scale-adapted SGHMC of Springenberg et al. (2016)
+  used by Havasi et al.: with :math:`\\tilde U = -\\log \\hat p / N`, running averages
+  ``g``, ``g2`` of its gradient and gradient squared (adapted during burn-in only, window
+  :math:`\\xi`), :math:`M^{-1} = 1/\\sqrt{g_2}`,
+
+  .. math::
+      p \\leftarrow p - \\epsilon^2 M^{-1} \\nabla \\tilde U - \\alpha p
+          + N\\!\\left(0, 2 \\tfrac{\\epsilon^2}{N} \\alpha M^{-1}\\right),
+      \\qquad z \\leftarrow z + p,
+
+  with :math:`\\alpha` = ``friction`` (Havasi's ``mdecay``) and :math:`\\epsilon` = ``step_size``.
+  BlackJAX has no scale-adapted SGHMC, so this step is written here.
+- ``preconditioned=False``: BlackJAX's ``sghmc`` (Chen et al. 2014, identity mass, momentum
+  resampled every ``num_integration_steps``) on the same minibatch gradient.
+
+Kept draws are every ``thinning``-th step after ``num_burnin`` steps (rounded up to a multiple
+of ``thinning``); chains run vectorised. Hyperparameters are sampled in the chain rather than
+optimised by Havasi et al.'s Monte Carlo EM; ``param`` sites (``Z``) stay at their values.
+
+References:
+    Havasi, Hernández-Lobato & Murillo-Fuentes (2018), "Inference in Deep Gaussian Processes
+    using Stochastic Gradient Hamiltonian Monte Carlo", NeurIPS.
+    Springenberg, Klein, Falkner & Hutter (2016), "Bayesian Optimization with Robust Bayesian
+    Neural Networks", NeurIPS.
+    Chen, Fox & Guestrin (2014), "Stochastic Gradient Hamiltonian Monte Carlo", ICML.
+
+Example:
+    >>> # post = fit(SGHMC(batch_size=32, num_burnin=2000, num_samples=200), key, model, X, y)
+    >>> # post.draws["layer0.u"].shape   # (1, 200, Q, M)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from numpyro.distributions import Normal
+from numpyro.distributions.transforms import biject_to
+from numpyro.handlers import seed, substitute, trace
+
+from ppl_dgp.fitting import (
+    ModelSites,
+    accepts_batch_size,
+    compile_clock,
+    config_dict,
+    initialize,
+    positive_int,
+    register_method,
+)
+from ppl_dgp.layers import collapsed
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.svi import _next_batch, _subsampled_plate, progress_enabled, with_batch
+
+__all__ = ["SGHMC", "minibatch_log_density"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SGHMC:
+    """Stochastic-gradient HMC on minibatches, scale-adapted by default (see the module).
+
+    Args:
+        step_size: :math:`\\epsilon` (Havasi et al.: 0.01 for the preconditioned integrator;
+            BlackJAX's identity-mass integrator needs HMC-sized steps, ~1e-3).
+        friction: :math:`\\alpha` (``mdecay``), momentum decay per step, in (0, 1].
+        num_burnin: steps discarded (the preconditioner adapts during them).
+        num_samples: kept draws per chain.
+        thinning: steps between kept draws.
+        batch_size: minibatch size ``B`` (``None``: all ``N``, the noise then comes only from
+            the sampled layer outputs).
+        num_chains: independent chains, vectorised.
+        preconditioned: scale-adapted integrator (else BlackJAX's ``sghmc``).
+        num_integration_steps: BlackJAX integrator steps per momentum refresh (only with
+            ``preconditioned=False``).
+    """
+
+    step_size: float = 0.01
+    friction: float = 0.05
+    num_burnin: int = 2000
+    num_samples: int = 200
+    thinning: int = 10
+    batch_size: int | None = None
+    num_chains: int = 1
+    preconditioned: bool = True
+    num_integration_steps: int = 1
+    name: ClassVar[str] = "sghmc"
+
+    def __post_init__(self) -> None:
+        positive_int("SGHMC", num_burnin=self.num_burnin, num_samples=self.num_samples,
+                     thinning=self.thinning, num_chains=self.num_chains,
+                     num_integration_steps=self.num_integration_steps)  # fmt: skip
+        if self.batch_size is not None:
+            positive_int("SGHMC", batch_size=self.batch_size)
+        if not self.step_size > 0:
+            raise ValueError(f"SGHMC.step_size must be > 0; received {self.step_size}")
+        if not 0 < self.friction <= 1:
+            raise ValueError(f"SGHMC.friction must be in (0, 1]; received {self.friction}")
+
+
+def minibatch_log_density(
+    model: Callable,
+    sites: ModelSites,
+    supports: dict[str, Any],
+    X: Array,  # [N, D]
+    y: Array,  # [N]
+    plate: str | None,
+    **model_kwargs: Any,
+) -> Callable[[dict[str, Array], Array, Array | None], Array]:
+    """``log_density(z, key, idx)``: the stochastic minibatch log joint of the module docstring.
+
+    Args:
+        model: the program; ``model_kwargs`` carry its ``batch_size``.
+        sites: from :func:`~ppl_dgp.fitting.inspect_model`; ``z`` holds its global latents.
+        supports: ``{site: support constraint}`` of the global latent sites.
+        X, y: the full training data.
+        plate: the subsampled plate's name (``None``: full batch, ``idx`` ignored).
+
+    Returns:
+        A pure function of the unconstrained point ``z``, a PRNG key (layer noise) and the
+        minibatch indices ``idx [B]``.
+    """
+    names = sites.global_latent
+
+    def log_density(z: dict[str, Array], key: Array, idx: Array | None) -> Array:
+        values, lp = {}, jnp.zeros((), X.dtype)
+        for name in names:
+            transform = biject_to(supports[name])
+            values[name] = transform(z[name])
+            lp = lp + jnp.sum(transform.log_abs_det_jacobian(z[name], values[name]))
+        fn = substitute(seed(model, key), data=values)
+        with collapsed({}) as state:
+            if plate is None:
+                tr = trace(fn).get_trace(X, y, **model_kwargs)
+            else:
+                tr = trace(with_batch(fn, plate)).get_trace(idx, X, y, **model_kwargs)
+        for name, site in tr.items():
+            if site["type"] != "sample":
+                continue
+            if name in values:
+                lp = lp + jnp.sum(site["fn"].log_prob(site["value"]))
+            elif site["is_observed"]:
+                scale = 1.0 if site["scale"] is None else site["scale"]
+                if name in state.var_exp:  # Gaussian on the last GP layer: integrate p(f | u)
+                    _, mean, var = state.moments[state.last]
+                    s2 = state.noise[name]
+                    ll = Normal(mean[:, 0], jnp.sqrt(var[:, 0] + s2)).log_prob(site["value"])
+                else:
+                    ll = site["fn"].log_prob(site["value"])
+                lp = lp + scale * jnp.sum(ll)
+        return lp
+
+    return log_density
+
+
+# -- the scale-adapted integrator (Springenberg et al. 2016; Havasi et al. 2018) -----------
+
+
+def _adapted_step(
+    state: dict[str, Any], grad: dict[str, Array], noise_key: Array, *, adapt: Array,
+    step_size: float, friction: float, N: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One scale-adapted SGHMC step on every leaf; ``grad`` is of ``U/N`` (see the module)."""
+    leaves, treedef = jax.tree.flatten(state["z"])
+    keys = jax.tree.unflatten(treedef, list(jax.random.split(noise_key, len(leaves))))
+
+    def leaf(z, p, g, g2, xi, dU, key):
+        r = 1.0 / (xi + 1.0)
+        g_new = (1 - r) * g + r * dU
+        g2_new = (1 - r) * g2 + r * dU**2
+        xi_new = 1.0 + xi * (1.0 - g_new**2 / (g2_new + 1e-16))
+        g, g2, xi = (jnp.where(adapt, new, old) for new, old in
+                     ((g_new, g), (g2_new, g2), (xi_new, xi)))  # fmt: skip
+        Minv = 1.0 / (jnp.sqrt(g2 + 1e-16) + 1e-16)
+        sd = jnp.sqrt(jnp.maximum(2.0 * step_size**2 / N * friction * Minv, 1e-16))
+        p = p - step_size**2 * Minv * dU - friction * p + sd * jax.random.normal(key, p.shape)
+        return z + p, p, g, g2, xi
+
+    out = jax.tree.map(leaf, state["z"], state["p"], state["g"], state["g2"], state["xi"], grad,
+                       keys)  # fmt: skip
+    names = ("z", "p", "g", "g2", "xi")
+    return {n: jax.tree.map(lambda t, i=i: t[i], out, is_leaf=lambda t: isinstance(t, tuple))
+            for i, n in enumerate(names)}  # fmt: skip
+
+
+@register_method(SGHMC)
+def _fit_sghmc(
+    method: SGHMC, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+) -> Posterior:
+    if model_kwargs.get("batch_size") is not None:
+        raise ValueError(
+            f"fit: give the batch size once, as SGHMC.batch_size (received the model keyword "
+            f"batch_size={model_kwargs['batch_size']})"
+        )
+    if method.batch_size is not None and not accepts_batch_size(model):
+        raise ValueError("SGHMC.batch_size: the model takes no batch_size keyword")
+    key_init, key_run = jax.random.split(rng_key)
+    N = int(X.shape[0])
+    with compile_clock() as compile_seconds:
+        t0 = time.perf_counter()
+        # The shared derivation: sites, supports, checked initial point, on the full data.
+        info, sites = initialize(key_init, model, X, y, owner="SGHMC", **model_kwargs)
+        names = sites.global_latent
+        if not names:
+            raise ValueError(
+                "SGHMC needs at least one global latent site (outside the data plate); the "
+                f"model has only per-datum latents {list(sites.local_latent)}"
+            )
+        supports = {name: info.model_trace[name]["fn"].support for name in names}
+        kwargs = dict(model_kwargs)
+        plate = None
+        if method.batch_size is not None and method.batch_size < N:
+            kwargs["batch_size"] = method.batch_size
+            found = _subsampled_plate(model, key_init, (X, y), kwargs)
+            if found is None:
+                raise ValueError(
+                    "SGHMC.batch_size: the model built with batch_size did not declare exactly "
+                    "one subsampled plate"
+                )
+            plate = found[0]
+        B = method.batch_size if plate is not None else N
+        log_density = minibatch_log_density(model, sites, supports, X, y, plate, **kwargs)
+        value_and_grad = jax.value_and_grad(log_density)
+
+        # Through NumPy: strong dtypes (scalar Hyper inits are weak), so the loop compiles once.
+        z0 = {name: jnp.asarray(np.asarray(info.param_info.z[name])) for name in names}
+        C, thin = method.num_chains, method.thinning
+
+        def init_chain(key: Array) -> dict[str, Any]:
+            ones = jax.tree.map(jnp.ones_like, z0)
+            return {
+                "z": z0,
+                "p": jax.tree.map(jnp.zeros_like, z0),
+                "g": ones,
+                "g2": ones,
+                "xi": ones,
+                # position N: the first step shuffles; a strong dtype keeps one compile
+                "batches": (jnp.arange(N), jnp.array(N, dtype=jnp.arange(N).dtype), key),
+            }
+
+        sghmc = blackjax.sghmc(
+            lambda z, mb: jax.grad(log_density)(z, *mb),
+            num_integration_steps=method.num_integration_steps,
+            alpha=method.friction,
+        )
+
+        def step(state: dict[str, Any], key: Array, adapt: Array) -> tuple[dict, Array]:
+            key_eps, key_noise = jax.random.split(key)
+            if plate is None:
+                idx, batches = None, state["batches"]
+            else:
+                idx, batches = _next_batch(state["batches"], N, B)
+            lp, grad = value_and_grad(state["z"], key_eps, idx)
+            if method.preconditioned:
+                dU = jax.tree.map(lambda g: -g / N, grad)
+                new = _adapted_step(
+                    state, dU, key_noise, adapt=adapt, step_size=method.step_size,
+                    friction=method.friction, N=N,
+                )  # fmt: skip
+            else:
+                z = sghmc.step(key_noise, state["z"], (key_eps, idx), method.step_size)
+                new = {**state, "z": z}
+            return {**new, "batches": batches}, lp
+
+        def chunk(state: dict, keys: Array, adapt: Array) -> tuple[dict, tuple[dict, Array]]:
+            def outer(s, ks):  # ks [thin]: one kept point per `thinning` steps
+                s, lps = jax.lax.scan(lambda s_, k: step(s_, k, adapt), s, ks)
+                return s, (s["z"], lps[-1])
+
+            return jax.lax.scan(outer, state, keys)
+
+        per_call = min(50, max(1, method.num_samples))  # kept points per compiled call
+        run = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
+        keys_init = jax.random.split(key_init, C)
+        state = jax.vmap(init_chain)(keys_init)
+
+        def keys_for(k: Array) -> Array:  # [C, per_call, thin]
+            return jax.random.split(k, (C, per_call, thin))
+
+        n_burn = math.ceil(method.num_burnin / (per_call * thin))
+        n_keep = math.ceil(method.num_samples / per_call)
+        bar = None
+        if progress_enabled(None):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=(n_burn + n_keep) * per_call * thin, desc="SGHMC", unit="step")
+        kept_z, kept_lp = [], []
+        call_keys = jax.random.split(key_run, n_burn + n_keep)
+        for c in range(n_burn + n_keep):
+            adapt = jnp.asarray(c < n_burn)
+            state, (zs, lps) = run(state, keys_for(call_keys[c]), adapt)
+            lps = np.asarray(lps)
+            if not np.all(np.isfinite(lps)):
+                phase = "burn-in" if c < n_burn else "sampling"
+                raise FloatingPointError(
+                    f"SGHMC: the minibatch log density became non-finite during {phase} "
+                    f"(call {c + 1} of {n_burn + n_keep}); reduce SGHMC.step_size "
+                    f"(received {method.step_size}) or increase SGHMC.friction"
+                )
+            if c >= n_burn:
+                kept_z.append(zs)
+                kept_lp.append(lps)
+            if bar is not None:
+                bar.update(per_call * thin)
+                bar.set_postfix(log_density=f"{float(np.mean(lps[:, -1])):.4g}")
+        if bar is not None:
+            bar.close()
+        z = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1)[:, : method.num_samples], *kept_z)
+        z = jax.block_until_ready(z)
+        t1 = time.perf_counter()
+        compile_s = compile_seconds()
+    draws = {name: np.asarray(biject_to(supports[name])(z[name])) for name in names}
+    lp = np.concatenate(kept_lp, axis=1)[:, : method.num_samples]
+    return Posterior(
+        draws=draws,
+        sample_stats={"log_density": lp},
+        params=dict(sites.params),
+        method=method.name,
+        config=config_dict(method),
+        timings={"compile_seconds": compile_s, "run_seconds": (t1 - t0) - compile_s},
+    )

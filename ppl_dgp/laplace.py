@@ -48,6 +48,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -231,6 +232,13 @@ class _Layout:
     def ravel(self, values: dict) -> Array:  # {site: array} -> [P]
         return jnp.concatenate([jnp.reshape(values[n], -1) for n in self.names])
 
+    def unravel_batch(self, thetas: Array) -> dict:  # [S, P] -> {site: [S, ...]}
+        S = thetas.shape[0]
+        return {
+            n: thetas[:, a:b].reshape((S, *s))
+            for (n, (a, b)), s in zip(self.offsets().items(), self.shapes, strict=True)
+        }
+
     def unravel(self, theta: Array) -> dict:  # [P] -> {site: array}
         return {
             n: theta[a:b].reshape(s)
@@ -362,15 +370,15 @@ def _fit_laplace(
         t0 = time.perf_counter()
         info, sites = initialize(key_init, model, X, y, owner="Laplace", **model_kwargs)
         potential = info.potential_fn
-        z_map, losses = _run_map(
-            potential, info.param_info.z, method.num_steps, method.learning_rate, 1.0 / N
-        )
+        if method.num_steps:
+            z_map, losses = _run_map(
+                potential, info.param_info.z, method.num_steps, method.learning_rate, 1.0 / N
+            )
+        else:  # a warm start: the initial point is the MAP
+            z_map, losses = info.param_info.z, jnp.zeros(0)
         z_map = jax.block_until_ready(z_map)
         bad = [k for k, v in z_map.items() if not np.all(np.isfinite(np.asarray(v)))]
-        try:  # a huge finite MAP can still make a distribution reject its parameters
-            last = float(jax.jit(potential)(z_map)) / N if not bad else math.nan
-        except ValueError:
-            last = math.nan
+        last = float(losses[-1]) if method.num_steps else 0.0
         if bad or not np.isfinite(last):
             raise ValueError(
                 f"Laplace: the MAP is not finite (sites {bad}, loss {last}) "
@@ -380,12 +388,14 @@ def _fit_laplace(
         t_map = time.perf_counter()
         mtr = info.model_trace
         layers_all = _dense_layers(mtr)
-        constrained_map = jax.jit(info.postprocess_fn)(z_map)
+        constrained_map = {  # the sample sites, constrained (no deterministic sites needed)
+            k: biject_to(mtr[k]["fn"].support)(v) for k, v in z_map.items()
+        }
         curvature = method.curvature
         if curvature == "auto":
             has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
             curvature = "ggn" if has_f else "hessian"
-        if curvature != "hessian" and method.output_site not in constrained_map:
+        if curvature != "hessian" and method.output_site not in mtr:
             raise ValueError(
                 f"Laplace(curvature={curvature!r}) needs the network output recorded as the "
                 f"deterministic site output_site={method.output_site!r}; the model has "
@@ -432,92 +442,67 @@ def _fit_laplace(
             mu0 = jnp.zeros(P)
             delta = jnp.ones(P)
             sigma = jnp.asarray(1.0)
-            log_lik_fn = None
+
+        # -- tuning (none for the exact Hessian, which contains the prior) ----------------------
+        groups, G, group_names = _groups(method, layout, layers)
+        if curvature == "hessian":
+            lml = _hess_evidence(potential, z_map, curv, layout, layers)
+            scale = jnp.asarray(1.0)
+            out = {}
+            eps = jax.random.normal(key_draws, (method.num_samples, P))
+            if curv.structure == "full":
+                Lc = jnp.linalg.cholesky(curv.H)
+                out["precision_chol"] = Lc
+                dtheta = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
+            else:
+                out["posterior_variance"] = 1.0 / curv.H
+                dtheta = eps * jnp.sqrt(out["posterior_variance"])
         else:
             priors = [_normal_prior(mtr[n]["fn"], n) for n in names]
             mu0 = jnp.concatenate([jnp.reshape(m, -1) for m, _ in priors])
             delta = jnp.concatenate([jnp.reshape(p, -1) for _, p in priors])
-            lik_site = _lik_trace(model, constrained_map, X, y, method, model_kwargs)
-            lik_name, eta, sigma = _likelihood(lik_site["fn"], method.likelihood_site)
-            f_map = constrained_map[method.output_site]
-            if jnp.shape(eta) != jnp.shape(f_map) or not np.allclose(eta, f_map):
+            if method.likelihood_site not in mtr:
                 raise ValueError(
-                    f"Laplace: the likelihood site {method.likelihood_site!r}'s parameter must "
-                    f"be the output site {method.output_site!r} (shape {jnp.shape(f_map)}); "
-                    f"received a parameter of shape {jnp.shape(eta)}"
+                    f"Laplace.likelihood_site={method.likelihood_site!r} is not a site of the model"
                 )
-            if lik_name == "gaussian" and np.ndim(sigma) > 0:
-                if not np.allclose(sigma, np.ravel(sigma)[0]):
-                    raise ValueError("Laplace: the Gaussian noise scale must be one value")
-                sigma = jnp.ravel(sigma)[0]
-            y_arr = jnp.asarray(y)
-
-            def f_of(theta: Array) -> Array:  # [P] -> [N, K]
-                return info.postprocess_fn(z_of(theta))[method.output_site]
-
-            curv = _likelihood_curvature(
-                method, curvature, lik_name, sigma, layout, layers, f_of, theta_map,
-                constrained_map, y_arr,
-            )  # fmt: skip
-
-            def log_lik_fn(s: Array) -> Array:
-                return C.log_likelihood(lik_name, f_map, y_arr, s)
-
-        # -- tuning ----------------------------------------------------------------------------
-        groups, G, group_names = _groups(method, layout, layers)
-        is_gauss = lik_name == "gaussian"
-        unit = lik_name == "gaussian" and curvature == "ggn"  # curvature computed at sigma = 1
-        if method.tune_noise and not unit:
-            raise ValueError(
-                "Laplace.tune_noise needs a Gaussian likelihood with curvature 'ggn'; received "
-                f"likelihood {lik_name!r} with curvature {curvature!r}"
-            )
-
-        def evidence(log_delta_g: Array, log_sigma: Array) -> Array:
-            d = jnp.exp(log_delta_g)[groups]
-            s = jnp.exp(log_sigma)
-            sc = 1.0 / s**2 if unit else jnp.asarray(1.0)
-            ll = log_lik_fn(s) if log_lik_fn is not None else -potential(z_map)
-            return C.log_marglik(ll, _logdet_post(curv, layout, layers, sc, d), d, theta_map, mu0)
-
-        log_d0 = jnp.log(jax.ops.segment_sum(delta, groups, G) / np.bincount(groups, minlength=G))
-        log_s = jnp.log(sigma)
-        if method.tune == "marglik":
-            log_d0, log_s = _tune_marglik(evidence, log_d0, log_s, method, is_gauss)
-        elif method.tune == "fixed_point":
-
-            def mackay(carry: tuple, _: None) -> tuple:
-                log_d, log_s = carry
-                d = jnp.exp(log_d)[groups]
-                sc = 1.0 / jnp.exp(log_s) ** 2 if unit else jnp.asarray(1.0)
-                var = _post_var_diag(curv, layout, layers, sc, d)
-                log_d = jnp.log(C.mackay_fixed_point(d, var, theta_map - mu0, groups, G))
-                if method.tune_noise:
-                    gamma = jnp.sum(1.0 - d * var)
-                    sse = jnp.sum((constrained_map[method.output_site][:, 0] - y_arr) ** 2)
-                    log_s = 0.5 * jnp.log(sse / jnp.maximum(N - gamma, 1e-12))
-                return (log_d, log_s), None
-
-            run = jax.jit(lambda c: jax.lax.scan(mackay, c, None, length=method.tune_steps)[0])
-            log_d0, log_s = run((log_d0, log_s))
-        elif method.tune == "grid":
-            if G != 1 or method.tune_noise:
+            lik_name = _likelihood(mtr[method.likelihood_site]["fn"], method.likelihood_site)[0]
+            unit = lik_name == "gaussian" and curvature == "ggn"  # curvature at sigma = 1
+            if method.tune_noise and not unit:
+                raise ValueError(
+                    "Laplace.tune_noise needs a Gaussian likelihood with curvature 'ggn'; "
+                    f"received likelihood {lik_name!r} with curvature {curvature!r}"
+                )
+            if method.tune == "grid" and (G != 1 or method.tune_noise):
                 raise ValueError(
                     "Laplace(tune='grid') tunes one scalar prior precision; received "
                     f"prior_structure={method.prior_structure!r}, tune_noise={method.tune_noise}"
                 )
-            ev = jax.jit(jax.vmap(lambda lg: evidence(lg[None], log_s)))
-            vals = np.asarray(ev(jnp.log(jnp.asarray(method.grid))))
-            log_d0 = jnp.log(jnp.array([method.grid[int(np.nanargmax(vals))]]))
-        if curvature != "hessian":
-            delta = jnp.exp(log_d0)[groups]
-        sigma = jnp.exp(log_s)
-        lml = jax.jit(evidence)(log_d0, log_s) if curvature != "hessian" else _hess_evidence(
-            potential, z_map, curv, layout, layers
-        )  # fmt: skip
-        scale = 1.0 / sigma**2 if unit else jnp.asarray(1.0)
-
-        # -- the Gaussian and its draws --------------------------------------------------------
+            values = {k: v for k, v in constrained_map.items() if k in z_map}
+            values.update({k: jnp.asarray(v) for k, v in sites.params.items()})
+            spec = _Spec(
+                method,
+                curvature,
+                lik_name,
+                layout,
+                tuple((k, tuple(v)) for k, v in layers.items()),
+                tuple(int(g) for g in groups),
+                G,
+                tuple(sorted(model_kwargs.items())),
+            )
+            try:
+                hash(spec)
+                core = functools.partial(_ggn_core_jit, model, spec)
+            except TypeError:  # unhashable model keywords: compile for this call only
+                core = jax.jit(functools.partial(_ggn_core, model, spec))
+            out = core(values, mu0, delta, X, jnp.asarray(y), key_draws)
+            if not float(out["eta_f_gap"]) <= 1e-8 * (1.0 + float(out["f_scale"])):
+                raise ValueError(
+                    f"Laplace: the likelihood site {method.likelihood_site!r}'s parameter must "
+                    f"be the output site {method.output_site!r}; they differ by "
+                    f"{float(out['eta_f_gap'])} at the MAP"
+                )
+            delta, sigma, lml, scale = out["delta"], out["sigma"], out["lml"], out["scale"]
+            dtheta = out["dtheta"]
         params = {k: np.asarray(v) for k, v in sites.params.items()}
         params.update(
             {
@@ -529,20 +514,14 @@ def _fit_laplace(
                 "laplace.curvature_scale": np.asarray(scale),
             }
         )
-        eps = jax.random.normal(key_draws, (method.num_samples, P))
-        if curv.structure == "full":
-            Pm = curv.H if curv.includes_prior else scale * curv.H + jnp.diag(delta)
-            Lc = jnp.linalg.cholesky(Pm)
-            params["laplace.precision_chol"] = np.asarray(Lc)
-            dtheta = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
-        elif curv.structure == "diag":
-            var = 1.0 / (curv.H if curv.includes_prior else scale * curv.H + delta)
-            params["laplace.posterior_variance"] = np.asarray(var)
-            dtheta = eps * jnp.sqrt(var)
-        else:
-            dtheta = _kron_draws(curv, layout, layers, scale, delta, eps, params)
+        for k in ("precision_chol", "posterior_variance"):
+            if k in out:
+                params[f"laplace.{k}"] = np.asarray(out[k])
+        params.update(
+            {f"laplace.{k}": np.asarray(v) for k, v in out.items() if k.startswith("kron.")}
+        )
         thetas = theta_map + dtheta  # [S, P]
-        zs = jax.vmap(lambda t: z_of(t))(thetas)
+        zs = layout.unravel_batch(thetas)
         draws = {}
         for name in sites.global_latent:
             transform = biject_to(mtr[name]["fn"].support)
@@ -560,7 +539,7 @@ def _fit_laplace(
         "likelihood": lik_name,
         "subset_sites": list(layout.names),
         "subset_shapes": [list(s) for s in layout.shapes],
-        "kron_layers": {k: v for k, v in layers.items()} if curv.structure == "kron" else {},
+        "kron_layers": {k: v for k, v in layers.items()} if method.hessian_structure == "kron" else {},
         "num_params": P,
         "num_clipped_eigenvalues": n_clipped,
         "prior_groups": group_names,
@@ -617,13 +596,106 @@ def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict
     return tuple(n for n in glob if n in dense_sites)
 
 
-def _lik_trace(model, constrained, X, y, method, model_kwargs) -> dict:
-    tr = trace(substitute(seed(model, 0), data=constrained)).get_trace(X, y, **model_kwargs)
-    if method.likelihood_site not in tr:
-        raise ValueError(
-            f"Laplace.likelihood_site={method.likelihood_site!r} is not a site of the model"
-        )
-    return tr[method.likelihood_site]
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """Everything static about one GGN/EF Laplace fit (the key of the compiled core)."""
+
+    method: Laplace
+    curvature: str
+    lik: str
+    layout: _Layout
+    layers: tuple[tuple[str, tuple[str, ...]], ...]
+    groups: tuple[int, ...]
+    G: int
+    kwargs: tuple
+
+
+def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Array, X: Array,
+              y: Array, key: Array) -> dict:  # fmt: skip
+    """Curvature, evidence tuning and draws of a GGN/EF Laplace fit, as one traced function.
+
+    ``values``: the constrained MAP of every latent site (and the model's params).
+    """
+    method, layout, layers = spec.method, spec.layout, dict(spec.layers)
+    kw, out = dict(spec.kwargs), method.output_site
+    groups, G = np.asarray(spec.groups, dtype=np.int32), spec.G
+    theta_map = layout.ravel(values)
+
+    def run(theta: Array) -> dict:
+        data = {**values, **layout.unravel(theta)}
+        return trace(substitute(seed(model, 0), data=data)).get_trace(X, y, **kw)
+
+    def f_of(theta: Array) -> Array:  # [P] -> [N, K]
+        return run(theta)[out]["value"]
+
+    tr = run(theta_map)
+    cmap = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "deterministic")}
+    _, eta, sigma = _likelihood(tr[method.likelihood_site]["fn"], method.likelihood_site)
+    f_map = cmap[out]  # [N, K]
+    sigma = jnp.ravel(jnp.asarray(sigma))[0]
+    curv = _likelihood_curvature(
+        method, spec.curvature, spec.lik, sigma, layout, layers, f_of, theta_map, cmap, y
+    )
+    unit = spec.lik == "gaussian" and spec.curvature == "ggn"
+    N = X.shape[0]
+
+    def evidence(log_delta_g: Array, log_sigma: Array) -> Array:
+        d = jnp.exp(log_delta_g)[groups]
+        s = jnp.exp(log_sigma)
+        sc = 1.0 / s**2 if unit else jnp.asarray(1.0)
+        ll = C.log_likelihood(spec.lik, f_map, y, s)
+        return C.log_marglik(ll, _logdet_post(curv, layout, layers, sc, d), d, theta_map, mu0)
+
+    log_d = jnp.log(jax.ops.segment_sum(delta0, groups, G) / np.bincount(groups, minlength=G))
+    log_s = jnp.log(sigma)
+    if method.tune == "marglik":
+        log_d, log_s = _tune_marglik(evidence, log_d, log_s, method, spec.lik == "gaussian")
+    elif method.tune == "fixed_point":
+
+        def mackay(carry: tuple, _: None) -> tuple:
+            log_d, log_s = carry
+            d = jnp.exp(log_d)[groups]
+            sc = 1.0 / jnp.exp(log_s) ** 2 if unit else jnp.asarray(1.0)
+            var = _post_var_diag(curv, layout, layers, sc, d)
+            log_d = jnp.log(C.mackay_fixed_point(d, var, theta_map - mu0, groups, G))
+            if method.tune_noise:
+                gamma = jnp.sum(1.0 - d * var)
+                sse = jnp.sum((f_map[:, 0] - y) ** 2)
+                log_s = 0.5 * jnp.log(sse / jnp.maximum(N - gamma, 1e-12))
+            return (log_d, log_s), None
+
+        log_d, log_s = jax.lax.scan(mackay, (log_d, log_s), None, length=method.tune_steps)[0]
+    elif method.tune == "grid":
+        lg = jnp.log(jnp.asarray(method.grid))
+        vals = jax.vmap(lambda g: evidence(g[None], log_s))(lg)
+        log_d = lg[jnp.nanargmax(vals)][None]
+    delta = jnp.exp(log_d)[groups]
+    sigma = jnp.exp(log_s)
+    scale = 1.0 / sigma**2 if unit else jnp.asarray(1.0)
+    res = {
+        "delta": delta,
+        "sigma": sigma,
+        "scale": scale,
+        "lml": evidence(log_d, log_s),
+        "eta_f_gap": jnp.max(jnp.abs(jnp.reshape(eta, f_map.shape) - f_map)),
+        "f_scale": jnp.max(jnp.abs(f_map)),
+    }
+    eps = jax.random.normal(key, (method.num_samples, layout.P))
+    if curv.structure == "full":
+        Lc = jnp.linalg.cholesky(scale * curv.H + jnp.diag(delta))
+        res["precision_chol"] = Lc
+        res["dtheta"] = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
+    elif curv.structure == "diag":
+        res["posterior_variance"] = 1.0 / (scale * curv.H + delta)
+        res["dtheta"] = eps * jnp.sqrt(res["posterior_variance"])
+    else:
+        res["dtheta"], blocks = _kron_draws(curv, layout, layers, scale, delta, eps)
+        res.update(blocks)
+    return res
+
+
+#: The compiled core, cached per (model object, static spec) by ``jax.jit``.
+_ggn_core_jit = jax.jit(_ggn_core, static_argnums=(0, 1))
 
 
 def _likelihood_curvature(
@@ -695,17 +767,17 @@ def _tune_marglik(
 
 
 def _kron_draws(
-    curv: _Curv, layout: _Layout, layers: dict, scale: Array, delta: Array, eps: Array,
-    params: dict,
-) -> Array:  # fmt: skip
-    """``P^-1/2 eps`` per KFAC block (``eps [S, P]``); stores the eigenfactors in ``params``."""
+    curv: _Curv, layout: _Layout, layers: dict, scale: Array, delta: Array, eps: Array
+) -> tuple[Array, dict]:
+    """``P^-1/2 eps`` per KFAC block (``eps [S, P]``) and the eigenfactors by name."""
     off = layout.offsets()
     out = jnp.zeros_like(eps)
     S = eps.shape[0]
+    params = {}
     for layer, (w, b) in layers.items():
         blk = curv.blocks[layer]
         for k, v in blk._asdict().items():
-            params[f"laplace.kron.{layer}.{k}"] = np.asarray(v)
+            params[f"kron.{layer}.{k}"] = v
         (w0, w1), (b0, b1) = off[w], off[b]
         d_in, d_out = blk.A_eigvals.shape[0], blk.B_eigvals.shape[0]
         lw = scale * jnp.outer(blk.A_eigvals, blk.B_eigvals) + delta[w0]
@@ -714,7 +786,7 @@ def _kron_draws(
         out = out.at[:, w0:w1].set(dW.reshape(S, -1))
         lb = scale * blk.B_eigvals + delta[b0]
         out = out.at[:, b0:b1].set((eps[:, b0:b1] / jnp.sqrt(lb)) @ blk.B_eigvecs.T)
-    return out
+    return out, params
 
 
 # -- predictives -------------------------------------------------------------------------------

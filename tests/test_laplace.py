@@ -138,7 +138,7 @@ def _blr_closed_form(X, y, alpha, sigma):
     return mu, Sigma, log_ev
 
 
-@pytest.mark.parametrize("curvature", ["ggn", "hessian"])
+@pytest.mark.parametrize("curvature", ["ggn", pytest.param("hessian", marks=pytest.mark.slow)])
 def test_bayesian_linear_regression_is_recovered(curvature):
     X, y = _blr_data()
     alpha, sigma = 2.0, 0.2
@@ -191,6 +191,7 @@ def test_evidence_tuning_agrees_across_marglik_fixed_point_and_grid():
         assert abs(np.log(got / best)) < 0.03, (t, got, best)
 
 
+@pytest.mark.slow
 def test_noise_is_tuned_by_the_evidence():
     rng = np.random.default_rng(5)
     X = rng.uniform(-2, 2, size=(80, 1))
@@ -210,7 +211,11 @@ def test_noise_is_tuned_by_the_evidence():
 # -- every likelihood: GGN of a linear model is the exact Hessian -----------------------------
 
 
-@pytest.mark.parametrize("kind", ["regression", "binary", "multiclass"])
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param("regression", marks=pytest.mark.slow),
+     pytest.param("binary", marks=pytest.mark.slow), "multiclass"],
+)  # fmt: skip
 def test_ggn_equals_exact_hessian_for_a_linear_model(kind):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(25, 3))

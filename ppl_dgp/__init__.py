@@ -1,14 +1,14 @@
 """ppl_dgp: deep Gaussian processes and Bayesian neural networks as NumPyro programs.
 
-Write a model once (``ppl_dgp.models`` has the zoo), fit it with doubly-stochastic SVI through
-an inducing-point guide or with NUTS/HMC through one ``fit`` call, and predict with the
-Gaussian-mixture predictive (``ppl_dgp.inference.predict`` for every method).
+Write a model once (``ppl_dgp.models`` has the zoo: SVGP, DGP, BNNs), fit it with SVI, NUTS,
+HMC, SGHMC or Laplace through one ``fit`` call, and predict with the Gaussian-mixture
+predictive (``predict`` works for every method's Posterior).
 """
 
 from ppl_dgp.conditionals import conditional, exact_gp_predict
 from ppl_dgp.elbo import DoublyStochasticELBO
 from ppl_dgp.guides import InducingPointGuide
-from ppl_dgp.inference import HMC, NUTS, SVI, fit
+from ppl_dgp.inference import HMC, NUTS, SGHMC, SVI, Laplace, fit, predict
 from ppl_dgp.kernels import Matern12, Matern32, Matern52, SquaredExponential
 from ppl_dgp.kl import gauss_kl
 from ppl_dgp.layers import Hyper, LayerSpec, gp_layer
@@ -22,7 +22,9 @@ __version__ = "0.1.0"
 __all__ = [
     "HMC",
     "NUTS",
+    "SGHMC",
     "SVI",
+    "Laplace",
     "DoublyStochasticELBO",
     "Hyper",
     "InducingPointGuide",
@@ -39,6 +41,7 @@ __all__ = [
     "fit",
     "gauss_kl",
     "gp_layer",
+    "predict",
     "predict_svi",
     "run_svi",
 ]

@@ -13,7 +13,7 @@ LOCKENV := .lockenv
 .PHONY: help venv run test bench lint format lock clean
 
 help:
-	@echo "make run    fit a 2-layer DGP on the bundled motorcycle data (the main job)"
+	@echo "make run    compare SVI/NUTS/SGHMC/Laplace on a 2-layer DGP (motorcycle data): out/compare/report.md"
 	@echo "make test   run the test suite (fast tests; 'make test PYTEST_ARGS=\"-m slow\"' for slow)"
 	@echo "make bench  run the benchmarks"
 	@echo "make lint   ruff check + ruff format --check"
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/ppl-dgp run
+	$(BIN)/ppl-dgp compare --model dgp --data motorcycle --out out/compare
 
 test: $(STAMP)
 	$(BIN)/python -P -m pytest $(PYTEST_ARGS)

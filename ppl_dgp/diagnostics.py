@@ -307,6 +307,8 @@ def _quiet_khat() -> Iterator[None]:
     """Silence ArviZ's Pareto-k warning: callers get ``pareto_k`` and report it themselves."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Estimated shape parameter of Pareto", UserWarning)
+        # its generalised-Pareto fit divides by zero on degenerate tails (k is then NaN/inf)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="arviz_stats")
         yield
 
 

@@ -47,11 +47,11 @@ __all__ = [
 #: name -> (modules to look in, config class, settings for ``compare``'s default run): small
 #: enough that the default DGP on the motorcycle data finishes in a few minutes on 2 CPU cores.
 METHODS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
-    "svi": (("ppl_dgp.inference",), "SVI", {"num_steps": 3000, "hyper": "normal",
+    "svi": (("ppl_dgp.inference",), "SVI", {"num_steps": 2000, "hyper": "normal",
                                             "num_samples": 400}),
-    "nuts": (("ppl_dgp.inference",), "NUTS", {"num_warmup": 300, "num_samples": 300,
-                                              "num_chains": 2, "max_tree_depth": 7}),
-    "hmc": (("ppl_dgp.inference",), "HMC", {"num_warmup": 300, "num_samples": 300,
+    "nuts": (("ppl_dgp.inference",), "NUTS", {"num_warmup": 200, "num_samples": 200,
+                                              "num_chains": 2, "max_tree_depth": 6}),
+    "hmc": (("ppl_dgp.inference",), "HMC", {"num_warmup": 200, "num_samples": 200,
                                             "num_chains": 2, "num_steps": 16}),
     "sghmc": (("ppl_dgp.inference", "ppl_dgp.sghmc"), "SGHMC", {"num_samples": 400}),
     "laplace": (("ppl_dgp.inference", "ppl_dgp.laplace"), "Laplace", {"num_samples": 400}),

@@ -47,6 +47,7 @@ References:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -184,10 +185,9 @@ class Laplace:
 # -- the MAP -----------------------------------------------------------------------------------
 
 
-def _run_map(
-    potential: Callable, z0: dict, num_steps: int, learning_rate: float, scale: float
-) -> tuple[dict, Array]:
-    """Adam on ``scale * potential(z)`` in one jitted ``lax.scan``; returns ``(z, losses)``."""
+@functools.lru_cache(maxsize=8)
+def _map_runner(potential: Callable, num_steps: int, learning_rate: float, scale: float):
+    """Adam on ``scale * potential(z)`` in one jitted ``lax.scan`` (cached per potential)."""
     opt = optax.adam(learning_rate)
 
     def step(carry: tuple, _: None) -> tuple:
@@ -201,7 +201,39 @@ def _run_map(
         (z, _), losses = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
         return z, losses
 
-    return run(z0)
+    return run
+
+
+def _run_map(
+    potential: Callable, z0: dict, num_steps: int, learning_rate: float, scale: float
+) -> tuple[dict, Array]:
+    """The MAP by Adam from ``z0``; returns ``(z, losses [num_steps])``."""
+    return _map_runner(potential, num_steps, learning_rate, scale)(z0)
+
+
+_INIT_CACHE: collections.OrderedDict = collections.OrderedDict()
+_INIT_CACHE_SIZE = 4
+
+
+def _initialize_cached(key: Array, model: Callable, X: Array, y: Array, **kwargs: Any) -> tuple:
+    """:func:`~ppl_dgp.fitting.initialize`, memoised for the last few (model object, key, data,
+    keywords): a refit of the same model to the same data reuses its log density (and so its
+    compiled MAP loop). Unhashable keywords skip the cache."""
+    try:
+        ck = (model, np.asarray(jax.random.key_data(key)).tobytes(),
+              *((a.shape, str(a.dtype), np.asarray(a).tobytes()) for a in (X, y)),
+              tuple(sorted(kwargs.items())))  # fmt: skip
+        hash(ck)
+    except TypeError:
+        return initialize(key, model, X, y, owner="Laplace", **kwargs)
+    if ck in _INIT_CACHE:
+        _INIT_CACHE.move_to_end(ck)
+        return _INIT_CACHE[ck]
+    res = initialize(key, model, X, y, owner="Laplace", **kwargs)
+    _INIT_CACHE[ck] = res
+    while len(_INIT_CACHE) > _INIT_CACHE_SIZE:
+        _INIT_CACHE.popitem(last=False)
+    return res
 
 
 # -- the subset and its flat vector ------------------------------------------------------------
@@ -310,10 +342,13 @@ class _Curv:
     H: Array | None = None  # full [P, P] or diag [P]
     blocks: dict[str, C.KronBlock] | None = None  # kron, per dense layer
     includes_prior: bool = False  # exact Hessian of the potential
+    eig: Array | None = None  # full: eigenvalues of H, for a uniform prior precision
 
 
 def _logdet_post(curv: _Curv, layout: _Layout, layers: dict, scale: Array, delta: Array) -> Array:
     if curv.structure == "full":
+        if curv.eig is not None:  # delta uniform: logdet(s H + d I) = sum log(s lam + d)
+            return jnp.sum(jnp.log(scale * curv.eig + delta[0]))
         P = curv.H if curv.includes_prior else scale * curv.H + jnp.diag(delta)
         return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(P))))
     if curv.structure == "diag":
@@ -368,7 +403,7 @@ def _fit_laplace(
     N = X.shape[0]
     with compile_clock() as compile_seconds:
         t0 = time.perf_counter()
-        info, sites = initialize(key_init, model, X, y, owner="Laplace", **model_kwargs)
+        info, sites = _initialize_cached(key_init, model, X, y, **model_kwargs)
         potential = info.potential_fn
         if method.num_steps:
             z_map, losses = _run_map(
@@ -539,7 +574,9 @@ def _fit_laplace(
         "likelihood": lik_name,
         "subset_sites": list(layout.names),
         "subset_shapes": [list(s) for s in layout.shapes],
-        "kron_layers": {k: v for k, v in layers.items()} if method.hessian_structure == "kron" else {},
+        "kron_layers": {k: v for k, v in layers.items()}
+        if method.hessian_structure == "kron"
+        else {},
         "num_params": P,
         "num_clipped_eigenvalues": n_clipped,
         "prior_groups": group_names,
@@ -636,6 +673,8 @@ def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Ar
     curv = _likelihood_curvature(
         method, spec.curvature, spec.lik, sigma, layout, layers, f_of, theta_map, cmap, y
     )
+    if curv.structure == "full" and G == 1 and method.tune != "none":  # delta stays uniform
+        curv = dataclasses.replace(curv, eig=jnp.maximum(jnp.linalg.eigvalsh(curv.H), 0.0))
     unit = spec.lik == "gaussian" and spec.curvature == "ggn"
     N = X.shape[0]
 
@@ -669,14 +708,25 @@ def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Ar
         lg = jnp.log(jnp.asarray(method.grid))
         vals = jax.vmap(lambda g: evidence(g[None], log_s))(lg)
         log_d = lg[jnp.nanargmax(vals)][None]
-    delta = jnp.exp(log_d)[groups]
+    if method.tune == "none":  # the model's own prior precisions, per parameter
+        delta = delta0
+        curv = dataclasses.replace(curv, eig=None)
+    else:
+        delta = jnp.exp(log_d)[groups]
     sigma = jnp.exp(log_s)
     scale = 1.0 / sigma**2 if unit else jnp.asarray(1.0)
+    lml = C.log_marglik(
+        C.log_likelihood(spec.lik, f_map, y, sigma),
+        _logdet_post(curv, layout, layers, scale, delta),
+        delta,
+        theta_map,
+        mu0,
+    )
     res = {
         "delta": delta,
         "sigma": sigma,
         "scale": scale,
-        "lml": evidence(log_d, log_s),
+        "lml": lml,
         "eta_f_gap": jnp.max(jnp.abs(jnp.reshape(eta, f_map.shape) - f_map)),
         "f_scale": jnp.max(jnp.abs(f_map)),
     }
@@ -725,7 +775,8 @@ def _likelihood_curvature(
         def f_bias(tb: Array) -> Array:
             return f_of(theta_map.at[bias_idx].set(tb))
 
-        Jb = jax.jit(jax.jacrev(f_bias))(theta_map[bias_idx])  # [N, K, sum D_out]: df/dz
+        jac = jax.jacrev if N * K < len(bias_idx) else jax.jacfwd
+        Jb = jac(f_bias)(theta_map[bias_idx])  # [N, K, sum D_out]: df/dz
         blocks, o = {}, 0
         for layer, (_, b) in layers.items():
             d_out = off[b][1] - off[b][0]
@@ -736,7 +787,7 @@ def _likelihood_curvature(
     if method.hessian_structure == "full":
         _check_memory(method, "the full curvature", (layout.P, layout.P))
     _check_memory(method, "the Jacobian d f / d theta", (N, K, layout.P))
-    J = jax.jit((jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of))(theta_map)  # [N, K, P]
+    J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta_map)  # [N, K, P]
     if method.hessian_structure == "full":
         return _Curv("full", H=C.ggn_full(J, Lam))
     return _Curv("diag", H=C.ggn_diag(J, Lam))
@@ -849,29 +900,73 @@ def glm_predictive(
         ``(f_mean [N, K], f_cov [N, K, K])``.
     """
     X_new = jnp.asarray(X_new)
-    f_of, layout, tr0 = _laplace_f(model, posterior, X_new, model_kwargs)
-    p = posterior.params
-    theta = jnp.asarray(p["laplace.theta_map"])
-    f = jax.jit(f_of)(theta)
-    N, K = f.shape
-    jac = jax.jit((jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of))
+    if posterior.method != "laplace":
+        raise ValueError(f"expected a Laplace posterior; received method {posterior.method!r}")
+    cfg, p = posterior.config, posterior.params
+    layout = _Layout(tuple(cfg["subset_sites"]), tuple(tuple(s) for s in cfg["subset_shapes"]))
     if "laplace.precision_chol" in p:
-        J = jac(theta)
-        return f, C.glm_f_cov_full(J, jnp.asarray(p["laplace.precision_chol"]))
-    if "laplace.posterior_variance" in p:
-        J = jac(theta)
-        return f, C.glm_f_var_diag(J, jnp.asarray(p["laplace.posterior_variance"]))
-    layers = posterior.config["kron_layers"]
+        structure, names = "full", ["precision_chol"]
+    elif "laplace.posterior_variance" in p:
+        structure, names = "diag", ["posterior_variance"]
+    else:
+        structure = "kron"
+        names = [f"kron.{layer}.{k}" for layer in cfg["kron_layers"] for k in C.KronBlock._fields]
+    names += ["theta_map", "prior_precision", "curvature_scale"]
+    arrays = {k: jnp.asarray(p[f"laplace.{k}"]) for k in names}
+    base = {
+        k[len("laplace.map.") :]: jnp.asarray(v)
+        for k, v in p.items()
+        if k.startswith("laplace.map.")
+    }
+    base.update(_model_params(posterior))
+    spec = (
+        cfg["output_site"],
+        layout,
+        structure,
+        tuple((k, tuple(v)) for k, v in cfg.get("kron_layers", {}).items()),
+        tuple(sorted(model_kwargs.items())),
+    )
+    try:
+        hash(spec)
+        core = functools.partial(_glm_core_jit, model, spec)
+    except TypeError:
+        core = jax.jit(functools.partial(_glm_core, model, spec))
+    return core(base, arrays, X_new)
+
+
+def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
+    out, layout, structure, kron_layers, kwargs = spec
+    kw = dict(kwargs)
+    tr0 = _trace_at(model, base, X_new, kw)
+    if out not in tr0:
+        raise ValueError(
+            f"the linearised predictive needs the output site {out!r}; the model has none "
+            "(use ppl_dgp.inference.predict for sampled predictions)"
+        )
+    transforms = {n: biject_to(tr0[n]["fn"].support) for n in layout.names}
+
+    def f_of(theta: Array) -> Array:  # [P] -> [N, K]
+        th = layout.unravel(theta)
+        data = {**base, **{n: transforms[n](th[n]) for n in layout.names}}
+        return _trace_at(model, data, X_new, kw)[out]["value"]
+
+    theta = arrays["theta_map"]
+    f = f_of(theta)
+    N, K = f.shape
+    if structure in ("full", "diag"):
+        J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)  # [N, K, P]
+        if structure == "full":
+            return f, C.glm_f_cov_full(J, arrays["precision_chol"])
+        return f, C.glm_f_var_diag(J, arrays["posterior_variance"])
+    layers = dict(kron_layers)
     off = layout.offsets()
-    delta = jnp.asarray(p["laplace.prior_precision"])
-    scale = jnp.asarray(p["laplace.curvature_scale"])
+    delta, scale = arrays["prior_precision"], arrays["curvature_scale"]
     bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
-    Jb = jax.jit(jax.jacrev(lambda tb: f_of(theta.at[bias_idx].set(tb))))(theta[bias_idx])
+    jac = jax.jacrev if N * K < len(bias_idx) else jax.jacfwd
+    Jb = jac(lambda tb: f_of(theta.at[bias_idx].set(tb)))(theta[bias_idx])
     cov, o = jnp.zeros((N, K, K)), 0
     for layer, (w, b) in layers.items():
-        blk = C.KronBlock(
-            *(jnp.asarray(p[f"laplace.kron.{layer}.{k}"]) for k in C.KronBlock._fields)
-        )
+        blk = C.KronBlock(*(arrays[f"kron.{layer}.{k}"] for k in C.KronBlock._fields))
         d_out = blk.B_eigvals.shape[0]
         a = tr0[f"{layer}.input"]["value"]
         cov = cov + C.glm_f_cov_kron(
@@ -879,6 +974,10 @@ def glm_predictive(
         )
         o += d_out
     return f, cov
+
+
+#: The compiled linearised predictive, cached per (model object, static spec) by ``jax.jit``.
+_glm_core_jit = jax.jit(_glm_core, static_argnums=(0, 1))
 
 
 def predict_regression(

@@ -36,10 +36,12 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -198,6 +200,22 @@ def _check_layer_input(name: str, X: Array, spec: LayerSpec) -> None:
         raise ValueError(f"{name}: input X must have shape [N, {D}] (Z's D); received {X.shape}")
 
 
+# Jitted pieces of the layer: under an outer jit they inline; run eagerly (NumPyro's
+# initialisation and site inspection trace the model op by op) each compiles once as a unit
+# instead of as dozens of single-op programs (seconds saved per fit on a 2-layer DGP).
+@jax.jit
+def _gram(kernel: K.Kernel, Z: Array) -> Array:  # [M, M]
+    return kernel.K(Z)
+
+
+@functools.partial(jax.jit, static_argnames="white")
+def _prior_conditional(
+    kernel: K.Kernel, Z: Array, X: Array, Lmm: Array, u: Array, *, white: bool
+) -> tuple[Array, Array]:  # [N, Q], [N, Q]
+    """``p(f | u)`` at ``X`` given ``u [Q, M]`` (see :func:`base_conditional_with_lm`)."""
+    return base_conditional_with_lm(kernel.K(Z, X), Lmm, kernel.K_diag(X), u.T, white=white)
+
+
 def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> Array:  # [N, Q]
     """One sparse GP layer with inducing points, as a NumPyro sub-program.
 
@@ -250,10 +268,8 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
         state.kl[name] = prior_kl(kernel, Z, q_mu, q_sqrt, whiten=spec.whiten, jitter=spec.jitter)
     else:
         if Lmm is None:  # unwhitened layers factorised Kmm above already
-            Lmm = cholesky(kernel.K(Z), spec.jitter)
-        mean, var = base_conditional_with_lm(
-            kernel.K(Z, X), Lmm, kernel.K_diag(X), u.T, white=spec.whiten
-        )
+            Lmm = cholesky(_gram(kernel, Z), spec.jitter)
+        mean, var = _prior_conditional(kernel, Z, X, Lmm, u, white=spec.whiten)
     mean = mean + mean_X
     var = jnp.maximum(var, 0.0)
     with plate:

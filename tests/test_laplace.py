@@ -347,3 +347,23 @@ def test_non_positive_definite_hessian_warns():
         post = fit(Laplace(curvature="hessian", num_steps=0), jax.random.key(0), model, X, y)
     assert post.config["num_clipped_eigenvalues"] > 0
     assert math.isfinite(float(post.params["laplace.log_marglik"]))
+
+
+def test_per_layer_prior_and_latent_noise_are_read_from_the_program():
+    import numpyro.distributions as dist
+
+    from ppl_dgp.layers import Hyper
+
+    model, X, y = _ref_model("regression")
+    noisy = functools.partial(
+        model, prior_precision=[2.0, 5.0], noise_scale=Hyper(0.3, prior=dist.LogNormal(-1.2, 0.5))
+    )
+    post = fit(Laplace(num_steps=0, num_samples=3), jax.random.key(0), noisy, X, y)
+    delta = post.params["laplace.prior_precision"]
+    np.testing.assert_allclose(delta[:15], 2.0, rtol=1e-14)  # layer0.W, layer0.b (1/scale^2)
+    np.testing.assert_allclose(delta[15:], 5.0, rtol=1e-14)  # layer1.W, layer1.b
+    # the latent noise scale is a likelihood parameter: held at its MAP, not in the Gaussian
+    assert "noise_scale" not in post.config["subset_sites"]
+    assert post.draws["noise_scale"].shape == (1, 3)
+    np.testing.assert_allclose(post.params["laplace.sigma_noise"], 0.3)
+    np.testing.assert_allclose(post.draws["noise_scale"], 0.3)

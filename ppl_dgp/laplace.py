@@ -574,6 +574,7 @@ def _fit_laplace(
         "likelihood": lik_name,
         "subset_sites": list(layout.names),
         "subset_shapes": [list(s) for s in layout.shapes],
+        "dense_layers": {k: list(v) for k, v in layers.items()},
         "kron_layers": {k: v for k, v in layers.items()}
         if method.hessian_structure == "kron"
         else {},
@@ -910,7 +911,7 @@ def glm_predictive(
         structure, names = "diag", ["posterior_variance"]
     else:
         structure = "kron"
-        names = [f"kron.{layer}.{k}" for layer in cfg["kron_layers"] for k in C.KronBlock._fields]
+        names = [f"kron.{layer}.{k}" for layer in cfg["dense_layers"] for k in C.KronBlock._fields]
     names += ["theta_map", "prior_precision", "curvature_scale"]
     arrays = {k: jnp.asarray(p[f"laplace.{k}"]) for k in names}
     base = {
@@ -923,7 +924,7 @@ def glm_predictive(
         cfg["output_site"],
         layout,
         structure,
-        tuple((k, tuple(v)) for k, v in cfg.get("kron_layers", {}).items()),
+        tuple((k, tuple(v)) for k, v in cfg.get("dense_layers", {}).items()),
         tuple(sorted(model_kwargs.items())),
     )
     try:
@@ -935,7 +936,7 @@ def glm_predictive(
 
 
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
-    out, layout, structure, kron_layers, kwargs = spec
+    out, layout, structure, dense_layers, kwargs = spec
     kw = dict(kwargs)
     tr0 = _trace_at(model, base, X_new, kw)
     if out not in tr0:
@@ -953,26 +954,41 @@ def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Arr
     theta = arrays["theta_map"]
     f = f_of(theta)
     N, K = f.shape
+    layers = dict(dense_layers)
+    off = layout.offsets()
+    dense = layers and {n for v in layers.values() for n in v} == set(layout.names)
+    if dense:  # d f / d z per dense layer, from the biases (d z / d b = I)
+        bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
+        jac = jax.jacrev if N * K < len(bias_idx) else jax.jacfwd
+        Jb = jac(lambda tb: f_of(theta.at[bias_idx].set(tb)))(theta[bias_idx])
+        Jz, o = {}, 0
+        for layer, (_, b) in layers.items():
+            d_out = off[b][1] - off[b][0]
+            Jz[layer] = Jb[:, :, o : o + d_out]  # [N, K, D_out]
+            o += d_out
     if structure in ("full", "diag"):
-        J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)  # [N, K, P]
+        if dense:  # d f / d W[i, o] = a_i d f / d z_o: no Jacobian through the network
+            parts = []
+            for n in layout.names:
+                layer = n.rsplit(".", 1)[0]
+                if n == layers[layer][1]:
+                    parts.append(Jz[layer])
+                else:
+                    a = tr0[f"{layer}.input"]["value"]  # [N, D_in]
+                    JW = a[:, None, :, None] * Jz[layer][:, :, None, :]
+                    parts.append(JW.reshape(N, K, -1))
+            J = jnp.concatenate(parts, axis=-1)
+        else:
+            J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)  # [N, K, P]
         if structure == "full":
             return f, C.glm_f_cov_full(J, arrays["precision_chol"])
         return f, C.glm_f_var_diag(J, arrays["posterior_variance"])
-    layers = dict(kron_layers)
-    off = layout.offsets()
     delta, scale = arrays["prior_precision"], arrays["curvature_scale"]
-    bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
-    jac = jax.jacrev if N * K < len(bias_idx) else jax.jacfwd
-    Jb = jac(lambda tb: f_of(theta.at[bias_idx].set(tb)))(theta[bias_idx])
-    cov, o = jnp.zeros((N, K, K)), 0
+    cov = jnp.zeros((N, K, K))
     for layer, (w, b) in layers.items():
         blk = C.KronBlock(*(arrays[f"kron.{layer}.{k}"] for k in C.KronBlock._fields))
-        d_out = blk.B_eigvals.shape[0]
         a = tr0[f"{layer}.input"]["value"]
-        cov = cov + C.glm_f_cov_kron(
-            a, Jb[:, :, o : o + d_out], blk, scale, delta[off[w][0]], delta[off[b][0]]
-        )
-        o += d_out
+        cov = cov + C.glm_f_cov_kron(a, Jz[layer], blk, scale, delta[off[w][0]], delta[off[b][0]])
     return f, cov
 
 

@@ -51,7 +51,8 @@ import numpy as np
 
 from ppl_dgp.bench_laplace import load_moons
 from ppl_dgp.inference import NUTS, SVI, fit
-from ppl_dgp.laplace import Laplace, predict_proba
+from ppl_dgp.laplace import Laplace
+from ppl_dgp.laplace_predictive import predict_proba
 from ppl_dgp.models import bnn
 
 jax.config.update("jax_enable_x64", True)

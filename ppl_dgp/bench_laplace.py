@@ -30,7 +30,8 @@ import jax
 import numpy as np
 
 from ppl_dgp.fitting import fit
-from ppl_dgp.laplace import Laplace, predict_proba
+from ppl_dgp.laplace import Laplace
+from ppl_dgp.laplace_predictive import predict_proba
 from ppl_dgp.mcmc import NUTS
 from ppl_dgp.models import bnn
 

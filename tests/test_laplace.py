@@ -20,13 +20,8 @@ import numpy as np
 import pytest
 
 from ppl_dgp.inference import fit, predict
-from ppl_dgp.laplace import (
-    Laplace,
-    NotPositiveDefiniteWarning,
-    glm_predictive,
-    predict_proba,
-    predict_regression,
-)
+from ppl_dgp.laplace import Laplace, NotPositiveDefiniteWarning
+from ppl_dgp.laplace_predictive import glm_predictive, predict_proba, predict_regression
 from ppl_dgp.models import bnn
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
 from ppl_dgp.models.svgp import init_svgp, svgp_regression

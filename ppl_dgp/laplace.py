@@ -870,3 +870,16 @@ def _kron_draws(
         lb = scale * blk.B_eigvals + delta[b0]
         out = out.at[:, b0:b1].set((eps[:, b0:b1] / jnp.sqrt(lb)) @ blk.B_eigvecs.T)
     return out, params
+
+
+_PREDICTIVES = ("glm_predictive", "predict_proba", "predict_regression")
+
+
+def __getattr__(name: str) -> Any:
+    """``from ppl_dgp.laplace import predict_proba`` keeps working (PEP 562, lazily: the
+    predictives live in :mod:`ppl_dgp.laplace_predictive`, which imports this module)."""
+    if name in _PREDICTIVES:
+        from ppl_dgp import laplace_predictive
+
+        return getattr(laplace_predictive, name)
+    raise AttributeError(f"module 'ppl_dgp.laplace' has no attribute {name!r}")

@@ -27,7 +27,14 @@ import numpyro.distributions as dist
 from jax import Array
 
 from ppl_dgp.inducing import kmeans
-from ppl_dgp.layers import Hyper, LayerSpec, gaussian_likelihood, gp_layer, hyper
+from ppl_dgp.layers import (
+    Hyper,
+    LayerSpec,
+    gaussian_likelihood,
+    gp_layer,
+    gp_output_layer,
+    hyper,
+)
 from ppl_dgp.mean_functions import Identity, Zero, pca_projection
 from ppl_dgp.validation import check_regression_data
 
@@ -41,6 +48,7 @@ def dgp_regression(
     layers: tuple[LayerSpec, ...],
     noise_variance: Hyper | float = Hyper(0.01),
     batch_size: int | None = None,
+    marginalise_output: bool = True,
 ) -> Array:
     """L-layer deep GP regression: ``y_n = f^L(... f^1(x_n)) + e_n``, ``e_n ~ N(0, s2)``.
 
@@ -53,9 +61,14 @@ def dgp_regression(
         noise_variance: :class:`~ppl_dgp.layers.Hyper` (or a fixed value) for ``s2``.
         batch_size: minibatch size ``B`` (``None`` = all ``N``); the likelihood is scaled by
             ``N / B`` through the plate.
+        marginalise_output: integrate the last layer's output out of the Gaussian likelihood
+            (:func:`~ppl_dgp.layers.gp_output_layer`; no ``layer{L-1}.eps`` site), so MCMC and
+            Laplace work on ``N`` fewer dimensions. ``False`` samples it like the inner layers.
+            SVI's bound is the same either way.
 
     Returns:
-        The last layer's output ``F [N, 1]`` for the plate's batch.
+        The last layer's output ``F [N, 1]`` for the plate's batch (its conditional mean when
+        ``marginalise_output``).
     """
     check_regression_data(X, y, batch_size=batch_size)
     if layers[-1].num_outputs != 1:
@@ -69,10 +82,16 @@ def dgp_regression(
     with data as idx:
         H = X[idx]
         yb = None if y is None else y[idx]
-    for l, spec in enumerate(layers):
+    for l, spec in enumerate(layers[:-1]):
         H = gp_layer(f"layer{l}", H, spec, plate=data)
-    gaussian_likelihood("y", H, yb, s2, plate=data)
-    return H
+    last = f"layer{len(layers) - 1}"
+    if marginalise_output:  # y | u ~ N(mu(u), sigma^2(u) + s2): exact, no per-datum eps
+        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
+        gaussian_likelihood("y", F, yb, s2, plate=data, F_var=F_var)
+    else:
+        F = gp_layer(last, H, layers[-1], plate=data)
+        gaussian_likelihood("y", F, yb, s2, plate=data)
+    return F
 
 
 def init_dgp(

@@ -2,13 +2,14 @@
 
 Write a model once (``ppl_dgp.models`` has the zoo: SVGP, DGP, BNNs), fit it with SVI, NUTS,
 HMC, SGHMC or Laplace through one ``fit`` call, and predict with the Gaussian-mixture
-predictive (``predict`` works for every method's Posterior).
+predictive (``ppl_dgp.inference.predict`` works for every method's Posterior; the name
+``ppl_dgp.predict`` is the predictive module).
 """
 
 from ppl_dgp.conditionals import conditional, exact_gp_predict
 from ppl_dgp.elbo import DoublyStochasticELBO
 from ppl_dgp.guides import InducingPointGuide
-from ppl_dgp.inference import HMC, NUTS, SGHMC, SVI, Laplace, fit, predict
+from ppl_dgp.inference import HMC, NUTS, SGHMC, SVI, Laplace, fit
 from ppl_dgp.kernels import Matern12, Matern32, Matern52, SquaredExponential
 from ppl_dgp.kl import gauss_kl
 from ppl_dgp.layers import Hyper, LayerSpec, gp_layer
@@ -41,7 +42,6 @@ __all__ = [
     "fit",
     "gauss_kl",
     "gp_layer",
-    "predict",
     "predict_svi",
     "run_svi",
 ]

@@ -21,7 +21,9 @@ The default program is a proper joint density (non-centred):
     f_n = m(x_n) + \\mu_n(u) + \\sqrt{\\sigma^2_n}\\, \\epsilon_n, \\quad \\epsilon_n \\sim N(0, 1)
 
 where ``mu_n(u), sigma_n^2`` are the marginals of the prior conditional ``p(f_n | u)``, so NUTS,
-HMC, SGHMC and Laplace see the same target that SVI bounds. Under
+HMC, SGHMC and Laplace see the same target that SVI bounds. The last layer may instead be
+:func:`gp_output_layer`, whose output is integrated out of a Gaussian likelihood exactly
+(``y_n | u ~ N(mu_n, sigma_n^2 + s2)``, no ``eps``; the zoo's default). Under
 :class:`~ppl_dgp.elbo.DoublyStochasticELBO` (SVI only) the same program runs *collapsed*: each
 layer integrates ``u`` out analytically against the guide's ``q(u)`` and propagates
 ``f_n = mu_q + sigma_q eps_n``, and a Gaussian likelihood uses the closed-form expectation in the
@@ -236,6 +238,47 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
         >>> # with data as idx: Xb = X[idx]
         >>> # F = gp_layer("layer0", Xb, spec, plate=data)
     """
+    mean, var = _layer_moments(name, X, spec)
+    with plate:
+        eps = numpyro.sample(
+            f"{name}.eps",
+            dist.Normal(jnp.zeros(mean.shape, X.dtype), 1.0).to_event(1),
+            infer={ROLE: "layer_noise"},
+        )  # [N, Q]
+    F = mean + jnp.sqrt(var) * eps
+    state = _collapsed_state()
+    if state is not None:
+        state.moments[name] = (F, mean, var)
+        state.last = name
+    return F
+
+
+def gp_output_layer(
+    name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate
+) -> tuple[Array, Array]:  # [N, Q], [N, Q]
+    """The last GP layer with its output marginalised: the moments of ``p(f | u)`` at ``X``.
+
+    Same sites as :func:`gp_layer` except ``{name}.eps``: for a Gaussian likelihood the layer
+    output integrates out exactly, ``y_n | u ~ N(mu_n(u), sigma_n^2(u) + s2)`` (pass the moments
+    to :func:`gaussian_likelihood` as ``F`` and ``F_var``). The joint stays proper and exact,
+    with ``N`` fewer latent dimensions, and NUTS no longer has to trade the likelihood noise
+    against per-datum ``eps`` (a funnel). Under a collapsed run (SVI) the bound is unchanged:
+    the likelihood still takes GPflux's closed-form expectation.
+
+    Returns:
+        ``(mean, var)``, each ``[N, Q]``.
+    """
+    del plate  # no per-datum site: the plate is the likelihood's
+    mean, var = _layer_moments(name, X, spec)
+    state = _collapsed_state()
+    if state is not None:
+        state.moments[name] = (mean, mean, var)  # F is the mean: the output is not sampled
+        state.last = name
+    return mean, var
+
+
+def _layer_moments(name: str, X: Array, spec: LayerSpec) -> tuple[Array, Array]:
+    """Declare the layer's global sites; return the marginals of its conditional at ``X``."""
     _check_layer_input(name, X, spec)
     Q, M = spec.num_outputs, spec.M
     variance = hyper(f"{name}.variance", spec.variance)
@@ -272,17 +315,7 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
         mean, var = _prior_conditional(kernel, Z, X, Lmm, u, white=spec.whiten)
     mean = mean + mean_X
     var = jnp.maximum(var, 0.0)
-    with plate:
-        eps = numpyro.sample(
-            f"{name}.eps",
-            dist.Normal(jnp.zeros((X.shape[0], Q), X.dtype), 1.0).to_event(1),
-            infer={ROLE: "layer_noise"},
-        )  # [N, Q]
-    F = mean + jnp.sqrt(var) * eps
-    if state is not None:
-        state.moments[name] = (F, mean, var)
-        state.last = name
-    return F
+    return mean, var
 
 
 def gaussian_likelihood(
@@ -292,8 +325,12 @@ def gaussian_likelihood(
     noise_variance: Array,
     *,
     plate: numpyro.plate,
+    F_var: Array | None = None,  # [N, 1]
 ) -> Array:
-    """``y_n ~ N(F_n, noise_variance)`` for the data plate's current batch.
+    """``y_n ~ N(F_n, noise_variance)`` (or ``N(F_n, F_var_n + noise_variance)``) per datum.
+
+    ``F_var`` is given with the moments of :func:`gp_output_layer` (the last layer's output
+    marginalised).
 
     Under a collapsed run where ``F`` is the output of the last GP layer, the ELBO uses the
     closed-form ``E_q[log N(y | f, s2)]`` (recorded for
@@ -309,5 +346,6 @@ def gaussian_likelihood(
             state.var_exp[name] = gaussian_variational_expectations(
                 y[:, None], mean, var, noise_variance
             )[:, 0]
+    variance = noise_variance if F_var is None else F_var[:, 0] + noise_variance
     with plate:
-        return numpyro.sample(name, dist.Normal(F[:, 0], jnp.sqrt(noise_variance)), obs=y)
+        return numpyro.sample(name, dist.Normal(F[:, 0], jnp.sqrt(variance)), obs=y)

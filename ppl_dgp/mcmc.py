@@ -1,7 +1,8 @@
 """NUTS and HMC (NumPyro's kernels) on the model's exact joint density, behind :func:`fit`.
 
 For a DGP the sampled sites are the hyperparameters, the whitened inducing values ``u`` and the
-non-centred layer noise ``eps``; step size and (diagonal or dense) mass matrix are adapted during
+non-centred noise ``eps`` of the inner layers (the zoo integrates the last layer's output out
+of the Gaussian likelihood); step size and (diagonal or dense) mass matrix are adapted during
 warm-up and several chains run vectorised (or one per device). The per-datum ``{layer}.eps``
 draws are not kept (they are nuisance at the training inputs; prediction draws fresh ones at
 the new inputs). Divergences, acceptance, step size, leapfrog steps, energy and (NUTS) tree

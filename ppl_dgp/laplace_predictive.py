@@ -37,7 +37,7 @@ from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp import curvature as C
 from ppl_dgp.fitting import positive_int
-from ppl_dgp.laplace import _Layout, dense_jacobian, dense_output_jacobians
+from ppl_dgp.laplace_ggn import _Layout, dense_jacobian, dense_output_jacobians
 from ppl_dgp.posterior import Posterior
 
 __all__ = ["glm_predictive", "predict_proba", "predict_regression"]

@@ -155,7 +155,8 @@ def predict(
         if not isinstance(fn, numpyro.distributions.Normal):
             raise NotImplementedError(
                 f"predict: site {likelihood_site!r} is not a Normal observation "
-                f"({type(fn).__name__}); only Gaussian likelihoods are supported"
+                f"({type(fn).__name__}); this mixture predictive is for Gaussian likelihoods. "
+                "For a classifier use ppl_dgp.laplace_predictive.predict_proba (any method)"
             )
         loc = jnp.broadcast_to(fn.loc, fn.batch_shape)
         scale = jnp.broadcast_to(fn.scale, fn.batch_shape)

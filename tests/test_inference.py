@@ -421,9 +421,17 @@ def _exact_gp_problem():
     return model, X, y, X_new, mean, f_var + S2
 
 
-def test_nuts_predictive_recovers_exact_gp():
+@pytest.mark.parametrize(
+    "method",
+    [
+        NUTS(num_warmup=200, num_samples=300, num_chains=2),
+        HMC(num_warmup=200, num_samples=300, num_chains=2, num_steps=5),
+    ],
+    ids=["nuts", "hmc"],
+)
+def test_mcmc_predictive_recovers_exact_gp(method):
     model, X, y, X_new, mean, var = _exact_gp_problem()
-    post = fit(NUTS(num_warmup=200, num_samples=300, num_chains=2), jax.random.key(7), model, X, y)
+    post = fit(method, jax.random.key(7), model, X, y)
     assert post.sample_stats["diverging"].sum() == 0
     pred = predict(jax.random.key(8), model, post, X_new, num_samples=600)  # every draw
     assert pred.means.shape == (600, 4)
@@ -516,3 +524,31 @@ def test_contract_bnn_regression(method_name, tmp_path):
     assert loaded == post
     again = predict(jax.random.key(1), model, loaded, X_new, num_samples=10)
     np.testing.assert_array_equal(again.means, pred.means)
+
+
+@pytest.mark.parametrize("method_name", ["svi", "nuts", "hmc", "sghmc", "laplace"])
+def test_contract_bnn_classification(method_name, tmp_path):
+    """The contract on the zoo's binary MLP: class probabilities from every method's draws."""
+    from ppl_dgp.inference import Laplace
+    from ppl_dgp.laplace_predictive import predict_proba
+    from ppl_dgp.models.bnn import mlp_binary
+
+    methods = {
+        **METHODS,
+        "sghmc": SGHMC(num_burnin=100, num_samples=50, thinning=2, num_chains=2),
+        "laplace": Laplace(subset_of_weights="last_layer", num_steps=300, num_samples=20),
+    }
+    method = methods[method_name]
+    model = functools.partial(mlp_binary, hidden=(4,))
+    X, _ = _data()
+    y = (X[:, 0] > 0).astype(np.int32)
+    post = fit(method, jax.random.key(0), model, X, y)
+    assert {"layer0.W", "layer0.b", "layer1.W", "layer1.b"} <= set(post.draws)
+    X_new = np.linspace(-3.0, 3.0, 7)[:, None]
+    p1 = np.asarray(predict_proba(model, post, X_new, num_samples=10))
+    assert p1.shape == (7,) and np.all((p1 >= 0) & (p1 <= 1))
+    with pytest.raises(NotImplementedError, match="use ppl_dgp.laplace_predictive.predict_proba"):
+        predict(jax.random.key(1), model, post, X_new)
+    post.save(tmp_path / method_name)
+    again = predict_proba(model, Posterior.load(tmp_path / method_name), X_new, num_samples=10)
+    np.testing.assert_array_equal(np.asarray(again), p1)

@@ -2,12 +2,14 @@
 
 ``fit(Laplace(...), key, model, X, y)``:
 
-1. **MAP** of the model's joint density over *all* its latent sites in unconstrained space
-   (the shared ``potential_fn`` from :func:`~ppl_dgp.fitting.initialize`), by Adam in one jitted
-   ``lax.scan`` loop on ``potential / N``.
+1. **MAP** of the model's joint density over its latent sites in unconstrained space (the
+   shared ``potential_fn`` from :func:`~ppl_dgp.fitting.initialize`), by Adam in one jitted
+   ``lax.scan`` loop on ``potential / N``. Per-datum latents (a DGP's inner-layer ``eps``)
+   are held at ``eps = 0`` by default (``local_latents="fixed"``; their joint MAP is
+   degenerate) or optimised too (``"map"``).
 2. **Curvature** over a subset ``theta`` of the global latent sites (``subset_of_weights``:
-   ``"all"``, ``"last_layer"`` or a tuple of site names); every other latent site, including the
-   per-datum ``{layer}.eps`` of a DGP, is **held at its MAP** (the Gaussian is the conditional
+   ``"all"``, ``"last_layer"`` or a tuple of site names); every other latent site is held at
+   its MAP value (the Gaussian is the conditional
    ``q(theta | rest = MAP)``, not the marginal of a joint Gaussian: the per-datum block would
    grow with ``N``). ``curvature``:
 
@@ -125,6 +127,12 @@ class Laplace:
             may take.
         output_site: the deterministic network output ``f`` ``[N, K]``.
         likelihood_site: the observed site.
+        local_latents: per-datum latent sites (a DGP's inner-layer ``eps``): ``"fixed"`` holds
+            them at their initial value (``eps = 0``: the inner layers pass their conditional
+            means) while the MAP is found, ``"map"`` optimises them jointly. The joint MAP of a
+            model with a latent per datum is degenerate (each ``eps`` fits its own point and
+            the kernels' lengthscales collapse), so ``"fixed"`` is the default; either way the
+            Gaussian is over the subset given the local sites, and prediction draws fresh ones.
     """
 
     subset_of_weights: str | tuple[str, ...] = "all"
@@ -141,6 +149,7 @@ class Laplace:
     memory_limit_gb: float = 2.0
     output_site: str = "f"
     likelihood_site: str = "y"
+    local_latents: str = "fixed"
     name: ClassVar[str] = "laplace"
 
     def __post_init__(self) -> None:
@@ -166,6 +175,7 @@ class Laplace:
             ("curvature", _CURVATURES),
             ("tune", _TUNES),
             ("prior_structure", _PRIOR_STRUCTURES),
+            ("local_latents", ("fixed", "map")),
         ):
             if getattr(self, field) not in allowed:
                 raise ValueError(
@@ -250,6 +260,11 @@ def _initialize_cached(key: Array, model: Callable, X: Array, y: Array, **kwargs
 # -- fit ---------------------------------------------------------------------------------------
 
 
+def _with_fixed(potential: Callable, fixed: dict, z: dict) -> Array:
+    """The potential with some sites held at ``fixed`` (unconstrained values)."""
+    return potential({**fixed, **z})
+
+
 @register_method(Laplace)
 def _fit_laplace(
     method: Laplace, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
@@ -260,12 +275,22 @@ def _fit_laplace(
         t0 = time.perf_counter()
         info, sites = _initialize_cached(key_init, model, X, y, **model_kwargs)
         potential = info.potential_fn
-        if method.num_steps:
-            z_map, losses = _run_map(
-                potential, info.param_info.z, method.num_steps, method.learning_rate, 1.0 / N
+        z0 = info.param_info.z
+        local = [k for k in sites.local_latent if k in z0]
+        if method.num_steps and local and method.local_latents == "fixed":
+            fixed = {k: z0[k] for k in local}
+            z_free, losses = _run_map(
+                functools.partial(_with_fixed, potential, fixed),
+                {k: v for k, v in z0.items() if k not in fixed},
+                method.num_steps,
+                method.learning_rate,
+                1.0 / N,
             )
+            z_map = {**fixed, **z_free}
+        elif method.num_steps:
+            z_map, losses = _run_map(potential, z0, method.num_steps, method.learning_rate, 1.0 / N)
         else:  # a warm start: the initial point is the MAP
-            z_map, losses = info.param_info.z, jnp.zeros(0)
+            z_map, losses = z0, jnp.zeros(0)
         z_map = jax.block_until_ready(z_map)
         bad = [k for k, v in z_map.items() if not np.all(np.isfinite(np.asarray(v)))]
         last = float(losses[-1]) if method.num_steps else 0.0

@@ -4,7 +4,8 @@ Prints one JSON object per method: timings, divergences, and for the hyperparame
 predictive mean at a few inputs the split R-hat, bulk ESS and ESS per second (NumPyro's
 diagnostics; ArviZ's adapter is elsewhere), plus train RMSE / MLPD in original units.
 
-    CI=1 .venv/bin/python .bench/motorcycle_methods.py [--warmup 500 --samples 500 --chains 4]
+    CI=1 .venv/bin/python .bench/motorcycle_methods.py [--warmup 500 --samples 500 --chains 4
+        --max-tree-depth 10 --methods nuts,sghmc,svi,laplace]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
 from ppl_dgp.datasets import Standardizer, load_motorcycle
-from ppl_dgp.inference import NUTS, SGHMC, SVI, fit, predict
+from ppl_dgp.inference import NUTS, SGHMC, SVI, Laplace, fit, predict
 from ppl_dgp.models import dgp
 from ppl_dgp.predict import mixture_metrics_original_units
 
@@ -38,7 +39,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--methods", default="nuts,sghmc,svi")
+    p.add_argument("--methods", default="nuts,sghmc,svi,laplace")
+    p.add_argument("--max-tree-depth", type=int, default=10)
     a = p.parse_args()
 
     X_raw, y_raw = load_motorcycle()
@@ -47,11 +49,17 @@ def main() -> None:
     model = functools.partial(dgp.dgp_regression, **dgp.init_dgp(X, num_layers=2, num_inducing=20))
     x_probe = sx.transform(np.array([[10.0], [20.0], [30.0], [45.0]]))  # ms
     methods = {
-        "nuts": NUTS(num_warmup=a.warmup, num_samples=a.samples, num_chains=a.chains),
+        "nuts": NUTS(
+            num_warmup=a.warmup,
+            num_samples=a.samples,
+            num_chains=a.chains,
+            max_tree_depth=a.max_tree_depth,
+        ),  # fmt: skip
         "sghmc": SGHMC(
             batch_size=32, num_burnin=5000, num_samples=a.samples, thinning=10, num_chains=a.chains
         ),  # fmt: skip
         "svi": SVI(num_steps=5000, num_samples=a.samples),
+        "laplace": Laplace(num_samples=a.samples),
     }
     for name in a.methods.split(","):
         t0 = time.perf_counter()

@@ -65,8 +65,8 @@ y = Standardizer.fit(y_raw).transform(y_raw)
 dgp = functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=10))
 
 methods = {
-    "nuts": NUTS(num_warmup=size(300, 60), num_samples=size(300, 60), num_chains=2,
-                 max_tree_depth=size(7, 5)),
+    "nuts": NUTS(num_warmup=size(300, 30), num_samples=size(300, 30), num_chains=2,
+                 max_tree_depth=size(7, 4)),
     "svi": SVI(num_steps=size(3000, 200), hyper="normal", num_samples=size(400, 100)),
     "laplace": Laplace(num_steps=size(1000, 200), num_samples=size(400, 100)),
 }  # fmt: skip
@@ -170,8 +170,8 @@ for k, pr in preds.items():
 # %%
 net = functools.partial(bnn.mlp_regression, hidden=(size(16, 8),), noise_scale=0.5)
 bnn_methods = {
-    "nuts": NUTS(num_warmup=size(300, 50), num_samples=size(300, 50), num_chains=2,
-                 max_tree_depth=size(8, 5)),
+    "nuts": NUTS(num_warmup=size(300, 30), num_samples=size(300, 30), num_chains=2,
+                 max_tree_depth=size(8, 4)),
     "svi": SVI(num_steps=size(3000, 300), num_samples=size(400, 100)),
     "laplace": Laplace(num_steps=size(2000, 300), num_samples=size(400, 100)),
 }  # fmt: skip

@@ -197,18 +197,29 @@ def kron_logdet(block: KronBlock, scale: Array, delta_W: Array, delta_b: Array) 
 # -- positive definiteness ---------------------------------------------------------------------
 
 
-def make_positive_definite(H: Array, min_eig: float = 0.0) -> tuple[Array, Array]:
-    """Clip the eigenvalues of the symmetric ``H [P, P]`` at ``min_eig``.
+def make_positive_definite(
+    H: Array, min_eig: float = 0.0, floor: float | None = None
+) -> tuple[Array, Array]:  # [P, P] -> [P, P], []
+    """Repair the eigenvalues ``lam <= min_eig`` of the symmetric ``H [P, P]``.
+
+    ``floor=None`` clips them to ``max(min_eig, 1e-8 max|lam|)``. With a ``floor`` they become
+    ``max(|lam|, floor)`` (the saddle-free absolute value, Dauphin et al. 2014, bounded below):
+    for the Hessian of a potential in unconstrained coordinates a floor of 1 (the curvature of
+    a unit-scale prior) keeps a flat or concave direction from giving the Gaussian an
+    unbounded variance there (draws of ``exp(z)`` would overflow).
 
     Returns:
-        ``(H_pd, n_clipped)``: the repaired matrix and how many eigenvalues were below
+        ``(H_pd, n_repaired)``: the repaired matrix and how many eigenvalues were at or below
         ``min_eig`` (0: ``H`` is returned symmetrised, unchanged otherwise).
     """
     H = 0.5 * (H + H.T)
     lam, Q = jnp.linalg.eigh(H)
     bad = jnp.sum(lam <= min_eig)
-    floor = jnp.maximum(min_eig, 1e-8 * jnp.max(jnp.abs(lam)))
-    H_pd = jnp.where(bad > 0, (Q * jnp.maximum(lam, floor)[None, :]) @ Q.T, H)
+    if floor is None:
+        fixed = jnp.maximum(lam, jnp.maximum(min_eig, 1e-8 * jnp.max(jnp.abs(lam))))
+    else:
+        fixed = jnp.where(lam <= min_eig, jnp.maximum(jnp.abs(lam), floor), lam)
+    H_pd = jnp.where(bad > 0, (Q * fixed[None, :]) @ Q.T, H)
     return H_pd, bad
 
 

@@ -22,7 +22,8 @@
 
    ``hessian_structure``: ``"full"``, ``"diag"`` or ``"kron"`` (KFAC per
    :func:`~ppl_dgp.dense.dense` layer). A Hessian that is not positive definite is repaired
-   (eigenvalues clipped) with a :class:`NotPositiveDefiniteWarning`.
+   (non-positive eigenvalues replaced by ``max(|lambda|, 1)``) with a
+   :class:`NotPositiveDefiniteWarning`.
 3. Optionally the prior precision (``prior_structure`` ``"scalar"`` or ``"layer"``) and the
    Gaussian noise are **tuned** by maximising the Laplace evidence (``tune="marglik"``, Adam on
    log-values; ``"fixed_point"``, MacKay's update; ``"grid"``).
@@ -339,17 +340,19 @@ def _fit_laplace(
             _check_memory(method, "the Hessian", (P, P))
             H = jax.jit(jax.hessian(lambda t: potential(z_of(t))))(theta_map)
             if method.hessian_structure == "full":
-                H, n_bad = C.make_positive_definite(H)
+                # non-positive eigenvalues -> max(|lam|, 1): unit prior-scale curvature
+                H, n_bad = C.make_positive_definite(H, floor=1.0)
             else:
                 H = jnp.diagonal(H)
                 n_bad = jnp.sum(H <= 0)
-                H = jnp.where(H > 0, H, 1e-8 * jnp.max(jnp.abs(H)) + 1e-12)
+                H = jnp.where(H > 0, H, jnp.maximum(jnp.abs(H), 1.0))
             n_clipped = int(n_bad)
             if n_clipped:
                 warnings.warn(
                     f"Laplace: the Hessian of the potential at the MAP has {n_clipped} "
-                    "non-positive eigenvalue(s) (diagonal entries for 'diag'); clipped to make it "
-                    "positive definite (is the MAP converged? raise num_steps)",
+                    "non-positive eigenvalue(s) (diagonal entries for 'diag'); replaced by "
+                    "max(|lambda|, 1) to make it positive definite (is the MAP converged? raise "
+                    "num_steps)",
                     NotPositiveDefiniteWarning,
                     stacklevel=3,
                 )

@@ -183,6 +183,11 @@ def test_make_positive_definite_clips_negative_eigenvalues():
     H_pd, n = C.make_positive_definite(H)
     assert int(n) == 1
     assert np.all(np.linalg.eigvalsh(np.asarray(H_pd)) > 0)
+    H_sf, n_sf = C.make_positive_definite(H, floor=1.0)  # saddle-free: |-2| = 2
+    assert int(n_sf) == 1
+    np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(H_sf)), [1.0, 2.0])
+    H_flat, _ = C.make_positive_definite(jnp.array([[3.0, 0.0], [0.0, -1e-9]]), floor=1.0)
+    np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(H_flat)), [1.0, 3.0])
     same, n0 = C.make_positive_definite(jnp.eye(2))
     assert int(n0) == 0
     np.testing.assert_array_equal(same, jnp.eye(2))

@@ -68,7 +68,15 @@ def _laplace_f(
         if k.startswith("laplace.map.")
     }
     base.update(_model_params(posterior))
-    tr0 = _trace_at(model, base, X_new, model_kwargs)
+    f_of, tr0 = _output_fn(model, base, layout, out, X_new, model_kwargs)
+    return f_of, layout, tr0
+
+
+def _output_fn(
+    model: Callable, base: dict, layout: _Layout, out: str, X_new: Array, kwargs: dict
+) -> tuple[Callable, dict]:
+    """``f(theta)`` ``[P] -> [N, K]`` at ``X_new`` (other sites from ``base``) and its trace."""
+    tr0 = _trace_at(model, base, X_new, kwargs)
     if out not in tr0:
         raise ValueError(
             f"the linearised predictive needs the output site {out!r}; the model has none "
@@ -79,9 +87,9 @@ def _laplace_f(
     def f_of(theta: Array) -> Array:  # [P] -> [N, K]
         th = layout.unravel(theta)
         data = {**base, **{n: transforms[n](th[n]) for n in layout.names}}
-        return _trace_at(model, data, X_new, model_kwargs)[out]["value"]
+        return _trace_at(model, data, X_new, kwargs)[out]["value"]
 
-    return f_of, layout, tr0
+    return f_of, tr0
 
 
 def glm_predictive(
@@ -139,18 +147,7 @@ def glm_predictive(
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
     out, layout, structure, dense_layers, kwargs = spec
     kw = dict(kwargs)
-    tr0 = _trace_at(model, base, X_new, kw)
-    if out not in tr0:
-        raise ValueError(
-            f"the linearised predictive needs the output site {out!r}; the model has none "
-            "(use ppl_dgp.inference.predict for sampled predictions)"
-        )
-    transforms = {n: biject_to(tr0[n]["fn"].support) for n in layout.names}
-
-    def f_of(theta: Array) -> Array:  # [P] -> [N, K]
-        th = layout.unravel(theta)
-        data = {**base, **{n: transforms[n](th[n]) for n in layout.names}}
-        return _trace_at(model, data, X_new, kw)[out]["value"]
+    f_of, tr0 = _output_fn(model, base, layout, out, X_new, kw)
 
     theta = arrays["theta_map"]
     f = f_of(theta)

@@ -277,14 +277,16 @@ def _fit_sghmc(
                 idx, batches = None, state["batches"]
             else:
                 idx, batches = _next_batch(state["batches"], N, B)
-            lp, grad = value_and_grad(state["z"], key_eps, idx)
             if method.preconditioned:
+                lp, grad = value_and_grad(state["z"], key_eps, idx)
                 dU = jax.tree.map(lambda g: -g / N, grad)
                 new = _adapted_step(
                     state, dU, key_noise, adapt=adapt, step_size=method.step_size,
                     friction=method.friction, N=N,
                 )  # fmt: skip
             else:
+                # BlackJAX takes the gradient itself; the recorded density is a forward pass
+                lp = log_density(state["z"], key_eps, idx)
                 z = sghmc.step(key_noise, state["z"], (key_eps, idx), method.step_size)
                 new = {**state, "z": z}
             return {**new, "batches": batches}, lp

@@ -63,7 +63,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,9 +82,9 @@ from ppl_dgp.laplace_ggn import (
     _ggn_core_jit,
     _groups,
     _Layout,
-    _likelihood,
+    _likelihood_name,
     _logdet_post,
-    _normal_prior,
+    _normal_base,
     _Spec,
 )
 from ppl_dgp.posterior import Posterior
@@ -291,7 +291,7 @@ def _fit_laplace(
         elif method.num_steps:
             z_map, losses = _run_map(potential, z0, method.num_steps, method.learning_rate, 1.0 / N)
         else:  # a warm start: the initial point is the MAP
-            z_map, losses = z0, jnp.zeros(0)
+            z_map, losses = z0, np.zeros(0)
         z_map = jax.block_until_ready(z_map)
         bad = [k for k, v in z_map.items() if not np.all(np.isfinite(np.asarray(v)))]
         last = float(losses[-1]) if method.num_steps else 0.0
@@ -304,9 +304,6 @@ def _fit_laplace(
         t_map = time.perf_counter()
         mtr = info.model_trace
         layers_all = _dense_layers(mtr)
-        constrained_map = {  # the sample sites, constrained (no deterministic sites needed)
-            k: biject_to(mtr[k]["fn"].support)(v) for k, v in z_map.items()
-        }
         curvature = method.curvature
         if curvature == "auto":
             has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
@@ -319,7 +316,6 @@ def _fit_laplace(
             )
         names = _select_subset(method, curvature, sites, layers_all)
         layout = _Layout(names, tuple(tuple(np.shape(z_map[n])) for n in names))
-        P = layout.P
         layers = {k: v for k, v in layers_all.items() if set(v) <= set(names)}
         if method.hessian_structure == "kron":
             stray = [n for n in names if not any(n in v for v in layers.values())]
@@ -329,144 +325,30 @@ def _fit_laplace(
                     f"layer's W or b (both of a layer); received {stray} in "
                     f"subset_of_weights={method.subset_of_weights!r}"
                 )
-        theta_map = layout.ravel(z_map)
-
-        def z_of(theta: Array) -> dict:
-            return {**z_map, **layout.unravel(theta)}
-
-        n_clipped = 0
-        lik_name = None
-        if curvature == "hessian":
-            _check_memory(method, "the Hessian", (P, P))
-            H = jax.jit(jax.hessian(lambda t: potential(z_of(t))))(theta_map)
-            if method.hessian_structure == "full":
-                # non-positive eigenvalues -> max(|lam|, 1): unit prior-scale curvature
-                H, n_bad = C.make_positive_definite(H, floor=1.0)
-            else:
-                H = jnp.diagonal(H)
-                n_bad = jnp.sum(H <= 0)
-                H = jnp.where(H > 0, H, jnp.maximum(jnp.abs(H), 1.0))
-            n_clipped = int(n_bad)
-            if n_clipped:
-                warnings.warn(
-                    f"Laplace: the Hessian of the potential at the MAP has {n_clipped} "
-                    "non-positive eigenvalue(s) (diagonal entries for 'diag'); replaced by "
-                    "max(|lambda|, 1) to make it positive definite (is the MAP converged? raise "
-                    "num_steps)",
-                    NotPositiveDefiniteWarning,
-                    stacklevel=3,
-                )
-            curv = _Curv(method.hessian_structure, H=H, includes_prior=True)
-            mu0 = jnp.zeros(P)
-            delta = jnp.ones(P)
-            sigma = jnp.asarray(1.0)
-
-        # -- tuning (none for the exact Hessian, which contains the prior) ----------------------
         groups, G, group_names = _groups(method, layout, layers)
-        if curvature == "hessian":
-            lml = _hess_evidence(potential, z_map, curv, layout, layers)
-            scale = jnp.asarray(1.0)
-            out = {}
-            eps = jax.random.normal(key_draws, (method.num_samples, P))
-            if curv.structure == "full":
-                Lc = jnp.linalg.cholesky(curv.H)
-                out["precision_chol"] = Lc
-                dtheta = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
-            else:
-                out["posterior_variance"] = 1.0 / curv.H
-                dtheta = eps * jnp.sqrt(out["posterior_variance"])
-        else:
-            priors = [_normal_prior(mtr[n]["fn"], n) for n in names]
-            mu0 = jnp.concatenate([jnp.reshape(m, -1) for m, _ in priors])
-            delta = jnp.concatenate([jnp.reshape(p, -1) for _, p in priors])
-            if method.likelihood_site not in mtr:
-                raise ValueError(
-                    f"Laplace.likelihood_site={method.likelihood_site!r} is not a site of the model"
-                )
-            lik_name = _likelihood(mtr[method.likelihood_site]["fn"], method.likelihood_site)[0]
-            unit = lik_name == "gaussian" and curvature == "ggn"  # curvature at sigma = 1
-            if method.tune_noise and not unit:
-                raise ValueError(
-                    "Laplace.tune_noise needs a Gaussian likelihood with curvature 'ggn'; "
-                    f"received likelihood {lik_name!r} with curvature {curvature!r}"
-                )
-            if method.tune == "grid" and (G != 1 or method.tune_noise):
-                raise ValueError(
-                    "Laplace(tune='grid') tunes one scalar prior precision; received "
-                    f"prior_structure={method.prior_structure!r}, tune_noise={method.tune_noise}"
-                )
-            values = {k: v for k, v in constrained_map.items() if k in z_map}
-            values.update({k: jnp.asarray(v) for k, v in sites.params.items()})
-            spec = _Spec(
-                method,
-                curvature,
-                lik_name,
-                layout,
-                tuple((k, tuple(v)) for k, v in layers.items()),
-                tuple(int(g) for g in groups),
-                G,
-                tuple(sorted(model_kwargs.items())),
-            )
-            try:
-                hash(spec)
-                core = functools.partial(_ggn_core_jit, model, spec)
-            except TypeError:  # unhashable model keywords: compile for this call only
-                core = jax.jit(functools.partial(_ggn_core, model, spec))
-            out = core(values, mu0, delta, X, jnp.asarray(y), key_draws)
-            if not float(out["eta_f_gap"]) <= 1e-8 * (1.0 + float(out["f_scale"])):
-                raise ValueError(
-                    f"Laplace: the likelihood site {method.likelihood_site!r}'s parameter must "
-                    f"be the output site {method.output_site!r}; they differ by "
-                    f"{float(out['eta_f_gap'])} at the MAP"
-                )
-            delta, sigma, lml, scale = out["delta"], out["sigma"], out["lml"], out["scale"]
-            dtheta = out["dtheta"]
-        params = {k: np.asarray(v) for k, v in sites.params.items()}
-        params.update(
-            {
-                "laplace.theta_map": np.asarray(theta_map),
-                "laplace.prior_precision": np.asarray(delta),
-                "laplace.prior_mean": np.asarray(mu0),
-                "laplace.sigma_noise": np.asarray(sigma),
-                "laplace.log_marglik": np.asarray(lml),
-                "laplace.curvature_scale": np.asarray(scale),
-            }
-        )
-        for k in ("precision_chol", "posterior_variance"):
-            if k in out:
-                params[f"laplace.{k}"] = np.asarray(out[k])
-        params.update(
-            {f"laplace.{k}": np.asarray(v) for k, v in out.items() if k.startswith("kron.")}
-        )
-        thetas = theta_map + dtheta  # [S, P]
-        zs = layout.unravel_batch(thetas)
-        draws = {}
-        for name in sites.global_latent:
-            transform = biject_to(mtr[name]["fn"].support)
-            v = zs[name] if name in layout.names else jnp.broadcast_to(
-                z_map[name], (method.num_samples,) + jnp.shape(z_map[name])
-            )  # fmt: skip
-            draws[name] = np.asarray(transform(v))[None]
-            params[f"laplace.map.{name}"] = np.asarray(constrained_map[name])
-        jax.block_until_ready(thetas)
+        fitter = _fit_hessian if curvature == "hessian" else _fit_ggn
+        res = fitter(method, curvature, model, info, sites, z_map, layout, layers, groups, G,
+                     X, y, key_draws, model_kwargs)  # fmt: skip
         t1 = time.perf_counter()
         compile_s = compile_seconds()
+    params = {k: np.asarray(v) for k, v in sites.params.items()}
+    params.update({f"laplace.{k}": v for k, v in res.params.items()})
     config = {
         **config_dict(method),
         "curvature_resolved": curvature,
-        "likelihood": lik_name,
+        "likelihood": res.likelihood,
         "subset_sites": list(layout.names),
         "subset_shapes": [list(s) for s in layout.shapes],
         "dense_layers": {k: list(v) for k, v in layers.items()},
         "kron_layers": {k: v for k, v in layers.items()}
         if method.hessian_structure == "kron"
         else {},
-        "num_params": P,
-        "num_clipped_eigenvalues": n_clipped,
+        "num_params": layout.P,
+        "num_clipped_eigenvalues": res.num_clipped,
         "prior_groups": group_names,
     }
     return Posterior(
-        draws=draws,
+        draws=res.draws,
         sample_stats={"map_loss": np.asarray(losses)[None]},
         params=params,
         method=method.name,
@@ -477,6 +359,154 @@ def _fit_laplace(
             "map_seconds": t_map - t0,
         },
     )
+
+
+class _Result(NamedTuple):
+    """What a curvature path hands back to :func:`_fit_laplace` (host arrays)."""
+
+    draws: dict[str, np.ndarray]  # {site: (1, S, ...)} constrained
+    params: dict[str, np.ndarray]  # without the "laplace." prefix
+    likelihood: str | None
+    num_clipped: int
+
+
+def _draws_of(
+    global_latent: tuple[str, ...], layout: _Layout, thetas: np.ndarray, cmap: dict
+) -> tuple[dict, dict]:
+    """Host-side draws ``{site: (1, S, ...)}`` (subset sites from ``thetas [S, P]``, the others
+    at their MAP) and ``{"map.{site}": MAP}``; the subset sites have real support here."""
+    S = thetas.shape[0]
+    off = layout.offsets()
+    draws, maps = {}, {}
+    for name in global_latent:
+        v = np.asarray(cmap[name])
+        if name in off:
+            a, b = off[name]
+            draws[name] = thetas[None, :, a:b].reshape((1, S, *v.shape))
+        else:
+            draws[name] = np.broadcast_to(v, (1, S, *v.shape)).copy()
+        maps[f"map.{name}"] = v
+    return draws, maps
+
+
+def _fit_ggn(method, curvature, model, info, sites, z_map, layout, layers, groups, G, X, y,
+             key_draws, model_kwargs) -> _Result:  # fmt: skip
+    """GGN / empirical Fisher: one call of the compiled core, one transfer to the host."""
+    mtr = info.model_trace
+    if method.likelihood_site not in mtr:
+        raise ValueError(
+            f"Laplace.likelihood_site={method.likelihood_site!r} is not a site of the model"
+        )
+    lik_name = _likelihood_name(mtr[method.likelihood_site]["fn"], method.likelihood_site)
+    for n in layout.names:  # the prior's precision enters the posterior
+        _normal_base(mtr[n]["fn"], n)
+    unit = lik_name == "gaussian" and curvature == "ggn"  # curvature at sigma = 1
+    if method.tune_noise and not unit:
+        raise ValueError(
+            "Laplace.tune_noise needs a Gaussian likelihood with curvature 'ggn'; "
+            f"received likelihood {lik_name!r} with curvature {curvature!r}"
+        )
+    if method.tune == "grid" and (G != 1 or method.tune_noise):
+        raise ValueError(
+            "Laplace(tune='grid') tunes one scalar prior precision; received "
+            f"prior_structure={method.prior_structure!r}, tune_noise={method.tune_noise}"
+        )
+    spec = _Spec(
+        method,
+        curvature,
+        lik_name,
+        layout,
+        tuple((k, tuple(v)) for k, v in layers.items()),
+        tuple(int(g) for g in groups),
+        G,
+        tuple(sorted(model_kwargs.items())),
+        tuple(sites.global_latent),
+    )
+    try:
+        hash(spec)
+        core = functools.partial(_ggn_core_jit, model, spec)
+    except TypeError:  # unhashable model keywords: compile for this call only
+        core = jax.jit(functools.partial(_ggn_core, model, spec))
+    out = jax.device_get(core(z_map, dict(sites.params), X, y, key_draws))
+    if not float(out["eta_f_gap"]) <= 1e-8 * (1.0 + float(out["f_scale"])):
+        raise ValueError(
+            f"Laplace: the likelihood site {method.likelihood_site!r}'s parameter must "
+            f"be the output site {method.output_site!r}; they differ by "
+            f"{float(out['eta_f_gap'])} at the MAP"
+        )
+    draws, maps = _draws_of(tuple(sites.global_latent), layout, out["thetas"], out["cmap"])
+    params = {
+        "theta_map": out["theta_map"],
+        "prior_precision": out["delta"],
+        "prior_mean": out["mu0"],
+        "sigma_noise": out["sigma"],
+        "log_marglik": out["lml"],
+        "curvature_scale": out["scale"],
+        **maps,
+    }
+    for k, v in out.items():
+        if k in ("precision_chol", "posterior_variance") or k.startswith("kron."):
+            params[k] = v
+    return _Result(draws, params, lik_name, 0)
+
+
+def _fit_hessian(method, curvature, model, info, sites, z_map, layout, layers, groups, G, X,
+                 y, key_draws, model_kwargs) -> _Result:  # fmt: skip
+    """The exact Hessian of the potential (any model, any site), repaired if not PD."""
+    del curvature, model, groups, G, X, y, model_kwargs
+    potential, mtr, P = info.potential_fn, info.model_trace, layout.P
+    theta_map = layout.ravel(z_map)
+
+    def z_of(theta: Array) -> dict:
+        return {**z_map, **layout.unravel(theta)}
+
+    _check_memory(method, "the Hessian", (P, P))
+    H = jax.jit(jax.hessian(lambda t: potential(z_of(t))))(theta_map)
+    if method.hessian_structure == "full":
+        # non-positive eigenvalues -> max(|lam|, 1): unit prior-scale curvature
+        H, n_bad = C.make_positive_definite(H, floor=1.0)
+    else:
+        H = jnp.diagonal(H)
+        n_bad = jnp.sum(H <= 0)
+        H = jnp.where(H > 0, H, jnp.maximum(jnp.abs(H), 1.0))
+    n_clipped = int(n_bad)
+    if n_clipped:
+        warnings.warn(
+            f"Laplace: the Hessian of the potential at the MAP has {n_clipped} "
+            "non-positive eigenvalue(s) (diagonal entries for 'diag'); replaced by "
+            "max(|lambda|, 1) to make it positive definite (is the MAP converged? raise "
+            "num_steps)",
+            NotPositiveDefiniteWarning,
+            stacklevel=4,
+        )
+    curv = _Curv(method.hessian_structure, H=H, includes_prior=True)
+    lml = _hess_evidence(potential, z_map, curv, layout, layers)
+    params = {
+        "theta_map": np.asarray(theta_map),
+        "prior_precision": np.ones(P),
+        "prior_mean": np.zeros(P),
+        "sigma_noise": np.asarray(1.0),
+        "log_marglik": np.asarray(lml),
+        "curvature_scale": np.asarray(1.0),
+    }
+    eps = jax.random.normal(key_draws, (method.num_samples, P))
+    if curv.structure == "full":
+        Lc = jnp.linalg.cholesky(curv.H)
+        params["precision_chol"] = np.asarray(Lc)
+        dtheta = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
+    else:
+        params["posterior_variance"] = np.asarray(1.0 / curv.H)
+        dtheta = eps * jnp.sqrt(params["posterior_variance"])
+    zs = layout.unravel_batch(theta_map + dtheta)  # [S, P] -> {site: [S, ...]}
+    draws = {}
+    for name in sites.global_latent:
+        transform = biject_to(mtr[name]["fn"].support)
+        v = zs[name] if name in layout.names else jnp.broadcast_to(
+            z_map[name], (method.num_samples,) + jnp.shape(z_map[name])
+        )  # fmt: skip
+        draws[name] = np.asarray(transform(v))[None]
+        params[f"map.{name}"] = np.asarray(transform(z_map[name]))
+    return _Result(draws, params, None, n_clipped)
 
 
 def _hess_evidence(potential, z_map, curv, layout, layers) -> Array:

@@ -27,6 +27,7 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 from jax import Array
+from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp import curvature as C
@@ -91,7 +92,13 @@ def _dense_layers(model_trace: dict) -> dict[str, list[str]]:
 
 def _normal_prior(fn: Any, site: str) -> tuple[Array, Array]:
     """``(mean, precision)`` broadcast to the site's shape, for a (wrapped) Normal prior."""
+    base = _normal_base(fn, site)
     shape = fn.shape()
+    return jnp.broadcast_to(base.loc, shape), jnp.broadcast_to(1.0 / base.scale**2, shape)
+
+
+def _normal_base(fn: Any, site: str) -> dist.Normal:
+    """The ``Normal`` under ``Independent`` / ``expand`` wrappers, or a clear error."""
     base = fn
     while isinstance(base, dist.Independent | dist.ExpandedDistribution):
         base = base.base_dist
@@ -101,21 +108,31 @@ def _normal_prior(fn: Any, site: str) -> tuple[Array, Array]:
             f"enters the posterior); received {type(base).__name__}. Use curvature='hessian' "
             "or leave the site out of subset_of_weights"
         )
-    loc = jnp.broadcast_to(base.loc, shape)
-    prec = jnp.broadcast_to(1.0 / base.scale**2, shape)
-    return loc, prec
+    return base
 
 
 def _likelihood(fn: Any, site: str) -> tuple[str, Array, Array]:
     """``(name, natural parameter [N, K], sigma)`` of the likelihood site's distribution."""
+    name = _likelihood_name(fn, site)
+    if isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    if name == "gaussian":
+        return name, fn.loc[..., None], jnp.asarray(fn.scale)
+    if name == "bernoulli":
+        return name, fn.logits[..., None], jnp.asarray(1.0)
+    return name, fn.logits, jnp.asarray(1.0)
+
+
+def _likelihood_name(fn: Any, site: str) -> str:
+    """``"gaussian"``, ``"bernoulli"`` or ``"categorical"``: the likelihood site's family."""
     if isinstance(fn, dist.Independent):
         fn = fn.base_dist
     if isinstance(fn, dist.Normal):
-        return "gaussian", fn.loc[..., None], jnp.asarray(fn.scale)
+        return "gaussian"
     if isinstance(fn, dist.BernoulliLogits):
-        return "bernoulli", fn.logits[..., None], jnp.asarray(1.0)
+        return "bernoulli"
     if isinstance(fn, dist.CategoricalLogits):
-        return "categorical", fn.logits, jnp.asarray(1.0)
+        return "categorical"
     raise ValueError(
         f"Laplace(curvature='ggn'/'ef'): the likelihood site {site!r} must be Normal, "
         f"Bernoulli(logits=) or Categorical(logits=); received {type(fn).__name__}"
@@ -206,17 +223,35 @@ class _Spec:
     groups: tuple[int, ...]
     G: int
     kwargs: tuple
+    global_latent: tuple[str, ...] = ()
 
 
-def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Array, X: Array,
-              y: Array, key: Array) -> dict:  # fmt: skip
+def _constrained(model: Callable, z: dict, params: dict, X: Array, y: Array, kw: dict) -> dict:
+    """The constrained value of every sample site given unconstrained ``z`` (and ``params``)."""
+
+    def value(site: dict) -> Array | None:
+        name = site["name"]
+        if site["type"] == "sample" and name in z:
+            return biject_to(site["fn"].support)(z[name])
+        return params.get(name)
+
+    tr = trace(substitute(seed(model, 0), substitute_fn=value)).get_trace(X, y, **kw)
+    return {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and k in z}
+
+
+def _ggn_core(model: Callable, spec: _Spec, z_map: dict, params: dict, X: Array, y: Array,
+              key: Array) -> dict:  # fmt: skip
     """Curvature, evidence tuning and draws of a GGN/EF Laplace fit, as one traced function.
 
-    ``values``: the constrained MAP of every latent site (and the model's params).
+    ``z_map``: the unconstrained MAP of every latent site; ``params``: the model's param sites.
+    Besides the curvature's results it returns the MAP vector ``theta_map [P]``, the prior mean
+    ``mu0 [P]``, the draws ``thetas [S, P]`` and the constrained MAP ``cmap`` of the global
+    latent sites, so the caller does no array work of its own (one transfer to the host).
     """
     method, layout, layers = spec.method, spec.layout, dict(spec.layers)
     kw, out = dict(spec.kwargs), method.output_site
     groups, G = np.asarray(spec.groups, dtype=np.int32), spec.G
+    values = {**params, **_constrained(model, z_map, params, X, y, kw)}
     theta_map = layout.ravel(values)
 
     def run(theta: Array) -> dict:
@@ -226,13 +261,20 @@ def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Ar
     def f_of(theta: Array) -> Array:  # [P] -> [N, K]
         return run(theta)[out]["value"]
 
+    def f_sites(over: dict) -> Array:  # sites replaced -> [N, K]
+        data = {**values, **over}
+        return trace(substitute(seed(model, 0), data=data)).get_trace(X, y, **kw)[out]["value"]
+
     tr = run(theta_map)
     cmap = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "deterministic")}
+    priors = [_normal_prior(tr[n]["fn"], n) for n in layout.names]
+    mu0 = jnp.concatenate([jnp.reshape(m, -1) for m, _ in priors])
+    delta0 = jnp.concatenate([jnp.reshape(p, -1) for _, p in priors])
     _, eta, sigma = _likelihood(tr[method.likelihood_site]["fn"], method.likelihood_site)
     f_map = cmap[out]  # [N, K]
     sigma = jnp.ravel(jnp.asarray(sigma))[0]
     curv = _likelihood_curvature(
-        method, spec.curvature, spec.lik, sigma, layout, layers, f_of, theta_map, cmap, y
+        method, spec.curvature, spec.lik, sigma, layout, layers, f_of, f_sites, theta_map, cmap, y
     )
     if curv.structure == "full" and G == 1 and method.tune != "none":  # delta stays uniform
         curv = dataclasses.replace(curv, eig=jnp.maximum(jnp.linalg.eigvalsh(curv.H), 0.0))
@@ -290,6 +332,9 @@ def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Ar
         "lml": lml,
         "eta_f_gap": jnp.max(jnp.abs(jnp.reshape(eta, f_map.shape) - f_map)),
         "f_scale": jnp.max(jnp.abs(f_map)),
+        "theta_map": theta_map,
+        "mu0": mu0,
+        "cmap": {n: values[n] for n in spec.global_latent},
     }
     eps = jax.random.normal(key, (method.num_samples, layout.P))
     if curv.structure == "full":
@@ -302,6 +347,7 @@ def _ggn_core(model: Callable, spec: _Spec, values: dict, mu0: Array, delta0: Ar
     else:
         res["dtheta"], blocks = _kron_draws(curv, layout, layers, scale, delta, eps)
         res.update(blocks)
+    res["thetas"] = theta_map + res.pop("dtheta")  # [S, P]
     return res
 
 
@@ -317,6 +363,7 @@ def _likelihood_curvature(
     layout: _Layout,
     layers: dict,
     f_of: Callable,
+    f_sites: Callable,
     theta_map: Array,
     constrained_map: dict,
     y: Array,
@@ -331,7 +378,7 @@ def _likelihood_curvature(
         Lam = g[:, :, None] * g[:, None, :]
     dense = bool(layers) and {n for v in layers.values() for n in v} == set(layout.names)
     if dense:
-        Jz = dense_output_jacobians(f_of, theta_map, layout, layers)
+        Jz = dense_output_jacobians(f_sites, constrained_map, layers, N)
     if method.hessian_structure == "kron":
         blocks = {
             layer: C.kron_block(constrained_map[f"{layer}.input"], Jz[layer], Lam)
@@ -352,21 +399,23 @@ def _likelihood_curvature(
 
 
 def dense_output_jacobians(
-    f_of: Callable, theta: Array, layout: _Layout, layers: dict
+    f_sites: Callable[[dict], Array], values: dict, layers: dict, N: int
 ) -> dict[str, Array]:
-    """``{layer: d f / d z}`` ``[N, K, D_out]`` per dense layer, from the biases (``dz/db = I``)."""
-    off = layout.offsets()
-    bias_idx = np.concatenate([np.arange(*off[b]) for _, b in layers.values()])
-    f0 = jax.eval_shape(f_of, theta)
-    N, K = f0.shape
-    jac = jax.jacrev if N * K < len(bias_idx) else jax.jacfwd
-    Jb = jac(lambda tb: f_of(theta.at[bias_idx].set(tb)))(theta[bias_idx])
-    out, o = {}, 0
-    for layer, (_, b) in layers.items():
-        d_out = off[b][1] - off[b][0]
-        out[layer] = Jb[:, :, o : o + d_out]
-        o += d_out
-    return out
+    """``{layer: d f_n / d z_n}`` ``[N, K, D_out]`` per dense layer (``z = a W + b``).
+
+    ``f_sites(overrides) -> f [N, K]`` evaluates the network with some sites replaced. Each
+    bias is replaced by ``N`` per-datum copies ``b_n = b`` ``[N, D_out]`` (``a W + b_n`` is the
+    same ``z``), so ``d f_{n,k} / d b_n = d f_{n,k} / d z_n``, and one reverse pass per output
+    ``k`` of ``sum_n f_{n,k}`` gives every datum's Jacobian at once: ``K`` backward passes
+    instead of one forward pass per bias entry (``jacfwd``) or one backward per ``(n, k)``.
+    Assumes, like the dense Jacobian itself, that data rows do not interact.
+    """
+    tiles = {b: jnp.broadcast_to(values[b], (N, *jnp.shape(values[b]))) for _, b in layers.values()}
+    f, vjp = jax.vjp(f_sites, tiles)
+    K = f.shape[1]
+    cot = jnp.broadcast_to(jnp.eye(K, dtype=f.dtype)[:, None, :], (K, N, K))  # [K, N, K]
+    (grads,) = jax.vmap(vjp)(cot)  # {bias: [K, N, D_out]}
+    return {layer: jnp.swapaxes(grads[b], 0, 1) for layer, (_, b) in layers.items()}
 
 
 def dense_jacobian(Jz: dict, inputs: dict, layout: _Layout, layers: dict) -> Array:

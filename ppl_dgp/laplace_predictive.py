@@ -53,25 +53,6 @@ def _trace_at(model: Callable, data: dict, X_new: Array, model_kwargs: dict) -> 
     return trace(substitute(seed(model, 0), data=data)).get_trace(X_new, None, **model_kwargs)
 
 
-def _laplace_f(
-    model: Callable, posterior: Posterior, X_new: Array, model_kwargs: dict
-) -> tuple[Callable, _Layout, dict]:
-    """``f(theta)`` at ``X_new`` (other sites at their MAP), the layout and the MAP trace."""
-    if posterior.method != "laplace":
-        raise ValueError(f"expected a Laplace posterior; received method {posterior.method!r}")
-    cfg = posterior.config
-    out = cfg["output_site"]
-    layout = _Layout(tuple(cfg["subset_sites"]), tuple(tuple(s) for s in cfg["subset_shapes"]))
-    base = {
-        k[len("laplace.map.") :]: jnp.asarray(v)
-        for k, v in posterior.params.items()
-        if k.startswith("laplace.map.")
-    }
-    base.update(_model_params(posterior))
-    f_of, tr0 = _output_fn(model, base, layout, out, X_new, model_kwargs)
-    return f_of, layout, tr0
-
-
 def _output_fn(
     model: Callable, base: dict, layout: _Layout, out: str, X_new: Array, kwargs: dict
 ) -> tuple[Callable, dict]:
@@ -109,7 +90,17 @@ def glm_predictive(
     Returns:
         ``(f_mean [N, K], f_cov [N, K, K])``.
     """
-    X_new = jnp.asarray(X_new)
+    spec, base, arrays = _glm_inputs(posterior, model_kwargs)
+    return _compiled(_glm_core, model, spec)(base, arrays, _as_array(X_new))
+
+
+def _as_array(X: Any) -> np.ndarray | Array:
+    """``X`` as an array without a device op (``jit`` transfers host arrays itself)."""
+    return X if isinstance(X, np.ndarray | jax.Array) else np.asarray(X)
+
+
+def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[tuple, dict, dict]:
+    """The static spec and the host arrays (MAP sites, curvature factors) of a Laplace fit."""
     if posterior.method != "laplace":
         raise ValueError(f"expected a Laplace posterior; received method {posterior.method!r}")
     cfg, p = posterior.config, posterior.params
@@ -122,13 +113,9 @@ def glm_predictive(
         structure = "kron"
         names = [f"kron.{layer}.{k}" for layer in cfg["dense_layers"] for k in C.KronBlock._fields]
     names += ["theta_map", "prior_precision", "curvature_scale"]
-    arrays = {k: jnp.asarray(p[f"laplace.{k}"]) for k in names}
-    base = {
-        k[len("laplace.map.") :]: jnp.asarray(v)
-        for k, v in p.items()
-        if k.startswith("laplace.map.")
-    }
-    base.update(_model_params(posterior))
+    arrays = {k: p[f"laplace.{k}"] for k in names}
+    base = {k[len("laplace.map.") :]: v for k, v in p.items() if k.startswith("laplace.map.")}
+    base.update({k: v for k, v in p.items() if not k.startswith("laplace.")})
     spec = (
         cfg["output_site"],
         layout,
@@ -136,12 +123,17 @@ def glm_predictive(
         tuple((k, tuple(v)) for k, v in cfg.get("dense_layers", {}).items()),
         tuple(sorted(model_kwargs.items())),
     )
+    return spec, base, arrays
+
+
+def _compiled(core: Callable, model: Callable, spec: tuple, *static: Any) -> Callable:
+    """``core`` compiled for ``(model, spec, *static)`` (cached by ``jax.jit``; an unhashable
+    model keyword compiles for this call only)."""
     try:
-        hash(spec)
-        core = functools.partial(_glm_core_jit, model, spec)
+        hash((model, spec, static))
     except TypeError:
-        core = jax.jit(functools.partial(_glm_core, model, spec))
-    return core(base, arrays, X_new)
+        return jax.jit(functools.partial(core, model, spec, *static))
+    return functools.partial(_JITTED[core], model, spec, *static)
 
 
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
@@ -156,7 +148,11 @@ def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Arr
     off = layout.offsets()
     dense = bool(layers) and {n for v in layers.values() for n in v} == set(layout.names)
     if dense:
-        Jz = dense_output_jacobians(f_of, theta, layout, layers)
+
+        def f_sites(over: dict) -> Array:  # sites replaced -> [N, K]
+            return _trace_at(model, {**base, **over}, X_new, kw)[out]["value"]
+
+        Jz = dense_output_jacobians(f_sites, base, layers, N)
     if structure in ("full", "diag"):
         if dense:  # no Jacobian through the whole network
             inputs = {layer: tr0[f"{layer}.input"]["value"] for layer in layers}
@@ -175,8 +171,35 @@ def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Arr
     return f, cov
 
 
-#: The compiled linearised predictive, cached per (model object, static spec) by ``jax.jit``.
-_glm_core_jit = jax.jit(_glm_core, static_argnums=(0, 1))
+def _proba_core(model: Callable, spec: tuple, link: str, num_samples: int, base: dict,
+                arrays: dict, X_new: Array, key: Array) -> Array:  # fmt: skip
+    """Class probabilities from the GLM predictive (or the MAP network for ``"plugin"``)."""
+    if link == "plugin":
+        out, layout, _, _, kwargs = spec
+        f_of, _ = _output_fn(model, base, layout, out, X_new, dict(kwargs))
+        return _probs(f_of(arrays["theta_map"]))
+    f, cov = _glm_core(model, spec, base, arrays, X_new)
+    K = f.shape[1]
+    if link == "probit":
+        var = jnp.diagonal(cov, axis1=-2, axis2=-1)
+        if K == 1:
+            return C.probit(f[:, 0], var[:, 0])
+        return jax.nn.softmax(f / jnp.sqrt(1.0 + math.pi * var / 8.0), axis=-1)
+    if link == "bridge":
+        if K == 1:  # raised while tracing
+            raise ValueError("predict_proba(link='bridge') is for multiclass (K >= 2) outputs")
+        return C.laplace_bridge(f, cov)
+    L = jnp.linalg.cholesky(cov + 1e-10 * jnp.eye(K))  # "mc"
+    e = jax.random.normal(key, (num_samples,) + f.shape)
+    fs = f + jnp.einsum("nkl,snl->snk", L, e)
+    return jnp.mean(_probs(fs), axis=0)
+
+
+#: The compiled predictives, cached per (model object, static spec, link) by ``jax.jit``.
+_JITTED = {
+    _glm_core: jax.jit(_glm_core, static_argnums=(0, 1)),
+    _proba_core: jax.jit(_proba_core, static_argnums=(0, 1, 2, 3)),
+}
 
 
 def predict_regression(
@@ -260,27 +283,14 @@ def predict_proba(
     if link not in _LINKS:
         raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
     positive_int("predict_proba", num_samples=num_samples)
-    X_new = jnp.asarray(X_new)
+    X_new = _as_array(X_new)
     if posterior.method != "laplace" or link == "nn":
-        f = _draw_outputs(model, posterior, X_new, num_samples, output_site, model_kwargs)
+        f = _draw_outputs(model, posterior, jnp.asarray(X_new), num_samples, output_site,
+                          model_kwargs)  # fmt: skip
         return jnp.mean(_probs(f), axis=0)
-    if link == "plugin":
-        f_of, _, _ = _laplace_f(model, posterior, X_new, model_kwargs)
-        return _probs(f_of(jnp.asarray(posterior.params["laplace.theta_map"])))
-    f, cov = glm_predictive(model, posterior, X_new, **model_kwargs)
-    K = f.shape[1]
-    if link == "probit":
-        var = jnp.diagonal(cov, axis1=-2, axis2=-1)
-        if K == 1:
-            return C.probit(f[:, 0], var[:, 0])
-        return jax.nn.softmax(f / jnp.sqrt(1.0 + math.pi * var / 8.0), axis=-1)
-    if link == "bridge":
-        if K == 1:
-            raise ValueError("predict_proba(link='bridge') is for multiclass (K >= 2) outputs")
-        return C.laplace_bridge(f, cov)
-    if rng_key is None:
+    spec, base, arrays = _glm_inputs(posterior, model_kwargs)
+    if link == "mc" and rng_key is None:
         raise ValueError("predict_proba(link='mc') needs rng_key; received None")
-    L = jnp.linalg.cholesky(cov + 1e-10 * jnp.eye(K))
-    e = jax.random.normal(rng_key, (num_samples,) + f.shape)
-    fs = f + jnp.einsum("nkl,snl->snk", L, e)
-    return jnp.mean(_probs(fs), axis=0)
+    key = jax.random.key(0) if rng_key is None else rng_key
+    core = _compiled(_proba_core, model, spec, link, num_samples if link == "mc" else 0)
+    return core(base, arrays, X_new, key)

@@ -232,6 +232,42 @@ def test_ggn_equals_exact_hessian_for_a_linear_model(kind):
     np.testing.assert_allclose(precs[0], precs[1], rtol=1e-8, atol=1e-10)
 
 
+def test_multiclass_ggn_and_glm_covariance_equal_dense_jacobian_formulas():
+    """The per-datum Jacobians (one reverse pass per class through tiled biases) against
+    ``jax.jacfwd`` of the whole network: ``P = sum_n J_n^T Lambda_n J_n + delta I`` and the GLM
+    covariance ``J* P^-1 J*^T``, for a 2-hidden-layer net with K = 3."""
+    from numpyro.handlers import seed, substitute, trace
+
+    rng = np.random.default_rng(5)
+    X, Xq = rng.normal(size=(30, 2)), rng.normal(size=(9, 2))
+    y = rng.integers(0, 3, size=30)
+    model = functools.partial(bnn.mlp_multiclass, num_classes=3, hidden=(6, 4))
+    post = fit(Laplace("all", "full", num_steps=100, num_samples=2), jax.random.key(0), model,
+               X, y)  # fmt: skip
+    names, shapes = post.config["subset_sites"], post.config["subset_shapes"]
+    theta = post.params["laplace.theta_map"]
+
+    def f_of(t, Xn):
+        vals, o = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            k = math.prod(s)
+            vals[n] = t[o : o + k].reshape(s)
+            o += k
+        return trace(substitute(seed(model, 0), data=vals)).get_trace(Xn)["f"]["value"]
+
+    J = jax.jacfwd(f_of)(theta, X)  # [N, K, P]
+    p = jax.nn.softmax(f_of(theta, X), axis=-1)
+    Lam = jax.vmap(jax.numpy.diag)(p) - p[:, :, None] * p[:, None, :]
+    P = np.einsum("nkp,nkl,nlq->pq", J, Lam, J) + np.diag(post.params["laplace.prior_precision"])
+    Lc = post.params["laplace.precision_chol"]
+    np.testing.assert_allclose(Lc @ Lc.T, P, rtol=1e-10, atol=1e-12)
+    Jq = jax.jacfwd(f_of)(theta, Xq)
+    cov_ref = np.einsum("nkp,pq,nlq->nkl", Jq, np.linalg.inv(P), Jq)
+    f, cov = glm_predictive(model, post, Xq)
+    np.testing.assert_allclose(f, f_of(theta, Xq), rtol=1e-12)
+    np.testing.assert_allclose(cov, cov_ref, rtol=1e-8, atol=1e-12)
+
+
 def test_multiclass_predictives_are_distributions_and_agree():
     rng = np.random.default_rng(4)
     X = rng.normal(size=(60, 2))

@@ -45,10 +45,6 @@ __all__ = ["glm_predictive", "predict_proba", "predict_regression"]
 _LINKS = ("probit", "mc", "bridge", "nn", "plugin")
 
 
-def _model_params(posterior: Posterior) -> dict:
-    return {k: jnp.asarray(v) for k, v in posterior.params.items() if not k.startswith("laplace.")}
-
-
 def _trace_at(model: Callable, data: dict, X_new: Array, model_kwargs: dict) -> dict:
     return trace(substitute(seed(model, 0), data=data)).get_trace(X_new, None, **model_kwargs)
 
@@ -195,13 +191,6 @@ def _proba_core(model: Callable, spec: tuple, link: str, num_samples: int, base:
     return jnp.mean(_probs(fs), axis=0)
 
 
-#: The compiled predictives, cached per (model object, static spec, link) by ``jax.jit``.
-_JITTED = {
-    _glm_core: jax.jit(_glm_core, static_argnums=(0, 1)),
-    _proba_core: jax.jit(_proba_core, static_argnums=(0, 1, 2, 3)),
-}
-
-
 def predict_regression(
     model: Callable, posterior: Posterior, X_new: Array, **model_kwargs: Any
 ) -> tuple[Array, Array, Array]:
@@ -227,16 +216,22 @@ def _draw_outputs(
         raise ValueError(f"predict_proba: the {posterior.method!r} posterior has no draws")
     total = next(iter(flat.values())).shape[0]
     idx = np.round(np.linspace(0, total - 1, min(num_samples, total))).astype(int)
-    draws = {k: jnp.asarray(v[idx]) for k, v in flat.items()}
-    params = _model_params(posterior)
+    draws = {k: v[idx] for k, v in flat.items()}
+    params = {k: v for k, v in posterior.params.items() if not k.startswith("laplace.")}
+    spec = (output_site, tuple(sorted(model_kwargs.items())))
+    return _compiled(_outputs_core, model, spec)(params, draws, X_new)
+
+
+def _outputs_core(model: Callable, spec: tuple, params: dict, draws: dict, X_new: Array) -> Array:
+    output_site, kwargs = spec
 
     def one(draw: dict) -> Array:
-        tr = _trace_at(model, {**params, **draw}, X_new, model_kwargs)
+        tr = _trace_at(model, {**params, **draw}, X_new, dict(kwargs))
         if output_site not in tr:
             raise ValueError(f"predict_proba: the model has no output site {output_site!r}")
         return tr[output_site]["value"]
 
-    return jax.jit(jax.vmap(one))(draws)
+    return jax.vmap(one)(draws)
 
 
 def _probs(f: Array) -> Array:  # [..., N, K] -> [..., N] (K = 1) or [..., N, K]
@@ -285,8 +280,7 @@ def predict_proba(
     positive_int("predict_proba", num_samples=num_samples)
     X_new = _as_array(X_new)
     if posterior.method != "laplace" or link == "nn":
-        f = _draw_outputs(model, posterior, jnp.asarray(X_new), num_samples, output_site,
-                          model_kwargs)  # fmt: skip
+        f = _draw_outputs(model, posterior, X_new, num_samples, output_site, model_kwargs)
         return jnp.mean(_probs(f), axis=0)
     spec, base, arrays = _glm_inputs(posterior, model_kwargs)
     if link == "mc" and rng_key is None:
@@ -294,3 +288,11 @@ def predict_proba(
     key = jax.random.key(0) if rng_key is None else rng_key
     core = _compiled(_proba_core, model, spec, link, num_samples if link == "mc" else 0)
     return core(base, arrays, X_new, key)
+
+
+#: The compiled predictives, cached per (model object, static spec, link) by ``jax.jit``.
+_JITTED = {
+    _glm_core: jax.jit(_glm_core, static_argnums=(0, 1)),
+    _proba_core: jax.jit(_proba_core, static_argnums=(0, 1, 2, 3)),
+    _outputs_core: jax.jit(_outputs_core, static_argnums=(0, 1)),
+}

@@ -209,17 +209,18 @@ class Laplace:
 
 @functools.lru_cache(maxsize=8)
 def _map_runner(potential: Callable, num_steps: int, learning_rate: float, scale: float):
-    """Adam on ``scale * potential(z)`` in one jitted ``lax.scan`` (cached per potential)."""
+    """Adam on ``scale * potential({**fixed, **z})`` over ``z`` in one jitted ``lax.scan``
+    (cached per potential; the held sites ``fixed`` are an argument, so a refit reuses it)."""
     opt = optax.adam(learning_rate)
 
-    def step(carry: tuple, _: None) -> tuple:
-        z, state = carry
-        loss, g = jax.value_and_grad(lambda v: scale * potential(v))(z)
-        updates, state = opt.update(g, state, z)
-        return (optax.apply_updates(z, updates), state), loss
-
     @jax.jit
-    def run(z: dict) -> tuple[dict, Array]:
+    def run(z: dict, fixed: dict) -> tuple[dict, Array]:
+        def step(carry: tuple, _: None) -> tuple:
+            z, state = carry
+            loss, g = jax.value_and_grad(lambda v: scale * potential({**fixed, **v}))(z)
+            updates, state = opt.update(g, state, z)
+            return (optax.apply_updates(z, updates), state), loss
+
         (z, _), losses = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
         return z, losses
 
@@ -227,10 +228,12 @@ def _map_runner(potential: Callable, num_steps: int, learning_rate: float, scale
 
 
 def _run_map(
-    potential: Callable, z0: dict, num_steps: int, learning_rate: float, scale: float
-) -> tuple[dict, Array]:
-    """The MAP by Adam from ``z0``; returns ``(z, losses [num_steps])``."""
-    return _map_runner(potential, num_steps, learning_rate, scale)(z0)
+    potential: Callable, z0: dict, num_steps: int, learning_rate: float, scale: float,
+    fixed: dict | None = None,
+) -> tuple[dict, Array]:  # fmt: skip
+    """The MAP by Adam from ``z0`` with the sites ``fixed`` held; returns
+    ``(z, losses [num_steps])``."""
+    return _map_runner(potential, num_steps, learning_rate, scale)(z0, fixed or {})
 
 
 _INIT_CACHE: collections.OrderedDict = collections.OrderedDict()
@@ -261,11 +264,6 @@ def _initialize_cached(key: Array, model: Callable, X: Array, y: Array, **kwargs
 # -- fit ---------------------------------------------------------------------------------------
 
 
-def _with_fixed(potential: Callable, fixed: dict, z: dict) -> Array:
-    """The potential with some sites held at ``fixed`` (unconstrained values)."""
-    return potential({**fixed, **z})
-
-
 @register_method(Laplace)
 def _fit_laplace(
     method: Laplace, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
@@ -281,11 +279,12 @@ def _fit_laplace(
         if method.num_steps and local and method.local_latents == "fixed":
             fixed = {k: z0[k] for k in local}
             z_free, losses = _run_map(
-                functools.partial(_with_fixed, potential, fixed),
+                potential,
                 {k: v for k, v in z0.items() if k not in fixed},
                 method.num_steps,
                 method.learning_rate,
                 1.0 / N,
+                fixed,
             )
             z_map = {**fixed, **z_free}
         elif method.num_steps:
@@ -456,12 +455,8 @@ def _fit_hessian(method, curvature, model, info, sites, z_map, layout, layers, g
     del curvature, model, groups, G, X, y, model_kwargs
     potential, mtr, P = info.potential_fn, info.model_trace, layout.P
     theta_map = layout.ravel(z_map)
-
-    def z_of(theta: Array) -> dict:
-        return {**z_map, **layout.unravel(theta)}
-
     _check_memory(method, "the Hessian", (P, P))
-    H = jax.jit(jax.hessian(lambda t: potential(z_of(t))))(theta_map)
+    H = _hessian_runner(potential, layout)(theta_map, z_map)
     if method.hessian_structure == "full":
         # non-positive eigenvalues -> max(|lam|, 1): unit prior-scale curvature
         H, n_bad = C.make_positive_definite(H, floor=1.0)
@@ -509,10 +504,28 @@ def _fit_hessian(method, curvature, model, info, sites, z_map, layout, layers, g
     return _Result(draws, params, None, n_clipped)
 
 
+@functools.lru_cache(maxsize=8)
+def _hessian_runner(potential: Callable, layout: _Layout) -> Callable:
+    """``(theta [P], z) -> d^2 U / d theta^2 [P, P]`` with the other sites of ``z`` held fixed,
+    compiled once per (potential, subset layout): a refit of the same model reuses it."""
+
+    def hess(theta: Array, z: dict) -> Array:
+        return jax.hessian(lambda t: potential({**z, **layout.unravel(t)}))(theta)
+
+    return jax.jit(hess)
+
+
 def _hess_evidence(potential, z_map, curv, layout, layers) -> Array:
     """``-U(MAP) + P/2 log 2 pi - 1/2 logdet H`` (Laplace's evidence with the exact Hessian)."""
     ld = _logdet_post(curv, layout, layers, jnp.asarray(1.0), jnp.ones(layout.P))
-    return -potential(z_map) + 0.5 * layout.P * math.log(2 * math.pi) - 0.5 * ld
+    return -_jitted(potential)(z_map) + 0.5 * layout.P * math.log(2 * math.pi) - 0.5 * ld
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted(fn: Callable) -> Callable:
+    """``jax.jit(fn)``, one per function object (a model's potential is evaluated eagerly
+    op by op otherwise)."""
+    return jax.jit(fn)
 
 
 def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict) -> tuple:

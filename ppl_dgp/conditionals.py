@@ -92,7 +92,7 @@ def base_conditional_with_lm(
                 LTA = jnp.einsum("qlm,ln->qmn", jnp.tril(q_sqrt), A)  # [Q, M, N]
             fvar = fvar + jnp.einsum("qmn,qmk->qnk", LTA, LTA)
         elif q_sqrt.ndim == 3:
-            fvar = fvar + sum_sq_LtA(jnp.tril(q_sqrt), A)  # [Q, N], fused GEMMs
+            fvar = fvar + sum_sq_LtA(q_sqrt, A)  # [Q, N]; reads tril(q_sqrt), GEMMs
         else:
             fvar = fvar + jnp.sum(LTA * LTA, axis=1)
     if not full_cov:

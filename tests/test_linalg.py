@@ -1,4 +1,5 @@
-"""Cholesky with jitter escalation, its warnings and errors, and triangular solves."""
+"""Cholesky with jitter escalation, its warnings and errors, triangular solves, and the
+GEMM-only custom-VJP helpers of the conditional (``triangular_inverse``, ``sum_sq_LtA``)."""
 
 import warnings
 
@@ -9,12 +10,16 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from jax.test_util import check_grads  # noqa: E402
 
+from ppl_dgp import linalg  # noqa: E402
 from ppl_dgp.linalg import (  # noqa: E402
     CholeskyError,
     cholesky,
     logdet_from_cholesky,
     solve_triangular,
+    sum_sq_LtA,
+    triangular_inverse,
 )
 
 M = 5
@@ -176,3 +181,57 @@ def test_logdet_from_cholesky():
         np.linalg.slogdet(K)[1],
         rtol=1e-12,
     )
+
+
+def _sum_sq_plain(Lq, A):
+    """``v[q, n] = sum_m (tril(L_q)^T A)[m, n]^2``, written directly (autodiff reference)."""
+    LtA = jnp.einsum("qlm,ln->qmn", jnp.tril(Lq), A)
+    return jnp.sum(LtA * LtA, axis=1)
+
+
+@pytest.mark.parametrize(("Q", "Mq", "N"), [(3, 7, 5), (1, 1, 4), (2, 10, 1)])
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_sum_sq_LtA_matches_the_plain_formula_and_its_gradient(Q, Mq, N, blocks, monkeypatch):
+    """Forward, reverse-mode gradient (vs jax.grad of the plain formula) and numerical grads."""
+    monkeypatch.setattr(linalg, "SUM_SQ_BLOCKS", blocks)
+    rng = np.random.RandomState(11)
+    Lq = jnp.asarray(rng.randn(Q, Mq, Mq))  # full: the upper triangle must be ignored
+    A = jnp.asarray(rng.randn(Mq, N))
+    W = jnp.asarray(rng.randn(Q, N))  # random cotangent
+    v = sum_sq_LtA(Lq, A)
+    assert v.shape == (Q, N)
+    np.testing.assert_allclose(v, _sum_sq_plain(Lq, A), rtol=1e-12)
+    dense = np.einsum("qlm,ln->qmn", np.tril(np.asarray(Lq)), np.asarray(A))
+    np.testing.assert_allclose(v, np.sum(dense**2, axis=1), rtol=1e-12)
+    g = jax.grad(lambda L, A: jnp.sum(W * sum_sq_LtA(L, A)), argnums=(0, 1))(Lq, A)
+    g_ref = jax.grad(lambda L, A: jnp.sum(W * _sum_sq_plain(L, A)), argnums=(0, 1))(Lq, A)
+    np.testing.assert_allclose(g[0], g_ref[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g[1], g_ref[1], rtol=1e-12, atol=1e-12)
+    assert np.all(np.triu(np.asarray(g[0]), 1) == 0.0)  # lower-triangular gradient
+    check_grads(lambda L, A: sum_sq_LtA(jnp.tril(L), A), (Lq, A), order=1, modes=["rev"])
+
+
+def test_sum_sq_LtA_under_jit_and_vmap():
+    rng = np.random.RandomState(12)
+    Lq = jnp.asarray(rng.randn(4, 2, 6, 6))
+    A = jnp.asarray(rng.randn(4, 6, 3))
+    v = jax.jit(jax.vmap(sum_sq_LtA))(Lq, A)
+    ref = jax.vmap(_sum_sq_plain)(Lq, A)
+    np.testing.assert_allclose(v, ref, rtol=1e-12)
+
+
+def test_triangular_inverse_and_its_gradient():
+    """``L^{-1}`` against NumPy; its custom VJP against jax.grad of a triangular solve."""
+    L = jnp.asarray(np.linalg.cholesky(spd(8)))
+    W = jnp.asarray(np.random.RandomState(9).randn(M, M))
+    np.testing.assert_allclose(triangular_inverse(L), np.linalg.inv(np.asarray(L)), rtol=1e-12)
+
+    def plain(L):
+        return jax.lax.linalg.triangular_solve(
+            L, jnp.eye(M, dtype=L.dtype), left_side=True, lower=True
+        )
+
+    g = jax.grad(lambda L: jnp.sum(W * triangular_inverse(L)))(L)
+    g_ref = jnp.tril(jax.grad(lambda L: jnp.sum(W * plain(L)))(L))
+    np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-12)
+    check_grads(lambda L: triangular_inverse(jnp.tril(L)), (L,), order=1, modes=["rev"])

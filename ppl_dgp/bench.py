@@ -79,8 +79,10 @@ def _epoch_batches(rng: np.random.Generator, N: int, B: int, steps: int) -> np.n
 
 
 def _chunk_length(steps: int, chunk_size: int) -> int:
-    """Largest divisor of ``steps`` that is ``<= chunk_size`` (every chunk has one length)."""
-    return max(c for c in range(1, min(steps, chunk_size) + 1) if steps % c == 0)
+    """Largest divisor of ``steps`` that is ``<= chunk_size`` and leaves at least two chunks
+    (the first one, which compiles, is not timed as steady state); every chunk has one length."""
+    top = max(1, min(chunk_size, steps // 2))
+    return max(c for c in range(1, top + 1) if steps % c == 0)
 
 
 def run_benchmark(
@@ -99,7 +101,8 @@ def run_benchmark(
     """Train and evaluate one model on one workload; returns the README's JSON fields.
 
     ``steps`` updates run as a jitted ``lax.scan`` over chunks of (at most) ``chunk_size``
-    updates; the chunk length is the largest divisor of ``steps`` not above ``chunk_size``.
+    updates; the chunk length is the largest divisor of ``steps`` not above ``chunk_size`` that
+    leaves at least two chunks.
     """
     d = load_bench(dataset)
     f = np.float64 if dtype == "float64" else np.float32

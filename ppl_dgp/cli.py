@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare", help="fit one model with several methods; write OUT/report.md and figures"
     )
-    c.add_argument("--model", default="dgp", help="zoo model: dgp (default) or svgp")
+    c.add_argument("--model", default="dgp", help="zoo model: dgp (default), svgp or bnn")
     c.add_argument(
         "--data",
         default="motorcycle",
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated, e.g. svi,nuts,sghmc,laplace (default: those of these available)",
     )
     c.add_argument("--out", default="out/compare")
-    c.add_argument("--layers", type=int, default=2, help="DGP layers")
+    c.add_argument("--layers", type=int, default=2, help="DGP layers (bnn: layers - 1 hidden)")
     c.add_argument("--num-inducing", type=int, default=10)
     c.add_argument("--test-fraction", type=float, default=0.2)
     c.add_argument("--seed", type=int, default=0)

@@ -421,9 +421,16 @@ def plot_forest(
 ) -> Any:
     """Forest plot (HDI and median) of ``var_names`` (log of positive ones), a line per method."""
     thinned, names = _logged(dts, var_names)
-    pc = azp.plot_forest(thinned, var_names=names, ci_kind="hdi")
-    pc.add_legend("model")
+    pc = azp.plot_forest(_one_or_many(thinned), var_names=names, ci_kind="hdi")
+    if len(thinned) > 1:
+        pc.add_legend("model")
     return _save(pc, path)
+
+
+def _one_or_many(dts: dict[str, xr.DataTree]) -> xr.DataTree | dict[str, xr.DataTree]:
+    """A single method's DataTree itself: ArviZ-plots indexes past a one-model dict (its
+    ``model`` dimension of size 1 raises ``IndexError``)."""
+    return next(iter(dts.values())) if len(dts) == 1 else dts
 
 
 def plot_marginals(
@@ -431,8 +438,9 @@ def plot_marginals(
 ) -> Any:
     """Marginal densities (KDE; log of positive variables) with the methods overlaid."""
     thinned, names = _logged(dts, var_names)
-    pc = azp.plot_dist(thinned, var_names=names, kind="kde")
-    pc.add_legend("model")
+    pc = azp.plot_dist(_one_or_many(thinned), var_names=names, kind="kde")
+    if len(thinned) > 1:
+        pc.add_legend("model")
     return _save(pc, path)
 
 

@@ -162,3 +162,14 @@ def test_warnings_flag_disagreeing_chains_and_divergences():
     ok = Posterior(draws={"a": rng.normal(size=(2, 500))}, sample_stats={}, params={},
                    method="nuts")  # fmt: skip
     assert diagnostics.diagnostic_warnings(diagnostics.to_datatree(ok)) == []
+
+
+def test_forest_and_marginal_plots_take_one_method_or_several(dgp_trees, tmp_path):
+    names = sorted(dgp_trees)
+    sites = ["noise_variance"]
+    for chosen in (names[:1], names):
+        dts = {k: dgp_trees[k][1] for k in chosen}
+        for plot in (diagnostics.plot_forest, diagnostics.plot_marginals):
+            path = tmp_path / f"{plot.__name__}_{len(chosen)}.png"
+            plot(dts, sites, path)
+            assert path.stat().st_size > 5_000, (plot.__name__, chosen)

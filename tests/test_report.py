@@ -96,3 +96,25 @@ def test_compare_writes_report_figures_and_datatrees(tmp_path):
     assert list(result["compare"].index)[0] in ("svi", "nuts")
     cfg = report.make_method("nuts", smoke=True)
     assert dataclasses.asdict(cfg)["num_warmup"] == report.SMOKE["nuts"]["num_warmup"]
+
+
+def test_compare_runs_a_bnn_and_summarises_only_its_noise(tmp_path):
+    path = _csv(tmp_path / "d.csv", n=30)
+    out = tmp_path / "out"
+    result = report.run_compare(
+        "bnn", str(path), ["svi", "laplace"], out, target="target", features=["x"], smoke=True,
+        log=lambda _: None,
+    )  # fmt: skip
+    text = (out / "report.md").read_text()
+    assert "# Inference comparison: `bnn`" in text
+    for name, r in result["methods"].items():
+        assert np.isfinite(r["test"]["rmse"]) and np.isfinite(r["test"]["mlpd"]), name
+        assert {"layer0.W", "layer1.b", "noise_scale"} <= set(r["posterior"].draws), name
+    # the forest/marginal plots show the noise scale, not 61 network weights
+    assert result["summarised_sites"] == ["noise_scale"]
+    assert result["methods"]["laplace"]["posterior"].config["subset_sites"] == [
+        "layer1.W", "layer1.b"
+    ]  # fmt: skip
+    assert (out / "forest.png").stat().st_size > 5_000
+    with pytest.raises(ValueError, match="unknown model 'mlp'; choose from dgp, svgp, bnn"):
+        report.make_model("mlp", np.zeros((3, 1)))

@@ -303,6 +303,49 @@ def _infinite_factor(X, y=None):
         numpyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
 
 
+@pytest.mark.parametrize("name", ["dgp", "linear"])
+def test_initialize_equals_numpyros_initialize_model(name):
+    """``initialize`` (one trace + a compiled value and gradient) gives NumPyro's ModelInfo:
+    the same initial point (prior medians drawn with the same key), potential, gradient and
+    constrained values."""
+    from numpyro.infer.util import initialize_model
+
+    from ppl_dgp.fitting import initialize
+    from ppl_dgp.guides import init_to_model_init
+
+    if name == "dgp":
+        model, (X, y) = _zoo("dgp"), _data()
+    else:
+        (X, y, _, _), model = _conjugate_problem(), _linear_regression
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    key = jax.random.key(5)
+    ours, _ = initialize(key, model, X, y)
+    ref = initialize_model(key, model, init_strategy=init_to_model_init, model_args=(X, y))
+    assert set(ours.param_info.z) == set(ref.param_info.z)
+    for k, v in ref.param_info.z.items():
+        np.testing.assert_allclose(ours.param_info.z[k], v, rtol=1e-12, err_msg=k)
+        np.testing.assert_allclose(ours.param_info.z_grad[k], ref.param_info.z_grad[k],
+                                   rtol=1e-9, atol=1e-12, err_msg=k)  # fmt: skip
+    np.testing.assert_allclose(
+        ours.param_info.potential_energy, ref.param_info.potential_energy, rtol=1e-12
+    )
+    z = jax.tree.map(lambda a: a + 0.01, ref.param_info.z)  # away from the initial point
+    np.testing.assert_allclose(ours.potential_fn(z), ref.potential_fn(z), rtol=1e-12)
+    a, b = ours.postprocess_fn(z), ref.postprocess_fn(z)
+    assert set(a) == set(b)
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-12, err_msg=k)
+
+
+def _nan_gradient(X, y=None):
+    D = X.shape[1]
+    w = numpyro.sample("w", dist.Normal(jnp.zeros(D), 1.0).to_event(1),
+                       infer={"init": jnp.zeros(D)})  # fmt: skip
+    numpyro.factor("kink", jnp.sqrt(jnp.abs(w[0])))  # finite at w = 0, its gradient is not
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+
 def test_bad_input_gives_clear_errors():
     X, y = _data()
     key = jax.random.key(0)
@@ -321,6 +364,8 @@ def test_bad_input_gives_clear_errors():
         ValueError, match=r"not finite at the initial values \(at sites \['bad_term'\]"
     ):
         fit(nuts, key, _infinite_factor, X, y)
+    with pytest.raises(ValueError, match=r"not finite at the initial values \(in its gradient\)"):
+        fit(nuts, key, _nan_gradient, X, y)
     with pytest.raises(ValueError, match=r"y must have shape \[N\] = \[12\]; received \(12, 1\)"):
         fit(nuts, key, _zoo("svgp"), X, y[:, None])
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, N=12\]; received 13"):

@@ -132,9 +132,8 @@ def _init_trace(rng_key: Array, model: Callable, args: tuple, kwargs: dict) -> d
         )
 
 
-def _nonfinite_sites(rng_key: Array, model: Callable, args: tuple, kwargs: dict) -> list[str]:
-    """Sample sites whose log density is not finite at the initial values."""
-    tr = _init_trace(rng_key, model, args, kwargs)
+def _nonfinite_sites(tr: dict) -> list[str]:
+    """Sample sites whose log density is not finite in the trace ``tr``."""
     return [
         name
         for name, site in tr.items()
@@ -184,13 +183,13 @@ def initialize(
             f"{sorted(sites.params)}"
         )
     if any(tr[k]["fn"].has_enumerate_support for k in latent):
-        return _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs), sites
+        return _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs, tr), sites
     z = {k: biject_to(tr[k]["fn"].support).inv(tr[k]["value"]) for k in latent}
     potential_fn = functools.partial(potential_energy, model, (X, y), model_kwargs, enum=False)
-    pe, grad = _value_and_grad(potential_fn)(z)
+    pe, grad = jax.jit(jax.value_and_grad(potential_fn))(z)  # one compile, once per fit
     ok = bool(np.isfinite(pe)) and all(bool(np.all(np.isfinite(g))) for g in grad.values())
     if not ok:
-        _raise_not_finite(rng_key, model, (X, y), model_kwargs, owner)
+        _raise_not_finite(tr, owner)
     info = ModelInfo(
         ParamInfo(z, pe, grad),
         potential_fn,
@@ -200,11 +199,7 @@ def initialize(
     return info, sites
 
 
-def _value_and_grad(potential_fn: Callable) -> Callable:
-    return jax.jit(jax.value_and_grad(potential_fn))
-
-
-def _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs) -> ModelInfo:
+def _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs, tr) -> ModelInfo:
     try:
         return initialize_model(
             rng_key,
@@ -214,11 +209,12 @@ def _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs) -> ModelInfo:
             model_kwargs=model_kwargs,
         )
     except RuntimeError as err:
-        _raise_not_finite(rng_key, model, (X, y), model_kwargs, owner, err)
+        _raise_not_finite(tr, owner, err)
 
 
-def _raise_not_finite(rng_key, model, args, kwargs, owner, cause=None) -> None:
-    bad = _nonfinite_sites(rng_key, model, args, kwargs)
+def _raise_not_finite(tr: dict, owner: str, cause: Exception | None = None) -> None:
+    """The error for a non-finite log density (or gradient) at the initial point ``tr``."""
+    bad = _nonfinite_sites(tr)
     where = f"at sites {bad}" if bad else "in its gradient"
     raise ValueError(
         f"{owner}: the model's log density is not finite at the initial values ({where}); "

@@ -138,7 +138,7 @@ def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Arr
     f_of, tr0 = _output_fn(model, base, layout, out, X_new, kw)
 
     theta = arrays["theta_map"]
-    f = f_of(theta)
+    f = tr0[out]["value"]  # = f_of(theta): base holds the MAP of every global site
     N, K = f.shape
     layers = dict(dense_layers)
     off = layout.offsets()

@@ -1,8 +1,11 @@
-"""Inducing-input initialisation: k-means centres or a data subset (NumPy, run once)."""
+"""Inducing-input initialisation: k-means centres (SciPy) or a data subset (NumPy), run once."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from scipy.cluster.vq import kmeans2
 
 __all__ = ["kmeans", "subset"]
 
@@ -23,42 +26,42 @@ def kmeans(
     seed: int = 0,
     iters: int = 50,
 ) -> np.ndarray:  # [M, D]
-    """Lloyd's k-means with k-means++ seeding; the centres initialise ``Z``.
+    """k-means centres of ``X`` (SciPy's ``kmeans2``); they initialise ``Z``.
 
-    Empty clusters are re-seeded at the point farthest from its centre, so the ``M`` centres
-    stay distinct (duplicate inducing inputs make ``Kmm`` singular).
+    Lloyd's iterations run in SciPy (``scipy.cluster.vq.kmeans2``, which GPflux also uses for
+    its inducing inputs) from k-means++ seeding (``minit="++"``): each new starting centre is a
+    row of ``X`` drawn with probability proportional to its squared distance to the nearest
+    centre so far, so well-separated clusters each get a centre and no two start on equal
+    rows. An empty cluster keeps its previous centre, so the ``M`` centres stay distinct
+    (duplicate inducing inputs make ``Kmm`` singular). Deterministic for a given ``seed``.
+
+    Args:
+        X: inputs, ``[N, D]``.
+        M: number of centres, ``1 <= M <=`` the number of distinct rows of ``X``.
+        seed: seed of the k-means++ draws.
+        iters: number of Lloyd iterations.
+
+    Returns:
+        The centres, ``[M, D]``.
 
     References:
         Arthur & Vassilvitskii (2007), "k-means++: the advantages of careful seeding".
     """
     X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise ValueError(f"kmeans: X must have shape [N, D]; received {X.shape}")
     N = X.shape[0]
     if not 1 <= M <= N:
         raise ValueError(
             f"kmeans: M (number of inducing points) must be in [1, N={N}]; received {M}"
         )
-    rng = np.random.default_rng(seed)
-    C = np.empty((M, X.shape[1]))
-    C[0] = X[rng.integers(N)]
-    d2 = np.sum((X - C[0]) ** 2, axis=1)
-    for m in range(1, M):
-        p = d2 / d2.sum() if d2.sum() > 0 else np.full(N, 1.0 / N)
-        C[m] = X[rng.choice(N, p=p)]
-        d2 = np.minimum(d2, np.sum((X - C[m]) ** 2, axis=1))
-    for _ in range(iters):
-        D2 = np.sum((X[:, None, :] - C[None]) ** 2, axis=-1)  # [N, M]
-        assign = np.argmin(D2, axis=1)
-        newC = C.copy()
-        for m in range(M):
-            members = X[assign == m]
-            if len(members):
-                newC[m] = members.mean(axis=0)
-            else:
-                far = np.argmax(D2[np.arange(N), assign])
-                newC[m] = X[far]
-                assign[far] = m
-        if np.allclose(newC, C):
-            C = newC
-            break
-        C = newC
-    return C
+    n_distinct = np.unique(X, axis=0).shape[0]
+    if M > n_distinct:
+        raise ValueError(f"kmeans: X has {n_distinct} distinct rows, fewer than M={M} centres")
+    with warnings.catch_warnings():
+        # An empty cluster keeps its previous centre; SciPy warns about it, we rely on it.
+        warnings.filterwarnings("ignore", message="One of the clusters is empty")
+        C, _ = kmeans2(
+            X, M, iter=iters, minit="++", missing="warn", rng=np.random.default_rng(seed)
+        )
+    return C  # [M, D]

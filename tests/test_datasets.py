@@ -1,4 +1,4 @@
-"""Tests for ppl_dgp.datasets: bundled files, Standardizer and user-CSV loading."""
+"""Tests for ppl_dgp.datasets (bundled files, Standardizer, user CSV) and k-means for Z."""
 
 import csv
 import re
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ppl_dgp.datasets import BENCH_NAMES, Standardizer, load_bench, load_csv, load_motorcycle
+from ppl_dgp.inducing import kmeans
 
 REGRESSION = ("diabetes", "step1d", "synth10k")
 REGRESSION_SIZES = {"diabetes": (398, 44, 10), "step1d": (450, 50, 1), "synth10k": (9000, 1000, 8)}
@@ -196,3 +197,51 @@ def test_load_csv_ragged_row_and_empty_file(tmp_path):
     header_only = _write(tmp_path, [["a", "y"]], name="header.csv")
     with pytest.raises(ValueError, match="no data rows"):
         load_csv(header_only, target="y")
+
+
+# --- inducing inputs: k-means --------------------------------------------------------------
+
+
+def test_kmeans_centres_are_distinct_points_inside_the_data_box():
+    X, _ = load_motorcycle()  # repeated times: 94 rows, fewer distinct values
+    X = np.column_stack([X[:, 0], np.sin(X[:, 0])])
+    M = 20
+    Z = kmeans(X, M, seed=3)
+    assert Z.shape == (M, 2)
+    assert len(np.unique(Z, axis=0)) == M
+    assert np.all(Z >= X.min(axis=0)) and np.all(Z <= X.max(axis=0))
+    np.testing.assert_array_equal(kmeans(X, M, seed=3), Z)  # deterministic for a seed
+    assert not np.array_equal(kmeans(X, M, seed=4), Z)
+
+
+def test_kmeans_recovers_well_separated_clusters():
+    rng = np.random.default_rng(0)
+    means = np.array([[-10.0, 0.0], [0.0, 10.0], [10.0, -5.0], [0.0, -20.0]])
+    labels = np.repeat(np.arange(4), [30, 50, 40, 20])
+    X = means[labels] + 0.1 * rng.normal(size=(len(labels), 2))
+    for seed in range(5):
+        Z = kmeans(X, 4, seed=seed)
+        # Each centre is the sample mean of one cluster: Lloyd's fixed point.
+        nearest = np.argmin(np.sum((Z[:, None, :] - means[None]) ** 2, axis=-1), axis=1)
+        assert sorted(nearest) == [0, 1, 2, 3]
+        for z, k in zip(Z, nearest, strict=True):
+            np.testing.assert_allclose(z, X[labels == k].mean(axis=0), rtol=1e-12)
+
+
+def test_kmeans_with_repeated_rows_returns_the_distinct_rows():
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [-3.0, 2.0]])
+    X = np.repeat(points, 7, axis=0)
+    Z = kmeans(X, 5, seed=0)
+    np.testing.assert_array_equal(np.unique(Z, axis=0), np.unique(points, axis=0))
+
+
+def test_kmeans_rejects_bad_M():
+    X = np.repeat(np.eye(3), 2, axis=0)  # [6, 3], 3 distinct rows
+    with pytest.raises(ValueError, match=r"must be in \[1, N=6\]"):
+        kmeans(X, 0)
+    with pytest.raises(ValueError, match=r"must be in \[1, N=6\]"):
+        kmeans(X, 7)
+    with pytest.raises(ValueError, match="3 distinct rows, fewer than M=4"):
+        kmeans(X, 4)
+    with pytest.raises(ValueError, match=r"shape \[N, D\]"):
+        kmeans(X[:, 0], 2)

@@ -49,12 +49,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Lock the runtime + dev dependencies for CPython 3.12 on Linux x86_64, with hashes, resolved
-# against PyPI. uv lives in its own scratch venv so it never enters the project's environment.
+# against uv's default index (PyPI unless UV_INDEX_URL says otherwise). uv lives in its own
+# scratch venv so it never enters the project's environment.
 lock:
 	@test -x $(LOCKENV)/bin/uv || { $(PYTHON) -m venv $(LOCKENV) && $(LOCKENV)/bin/python -m pip install --quiet uv; }
 	$(LOCKENV)/bin/uv pip compile pyproject.toml --extra dev \
 		--python-version 3.12 --python-platform x86_64-unknown-linux-gnu \
-		--generate-hashes --index-url https://pypi.org/simple \
+		--generate-hashes \
 		--custom-compile-command "make lock" -o requirements.lock
 
 clean:

@@ -9,22 +9,15 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+
 # The math strata (no NumPyro inside) must never rely on implicit rank promotion: there a
-# `[N]` vs `[N, 1]` mistake raises. NumPyro's own distributions and transforms broadcast
+# `[N]` vs `[N, 1]` mistake raises. Their test modules say so with
+# `pytestmark = pytest.mark.strict_rank`. NumPyro's own distributions and transforms broadcast
 # implicitly, so program-level tests run with JAX's default.
-STRICT_MODULES = {
-    "test_conditionals",
-    "test_kernels",
-    "test_kl",
-    "test_linalg",
-    "test_reference_svgp",
-}
-
-
 @pytest.fixture(autouse=True)
 def _rank_promotion(request: pytest.FixtureRequest):
-    mode = "raise" if request.module.__name__.rsplit(".", 1)[-1] in STRICT_MODULES else "allow"
-    with jax.numpy_rank_promotion(mode):
+    strict = request.node.get_closest_marker("strict_rank") is not None
+    with jax.numpy_rank_promotion("raise" if strict else "allow"):
         yield
 
 

@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 from ppl_dgp.conditionals import conditional  # noqa: E402
 from ppl_dgp.kernels import SquaredExponential  # noqa: E402
 
+pytestmark = pytest.mark.strict_rank
 VARIANCE = 1.3
 LENGTHSCALES = np.array([0.8, 1.4])
 JITTER = 1e-6

@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from ppl_dgp import kernels as kern  # noqa: E402
 from ppl_dgp import mean_functions as mf  # noqa: E402
 
+pytestmark = pytest.mark.strict_rank
 D = 2
 LS = np.array([0.7, 1.6])
 

@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from ppl_dgp.kernels import SquaredExponential  # noqa: E402
 from ppl_dgp.kl import gauss_kl, prior_kl  # noqa: E402
 
+pytestmark = pytest.mark.strict_rank
 M, D, Q = 6, 2, 2
 JITTER = 1e-6
 KERNEL = SquaredExponential(variance=1.2, lengthscales=jnp.array([0.9, 1.5]))

@@ -22,6 +22,7 @@ from ppl_dgp.linalg import (  # noqa: E402
     triangular_inverse,
 )
 
+pytestmark = pytest.mark.strict_rank
 M = 5
 
 

@@ -21,6 +21,7 @@ from ppl_dgp.kernels import SquaredExponential  # noqa: E402
 from ppl_dgp.kl import prior_kl  # noqa: E402
 from ppl_dgp.likelihoods import gaussian_variational_expectations  # noqa: E402
 
+pytestmark = pytest.mark.strict_rank
 DATA = Path(__file__).parent / "data"
 RTOL = 1e-9
 

@@ -49,7 +49,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ppl_dgp.bench_laplace import load_moons
+from ppl_dgp.benchmarks.laplace import load_moons
 from ppl_dgp.inference import NUTS, SVI, fit
 from ppl_dgp.laplace import Laplace
 from ppl_dgp.laplace_predictive import predict_proba
@@ -153,4 +153,4 @@ for lim in (3.0, 15.0):
 
 # %% [markdown]
 # The numbers behind these pictures (test NLL, calibration, entropy far from the data, and
-# timings against laplace-torch) come from `python -m ppl_dgp.bench_laplace --nuts`.
+# timings against laplace-torch) come from `ppl-dgp bench laplace --nuts`.

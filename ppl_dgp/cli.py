@@ -5,7 +5,8 @@ with the figures and each method's DataTree (:mod:`ppl_dgp.report`).
 
 ``ppl-dgp run`` fits a 2-layer deep GP to the bundled motorcycle data by doubly-stochastic SVI,
 prints the fit and its mixture predictive, and writes ``OUT/motorcycle_dgp.png``.
-``ppl-dgp bench`` runs the shared benchmark workloads and prints one JSON object per run.
+``ppl-dgp bench`` runs the shared DGP/SVGP benchmark workloads, ``ppl-dgp bench laplace`` the
+two-moons Laplace one (:mod:`ppl_dgp.benchmarks`); both print one JSON object per run.
 """
 
 from __future__ import annotations
@@ -158,7 +159,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     _configure_jax(args.threads, args.dtype)
-    from ppl_dgp import bench
+    if args.suite == "laplace":
+        from ppl_dgp.benchmarks import laplace
+
+        laplace.main(args.lam, args.repeats, args.nuts, args.nuts_samples)
+        return 0
+    from ppl_dgp.benchmarks import dgp as bench
 
     datasets = args.datasets.split(",")
     models = args.models.split(",")
@@ -215,15 +221,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser("bench", help="benchmark workloads of the peers (JSON lines)")
-    b.add_argument("--datasets", default="diabetes,step1d,synth10k")
-    b.add_argument("--models", default="dgp2,svgp")
-    b.add_argument("--steps", type=int, default=2000)
+    b.add_argument(
+        "suite",
+        nargs="?",
+        choices=("dgp", "laplace"),
+        default="dgp",
+        help="dgp: DGP/SVGP regression vs GPflux/GPyTorch/GPflow (default); "
+        "laplace: two-moons Laplace vs laplace-torch",
+    )
     b.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    b.add_argument("--seeds", default="0", help="comma-separated seeds (init keys and batches)")
-    b.add_argument("--q-sqrt-transform", choices=("triangular", "softplus"), default="triangular")
     b.add_argument(
         "--threads", type=int, default=1, help="XLA CPU threads (1 = the peers' setting)"
     )
+    g = b.add_argument_group("dgp suite")
+    g.add_argument("--datasets", default="diabetes,step1d,synth10k")
+    g.add_argument("--models", default="dgp2,svgp")
+    g.add_argument("--steps", type=int, default=2000)
+    g.add_argument("--seeds", default="0", help="comma-separated seeds (init keys and batches)")
+    g.add_argument("--q-sqrt-transform", choices=("triangular", "softplus"), default="triangular")
+    g = b.add_argument_group("laplace suite")
+    g.add_argument(
+        "--lambda", dest="lam", type=float, nargs="+", default=[1.0], help="prior precisions"
+    )
+    g.add_argument("--repeats", type=int, default=10, help="warm calls timed after the first")
+    g.add_argument("--nuts", action="store_true", help="add NUTS as the Bayesian reference")
+    g.add_argument("--nuts-samples", type=int, default=500, help="warm-up = draws per chain")
     b.set_defaults(func=_cmd_bench)
     return p
 

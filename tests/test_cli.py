@@ -31,3 +31,20 @@ def test_bench_prints_the_peer_fields(capsys):
 def test_bench_rejects_unknown_names():
     with pytest.raises(SystemExit, match="unknown dataset 'boston'"):
         main(["bench", "--datasets", "boston"])
+
+
+def test_bench_laplace_runs_the_laplace_suite(monkeypatch):
+    from ppl_dgp.benchmarks import dgp, laplace
+
+    calls = []
+    monkeypatch.setattr(laplace, "main", lambda *args: calls.append(args))
+    monkeypatch.setattr(dgp, "main", lambda *args: pytest.fail("the DGP suite ran"))
+    argv = ["bench", "laplace", "--lambda", "1", "0.1", "--repeats", "2", "--nuts"]
+    assert main(argv) == 0
+    assert calls == [([1.0, 0.1], 2, True, 500)]
+
+
+def test_bench_rejects_an_unknown_suite(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "gpytorch"])
+    assert "invalid choice: 'gpytorch'" in capsys.readouterr().err

@@ -1,12 +1,13 @@
-"""Two-moons Laplace benchmark (laplace-torch's workload): ``python -m ppl_dgp.bench_laplace``.
+"""Two-moons Laplace benchmark (laplace-torch's workload): ``ppl-dgp bench laplace``.
 
-Settings (``/work/shared/bench/README.md``): ``moons.npz`` (200 train, 1000 test, 100 OOD points
-on the circle of radius 10), MLP 2-32-1 with tanh units and a Bernoulli likelihood on one logit,
-MAP by Adam (lr 1e-2, full batch, 3000 steps on ``potential / N`` = mean BCE +
-``lambda / (2N) |theta|^2``), then Laplace (GGN) for subset in {last_layer, all} x structure in
-{full, diag, kron} with the scalar prior precision tuned by the Laplace evidence (Adam on its
-log, lr 0.1, 100 steps, as laplace-torch's ``optimize_prior_precision``) and the probit GLM
-predictive. Optional (``--nuts``): NUTS on the same program as the Bayesian reference.
+Settings (those of the shared benchmark README's laplace-torch runs): ``moons.npz`` (200 train,
+1000 test, 100 OOD points on the circle of radius 10), MLP 2-32-1 with tanh units and a
+Bernoulli likelihood on one logit, MAP by Adam (lr 1e-2, full batch, 3000 steps on
+``potential / N`` = mean BCE + ``lambda / (2N) |theta|^2``), then Laplace (GGN) for subset in
+{last_layer, all} x structure in {full, diag, kron} with the scalar prior precision tuned by
+the Laplace evidence (Adam on its log, lr 0.1, 100 steps, as laplace-torch's
+``optimize_prior_precision``) and the probit GLM predictive. Optional (``--nuts``): NUTS on the
+same program as the Bayesian reference.
 
 One JSON object per row: ``predictive, lambda, nll, acc, ece`` (15 equal-width bins on
 ``max(p, 1 - p)``), ``ood_entropy`` (mean predictive entropy on the OOD points, nats),
@@ -20,7 +21,6 @@ times the Laplace step alone, like laplace-torch's ``la.fit`` + prior optimisati
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -137,19 +137,7 @@ def run(lam: float, repeats: int, nuts: bool, nuts_samples: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lambda", dest="lam", type=float, nargs="+", default=[1.0])
-    ap.add_argument("--repeats", type=int, default=10, help="warm calls timed after the first")
-    ap.add_argument("--nuts", action="store_true", help="add NUTS as the Bayesian reference")
-    ap.add_argument("--nuts-samples", type=int, default=500, help="warm-up = draws per chain")
-    ap.add_argument("--float32", action="store_true", help="run in float32 (default float64)")
-    args = ap.parse_args(argv)
-    jax.config.update("jax_enable_x64", not args.float32)
-    os.environ.setdefault("CI", "1")
-    for lam in args.lam:
-        run(lam, args.repeats, args.nuts, args.nuts_samples)
-
-
-if __name__ == "__main__":
-    main()
+def main(lams: list[float], repeats: int, nuts: bool, nuts_samples: int) -> list[dict]:
+    """Run :func:`run` for each prior precision in ``lams``; prints one JSON line per row."""
+    os.environ.setdefault("CI", "1")  # no progress bars in the printed rows
+    return [r for lam in lams for r in run(lam, repeats, nuts, nuts_samples)]

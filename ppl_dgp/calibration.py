@@ -9,7 +9,10 @@ every model and method.
   in a calibrated model each bin's accuracy equals its mean confidence. The expected
   calibration error is the count-weighted mean gap,
   ``ECE = sum_b (n_b / N) |acc_b - conf_b|`` (Guo et al. 2017), and
-  :func:`reliability_curve` gives the per-bin points of the reliability diagram.
+  :func:`reliability_curve` gives the per-bin points of the reliability diagram. Bins are
+  ``numpy.histogram``'s, ``[lo, hi)`` with the last one closed, as in netcal's ``ECE`` that
+  laplace-torch's calibration example uses, so our figures compare with the peers' (the
+  shared benchmark's two-moons ECE: 15 bins on ``max(p, 1 - p)``).
 
 References:
     Guo, Pleiss, Sun & Weinberger (2017), "On Calibration of Modern Neural Networks", ICML.
@@ -76,7 +79,8 @@ def reliability_curve(
 
     Returns:
         ``{"confidence", "accuracy", "count", "edges"}``; bins are ``[edges[b], edges[b+1])``
-        (the last one closed); empty bins have ``count = 0`` and NaN confidence/accuracy.
+        (the last one closed: ``numpy.histogram``'s and netcal's convention); empty bins have
+        ``count = 0`` and NaN confidence/accuracy.
     """
     conf, correct = _confidence(probs, labels)
     edges = np.linspace(0.0, 1.0, num_bins + 1)

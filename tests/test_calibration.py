@@ -61,3 +61,20 @@ def test_coverage_of_central_intervals():
         assert c == pytest.approx(p, abs=0.02)
     assert coverage_table(_Gaussian(0.5), y, probs=(0.9,))[0.9] < 0.65
     assert interval_coverage(np.zeros(2), np.ones(2), np.array([0.5, 2.0])) == 0.5
+
+
+def test_bins_are_numpy_histograms_left_closed_ones():
+    # netcal's ECE (laplace-torch's calibration example) bins with numpy.histogram: [lo, hi),
+    # the last bin closed. Confidences exactly on an inner edge (0.75 with 4 bins) go up.
+    probs = np.array([0.75, 0.9, 0.6])
+    labels = np.array([0, 1, 1])  # confidences 0.75 (wrong), 0.9 and 0.6 (correct)
+    # Bins [0.5, 0.75): {0.6}, gap 0.4; [0.75, 1]: {0.75, 0.9}, accuracy 1/2, gap 0.325.
+    ece = (0.4 + 2 * 0.325) / 3
+    assert expected_calibration_error(probs, labels, num_bins=4) == pytest.approx(ece, rel=1e-12)
+    rng = np.random.default_rng(2)
+    conf = np.concatenate([rng.uniform(0.5, 1.0, 500), np.linspace(0.0, 1.0, 16)[8:]])
+    labels = (rng.uniform(size=conf.size) < conf).astype(int)
+    curve = reliability_curve(conf, labels, num_bins=15)
+    counts, edges = np.histogram(conf, bins=15, range=(0.0, 1.0))
+    np.testing.assert_array_equal(curve["count"], counts)
+    np.testing.assert_array_equal(curve["edges"], edges)

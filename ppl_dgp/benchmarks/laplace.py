@@ -10,9 +10,9 @@ the Laplace evidence (Adam on its log, lr 0.1, 100 steps, as laplace-torch's
 same program as the Bayesian reference.
 
 One JSON object per row: ``predictive, lambda, nll, acc, ece`` (15 equal-width bins on
-``max(p, 1 - p)``), ``ood_entropy`` (mean predictive entropy on the OOD points, nats),
-``fit_seconds`` / ``predict_seconds`` (warm: the median of ``--repeats`` calls after the first,
-the result on the host),
+``max(p, 1 - p)``, :func:`~ppl_dgp.calibration.expected_calibration_error`), ``ood_entropy``
+(mean predictive entropy on the OOD points, nats), ``fit_seconds`` / ``predict_seconds``
+(warm: the median of ``--repeats`` calls after the first, the result on the host),
 ``fit_first_seconds`` / ``predict_first_seconds`` (the first call, compilation included),
 ``log_marglik``, ``prior_precision``. The Laplace fits start from the shared MAP
 (``Laplace(num_steps=0)`` on the program warm-started at the MAP weights), so ``fit_seconds``
@@ -25,16 +25,17 @@ import functools
 import json
 import os
 import time
-from importlib import resources
 
 import jax
 import numpy as np
 
-from ppl_dgp.fitting import fit
+from ppl_dgp.calibration import expected_calibration_error
+from ppl_dgp.datasets import load_bench
+from ppl_dgp.infer import fit
 from ppl_dgp.laplace import Laplace
-from ppl_dgp.laplace_predictive import predict_proba
 from ppl_dgp.mcmc import NUTS
 from ppl_dgp.models import bnn
+from ppl_dgp.predictive import predict_proba
 
 VARIANTS = (
     ("last_layer", "full"),
@@ -45,28 +46,15 @@ VARIANTS = (
 )
 
 
-def load_moons() -> dict[str, np.ndarray]:
-    with resources.files("ppl_dgp.data").joinpath("moons.npz").open("rb") as f:
-        with np.load(f, allow_pickle=False) as d:
-            return {k: d[k] for k in d.files}
-
-
 def metrics(p: np.ndarray, y: np.ndarray, p_ood: np.ndarray, bins: int = 15) -> dict:
     """Test NLL, accuracy, ECE (``bins`` equal-width bins on the confidence), OOD entropy."""
     p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
     nll = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))
-    pred = (p > 0.5).astype(int)
-    conf = np.maximum(p, 1 - p)
-    correct = (pred == y).astype(float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    acc = np.mean((p > 0.5).astype(int) == y)
+    ece = expected_calibration_error(p, y, num_bins=bins)
     q = np.clip(np.asarray(p_ood, dtype=float), 1e-12, 1 - 1e-12)
     ent = -(q * np.log(q) + (1 - q) * np.log1p(-q))
-    return {"nll": nll, "acc": correct.mean(), "ece": ece, "ood_entropy": ent.mean()}
+    return {"nll": nll, "acc": acc, "ece": ece, "ood_entropy": ent.mean()}
 
 
 def _timed(fn, repeats: int) -> tuple[object, float, float]:
@@ -83,7 +71,7 @@ def _timed(fn, repeats: int) -> tuple[object, float, float]:
 
 
 def run(lam: float, repeats: int, nuts: bool, nuts_samples: int) -> list[dict]:
-    d = load_moons()
+    d = load_bench("moons")
     X, y = d["X_train"], d["y_train"]
     Xe = np.vstack([d["X_test"], d["X_ood"]])
     n_test = len(d["X_test"])
@@ -120,8 +108,8 @@ def run(lam: float, repeats: int, nuts: bool, nuts_samples: int) -> list[dict]:
         name = f"{subset.replace('_', '-')} {structure}"
         rows.append(row(name, np.asarray(p), fit_seconds=fw, fit_first_seconds=ff,
                         predict_seconds=pw, predict_first_seconds=pf,
-                        log_marglik=float(post.params["laplace.log_marglik"]),
-                        prior_precision=float(post.params["laplace.prior_precision"][0]),
+                        log_marglik=float(post.approx.log_marglik),
+                        prior_precision=float(post.approx.prior_precision[0]),
                         ))  # fmt: skip
     if nuts:
         method = NUTS(num_warmup=nuts_samples, num_samples=nuts_samples, num_chains=2)

@@ -31,6 +31,7 @@ __all__ = [
     "load_bench",
     "load_csv",
     "load_motorcycle",
+    "make_synth10k",
 ]
 
 BENCH_NAMES: tuple[str, ...] = ("diabetes", "step1d", "synth10k", "moons")
@@ -72,7 +73,8 @@ def load_bench(name: str) -> dict[str, np.ndarray]:
     standardisation ``x_mean [D]``, ``x_std [D]``, ``y_mean [1]``, ``y_std [1]`` and
     ``Z_init [100, D]`` (initial inducing inputs in standardised units). ``moons`` holds
     ``X_train [200, 2]``, ``y_train [200]``, ``X_test [1000, 2]``, ``y_test [1000]`` and
-    ``X_ood [100, 2]``.
+    ``X_ood [100, 2]``. ``synth10k`` is generated from seeds (:func:`make_synth10k`), the
+    others are read from ``ppl_dgp/data/<name>.npz``.
 
     Args:
         name: One of :data:`BENCH_NAMES`.
@@ -87,8 +89,55 @@ def load_bench(name: str) -> dict[str, np.ndarray]:
         raise ValueError(
             f"unknown benchmark data set {name!r}; valid names are: {', '.join(BENCH_NAMES)}"
         )
+    if name == "synth10k":
+        return make_synth10k()
     with _data_file(f"{name}.npz").open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
+
+
+def make_synth10k() -> dict[str, np.ndarray]:
+    """Generate the ``synth10k`` workload: the peers' arrays, bit for bit, from NumPy seeds.
+
+    ``N = 10000`` inputs ``x ~ N(0, I_8)`` and targets
+    ``y = sin(2 x0) + 0.5 x1^2 - x2 x3 + 0.5 tanh(3 x4) + 0.1 x5 + 0.1 eps``, ``eps ~ N(0, 1)``,
+    drawn by ``np.random.default_rng(2)`` (``X [N, 8]``, then ``eps [N]``). The first 1000 rows
+    of ``np.random.default_rng(2).permutation(N)`` are the test split, the other 9000 the
+    training split. ``Z_init`` is the standardised training inputs at
+    ``np.random.default_rng(100).choice(9000, 100, replace=False)``. The SHA-256 of every array
+    of the shared benchmark's ``synth10k.npz`` is checked in ``tests/test_datasets.py``.
+
+    Returns:
+        The keys of :func:`load_bench`'s regression sets: ``X_train [9000, 8]``,
+        ``Y_train [9000, 1]``, ``X_test [1000, 8]``, ``Y_test [1000, 1]``, ``x_mean [8]``,
+        ``x_std [8]``, ``y_mean [1]``, ``y_std [1]``, ``Z_init [100, 8]``.
+    """
+    N, num_test = 10000, 1000
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(N, 8))  # [N, 8]
+    eps = rng.normal(size=N)  # [N]
+    f = (
+        np.sin(2 * X[:, 0])
+        + 0.5 * X[:, 1] ** 2
+        - X[:, 2] * X[:, 3]
+        + 0.5 * np.tanh(3 * X[:, 4])
+        + 0.1 * X[:, 5]
+    )
+    Y = (f + 0.1 * eps)[:, None]  # [N, 1]
+    perm = np.random.default_rng(2).permutation(N)
+    test, train = perm[:num_test], perm[num_test:]
+    sx, sy = Standardizer.fit(X[train]), Standardizer.fit(Y[train])
+    chosen = np.random.default_rng(100).choice(N - num_test, 100, replace=False)
+    return {
+        "X_train": X[train],
+        "Y_train": Y[train],
+        "X_test": X[test],
+        "Y_test": Y[test],
+        "x_mean": sx.mean,
+        "x_std": sx.std,
+        "y_mean": sy.mean,
+        "y_std": sy.std,
+        "Z_init": sx.transform(X[train])[chosen],
+    }
 
 
 @dataclass(frozen=True)

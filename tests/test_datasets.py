@@ -1,12 +1,20 @@
 """Tests for ppl_dgp.datasets (bundled files, Standardizer, user CSV) and k-means for Z."""
 
 import csv
+import hashlib
 import re
 
 import numpy as np
 import pytest
 
-from ppl_dgp.datasets import BENCH_NAMES, Standardizer, load_bench, load_csv, load_motorcycle
+from ppl_dgp.datasets import (
+    BENCH_NAMES,
+    Standardizer,
+    load_bench,
+    load_csv,
+    load_motorcycle,
+    make_synth10k,
+)
 from ppl_dgp.inducing import kmeans
 
 REGRESSION = ("diabetes", "step1d", "synth10k")
@@ -70,6 +78,33 @@ def test_bench_standardisation_is_the_train_split_one(name):
     assert len(np.unique(Z, axis=0)) == 100
     hits = np.isclose(Z[:, None, :], Xs[None, :, :], rtol=0, atol=1e-10).all(axis=-1)  # [M, N]
     assert hits.any(axis=1).all()
+
+
+# SHA-256 of each array's bytes in the shared benchmark's synth10k.npz (../shared/bench/), the
+# file the peers ran on; the generated workload must equal it bit for bit. X, the split and
+# Z_init come from NumPy's seeded generators alone; Y also from np.sin / np.tanh, which NumPy
+# does not promise bit-identical across CPUs: a mismatch in Y alone would be that.
+SYNTH10K_SHA256 = {
+    "X_train": "c41df040b208fc315a40f12f4caac3eb696000e55e414d25b62afb50b053057d",
+    "Y_train": "35edc31dbe70c5622d02808164ace08700e413885243d89c2a439c694fcf0bd7",
+    "X_test": "b54f1f5f36a69c4d78eb0d4885e093b8ed91efb4ff303cc5d577d5ce7a63e0a8",
+    "Y_test": "81326cbf39bf8e352c655e11488fb5b21ca8cd3071692d986fb44514ed36814c",
+    "x_mean": "3af0a0e319acdbd95add0f4cb1b266f7a4c29c3d609dbbf14c841abab3c2af22",
+    "x_std": "b87063635dc79ce5c0de82e7fb2d159b6b5b8901a3278b82d0ed6544f23e96be",
+    "y_mean": "c8c271b8874420801c5556aaa2839873669cafd51b0600ed416a1517c2de558b",
+    "y_std": "43355928d0e2cc02e90efe97c6ef239fd6f770ee9a055cf03d8236cc1f3cf019",
+    "Z_init": "06ec7e2e8cfd41ed7bc69f76addbffb39c463bf521873dd423263970785d3350",
+}
+
+
+def test_synth10k_is_generated_equal_to_the_peers_file():
+    d = make_synth10k()
+    assert set(d) == set(SYNTH10K_SHA256)
+    for key, digest in SYNTH10K_SHA256.items():
+        assert d[key].dtype == np.float64
+        assert hashlib.sha256(np.ascontiguousarray(d[key]).tobytes()).hexdigest() == digest, key
+    for key, a in load_bench("synth10k").items():
+        np.testing.assert_array_equal(a, d[key])
 
 
 def test_bench_moons():

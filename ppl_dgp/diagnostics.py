@@ -47,6 +47,7 @@ from jax import Array
 from jax.scipy.special import logsumexp
 from numpyro.handlers import seed, substitute, trace
 
+from ppl_dgp.collapse import gaussian_output
 from ppl_dgp.fitting import accepts_batch_size, inspect_model
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import propagate_layers
@@ -152,12 +153,12 @@ def pointwise_log_likelihood(
         for i, idx in enumerate(_chunks(S, size)):
             vals = {k: jnp.repeat(v[idx], K, axis=0) for k, v in flat.items()}  # [size*K, ...]
             key = jax.random.fold_in(k_run, i)
-            moments, noise = propagate_layers(
+            sites = propagate_layers(
                 key, model, vals, params, X, num_samples=size * K, **model_kwargs
             )
-            _, mean, var = moments[list(moments)[-1]]  # [size*K, N, 1]
-            tot = (var[..., 0] + noise[likelihood_site][:, None]).reshape(size, K, N)
-            mean = mean[..., 0].reshape(size, K, N)
+            out = gaussian_output(sites, likelihood_site)  # [size*K, N]
+            tot = out.var.reshape(size, K, N)
+            mean = out.mean.reshape(size, K, N)
             lp = -0.5 * (jnp.log(2 * jnp.pi * tot) + (y - mean) ** 2 / tot)
             ll_parts.append(logsumexp(lp, axis=1) - jnp.log(K))
             z = jax.random.normal(jax.random.fold_in(key, 1), (size, N), dtype=mean.dtype)

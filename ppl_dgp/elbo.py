@@ -27,7 +27,7 @@ from jax import Array
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.elbo import ELBO
 
-from ppl_dgp.layers import ROLE, collapsed
+from ppl_dgp.collapse import ROLE, collapse
 
 __all__ = ["DoublyStochasticELBO", "elbo_terms"]
 
@@ -42,6 +42,11 @@ def elbo_terms(
 ) -> dict[str, Array]:
     """One-sample doubly-stochastic ELBO, split into its terms.
 
+    The model runs under :class:`~ppl_dgp.collapse.collapse` with the guide's ``q(u)``; the
+    terms are read from its trace: ``{layer}.kl`` sites, and ``{site}.var_exp`` (the
+    closed-form expected log-likelihood) in place of an observed site's one-sample
+    ``log_prob`` where the likelihood recorded one.
+
     Returns:
         ``{"elbo", "expected_log_lik", "kl": {layer: KL}, "log_prior_ratio"}``; the likelihood
         term is already scaled by ``N / B``.
@@ -50,20 +55,24 @@ def elbo_terms(
     guide_trace = trace(substitute(seed(guide, key_guide), data=param_map)).get_trace(
         *args, **kwargs
     )
-    with collapsed(param_map) as state:
+    with collapse(params=param_map):
         model_trace = trace(
             substitute(replay(seed(model, key_model), guide_trace), data=param_map)
         ).get_trace(*args, **kwargs)
     exp_log_lik = jnp.zeros(())
     log_prior_ratio = jnp.zeros(())
+    kl: dict[str, Array] = {}
     for name, site in model_trace.items():
+        if site["type"] == "deterministic":
+            if site.get("infer", {}).get(ROLE) == "kl":  # recorded by the collapsed layers
+                kl[site["infer"]["of"]] = site["value"]
+            continue
         if site["type"] != "sample":
             continue
         scale = 1.0 if site["scale"] is None else site["scale"]
         if site["is_observed"]:
-            term = (
-                state.var_exp[name] if name in state.var_exp else site["fn"].log_prob(site["value"])
-            )
+            var_exp = model_trace.get(f"{name}.var_exp")  # closed form (Gaussian likelihood)
+            term = site["fn"].log_prob(site["value"]) if var_exp is None else var_exp["value"]
             exp_log_lik = exp_log_lik + scale * jnp.sum(term)
         elif site["infer"].get(ROLE) in ("inducing", "layer_noise"):
             continue  # analytic KL below; layer noise has q = p
@@ -72,7 +81,6 @@ def elbo_terms(
             log_p = jnp.sum(site["fn"].log_prob(site["value"]))
             log_q = jnp.sum(guide_site["fn"].log_prob(guide_site["value"]))
             log_prior_ratio = log_prior_ratio + scale * (log_p - log_q)
-    kl = dict(state.kl)
     elbo = exp_log_lik - sum(kl.values(), jnp.zeros(())) + log_prior_ratio
     return {
         "elbo": elbo,

@@ -33,6 +33,7 @@ import numpyro
 from jax import Array
 from numpyro.handlers import seed, substitute, trace
 
+from ppl_dgp.collapse import gaussian_output
 from ppl_dgp.fitting import (
     ModelSites,
     accepts_batch_size,
@@ -138,13 +139,12 @@ def predict(
     draws = {k: jnp.asarray(v[idx]) for k, v in flat.items()}
 
     S = len(idx)
-    moments, noise = propagate_layers(
+    sites = propagate_layers(
         rng_key, model, draws, params, X_new, num_samples=S, **model_kwargs
     )  # compiled once per model; layers without q(u) use p(f | u) given the drawn u
-    if moments and likelihood_site in noise:
-        _, mean, var = moments[list(moments)[-1]]  # [S, N, 1]
-        s2 = noise[likelihood_site][:, None]
-        return MixturePredictive(mean[..., 0], var[..., 0] + s2, var[..., 0])
+    if f"{likelihood_site}.f_mean" in sites:  # a Gaussian likelihood recorded its moments
+        out = gaussian_output(sites, likelihood_site)  # [S, N]
+        return MixturePredictive(out.mean, out.var, out.f_var)
 
     def one(key: Array, draw: dict[str, Array]) -> tuple[Array, Array, Array]:
         tr = trace(substitute(seed(model, key), data={**params, **draw})).get_trace(

@@ -23,11 +23,13 @@ The default program is a proper joint density (non-centred):
 where ``mu_n(u), sigma_n^2`` are the marginals of the prior conditional ``p(f_n | u)``, so NUTS,
 HMC, SGHMC and Laplace see the same target that SVI bounds. The last layer may instead be
 :func:`gp_output_layer`, whose output is integrated out of a Gaussian likelihood exactly
-(``y_n | u ~ N(mu_n, sigma_n^2 + s2)``, no ``eps``; the zoo's default). Under
-:class:`~ppl_dgp.elbo.DoublyStochasticELBO` (SVI only) the same program runs *collapsed*: each
-layer integrates ``u`` out analytically against the guide's ``q(u)`` and propagates
-``f_n = mu_q + sigma_q eps_n``, and a Gaussian likelihood uses the closed-form expectation in the
-last layer: exactly the doubly-stochastic bound of Salimbeni & Deisenroth (2017).
+(``y_n | u ~ N(mu_n, sigma_n^2 + s2)``, no ``eps``; the zoo's default). Under the NumPyro
+handler :class:`~ppl_dgp.collapse.collapse` (what :class:`~ppl_dgp.elbo.DoublyStochasticELBO`
+and the SVI predictive use) the same program runs *collapsed*: each layer integrates ``u`` out
+analytically against the guide's ``q(u)`` and propagates ``f_n = mu_q + sigma_q eps_n``, and a
+Gaussian likelihood uses the closed-form expectation in the last layer, all recorded as trace
+sites: exactly the doubly-stochastic bound of Salimbeni & Deisenroth (2017). The layers learn
+that they run collapsed from a message through the handler stack, never from a global.
 
 References:
     Salimbeni & Deisenroth (2017), "Doubly Stochastic Variational Inference for Deep Gaussian
@@ -39,8 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -52,6 +52,8 @@ from jax import Array
 from numpyro.distributions import constraints
 
 from ppl_dgp import kernels as K
+from ppl_dgp.collapse import ROLE, collapse, inducing_posterior, is_collapsed, record
+from ppl_dgp.collapse import recorded_moments as _recorded_moments
 from ppl_dgp.conditionals import base_conditional_with_lm, conditional
 from ppl_dgp.kl import prior_kl
 from ppl_dgp.likelihoods import gaussian_variational_expectations
@@ -63,8 +65,10 @@ __all__ = [
     "LayerSpec",
     "hyper",
     "gp_layer",
+    "gp_output_layer",
     "gaussian_likelihood",
-    "collapsed",
+    "collapse",
+    "ROLE",
     "KERNELS",
 ]
 
@@ -74,8 +78,6 @@ KERNELS: dict[str, type] = {
     "matern32": K.Matern32,
     "matern52": K.Matern52,
 }
-
-ROLE = "ppl_dgp_role"  # key in a site's ``infer`` dict: "inducing", "layer_noise"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,41 +163,6 @@ class LayerSpec:
         return int(np.shape(self.Z)[0])
 
 
-class _Collapsed:
-    """State of a collapsed (doubly-stochastic) run: ``q(u)`` in, KLs and moments out."""
-
-    def __init__(self, params: dict[str, Array]):
-        self.params = params
-        self.kl: dict[str, Array] = {}
-        self.moments: dict[str, tuple[Array, Array, Array]] = {}  # name -> (f, mean, var)
-        self.last: str | None = None
-        self.var_exp: dict[str, Array] = {}
-        self.noise: dict[str, Array] = {}
-
-
-_COLLAPSED: list[_Collapsed] = []
-
-
-@contextmanager
-def collapsed(params: dict[str, Array]) -> Iterator[_Collapsed]:
-    """Run GP layers collapsed: marginalise ``u`` against ``q(u)`` read from ``params``.
-
-    ``params`` holds each layer's ``{name}.q_mu`` ``[M, Q]`` and ``{name}.q_sqrt`` ``[Q, M, M]``
-    (the :class:`~ppl_dgp.guides.InducingPointGuide` parameters). Used by
-    :class:`~ppl_dgp.elbo.DoublyStochasticELBO` and the SVI predictive; not a density.
-    """
-    state = _Collapsed(params)
-    _COLLAPSED.append(state)
-    try:
-        yield state
-    finally:
-        _COLLAPSED.pop()
-
-
-def _collapsed_state() -> _Collapsed | None:
-    return _COLLAPSED[-1] if _COLLAPSED else None
-
-
 def _check_layer_input(name: str, X: Array, spec: LayerSpec) -> None:
     D = np.shape(spec.Z)[1]
     if X.ndim != 2 or X.shape[1] != D:
@@ -238,7 +205,7 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
         >>> # with data as idx: Xb = X[idx]
         >>> # F = gp_layer("layer0", Xb, spec, plate=data)
     """
-    mean, var = _layer_moments(name, X, spec)
+    mean, var, collapsed = _layer_moments(name, X, spec)
     with plate:
         eps = numpyro.sample(
             f"{name}.eps",
@@ -246,10 +213,8 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
             infer={ROLE: "layer_noise"},
         )  # [N, Q]
     F = mean + jnp.sqrt(var) * eps
-    state = _collapsed_state()
-    if state is not None:
-        state.moments[name] = (F, mean, var)
-        state.last = name
+    if collapsed:
+        _record_layer(name, F, mean, var)
     return F
 
 
@@ -269,16 +234,26 @@ def gp_output_layer(
         ``(mean, var)``, each ``[N, Q]``.
     """
     del plate  # no per-datum site: the plate is the likelihood's
-    mean, var = _layer_moments(name, X, spec)
-    state = _collapsed_state()
-    if state is not None:
-        state.moments[name] = (mean, mean, var)  # F is the mean: the output is not sampled
-        state.last = name
+    mean, var, collapsed = _layer_moments(name, X, spec)
+    if collapsed:
+        _record_layer(name, mean, mean, var)  # F is the mean: the output is not sampled
     return mean, var
 
 
-def _layer_moments(name: str, X: Array, spec: LayerSpec) -> tuple[Array, Array]:
-    """Declare the layer's global sites; return the marginals of its conditional at ``X``."""
+def _record_layer(name: str, F: Array, mean: Array, var: Array) -> None:
+    """Record a collapsed layer's output and moments (``[N, Q]`` each) as trace sites."""
+    record(f"{name}.f", F, role="f", of=name)
+    record(f"{name}.f_mean", mean, role="f_mean", of=name)
+    record(f"{name}.f_var", var, role="f_var", of=name)
+
+
+def _layer_moments(name: str, X: Array, spec: LayerSpec) -> tuple[Array, Array, bool]:
+    """Declare the layer's global sites; return the marginals of its conditional at ``X``.
+
+    Under :class:`~ppl_dgp.collapse.collapse` with a ``q(u)`` for this layer, the marginals are
+    those of ``q(f) = int p(f | u) q(u) du`` and ``{name}.kl`` is recorded; otherwise those of
+    ``p(f | u)`` given the sampled ``u``. The flag says whether the run is collapsed.
+    """
     _check_layer_input(name, X, spec)
     Q, M = spec.num_outputs, spec.M
     variance = hyper(f"{name}.variance", spec.variance)
@@ -288,7 +263,6 @@ def _layer_moments(name: str, X: Array, spec: LayerSpec) -> tuple[Array, Array]:
     Z = numpyro.param(f"{name}.Z", Z0) if spec.learn_Z else Z0
     mean_X = spec.mean_function(X)  # [N, Q] or [N, 1]
 
-    state = _collapsed_state()
     # Inducing values: whitened v ~ N(0, I), or u ~ N(0, Kmm), independently per output.
     Lmm = None
     if spec.whiten:
@@ -304,18 +278,19 @@ def _layer_moments(name: str, X: Array, spec: LayerSpec) -> tuple[Array, Array]:
         infer={ROLE: "inducing", "whiten": spec.whiten, "q_sqrt_init": spec.q_sqrt_init},
     )  # [Q, M]
 
-    if state is not None and f"{name}.q_mu" in state.params:
-        q_mu = state.params[f"{name}.q_mu"]  # [M, Q]
-        q_sqrt = state.params[f"{name}.q_sqrt"]  # [Q, M, M]
+    q = inducing_posterior(name)  # None outside a collapse handler
+    if q is not None and q.q_mu is not None:
+        q_mu, q_sqrt = q.q_mu, q.q_sqrt  # [M, Q], [Q, M, M]
         mean, var = conditional(kernel, X, Z, q_mu, q_sqrt, whiten=spec.whiten, jitter=spec.jitter)
-        state.kl[name] = prior_kl(kernel, Z, q_mu, q_sqrt, whiten=spec.whiten, jitter=spec.jitter)
+        kl = prior_kl(kernel, Z, q_mu, q_sqrt, whiten=spec.whiten, jitter=spec.jitter)
+        record(f"{name}.kl", kl, role="kl", of=name)
     else:
         if Lmm is None:  # unwhitened layers factorised Kmm above already
             Lmm = cholesky(_gram(kernel, Z), spec.jitter)
         mean, var = _prior_conditional(kernel, Z, X, Lmm, u, white=spec.whiten)
     mean = mean + mean_X
     var = jnp.maximum(var, 0.0)
-    return mean, var
+    return mean, var, q is not None
 
 
 def gaussian_likelihood(
@@ -326,26 +301,58 @@ def gaussian_likelihood(
     *,
     plate: numpyro.plate,
     F_var: Array | None = None,  # [N, 1]
+    layer: str | None = None,
 ) -> Array:
     """``y_n ~ N(F_n, noise_variance)`` (or ``N(F_n, F_var_n + noise_variance)``) per datum.
 
     ``F_var`` is given with the moments of :func:`gp_output_layer` (the last layer's output
     marginalised).
 
-    Under a collapsed run where ``F`` is the output of the last GP layer, the ELBO uses the
-    closed-form ``E_q[log N(y | f, s2)]`` (recorded for
-    :class:`~ppl_dgp.elbo.DoublyStochasticELBO`) instead of the one-sample value.
+    Under :class:`~ppl_dgp.collapse.collapse` the likelihood records the moments of its latent
+    input ``q(f_n) = N(m_n, v_n)`` (``{name}.f_mean``, ``{name}.f_var``), ``{name}.noise_variance``
+    and, when ``y`` is observed, the closed-form expectation (Hensman et al. 2013, eq. 9)
+
+    .. math:: \\mathbb E_{q(f_n)}[\\log N(y_n \\mid f_n, s^2)]
+        = \\log N(y_n \\mid m_n, s^2) - \\frac{v_n}{2 s^2}
+
+    as ``{name}.var_exp`` (the likelihood term of
+    :class:`~ppl_dgp.elbo.DoublyStochasticELBO`). The input moments are stated, never guessed:
+    ``(F, F_var)`` when ``F_var`` is given; the moments that GP layer ``layer`` recorded when
+    ``F`` is that layer's sampled output (:func:`gp_layer` as the last layer); otherwise
+    ``(F, 0)``, a point mass on the given ``F`` (the one-sample value).
+
+    Args:
+        name: the observed site (e.g. ``"y"``).
+        F: the latent input ``[N, 1]`` (a sample, or the mean when ``F_var`` is given).
+        y: targets ``[N]`` or ``None``.
+        noise_variance: ``s2``, scalar.
+        plate: the data plate.
+        F_var: the variance of ``F`` ``[N, 1]`` (the output of :func:`gp_output_layer`).
+        layer: the GP layer whose sampled output ``F`` is (ignored when ``F_var`` is given).
+
+    Returns:
+        The site's value ``[N]``.
+
+    References:
+        Hensman, Fusi & Lawrence (2013), "Gaussian Processes for Big Data", UAI, eq. (9);
+        Salimbeni & Deisenroth (2017), eq. (5).
     """
     if F.ndim != 2 or F.shape[1] != 1:
         raise ValueError(f"{name}: F must have shape [N, 1]; received {F.shape}")
-    state = _collapsed_state()
-    if state is not None and state.last is not None:
-        state.noise[name] = noise_variance
-        f_last, mean, var = state.moments[state.last]
-        if f_last is F and y is not None:
-            state.var_exp[name] = gaussian_variational_expectations(
-                y[:, None], mean, var, noise_variance
-            )[:, 0]
+    if is_collapsed():
+        if F_var is not None:
+            mean, var = F, F_var
+        elif layer is not None:
+            mean, var = _recorded_moments(layer)
+        else:
+            mean, var = F, jnp.zeros_like(F)
+        s2 = jnp.asarray(noise_variance)
+        record(f"{name}.f_mean", mean[:, 0], role="f_mean", of=name)
+        record(f"{name}.f_var", var[:, 0], role="f_var", of=name)
+        record(f"{name}.noise_variance", s2, role="noise_variance", of=name)
+        if y is not None:
+            var_exp = gaussian_variational_expectations(y[:, None], mean, var, s2)[:, 0]
+            record(f"{name}.var_exp", var_exp, role="var_exp", of=name)
     variance = noise_variance if F_var is None else F_var[:, 0] + noise_variance
     with plate:
         return numpyro.sample(name, dist.Normal(F[:, 0], jnp.sqrt(variance)), obs=y)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 from numpyro.handlers import block, seed, substitute, trace
 
-from ppl_dgp.layers import collapsed
+from ppl_dgp.collapse import ROLE, collapse, gaussian_output
 from ppl_dgp.likelihoods import gaussian_mixture_log_density
 
 __all__ = [
@@ -125,18 +125,25 @@ def _hashable(kwargs: dict[str, Any]) -> tuple | None:
     return items
 
 
+_RECORDED = ("f", "f_mean", "f_var", "noise_variance")  # the roles a pass returns
+
+
 @functools.lru_cache(maxsize=64)
 def _propagate_fn(model: Any, kw_items: tuple) -> tuple[Any, list[str]]:
     """Jitted, vmapped pass through the layers, built once per (model, static keywords)."""
     order: list[str] = []
 
-    def one(key: Array, values: dict, params: dict, X: Array) -> tuple[dict, dict]:
-        with collapsed(params) as state:
-            trace(substitute(substitute(seed(model, key), data=values), data=params)).get_trace(
-                X, None, **dict(kw_items)
-            )
-        order[:] = list(state.moments)
-        return dict(state.moments), dict(state.noise)
+    def one(key: Array, values: dict, params: dict, X: Array) -> dict[str, Array]:
+        with collapse(params=params):
+            tr = trace(substitute(substitute(seed(model, key), data=values), data=params))
+            tr = tr.get_trace(X, None, **dict(kw_items))
+        sites = {
+            name: site["value"]
+            for name, site in tr.items()
+            if site["type"] == "deterministic" and site.get("infer", {}).get(ROLE) in _RECORDED
+        }
+        order[:] = list(sites)
+        return sites
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None))), order
 
@@ -150,20 +157,24 @@ def propagate_layers(
     *,
     num_samples: int,
     **model_kwargs: Any,
-) -> tuple[dict[str, tuple[Array, Array, Array]], dict[str, Array]]:
-    """``S = num_samples`` passes through the GP layers at ``X_new``, one per row of ``values``.
+) -> dict[str, Array]:
+    """``S = num_samples`` collapsed passes through the GP layers at ``X_new``.
 
-    ``values`` holds batched (leading axis ``S``) values of latent sites: kernel
-    hyperparameters, noise, and, for posterior draws of MCMC/Laplace, the inducing values
-    ``{layer}.u``. ``params`` holds the ``param`` sites (``Z``) and, for SVI, the guide's
-    ``{layer}.q_mu``/``q_sqrt``: layers with a ``q(u)`` there integrate ``u`` out against it,
-    the others use the prior conditional ``p(f | u)`` given the drawn ``u``. Each inner layer
-    draws one ``eps`` per point and pass. Compiled once per model. ``model_kwargs`` are passed
-    as given (give ``batch_size=None`` to a model built for minibatches).
+    One pass per row of ``values``, under :class:`~ppl_dgp.collapse.collapse`. ``values``
+    holds batched (leading axis ``S``) values of latent sites: kernel hyperparameters, noise,
+    and, for posterior draws of MCMC/Laplace, the inducing values ``{layer}.u``. ``params``
+    holds the ``param`` sites (``Z``) and, for SVI, the guide's ``{layer}.q_mu``/``q_sqrt``:
+    layers with a ``q(u)`` there integrate ``u`` out against it, the others use the prior
+    conditional ``p(f | u)`` given the drawn ``u``. Each inner layer draws one ``eps`` per point
+    and pass. Compiled once per model. ``model_kwargs`` are passed as given (give
+    ``batch_size=None`` to a model built for minibatches).
 
     Returns:
-        ``({layer: (F, mean, var)}, {likelihood site: noise variance})`` in program order, with
-        every array shaped ``[S, N, Q]`` (noise ``[S]``).
+        The values of the pass's recorded sites, in program order, each with a leading axis
+        ``S``: ``{layer}.f``, ``{layer}.f_mean``, ``{layer}.f_var`` ``[S, N, Q]`` per GP layer
+        and, per Gaussian likelihood, ``{site}.f_mean``, ``{site}.f_var`` ``[S, N]`` and
+        ``{site}.noise_variance`` ``[S]`` (read them with
+        :func:`~ppl_dgp.collapse.gaussian_output`).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; received {num_samples}")
@@ -181,30 +192,22 @@ def propagate_layers(
         if items is not None
         else _propagate_fn.__wrapped__(model, tuple(kwargs.items()))
     )
-    moments, noise = fn(jax.random.split(rng_key, num_samples), values, params, X_new)
-    # pytrees sort dict keys: restore the layers' program order (layer10 after layer9).
-    return {name: moments[name] for name in order}, noise
+    sites = fn(jax.random.split(rng_key, num_samples), values, params, X_new)
+    # pytrees sort dict keys: restore the program order (layer10 after layer9).
+    return {name: sites[name] for name in order}
 
 
-def layer_moments(
+def _svi_passes(
     rng_key: Array,
     model: Any,
     guide: Any,
     params: dict[str, Array],
     X_new: Array,  # [N, D]
     *,
-    num_samples: int = 100,
+    num_samples: int,
     **model_kwargs: Any,
-) -> tuple[dict[str, tuple[Array, Array, Array]], dict[str, Array]]:
-    """``S`` collapsed passes through the layers of a program fitted with the inducing guide.
-
-    Inner layers are sampled with ``u`` integrated out against ``q(u)`` (one ``eps`` per point
-    and sample); kernel hyperparameters and noise take the guide's medians.
-
-    Returns:
-        ``({layer: (F, mean, var)}, {likelihood site: noise variance})`` in program order, with
-        every array shaped ``[S, N, Q]`` (noise ``[S]``).
-    """
+) -> dict[str, Array]:
+    """:func:`propagate_layers` with ``u ~ q(u)`` integrated out and the guide's medians."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; received {num_samples}")
     if getattr(guide, "prototype_trace", None) is None:
@@ -230,6 +233,36 @@ def layer_moments(
     )
 
 
+def layer_moments(
+    rng_key: Array,
+    model: Any,
+    guide: Any,
+    params: dict[str, Array],
+    X_new: Array,  # [N, D]
+    *,
+    num_samples: int = 100,
+    **model_kwargs: Any,
+) -> tuple[dict[str, tuple[Array, Array, Array]], dict[str, Array]]:
+    """``S`` collapsed passes through the layers of a program fitted with the inducing guide.
+
+    Inner layers are sampled with ``u`` integrated out against ``q(u)`` (one ``eps`` per point
+    and sample); kernel hyperparameters and noise take the guide's medians.
+
+    Returns:
+        ``({layer: (F, mean, var)}, {likelihood site: noise variance})`` in program order, with
+        every array shaped ``[S, N, Q]`` (noise ``[S]``): the ``{layer}.f``, ``.f_mean``,
+        ``.f_var`` and ``{site}.noise_variance`` sites of :func:`propagate_layers`.
+    """
+    sites = _svi_passes(
+        rng_key, model, guide, params, X_new, num_samples=num_samples, **model_kwargs
+    )
+    layers = [name[: -len(".f")] for name in sites if name.endswith(".f")]
+    moments = {k: (sites[f"{k}.f"], sites[f"{k}.f_mean"], sites[f"{k}.f_var"]) for k in layers}
+    suffix = ".noise_variance"
+    noise = {name[: -len(suffix)]: v for name, v in sites.items() if name.endswith(suffix)}
+    return moments, noise
+
+
 def predict_svi(
     rng_key: Array,
     model: Any,
@@ -242,6 +275,9 @@ def predict_svi(
     **model_kwargs: Any,
 ) -> MixturePredictive:
     """Mixture predictive of ``y`` at ``X_new`` for a program fitted with the inducing guide.
+
+    Component ``s`` is :func:`~ppl_dgp.collapse.gaussian_output` of pass ``s``:
+    ``N(m_s, v_s + s2)``, the likelihood's input moments plus its noise.
 
     Args:
         rng_key: key for the ``S`` inner-layer samples.
@@ -260,13 +296,11 @@ def predict_svi(
         >>> # pred = predict_svi(key, model, guide, result.params, X_test)
         >>> # pred.mean, pred.variance, pred.log_density(y_test)
     """
-    moments, noise = layer_moments(
+    sites = _svi_passes(
         rng_key, model, guide, params, X_new, num_samples=num_samples, **model_kwargs
     )
-    last = list(moments)[-1]
-    _, mean, var = moments[last]
-    s2 = noise[likelihood_site][:, None]
-    return MixturePredictive(mean[..., 0], var[..., 0] + s2, var[..., 0])
+    out = gaussian_output(sites, likelihood_site)
+    return MixturePredictive(out.mean, out.var, out.f_var)
 
 
 def mixture_metrics_original_units(

@@ -67,6 +67,7 @@ from numpyro.distributions import Normal
 from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
+from ppl_dgp.collapse import collapse, gaussian_output
 from ppl_dgp.fitting import (
     ModelSites,
     accepts_batch_size,
@@ -76,7 +77,6 @@ from ppl_dgp.fitting import (
     positive_int,
     register_method,
 )
-from ppl_dgp.layers import collapsed
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.svi import _next_batch, _subsampled_plate, progress_enabled, with_batch
 
@@ -156,7 +156,7 @@ def minibatch_log_density(
             values[name] = transform(z[name])
             lp = lp + jnp.sum(transform.log_abs_det_jacobian(z[name], values[name]))
         fn = substitute(seed(model, key), data=values)
-        with collapsed({}) as state:
+        with collapse(params={}):  # no q(u): layers keep p(f | u), and record their moments
             if plate is None:
                 tr = trace(fn).get_trace(X, y, **model_kwargs)
             else:
@@ -168,10 +168,9 @@ def minibatch_log_density(
                 lp = lp + jnp.sum(site["fn"].log_prob(site["value"]))
             elif site["is_observed"]:
                 scale = 1.0 if site["scale"] is None else site["scale"]
-                if name in state.var_exp:  # Gaussian on the last GP layer: integrate p(f | u)
-                    _, mean, var = state.moments[state.last]
-                    s2 = state.noise[name]
-                    ll = Normal(mean[:, 0], jnp.sqrt(var[:, 0] + s2)).log_prob(site["value"])
+                if f"{name}.f_mean" in tr:  # a Gaussian likelihood: integrate its input out
+                    out = gaussian_output(tr, name)
+                    ll = Normal(out.mean, jnp.sqrt(out.var)).log_prob(site["value"])
                 else:
                     ll = site["fn"].log_prob(site["value"])
                 lp = lp + scale * jnp.sum(ll)

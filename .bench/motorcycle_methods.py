@@ -20,9 +20,10 @@ import numpy as np
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
 from ppl_dgp.datasets import Standardizer, load_motorcycle
-from ppl_dgp.inference import NUTS, SGHMC, SVI, Laplace, fit, predict
+from ppl_dgp.infer import NUTS, SGHMC, SVI, Laplace, fit
 from ppl_dgp.models import dgp
 from ppl_dgp.predict import mixture_metrics_original_units
+from ppl_dgp.predictive import predict
 
 jax.config.update("jax_enable_x64", True)
 

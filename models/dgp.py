@@ -18,6 +18,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -37,8 +38,9 @@ from ppl_dgp.layers import (
 )
 from ppl_dgp.mean_functions import Identity, Zero, pca_projection
 from ppl_dgp.validation import check_regression_data
+from ppl_dgp.zoo import ZooModel, register_model
 
-__all__ = ["dgp_regression", "init_dgp"]
+__all__ = ["build_dgp", "dgp_regression", "init_dgp"]
 
 
 def dgp_regression(
@@ -90,7 +92,7 @@ def dgp_regression(
         gaussian_likelihood("y", F, yb, s2, plate=data, F_var=F_var)
     else:
         F = gp_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data)
+        gaussian_likelihood("y", F, yb, s2, plate=data, layer=last)
     return F
 
 
@@ -179,3 +181,22 @@ def init_dgp(
             H = np.asarray(mean_function(jnp.asarray(H)))
             Z = np.asarray(mean_function(jnp.asarray(Z)))
     return {"layers": tuple(specs), "noise_variance": hp(noise_variance)}
+
+
+def build_dgp(X: Array, *, num_inducing: int = 10, layers: int = 2) -> Any:
+    """The zoo's ``dgp``: :func:`dgp_regression` with :func:`init_dgp`'s recipe on ``X``
+    (``M = min(num_inducing, N)``)."""
+    M = min(num_inducing, np.shape(X)[0])
+    return functools.partial(dgp_regression, **init_dgp(X, num_layers=layers, num_inducing=M))
+
+
+register_model(
+    ZooModel(
+        name="dgp",
+        build=build_dgp,
+        likelihood="gaussian",
+        task="regression",
+        smoke={"num_inducing": 5, "layers": 2},
+        description="L-layer deep GP regression (Salimbeni & Deisenroth 2017)",
+    )
+)

@@ -10,13 +10,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import numpy as np
 from jax import Array
 
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
+from ppl_dgp.zoo import ZooModel, register_model
 
-__all__ = ["svgp_regression", "init_svgp"]
+__all__ = ["build_svgp", "svgp_regression", "init_svgp"]
 
 
 def svgp_regression(X: Array, y: Array | None = None, **config: Any) -> Array:
@@ -31,3 +34,21 @@ def svgp_regression(X: Array, y: Array | None = None, **config: Any) -> Array:
 def init_svgp(X: Array, *, num_inducing: int = 20, **kwargs: Any) -> dict[str, Any]:
     """:func:`~ppl_dgp.models.dgp.init_dgp` with ``num_layers=1``."""
     return init_dgp(X, num_layers=1, num_inducing=num_inducing, **kwargs)
+
+
+def build_svgp(X: Array, *, num_inducing: int = 10) -> Any:
+    """The zoo's ``svgp`` on ``X`` (``M = min(num_inducing, N)``)."""
+    M = min(num_inducing, np.shape(X)[0])
+    return functools.partial(svgp_regression, **init_svgp(X, num_inducing=M))
+
+
+register_model(
+    ZooModel(
+        name="svgp",
+        build=build_svgp,
+        likelihood="gaussian",
+        task="regression",
+        smoke={"num_inducing": 5},
+        description="sparse variational GP regression (Hensman et al. 2013)",
+    )
+)

@@ -56,7 +56,8 @@ import optax
 jax.config.update("jax_enable_x64", True)
 
 import ppl_dgp
-from ppl_dgp import conditionals, datasets, guides, plotting, predict, svi
+from ppl_dgp import conditionals, datasets, guides, plotting, predict
+from ppl_dgp.infer import svi
 from ppl_dgp.models import dgp, svgp
 
 SMOKE = os.environ.get("PPL_DGP_SMOKE", "0") == "1"

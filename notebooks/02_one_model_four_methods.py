@@ -49,8 +49,9 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 jax.config.update("jax_enable_x64", True)
 
 from ppl_dgp import datasets, plotting
-from ppl_dgp.inference import NUTS, SGHMC, SVI, Laplace, fit, predict
+from ppl_dgp.infer import NUTS, SGHMC, SVI, Laplace, fit
 from ppl_dgp.models import dgp
+from ppl_dgp.predictive import predict
 
 SMOKE = os.environ.get("PPL_DGP_SMOKE", "0") == "1"
 M = 5 if SMOKE else 20  # inducing points per layer

@@ -50,10 +50,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ppl_dgp.datasets import load_bench
-from ppl_dgp.inference import NUTS, SVI, fit
+from ppl_dgp.infer import NUTS, SVI, fit
 from ppl_dgp.laplace import Laplace
-from ppl_dgp.laplace_predictive import predict_proba
 from ppl_dgp.models import bnn
+from ppl_dgp.predictive import predict_proba
 
 jax.config.update("jax_enable_x64", True)
 SMOKE = os.environ.get("PPL_DGP_SMOKE") == "1"
@@ -97,7 +97,7 @@ y_lin = np.repeat([0, 1], 40)
 logreg = functools.partial(bnn.mlp_binary, hidden=(), prior_precision=1.0)
 post_lin = fit(Laplace(hessian_structure="full", num_steps=MAP_STEPS, tune="marglik"), key,
                logreg, X_lin, y_lin)  # fmt: skip
-print("tuned prior precision:", float(post_lin.params["laplace.prior_precision"][0]))
+print("tuned prior precision:", float(post_lin.approx.prior_precision[0]))
 for lim in (4.0, 40.0):
     _, _, G = grid(lim)
     contours(

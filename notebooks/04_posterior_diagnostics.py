@@ -42,10 +42,11 @@ jax.config.update("jax_enable_x64", True)
 
 from ppl_dgp import agreement, calibration, diagnostics, plotting
 from ppl_dgp.datasets import Standardizer, load_bench, load_motorcycle
-from ppl_dgp.inference import NUTS, SVI, fit, predict
-from ppl_dgp.laplace import Laplace, predict_proba
+from ppl_dgp.infer import NUTS, SVI, fit
+from ppl_dgp.laplace import Laplace
 from ppl_dgp.models import bnn
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
+from ppl_dgp.predictive import predict, predict_proba
 
 SMOKE = os.environ.get("PPL_DGP_SMOKE") == "1"
 size = (lambda full, smoke: smoke if SMOKE else full)  # fmt: skip

@@ -38,49 +38,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
 
     from ppl_dgp.datasets import Standardizer, load_motorcycle
-    from ppl_dgp.elbo import elbo_terms
-    from ppl_dgp.guides import InducingPointGuide
+    from ppl_dgp.infer import SVI, fit
     from ppl_dgp.models.dgp import dgp_regression, init_dgp
     from ppl_dgp.plotting import new_figure, plot_layer_samples_1d, plot_predictive_1d
-    from ppl_dgp.predict import layer_moments, predict_svi
-    from ppl_dgp.svi import run_svi
+    from ppl_dgp.predict import propagate_layers
+    from ppl_dgp.predictive import predict
 
     X_raw, y_raw = load_motorcycle()
     sx, sy = Standardizer.fit(X_raw), Standardizer.fit(y_raw)
     X, y = jnp.asarray(sx.transform(X_raw)), jnp.asarray(sy.transform(y_raw))
     config = init_dgp(X, num_layers=args.layers, num_inducing=args.num_inducing, seed=args.seed)
     model = functools.partial(dgp_regression, **config)
-    guide = InducingPointGuide(model)
     print(
         f"Fitting a {args.layers}-layer deep GP (M={args.num_inducing} per layer) to the "
         f"motorcycle data (N={X.shape[0]}) by doubly-stochastic SVI, {args.steps} Adam steps"
     )
-    key = jax.random.key(args.seed)
-    result = run_svi(key, model, guide, X, y, optimizer=optax.adam(args.lr), num_steps=args.steps)
-    terms = jax.vmap(lambda k: elbo_terms(k, result.params, model, guide, X, y))(
-        jax.random.split(jax.random.key(1), 20)
-    )
-    pred_train = predict_svi(jax.random.key(2), model, guide, result.params, X)
+    method = SVI(num_steps=args.steps, learning_rate=args.lr)  # validated here, as in fit
+    post = fit(method, jax.random.key(args.seed), model, X, y)
+    q = post.approx
+    pred_train = predict(jax.random.key(2), model, post, X)
     m = pred_train.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_raw))
     summary = {
-        "elbo": float(jnp.mean(terms["elbo"])),
-        "kl_per_layer": {k: float(jnp.mean(v)) for k, v in terms["kl"].items()},
-        "noise_std_original_units": float(
-            jnp.sqrt(result.params.get("noise_variance.loc", jnp.nan)) * sy.std
-        ),
+        "final_loss": float(np.mean(post.traces["loss"][-100:])),
+        "noise_std_original_units": float(np.sqrt(q.medians["noise_variance"]) * sy.std),
         "train_rmse": m["rmse"],
         "train_mlpd": m["mlpd"],
-        "compile_seconds": round(result.compile_seconds, 2),
-        "run_seconds": round(result.run_seconds, 2),
+        "compile_seconds": round(post.timings["compile_seconds"], 2),
+        "run_seconds": round(post.timings["run_seconds"], 2),
     }
     print(json.dumps(summary, indent=2))
 
     grid_raw = np.linspace(X_raw.min() - 2, X_raw.max() + 2, 200)[:, None]
     grid = jnp.asarray(sx.transform(grid_raw))
-    pred = predict_svi(jax.random.key(3), model, guide, result.params, grid, num_samples=200)
+    pred = predict(jax.random.key(3), model, post, grid, num_samples=200)
     pred = pred.rescale(float(sy.mean), float(sy.std))
     lo, hi = pred.interval(0.95)
     print("\nPredictive of acceleration (g) at a few times (ms): mean [95% interval]")
@@ -93,7 +85,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    moments, _ = layer_moments(jax.random.key(4), model, guide, result.params, grid, num_samples=30)
+    params = {**post.params, **{f"{k}.q_mu": v for k, v in q.q_mu.items()},
+              **{f"{k}.q_sqrt": v for k, v in q.q_sqrt.items()}}  # fmt: skip
+    medians = {k: jnp.broadcast_to(v, (30, *np.shape(v))) for k, v in q.medians.items()}
+    sites = propagate_layers(jax.random.key(4), model, medians, params, grid, num_samples=30,
+                             batch_size=None)  # fmt: skip
+    moments = {k: tuple(sites[f"{k}.{r}"] for r in ("f", "f_mean", "f_var")) for k in q.q_mu}
     fig, axes = new_figure(1, args.layers + 1, figsize=(5 * (args.layers + 1), 4))
     plot_layer_samples_1d(axes[:-1], grid_raw, moments)
     plot_predictive_1d(
@@ -120,12 +117,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import time
 
     from ppl_dgp import report
+    from ppl_dgp.infer import METHODS
+    from ppl_dgp.models import MODELS
 
     if args.list_methods:
-        print("available methods:", ", ".join(report.available_methods()))
+        print("methods:", ", ".join(METHODS))
+        print("models:", ", ".join(f"{k} ({m.description})" for k, m in MODELS.items()
+                                   if k in report.regression_models()))  # fmt: skip
         return 0
     if args.methods is None:
-        methods = [m for m in report.DEFAULT_METHODS if m in report.available_methods()]
+        methods = list(report.DEFAULT_METHODS)
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     features = None if args.features is None else [c.strip() for c in args.features.split(",")]
@@ -195,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare", help="fit one model with several methods; write OUT/report.md and figures"
     )
-    c.add_argument("--model", default="dgp", help="zoo model: dgp (default), svgp or bnn")
+    c.add_argument(
+        "--model", default="dgp", help="a regression model of the zoo (--list-methods lists them)"
+    )
     c.add_argument(
         "--data",
         default="motorcycle",
@@ -205,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--features", help="CSV: comma-separated input columns (default: all others)")
     c.add_argument(
         "--methods",
-        help="comma-separated, e.g. svi,nuts,sghmc,laplace (default: those of these available)",
+        help="comma-separated registered methods, e.g. svi,nuts,sghmc,laplace,map,ensemble "
+        "(default: svi,nuts,sghmc,laplace)",
     )
     c.add_argument("--out", default="out/compare")
     c.add_argument("--layers", type=int, default=2, help="DGP layers (bnn: layers - 1 hidden)")
@@ -217,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-chains", type=int, help="NUTS/HMC chains (default 2)")
     c.add_argument("--svi-steps", type=int, help="SVI steps (default 2000)")
     c.add_argument("--smoke", action="store_true", help="tiny sizes (tests, a quick look)")
-    c.add_argument("--list-methods", action="store_true", help="print available methods")
+    c.add_argument("--list-methods", action="store_true", help="print the methods and models")
     c.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser("bench", help="benchmark workloads of the peers (JSON lines)")

@@ -48,7 +48,7 @@ from jax.scipy.special import logsumexp
 from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp.collapse import gaussian_output
-from ppl_dgp.fitting import accepts_batch_size, inspect_model
+from ppl_dgp.infer.core import accepts_batch_size, inspect_model
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import propagate_layers
 
@@ -138,7 +138,7 @@ def pointwise_log_likelihood(
     missing = [s for s in sites.global_latent if s not in posterior.draws]
     if missing:
         raise ValueError(
-            f"pointwise_log_likelihood: the {posterior.method!r} posterior has no draws of "
+            f"pointwise_log_likelihood: the {posterior.name!r} posterior has no draws of "
             f"site(s) {missing}"
         )
     params = {k: jnp.asarray(posterior.params.get(k, v)) for k, v in sites.params.items()}
@@ -242,9 +242,7 @@ def to_datatree(
     for k, v in posterior.sample_stats.items():
         v = np.asarray(v)
         name = _check_name(_STAT_NAMES.get(k, k))
-        if k == "loss" and v.ndim == 2:
-            dims = ["chain", "svi_step"]
-        elif v.shape[:2] == (C, D):
+        if v.shape[:2] == (C, D):
             dims = ["chain", "draw", *(f"{name}_dim_{i}" for i in range(v.ndim - 2))]
         else:
             dims = [f"{name}_dim_{i}" for i in range(v.ndim)]
@@ -252,6 +250,12 @@ def to_datatree(
     groups = {"posterior": _dataset(post)}
     if stats:
         groups["sample_stats"] = _dataset(stats)
+    if posterior.traces:  # optimisation traces: steps first, then e.g. ensemble members
+        groups["traces"] = _dataset({
+            _check_name(k): ([f"{k}_step", *(f"{k}_dim_{i}" for i in range(np.ndim(v) - 1))],
+                             np.asarray(v))
+            for k, v in posterior.traces.items()
+        })  # fmt: skip
     if model is not None and X is not None and y is not None:
         key = jax.random.key(0) if rng_key is None else rng_key
         log_lik, y_rep = pointwise_log_likelihood(
@@ -265,8 +269,8 @@ def to_datatree(
         groups["constant_data"] = _dataset({"X": ([OBS, "feature"], np.asarray(X))})
     dt = xr.DataTree.from_dict(groups)
     dt.attrs = {
-        "inference_method": posterior.method,
-        "config": json.dumps(posterior.config, sort_keys=True),
+        "inference_method": posterior.name,
+        "config": repr(posterior.method),
         "timings": json.dumps(posterior.timings, sort_keys=True),
         "inference_library": "ppl_dgp",
     }

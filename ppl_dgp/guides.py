@@ -155,6 +155,11 @@ class InducingPointGuide(AutoGuide):
     def layer_names(self) -> list[str]:
         return list(self._layers)
 
+    @property
+    def inducing_sites(self) -> dict[str, str]:
+        """``{layer: its inducing-value site}`` (e.g. ``{"layer0": "layer0.u"}``)."""
+        return {layer: info["site"] for layer, info in self._layers.items()}
+
     def q_params(self, params: dict[str, Array]) -> dict[str, Array]:
         """The ``q(u)`` parameters ``{layer}.q_mu``, ``{layer}.q_sqrt`` from a param dict."""
         return {

@@ -1,26 +1,41 @@
-"""The one result type of every inference method, and its open on-disk format.
+"""The one result type of every inference method, typed, and its lossless on-disk format.
 
-A :class:`Posterior` holds draws shaped ``(chain, draw, ...)`` keyed by constrained site name
-(the model's *global* latent sites: for GP programs ``{layer}.u`` and the hyperparameters, not
-the per-datum ``{layer}.eps``), per-draw sample statistics, the fitted point parameters
-(guide parameters and model ``param`` sites such as ``layer0.Z``), the method's name and
-configuration, and timings. SVI draws from ``q`` have one chain.
+A :class:`Posterior` holds
 
-On-disk format (version :data:`FORMAT`), two files side by side, no pickle:
+- ``draws``: ``{site: (chain, draw, *site_shape)}``, constrained values of the model's
+  *global* latent sites (for GP programs ``{layer}.u`` and the hyperparameters, not the
+  per-datum ``{layer}.eps``);
+- ``sample_stats``: per-draw statistics only, ``{stat: (chain, draw)}`` (MCMC's divergences,
+  acceptance, step size, ...; SGHMC's minibatch log density);
+- ``traces``: optimisation traces, ``{name: (..., steps)}`` (SVI's ``loss``, a MAP's
+  ``map_loss``; ``(member, steps)`` for an ensemble);
+- ``params``: the model's ``param`` sites (``{layer}.Z``) at their fitted values;
+- ``approx``: what the method leaves beside the draws, a typed pytree per method (the
+  inducing-point guide's ``q(u)``, the Laplace Gaussian; ``None`` for samplers). Predictives
+  dispatch on its type (:func:`ppl_dgp.predictive.predict`);
+- ``method``: the method's configuration object itself (``NUTS(...)``, ``SVI(...)``);
+- ``timings``: ``compile_seconds`` (JAX tracing, lowering and compiling inside ``fit``) and
+  ``run_seconds`` (the rest of ``fit``'s wall time), the same meaning for every method, plus
+  method-specific phases.
+
+On-disk format (version :data:`FORMAT`): two files side by side, no pickle.
 
 ``<path>.npz``
-    uncompressed NumPy archive; one array per entry, named ``draws/<site>``,
-    ``sample_stats/<stat>`` or ``params/<name>`` (dtype and shape preserved; loaded with
-    ``allow_pickle=False``).
+    uncompressed NumPy archive, one array per entry (dtype and shape preserved; loaded with
+    ``allow_pickle=False``);
 ``<path>.json``
-    ``{"format": "ppl_dgp.posterior/1", "method": str, "config": {...}, "timings": {...}}``;
-    ``config`` is the method's JSON configuration and ``timings`` has ``compile_seconds`` and
-    ``run_seconds`` (plus method-specific entries).
+    ``{"format": "ppl_dgp.posterior/2", "posterior": tree}``; ``tree`` mirrors the Posterior:
+    dicts, lists, tuples and scalars as JSON, arrays as ``{"__array__": key}`` into the npz,
+    registered types (methods, approximations, precision structures) as
+    ``{"__type__": name, "fields": {...}}``. A value JSON cannot hold (a user's guide function,
+    an optax transformation) is stored by description, ``{"__opaque__": "<function g>"}``.
 
 Example:
-    >>> # post = fit(NUTS(num_chains=2), key, model, X, y)
-    >>> # post.save("runs/nuts")  # runs/nuts.npz + runs/nuts.json
-    >>> # assert Posterior.load("runs/nuts") == post
+    >>> import numpy as np
+    >>> from ppl_dgp.infer import NUTS
+    >>> post = Posterior(draws={"w": np.zeros((2, 5, 3))}, method=NUTS(num_chains=2))
+    >>> (post.name, post.num_chains, post.num_draws)
+    ('nuts', 2, 5)
 """
 
 from __future__ import annotations
@@ -32,11 +47,105 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "Posterior"]
+__all__ = ["FORMAT", "Opaque", "Posterior", "register_type"]
 
 #: Identifier and version of the on-disk format, stored in the JSON sidecar.
-FORMAT = "ppl_dgp.posterior/1"
-_GROUPS = ("draws", "sample_stats", "params")
+FORMAT = "ppl_dgp.posterior/2"
+_ARRAY_GROUPS = ("draws", "sample_stats", "traces", "params")
+
+#: Types a Posterior may hold (methods, approximations, structures), by class name.
+_TYPES: dict[str, type] = {}
+
+
+def register_type(cls: type) -> type:
+    """Class decorator: a dataclass the Posterior format may store and restore by name."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"register_type: {cls.__name__} must be a dataclass")
+    other = _TYPES.get(cls.__name__)
+    if other is not None and other is not cls and other.__qualname__ != cls.__qualname__:
+        raise ValueError(f"register_type: the name {cls.__name__!r} is taken by {other}")
+    _TYPES[cls.__name__] = cls
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
+class Opaque:
+    """A value the format could not store (a function, an optax transformation): its name."""
+
+    description: str
+
+
+# -- the codec -----------------------------------------------------------------------------
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, np.ndarray | np.generic) or type(v).__module__.startswith("jax")
+
+
+def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if _is_array(value):
+        key = path
+        while key in arrays:
+            key += "_"
+        arrays[key] = np.asarray(value)
+        return {"__array__": key}
+    if isinstance(value, Opaque):
+        return {"__opaque__": value.description}
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"Posterior format: dict keys at {path!r} must be str")
+        return {"__dict__": {k: _encode(v, f"{path}/{k}", arrays) for k, v in value.items()}}
+    if isinstance(value, tuple | list):
+        tag = "__tuple__" if isinstance(value, tuple) else "__list__"
+        return {tag: [_encode(v, f"{path}/{i}", arrays) for i, v in enumerate(value)]}
+    cls = type(value)
+    if dataclasses.is_dataclass(value) and _TYPES.get(cls.__name__) is cls:
+        fields = {
+            f.name: _encode(getattr(value, f.name), f"{path}/{f.name}", arrays)
+            for f in dataclasses.fields(value)
+            if f.init
+        }
+        return {"__type__": cls.__name__, "fields": fields}
+    name = getattr(value, "__name__", None)
+    return {"__opaque__": f"<function {name}>" if name else f"<{cls.__name__}>"}
+
+
+def _decode(node: Any, arrays: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if "__array__" in node:
+        return arrays[node["__array__"]]
+    if "__opaque__" in node:
+        return Opaque(node["__opaque__"])
+    if "__dict__" in node:
+        return {k: _decode(v, arrays) for k, v in node["__dict__"].items()}
+    if "__tuple__" in node:
+        return tuple(_decode(v, arrays) for v in node["__tuple__"])
+    if "__list__" in node:
+        return [_decode(v, arrays) for v in node["__list__"]]
+    if "__type__" in node:
+        cls = _TYPES.get(node["__type__"])
+        if cls is None:
+            raise ValueError(
+                f"Posterior format: unknown type {node['__type__']!r}; import the module that "
+                f"defines it (known: {sorted(_TYPES)})"
+            )
+        fields = {k: _decode(v, arrays) for k, v in node["fields"].items()}
+        return _construct(cls, fields)
+    raise ValueError(f"Posterior format: unexpected node {sorted(node)}")
+
+
+def _construct(cls: type, fields: dict[str, Any]) -> Any:
+    """``cls(**fields)`` without re-running validation that an Opaque value would fail."""
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError):
+        obj = object.__new__(cls)
+        for k, v in fields.items():
+            object.__setattr__(obj, k, v)
+        return obj
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -46,41 +155,60 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
 
 
+# -- the Posterior ---------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Posterior:
-    """Draws, sample statistics and fitted parameters of one inference run.
+    """Draws, statistics, traces and the fitted approximation of one inference run.
 
     Attributes:
         draws: ``{site: array (chain, draw, *site_shape)}``, constrained values.
-        sample_stats: ``{stat: array (chain, draw)}``; MCMC: ``diverging``, ``accept_prob``,
-            ``step_size``, ``num_steps`` (leapfrog steps), ``energy`` (and ``tree_depth`` for
-            NUTS); SVI: ``loss`` shaped ``(1, num_steps)``.
-        params: fitted point parameters ``{name: array}`` (guide parameters, model ``param``
-            sites).
-        method: the method's name (``"svi"``, ``"nuts"``, ``"hmc"``, ...).
-        config: the method's configuration (JSON-able).
-        timings: ``compile_seconds``, ``run_seconds`` and method-specific entries.
+        method: the method's configuration object (``NUTS(...)``, ``Laplace(...)``).
+        sample_stats: ``{stat: array (chain, draw)}``, per draw only.
+        traces: ``{name: array (..., steps)}``, optimisation traces (``loss``, ``map_loss``).
+        params: the model's ``param`` sites ``{name: array}`` (e.g. ``layer0.Z``).
+        approx: the method's typed approximation (``None`` for samplers).
+        timings: ``compile_seconds``, ``run_seconds`` and method-specific phases.
     """
 
     draws: dict[str, np.ndarray]
-    sample_stats: dict[str, np.ndarray]
-    params: dict[str, np.ndarray]
-    method: str
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method: Any
+    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    traces: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    approx: Any = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not hasattr(type(self.method), "name"):
+            raise TypeError(
+                f"Posterior.method must be a method configuration (with a name); "
+                f"received {self.method!r}"
+            )
         shapes = {k: np.shape(v)[:2] for k, v in self.draws.items()}
         if any(len(s) < 2 for s in shapes.values()):
             raise ValueError(f"Posterior.draws must be shaped (chain, draw, ...); got {shapes}")
         if len(set(shapes.values())) > 1:
             raise ValueError(f"Posterior.draws disagree on (chain, draw): {shapes}")
-        for group in _GROUPS:
+        cd = next(iter(shapes.values()), None)
+        for k, v in self.sample_stats.items():
+            if cd is not None and np.shape(v)[:2] != cd:
+                raise ValueError(
+                    f"Posterior.sample_stats[{k!r}] must be shaped (chain, draw) = {cd}; "
+                    f"received {np.shape(v)} (optimisation traces belong in Posterior.traces)"
+                )
+        for group in _ARRAY_GROUPS:
             for k in getattr(self, group):
                 if not isinstance(k, str) or not k:
                     raise ValueError(f"Posterior.{group}: keys must be non-empty str; got {k!r}")
 
     # -- shape -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The method's name (``"svi"``, ``"nuts"``, ``"laplace"``, ...)."""
+        return str(type(self.method).name)
+
     @property
     def num_chains(self) -> int:
         """Number of chains (1 for SVI and other approximations sampled i.i.d.)."""
@@ -95,21 +223,33 @@ class Posterior:
         """Draws with chain and draw merged: ``{site: (chain * draw, *site_shape)}``."""
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.draws.items()}
 
-    # -- equality --------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> Posterior:
+        """A copy with some fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- the codec -------------------------------------------------------------------------
+    def _tree(self, *, timings: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+        arrays: dict[str, np.ndarray] = {}
+        tree = {
+            f.name: _encode(getattr(self, f.name), f.name, arrays)
+            for f in dataclasses.fields(self)
+            if timings or f.name != "timings"
+        }
+        return tree, arrays
+
     def __eq__(self, other: object) -> bool:
+        """Equal draws, statistics, traces, params, approximation and method (not timings);
+        arrays must agree in dtype, shape and every value."""
         if not isinstance(other, Posterior):
             return NotImplemented
-        if (self.method, self.config, self.timings) != (other.method, other.config, other.timings):
+        (ta, aa), (tb, ab) = self._tree(timings=False), other._tree(timings=False)
+        if ta != tb or aa.keys() != ab.keys():
             return False
-        for group in _GROUPS:
-            a, b = getattr(self, group), getattr(other, group)
-            if a.keys() != b.keys():
-                return False
-            for k in a:
-                x, y = np.asarray(a[k]), np.asarray(b[k])
-                if x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x, y):
-                    return False
-        return True
+        return all(
+            aa[k].dtype == ab[k].dtype and aa[k].shape == ab[k].shape
+            and np.array_equal(aa[k], ab[k], equal_nan=aa[k].dtype.kind in "fc")
+            for k in aa
+        )  # fmt: skip
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -117,26 +257,25 @@ class Posterior:
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """Write ``<path>.npz`` and ``<path>.json`` (see the module docstring).
 
+        Both are written to temporary files first and renamed, so an interrupted save never
+        leaves a half-written pair under ``path``.
+
         Returns:
             The two paths written.
         """
         npz, sidecar = _paths(path)
-        arrays = {
-            f"{group}/{k}": np.asarray(v)
-            for group in _GROUPS
-            for k, v in getattr(self, group).items()
-        }
-        meta = {
-            "format": FORMAT,
-            "method": self.method,
-            "config": self.config,
-            "timings": self.timings,
-        }
-        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=True)
+        tree, arrays = self._tree()
+        text = json.dumps({"format": FORMAT, "posterior": tree}, indent=1, allow_nan=True)
         npz.parent.mkdir(parents=True, exist_ok=True)
-        with open(npz, "wb") as f:
+        tmp_npz, tmp_json = (
+            npz.with_name(npz.name + ".tmp"),
+            sidecar.with_name(sidecar.name + ".tmp"),
+        )
+        with open(tmp_npz, "wb") as f:
             np.savez(f, **arrays)
-        sidecar.write_text(text + "\n")
+        tmp_json.write_text(text + "\n")
+        tmp_npz.replace(npz)
+        tmp_json.replace(sidecar)
         return npz, sidecar
 
     @classmethod
@@ -148,11 +287,24 @@ class Posterior:
             raise ValueError(
                 f"{sidecar}: unknown format {meta.get('format')!r}; expected {FORMAT!r}"
             )
-        groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in _GROUPS}
         with np.load(npz, allow_pickle=False) as data:
-            for key in data.files:
-                group, _, name = key.partition("/")
-                if group not in groups or not name:
-                    raise ValueError(f"{npz}: unexpected entry {key!r}")
-                groups[group][name] = data[key]
-        return cls(method=meta["method"], config=meta["config"], timings=meta["timings"], **groups)
+            arrays = {k: data[k] for k in data.files}
+        fields = {k: _decode(v, arrays) for k, v in meta["posterior"].items()}
+        return cls(**fields)
+
+
+def approx_type(cls: type | None = None, *, static: tuple[str, ...] = ()) -> Any:
+    """Class decorator for an approximation: a frozen dataclass registered with the Posterior
+    format and as a JAX pytree (``static`` fields are metadata, the rest are leaves)."""
+
+    def wrap(c: type) -> type:
+        import jax
+
+        c = register_type(c)
+        names = [f.name for f in dataclasses.fields(c)]
+        jax.tree_util.register_dataclass(
+            c, data_fields=[n for n in names if n not in static], meta_fields=list(static)
+        )
+        return c
+
+    return wrap if cls is None else wrap(cls)

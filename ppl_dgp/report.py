@@ -1,15 +1,17 @@
 """``ppl-dgp compare``: fit one model with several methods and write a comparison report.
 
-For each method (a name from :data:`METHODS`) the command fits the model to the training split
-(standardised), converts the Posterior to an ArviZ DataTree (:mod:`ppl_dgp.diagnostics`) and
-saves it as ``DIR/{method}.nc``, predicts the held-out split, and computes PSIS-LOO. With
-``nuts`` among the methods, every other method is compared with it
-(:mod:`ppl_dgp.agreement`). ``DIR/report.md`` collects timings, test metrics, LOO and
+For each method (a name registered in :data:`ppl_dgp.infer.METHODS`) the command fits the
+model to the training split (standardised), converts the Posterior to an ArviZ DataTree
+(:mod:`ppl_dgp.diagnostics`) and saves it as ``DIR/{method}.nc``, predicts the held-out
+split, and computes PSIS-LOO. With ``nuts`` among the methods, every other method is compared
+with it (:mod:`ppl_dgp.agreement`). ``DIR/report.md`` collects timings, test metrics, LOO and
 ``compare``, agreement with NUTS, the MCMC summary and diagnostics warnings; the figures are
 PNGs beside it.
 
-Methods are looked up by name in one table, :data:`METHODS`: a method is available when its
-configuration class can be imported (``SGHMC`` and ``Laplace`` join as they land).
+Methods come from the method registry (their ``"compare"`` and ``"smoke"`` presets), models
+from the zoo registry (:data:`ppl_dgp.models.MODELS`: its builder and per-method overrides): a
+method or model registered there is in the report with no edit here. The computation
+(:func:`run_compare`) returns the results; :func:`_markdown` and :func:`_figures` render them.
 
 Example:
     >>> # result = run_compare("dgp", "motorcycle", ["svi", "nuts"], "out/compare")
@@ -19,8 +21,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,82 +32,21 @@ import numpy as np
 
 from ppl_dgp import agreement, calibration, diagnostics
 from ppl_dgp.datasets import BENCH_NAMES, Standardizer, load_bench, load_csv, load_motorcycle
+from ppl_dgp.infer import METHODS, fit, make_method
+from ppl_dgp.infer.core import progress_enabled
+from ppl_dgp.models import MODELS
+from ppl_dgp.predictive import predict
 
-__all__ = [
-    "DEFAULT_METHODS",
-    "METHODS",
-    "MODELS",
-    "available_methods",
-    "load_data",
-    "make_method",
-    "make_model",
-    "run_compare",
-]
+__all__ = ["DEFAULT_METHODS", "load_data", "regression_models", "run_compare"]
 
-#: name -> (modules to look in, config class, settings for ``compare``'s default run): small
-#: enough that the default DGP on the motorcycle data finishes in a few minutes on 2 CPU cores.
-METHODS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
-    "svi": (("ppl_dgp.inference",), "SVI", {"num_steps": 2000, "hyper": "normal",
-                                            "num_samples": 400}),
-    "nuts": (("ppl_dgp.inference",), "NUTS", {"num_warmup": 200, "num_samples": 200,
-                                              "num_chains": 2, "max_tree_depth": 6}),
-    "hmc": (("ppl_dgp.inference",), "HMC", {"num_warmup": 200, "num_samples": 200,
-                                            "num_chains": 2, "num_steps": 16}),
-    "sghmc": (("ppl_dgp.inference", "ppl_dgp.sghmc"), "SGHMC", {"num_samples": 400}),
-    "laplace": (("ppl_dgp.inference", "ppl_dgp.laplace"), "Laplace", {"num_samples": 400}),
-}  # fmt: skip
-#: The default ``--methods``: those of these that are available.
+#: The default ``--methods``.
 DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace")
-#: Smoke sizes (``--smoke``, tests, notebooks).
-SMOKE: dict[str, dict[str, Any]] = {
-    "svi": {"num_steps": 200, "num_samples": 100},
-    "nuts": {"num_warmup": 60, "num_samples": 60, "max_tree_depth": 5},
-    "hmc": {"num_warmup": 60, "num_samples": 60, "num_steps": 8},
-    "sghmc": {"num_burnin": 200, "num_samples": 100, "thinning": 2},
-    "laplace": {"num_steps": 200, "num_samples": 100},
-}
-MODELS = ("dgp", "svgp", "bnn")
 CI_PROB = 0.9
 
 
-def _config_class(name: str) -> type | None:
-    modules, cls_name, _ = METHODS[name]
-    for module in modules:
-        try:
-            cls = getattr(importlib.import_module(module), cls_name, None)
-        except ImportError:
-            cls = None
-        if cls is not None:
-            return cls
-    return None
-
-
-def available_methods() -> list[str]:
-    """Names in :data:`METHODS` whose configuration class is importable now."""
-    return [name for name in METHODS if _config_class(name) is not None]
-
-
-def make_method(name: str, *, smoke: bool = False, **overrides: Any) -> Any:
-    """The configuration for ``name`` with ``compare``'s settings (``overrides`` win).
-
-    Overrides that the configuration has no field for are ignored (``num_chains`` for SVI).
-
-    Raises:
-        ValueError: unknown name, or its configuration is not importable (yet).
-    """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
-    cls = _config_class(name)
-    if cls is None:
-        raise ValueError(
-            f"method {name!r} is not available in this installation (no "
-            f"{METHODS[name][1]} in {' or '.join(METHODS[name][0])}); available: "
-            f"{', '.join(available_methods())}"
-        )
-    fields = {f.name for f in dataclasses.fields(cls)}
-    settings = {**METHODS[name][2], **(SMOKE[name] if smoke else {})}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    return cls(**{k: v for k, v in settings.items() if k in fields})
+def regression_models() -> list[str]:
+    """Zoo models the report can compare (a Gaussian likelihood and the mixture predictive)."""
+    return [k for k, m in MODELS.items() if m.task == "regression" and "mixture" in m.predictives]
 
 
 def load_data(
@@ -154,34 +93,10 @@ def load_data(
     return X[tr], y[tr], X[te], y[te], what
 
 
-def make_model(name: str, X: np.ndarray, *, num_inducing: int = 10, layers: int = 2) -> Callable:
-    """A zoo model on standardised ``X``: ``"dgp"`` (``layers`` layers), ``"svgp"``, or
-    ``"bnn"`` (an MLP with ``layers - 1`` tanh hidden layers of 20 units, ``N(0, 1)`` weights
-    and a learnt noise scale, LogNormal(log 0.3, 1) prior)."""
-    from ppl_dgp.models.dgp import dgp_regression, init_dgp
-
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    if name == "bnn":
-        import numpyro.distributions as dist
-
-        from ppl_dgp.layers import Hyper
-        from ppl_dgp.models.bnn import mlp_regression
-
-        noise = Hyper(0.3, prior=dist.LogNormal(float(np.log(0.3)), 1.0))
-        return functools.partial(mlp_regression, hidden=(20,) * max(layers - 1, 1),
-                                 noise_scale=noise)  # fmt: skip
-    L = 1 if name == "svgp" else layers
-    M = min(num_inducing, X.shape[0])
-    return functools.partial(dgp_regression, **init_dgp(X, num_layers=L, num_inducing=M))
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
 def _progress(iterable: Any, desc: str) -> Any:
-    from ppl_dgp.svi import progress_enabled
-
     if not progress_enabled(None):
         return iterable
     from tqdm.auto import tqdm
@@ -210,13 +125,24 @@ def run_compare(
     Returns:
         ``{"methods": {name: {...metrics...}}, "compare": DataFrame, "report": Path, ...}``.
     """
-    # a BNN's Laplace: last layer (Laplace Redux's default); over all weights the sampled
-    # predictive that compare reads is far too wide (motorcycle: elpd_loo -14303 vs -45.7)
-    defaults = {"laplace": {"subset_of_weights": "last_layer"}} if model_name == "bnn" else {}
+    if model_name not in regression_models():
+        raise ValueError(
+            f"compare: unknown or unsupported model {model_name!r}; the report compares the "
+            f"regression models of the zoo: {', '.join(regression_models())}"
+        )
+    entry = MODELS[model_name]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"compare: unknown method(s) {unknown}; registered: {', '.join(METHODS)}")
+    unsupported = [m for m in methods if m not in entry.methods]
+    if unsupported:
+        raise ValueError(f"compare: model {model_name!r} does not support {unsupported}")
+    preset = "smoke" if smoke else "compare"
     configs = {
-        m: make_method(m, smoke=smoke, **{**defaults.get(m, {}), **(overrides or {}).get(m, {})})
+        m: make_method(m, preset=preset, **{**entry.method_overrides.get(m, {}),
+                                            **(overrides or {}).get(m, {})})
         for m in methods
-    }
+    }  # fmt: skip
     if not configs:
         raise ValueError("compare: no methods given")
     X_tr, y_tr, X_te, y_te, what = load_data(
@@ -225,10 +151,9 @@ def run_compare(
     sx, sy = Standardizer.fit(X_tr), Standardizer.fit(y_tr)
     X, y = jnp.asarray(sx.transform(X_tr)), jnp.asarray(sy.transform(y_tr))
     Xt, yt = jnp.asarray(sx.transform(X_te)), sy.transform(y_te)
-    model = make_model(model_name, np.asarray(X), num_inducing=num_inducing, layers=layers)
+    model = entry.make(np.asarray(X), num_inducing=num_inducing, layers=layers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from ppl_dgp.inference import fit, predict
 
     key = jax.random.key(seed)
     res: dict[str, dict[str, Any]] = {}
@@ -241,7 +166,7 @@ def run_compare(
         diagnostics.save_datatree(dt, out / f"{name}.nc")
         pred = predict(jax.random.fold_in(key, 200 + i), model, post, Xt, num_samples=200)
         elpd = diagnostics.loo(dt)
-        m = pred.metrics(jnp.asarray(yt))
+        m = pred.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_te))
         res[name] = {
             "posterior": post,
             "datatree": dt,
@@ -249,8 +174,8 @@ def run_compare(
             "loo": elpd,
             "wall_seconds": wall,
             "test": {
-                "rmse": m["rmse"] * float(sy.std),
-                "mlpd": m["mlpd"] - float(np.log(sy.std)),
+                "rmse": m["rmse"],
+                "mlpd": m["mlpd"],
                 "coverage": calibration.coverage_table(pred, yt, (0.5, CI_PROB, 0.95)),
             },
             "warnings": diagnostics.diagnostic_warnings(dt, elpd),
@@ -286,7 +211,6 @@ def run_compare(
 
 def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
     from ppl_dgp import plotting
-    from ppl_dgp.inference import predict
 
     files = []
     dts = {k: r["datatree"] for k, r in res.items()}
@@ -312,8 +236,8 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
         }
         plotting.plot_predictive_bands(X_tr, y_tr, grid_raw, preds, out / "predictive.png")
         files.append("predictive.png")
-    losses = {k: r["posterior"].sample_stats["loss"][0] for k, r in res.items()
-              if "loss" in r["posterior"].sample_stats}  # fmt: skip
+    losses = {k: r["posterior"].traces["loss"] for k, r in res.items()
+              if "loss" in r["posterior"].traces}  # fmt: skip
     if losses:
         plotting.plot_loss_traces(losses, out / "elbo.png")
         files.append("elbo.png")
@@ -395,7 +319,7 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, f
             "units, over the site's components (0, 1, 0 = perfect agreement). NUTS itself is only "
             "a reference when its own diagnostics below are clean.\n\n"
         )
-        if model_name == "bnn":
+        if MODELS[model_name].output_site is not None:  # a network
             s.append(
                 "A network's weights are not identifiable (hidden units can be permuted and "
                 "their signs flipped), so two correct posteriors can disagree per weight: read "

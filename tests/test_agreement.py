@@ -11,8 +11,9 @@ import pytest
 from scipy.stats import norm
 
 from ppl_dgp.agreement import marginal_discrepancies, predictive_discrepancies, site_agreement
-from ppl_dgp.inference import NUTS, SVI, fit, predict
+from ppl_dgp.infer import NUTS, SVI, fit
 from ppl_dgp.predict import MixturePredictive
+from ppl_dgp.predictive import predict
 
 RHO = 0.95
 

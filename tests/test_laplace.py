@@ -19,13 +19,18 @@ import jax
 import numpy as np
 import pytest
 
-from ppl_dgp.inference import fit, predict
-from ppl_dgp.laplace import Laplace, NotPositiveDefiniteWarning
-from ppl_dgp.laplace_predictive import glm_predictive, predict_proba, predict_regression
+from ppl_dgp.infer import fit
+from ppl_dgp.laplace import (
+    Laplace,
+    NotPositiveDefiniteWarning,
+    glm_predictive,
+    predict_regression,
+)
 from ppl_dgp.models import bnn
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
 from ppl_dgp.models.svgp import init_svgp, svgp_regression
 from ppl_dgp.posterior import Posterior
+from ppl_dgp.predictive import predict, predict_proba
 
 REF = json.loads((Path(__file__).parent / "data" / "laplace_mlp.json").read_text())
 STRUCTURES = {  # reference key -> (subset_of_weights, hessian_structure, rtol of the evidence)
@@ -62,10 +67,10 @@ def test_evidence_matches_laplace_torch(task, key):
     r = REF[task]
     theta = np.asarray(r["theta_proj"])
     np.testing.assert_allclose(
-        post.params["laplace.theta_map"], theta[15:] if key.startswith("last") else theta
+        post.approx.theta_map, theta[15:] if key.startswith("last") else theta
     )
     np.testing.assert_allclose(
-        post.params["laplace.log_marglik"], r[f"{key}__log_marglik"], rtol=STRUCTURES[key][2]
+        post.approx.log_marglik, r[f"{key}__log_marglik"], rtol=STRUCTURES[key][2]
     )
 
 
@@ -73,18 +78,18 @@ def test_evidence_matches_laplace_torch(task, key):
 def test_posterior_precisions_match_laplace_torch(task):
     r = REF[task]
     _, full = _ref_fit(task, "full")
-    L = full.params["laplace.precision_chol"]
+    L = full.approx.precision.chol
     np.testing.assert_allclose(L @ L.T, r["post_prec_full_proj"], rtol=1e-9, atol=1e-12)
     _, diag = _ref_fit(task, "diag")
     np.testing.assert_allclose(
-        1.0 / diag.params["laplace.posterior_variance"],
+        1.0 / diag.approx.precision.variance,
         np.diag(r["post_prec_full_proj"]),
         rtol=1e-9,
     )
     _, last = _ref_fit(task, "lastlayer_full")
-    L = last.params["laplace.precision_chol"]
+    L = last.approx.precision.chol
     np.testing.assert_allclose(L @ L.T, r["ll_post_prec"], rtol=1e-9, atol=1e-12)
-    assert last.config["subset_sites"] == ["layer1.W", "layer1.b"]
+    assert last.approx.layout.names == ("layer1.W", "layer1.b")
 
 
 @pytest.mark.parametrize("key", list(STRUCTURES))
@@ -148,11 +153,11 @@ def test_bayesian_linear_regression_is_recovered(curvature):
         y,
     )
     mu, Sigma, log_ev = _blr_closed_form(X, y, alpha, sigma)
-    np.testing.assert_allclose(post.params["laplace.theta_map"], mu, atol=1e-6)
-    L = post.params["laplace.precision_chol"]
+    np.testing.assert_allclose(post.approx.theta_map, mu, atol=1e-6)
+    L = post.approx.precision.chol
     np.testing.assert_allclose(np.linalg.inv(L @ L.T), Sigma, rtol=1e-5)
     # Laplace is exact for a linear-Gaussian model: its evidence is the closed form.
-    np.testing.assert_allclose(post.params["laplace.log_marglik"], log_ev, rtol=1e-6)
+    np.testing.assert_allclose(post.approx.log_marglik, log_ev, rtol=1e-6)
     # the draws are N(mu, Sigma): mean and covariance within Monte Carlo error (S = 20000)
     theta = np.hstack([post.flat()["layer0.W"].reshape(-1, 2), post.flat()["layer0.b"]])
     sd = np.sqrt(np.diag(Sigma))
@@ -172,7 +177,7 @@ def test_evidence_tuning_agrees_across_marglik_fixed_point_and_grid():
     grid = tuple(float(v) for v in np.exp(np.linspace(-5, 3, 401)))
     tuned["grid"] = fit(Laplace(tune="grid", grid=grid, **common), jax.random.key(0), model, X, y)
     # Reference: the Laplace evidence at the fixed MAP, maximised over alpha by brute force.
-    theta = tuned["marglik"].params["laplace.theta_map"]
+    theta = tuned["marglik"].approx.theta_map
     Phi = np.hstack([X, np.ones((30, 1))])
     H = Phi.T @ Phi / 0.04
     log_a = np.linspace(-5, 3, 80001)
@@ -182,7 +187,7 @@ def test_evidence_tuning_agrees_across_marglik_fixed_point_and_grid():
     ]
     best = np.exp(log_a[::100][int(np.argmax(ev))])
     for t, post in tuned.items():
-        got = float(post.params["laplace.prior_precision"][0])
+        got = float(post.approx.prior_precision[0])
         assert abs(np.log(got / best)) < 0.03, (t, got, best)
 
 
@@ -199,7 +204,7 @@ def test_noise_is_tuned_by_the_evidence():
         X,
         y,
     )
-    sigma = float(post.params["laplace.sigma_noise"])
+    sigma = float(post.approx.sigma_noise)
     assert 0.2 < sigma < 0.45, sigma
 
 
@@ -227,7 +232,7 @@ def test_ggn_equals_exact_hessian_for_a_linear_model(kind):
         c: fit(Laplace(curvature=c, num_steps=200, num_samples=2), jax.random.key(0), model, X, y)
         for c in ("ggn", "hessian")
     }
-    precs = [p.params["laplace.precision_chol"] @ p.params["laplace.precision_chol"].T
+    precs = [p.approx.precision.chol @ p.approx.precision.chol.T
              for p in posts.values()]  # fmt: skip
     np.testing.assert_allclose(precs[0], precs[1], rtol=1e-8, atol=1e-10)
 
@@ -244,8 +249,8 @@ def test_multiclass_ggn_and_glm_covariance_equal_dense_jacobian_formulas():
     model = functools.partial(bnn.mlp_multiclass, num_classes=3, hidden=(6, 4))
     post = fit(Laplace("all", "full", num_steps=100, num_samples=2), jax.random.key(0), model,
                X, y)  # fmt: skip
-    names, shapes = post.config["subset_sites"], post.config["subset_shapes"]
-    theta = post.params["laplace.theta_map"]
+    names, shapes = post.approx.layout.names, post.approx.layout.shapes
+    theta = post.approx.theta_map
 
     def f_of(t, Xn):
         vals, o = {}, 0
@@ -258,8 +263,8 @@ def test_multiclass_ggn_and_glm_covariance_equal_dense_jacobian_formulas():
     J = jax.jacfwd(f_of)(theta, X)  # [N, K, P]
     p = jax.nn.softmax(f_of(theta, X), axis=-1)
     Lam = jax.vmap(jax.numpy.diag)(p) - p[:, :, None] * p[:, None, :]
-    P = np.einsum("nkp,nkl,nlq->pq", J, Lam, J) + np.diag(post.params["laplace.prior_precision"])
-    Lc = post.params["laplace.precision_chol"]
+    P = np.einsum("nkp,nkl,nlq->pq", J, Lam, J) + np.diag(post.approx.prior_precision)
+    Lc = post.approx.precision.chol
     np.testing.assert_allclose(Lc @ Lc.T, P, rtol=1e-10, atol=1e-12)
     Jq = jax.jacfwd(f_of)(theta, Xq)
     cov_ref = np.einsum("nkp,pq,nlq->nkl", Jq, np.linalg.inv(P), Jq)
@@ -288,7 +293,7 @@ def test_multiclass_predictives_are_distributions_and_agree():
 
 
 def test_predict_proba_for_nuts_draws_is_mean_of_sigmoid():
-    from ppl_dgp.inference import NUTS
+    from ppl_dgp.infer import NUTS
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 2))
@@ -316,7 +321,7 @@ def test_laplace_on_the_gp_zoo_returns_a_posterior_that_predicts_and_round_trips
         warnings.simplefilter("ignore", NotPositiveDefiniteWarning)
         post = fit(Laplace(num_steps=300, num_samples=8), jax.random.key(0), model, X, y)
     layers = ["layer0"] if zoo == "svgp" else ["layer0", "layer1"]
-    assert post.method == "laplace" and post.config["curvature_resolved"] == "hessian"
+    assert post.name == "laplace" and post.approx.curvature == "hessian"
     for layer in layers:
         assert f"{layer}.u" in post.draws
         assert not any(k.endswith(".eps") for k in post.draws)  # per-datum: held at the MAP
@@ -376,8 +381,8 @@ def test_non_positive_definite_hessian_warns():
                               prior_precision=1e-4)  # fmt: skip
     with pytest.warns(NotPositiveDefiniteWarning, match="non-positive eigenvalue"):
         post = fit(Laplace(curvature="hessian", num_steps=0), jax.random.key(0), model, X, y)
-    assert post.config["num_clipped_eigenvalues"] > 0
-    assert math.isfinite(float(post.params["laplace.log_marglik"]))
+    assert post.approx.num_clipped > 0
+    assert math.isfinite(float(post.approx.log_marglik))
 
 
 def test_per_layer_prior_and_latent_noise_are_read_from_the_program():
@@ -390,11 +395,11 @@ def test_per_layer_prior_and_latent_noise_are_read_from_the_program():
         model, prior_precision=[2.0, 5.0], noise_scale=Hyper(0.3, prior=dist.LogNormal(-1.2, 0.5))
     )
     post = fit(Laplace(num_steps=0, num_samples=3), jax.random.key(0), noisy, X, y)
-    delta = post.params["laplace.prior_precision"]
+    delta = post.approx.prior_precision
     np.testing.assert_allclose(delta[:15], 2.0, rtol=1e-14)  # layer0.W, layer0.b (1/scale^2)
     np.testing.assert_allclose(delta[15:], 5.0, rtol=1e-14)  # layer1.W, layer1.b
     # the latent noise scale is a likelihood parameter: held at its MAP, not in the Gaussian
-    assert "noise_scale" not in post.config["subset_sites"]
+    assert "noise_scale" not in post.approx.layout.names
     assert post.draws["noise_scale"].shape == (1, 3)
-    np.testing.assert_allclose(post.params["laplace.sigma_noise"], 0.3)
+    np.testing.assert_allclose(post.approx.sigma_noise, 0.3)
     np.testing.assert_allclose(post.draws["noise_scale"], 0.3)

@@ -20,12 +20,12 @@ from numpyro.infer import Trace_ELBO
 
 from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
 from ppl_dgp.guides import InducingPointGuide
+from ppl_dgp.infer import NonFiniteLossError, run_svi
 from ppl_dgp.layers import Hyper, LayerSpec
 from ppl_dgp.mean_functions import Identity, Zero
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
 from ppl_dgp.models.svgp import init_svgp, svgp_regression
 from ppl_dgp.predict import predict_svi
-from ppl_dgp.svi import NonFiniteLossError, run_svi
 
 DATA = Path(__file__).parent / "data"
 
@@ -279,7 +279,7 @@ def _run(model, X, y):
     ],
 )
 def test_bad_data_is_named(X, y, match):
-    model = _model_for(np.zeros((10, 1)))
+    model = _model_for(np.linspace(-1.0, 1.0, 10)[:, None])  # a model fine for good data
     with pytest.raises(ValueError, match=match):
         _run(model, X, y)
 
@@ -348,13 +348,13 @@ def test_prediction_compiles_once_per_model():
 
 
 def test_epoch_batches_cover_each_epoch_without_replacement():
-    from ppl_dgp.svi import _next_batch
+    from ppl_dgp.infer.minibatch import BatchState, next_batch
 
     N, B = 23, 5
     state = (jax.random.permutation(jax.random.key(0), N), jnp.asarray(0), jax.random.key(1))
     seen = []
     for _ in range(2 * (N // B)):
-        idx, state = _next_batch(state, N, B)
+        idx, state = next_batch(BatchState(*state), N, B)
         seen.append(np.asarray(idx))
     for epoch in (seen[: N // B], seen[N // B :]):
         flat = np.concatenate(epoch)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -11,21 +9,24 @@ from ppl_dgp import diagnostics, report
 from ppl_dgp.cli import main
 
 
-def test_method_table_resolves_configs_and_rejects_unknown_or_missing():
-    assert {"svi", "nuts", "hmc"} <= set(report.available_methods())
-    nuts = report.make_method("nuts", num_warmup=7, num_steps=3)  # num_steps: not a NUTS field
-    assert type(nuts).__name__ == "NUTS"
-    assert (nuts.num_warmup, nuts.num_chains) == (7, report.METHODS["nuts"][2]["num_chains"])
-    assert report.make_method("svi", smoke=True).num_steps == report.SMOKE["svi"]["num_steps"]
-    with pytest.raises(ValueError, match="unknown method 'vi'; known methods: svi"):
-        report.make_method("vi")
+def test_method_registry_resolves_configs_and_rejects_unknown_names():
+    from ppl_dgp.infer import METHODS, NUTS, make_method
+
+    assert {"svi", "nuts", "hmc", "sghmc", "laplace", "map", "ensemble"} <= set(METHODS)
+    nuts = make_method("nuts", num_warmup=7, num_steps=3)  # num_steps: not a NUTS field
+    assert type(nuts) is NUTS
+    assert (nuts.num_warmup, nuts.num_chains) == (7, NUTS.presets["compare"]["num_chains"])
+    assert make_method("svi", preset="smoke").num_steps == 200
+    assert make_method("nuts", preset=None) == NUTS()
+    with pytest.raises(ValueError, match="unknown method 'vi'; registered methods: "):
+        make_method("vi")
 
 
-def test_a_method_whose_config_is_not_importable_is_refused(monkeypatch):
-    monkeypatch.setitem(report.METHODS, "future", (("ppl_dgp.inference",), "FutureMethod", {}))
-    assert "future" not in report.available_methods()
-    with pytest.raises(ValueError, match=r"'future' is not available .*\(no FutureMethod"):
-        report.make_method("future")
+def test_the_report_refuses_unknown_models_and_methods(tmp_path):
+    with pytest.raises(ValueError, match="unknown or unsupported model 'mlp'.*dgp"):
+        report.run_compare("mlp", "motorcycle", ["svi"], tmp_path)
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['vi'\]"):
+        report.run_compare("dgp", "motorcycle", ["vi"], tmp_path)
 
 
 def _csv(path, n=30, bad=None):
@@ -66,7 +67,7 @@ def test_compare_cli_reports_bad_csv_clearly(tmp_path, args, bad, message):
 
 
 def test_compare_cli_rejects_unknown_methods_and_data(tmp_path):
-    with pytest.raises(SystemExit, match="unknown method 'mcmc'"):
+    with pytest.raises(SystemExit, match=r"unknown method\(s\) \['mcmc'\]; registered: "):
         main(["compare", "--methods", "svi,mcmc", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="neither a bundled data set"):
         main(["compare", "--data", "boston", "--methods", "svi", "--out", str(tmp_path)])
@@ -94,8 +95,8 @@ def test_compare_writes_report_figures_and_datatrees(tmp_path):
         assert dt["log_likelihood"]["y"].shape[-1] == 32  # the training split
         assert dt.attrs["inference_method"] == m
     assert list(result["compare"].index)[0] in ("svi", "nuts")
-    cfg = report.make_method("nuts", smoke=True)
-    assert dataclasses.asdict(cfg)["num_warmup"] == report.SMOKE["nuts"]["num_warmup"]
+    used = result["methods"]["nuts"]["posterior"].method
+    assert used.num_warmup == type(used).presets["smoke"]["num_warmup"]
 
 
 def test_compare_runs_a_bnn_and_summarises_only_its_noise(tmp_path):
@@ -112,9 +113,7 @@ def test_compare_runs_a_bnn_and_summarises_only_its_noise(tmp_path):
         assert {"layer0.W", "layer1.b", "noise_scale"} <= set(r["posterior"].draws), name
     # the forest/marginal plots show the noise scale, not 61 network weights
     assert result["summarised_sites"] == ["noise_scale"]
-    assert result["methods"]["laplace"]["posterior"].config["subset_sites"] == [
+    assert result["methods"]["laplace"]["posterior"].approx.layout.names == (
         "layer1.W", "layer1.b"
-    ]  # fmt: skip
+    )  # fmt: skip
     assert (out / "forest.png").stat().st_size > 5_000
-    with pytest.raises(ValueError, match="unknown model 'mlp'; choose from dgp, svgp, bnn"):
-        report.make_model("mlp", np.zeros((3, 1)))

@@ -33,11 +33,11 @@ from numpyro.infer import SVI
 from ppl_dgp.datasets import load_bench
 from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
 from ppl_dgp.guides import InducingPointGuide
+from ppl_dgp.infer.minibatch import with_batch
 from ppl_dgp.layers import Hyper, LayerSpec
 from ppl_dgp.mean_functions import Identity, Zero
 from ppl_dgp.models.dgp import dgp_regression
 from ppl_dgp.predict import mixture_metrics_original_units, predict_svi
-from ppl_dgp.svi import with_batch
 
 __all__ = ["bench_layers", "run_benchmark"]
 

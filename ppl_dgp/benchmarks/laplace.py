@@ -31,11 +31,10 @@ import numpy as np
 
 from ppl_dgp.calibration import expected_calibration_error
 from ppl_dgp.datasets import load_bench
-from ppl_dgp.fitting import fit
+from ppl_dgp.infer import NUTS, fit
 from ppl_dgp.laplace import Laplace
-from ppl_dgp.laplace_predictive import predict_proba
-from ppl_dgp.mcmc import NUTS
 from ppl_dgp.models import bnn
+from ppl_dgp.predictive import predict_proba
 
 VARIANTS = (
     ("last_layer", "full"),
@@ -108,8 +107,8 @@ def run(lam: float, repeats: int, nuts: bool, nuts_samples: int) -> list[dict]:
         name = f"{subset.replace('_', '-')} {structure}"
         rows.append(row(name, np.asarray(p), fit_seconds=fw, fit_first_seconds=ff,
                         predict_seconds=pw, predict_first_seconds=pf,
-                        log_marglik=float(post.params["laplace.log_marglik"]),
-                        prior_precision=float(post.params["laplace.prior_precision"][0]),
+                        log_marglik=float(post.approx.log_marglik),
+                        prior_precision=float(post.approx.prior_precision[0]),
                         ))  # fmt: skip
     if nuts:
         method = NUTS(num_warmup=nuts_samples, num_samples=nuts_samples, num_chains=2)

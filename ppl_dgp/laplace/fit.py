@@ -1,9 +1,9 @@
-"""The Laplace approximation behind :func:`~ppl_dgp.fitting.fit` (Laplace Redux for BNNs).
+"""The Laplace approximation behind :func:`~ppl_dgp.infer.fit` (Laplace Redux for BNNs).
 
 ``fit(Laplace(...), key, model, X, y)``:
 
 1. **MAP** of the model's joint density over its latent sites in unconstrained space (the
-   shared ``potential_fn`` from :func:`~ppl_dgp.fitting.initialize`), by Adam in one jitted
+   shared ``potential_fn`` from :func:`~ppl_dgp.infer.core.initialize`), by Adam in one jitted
    ``lax.scan`` loop on ``potential / N``. Per-datum latents (a DGP's inner-layer ``eps``)
    are held at ``eps = 0`` by default (``local_latents="fixed"``; their joint MAP is
    degenerate) or optimised too (``"map"``).
@@ -28,15 +28,10 @@
    Gaussian noise are **tuned** by maximising the Laplace evidence (``tune="marglik"``, Adam on
    log-values; ``"fixed_point"``, MacKay's update; ``"grid"``).
 4. ``num_samples`` draws ``theta ~ N(theta_MAP, P^-1)`` (with the other global sites at their
-   MAP), constrained, shaped ``(1, S, ...)``. ``Posterior.params`` keeps what the linearised
-   predictive needs (``laplace.*``: the MAP vector, prior precision and mean, the Cholesky
-   factor of the posterior precision / the posterior variances / the KFAC eigenfactors, the
-   noise scale, the evidence); ``Posterior.config`` names the subset and its shapes.
-
-Predictives live in :mod:`ppl_dgp.laplace_predictive`: ``glm_predictive``
-(``f* ~ N(f(x*), J P^-1 J^T)``), ``predict_proba`` (probit, MC, Laplace bridge, or sampling the
-weights; for any posterior, e.g. NUTS or SVI draws of a BNN: the mean of sigmoid/softmax over
-the draws) and ``predict_regression``.
+   MAP), constrained, shaped ``(1, S, ...)``. ``Posterior.approx`` is the typed
+   :class:`~ppl_dgp.laplace.approx.LaplaceApprox` (the MAP, the precision in its structure,
+   the prior precision, the noise scale, the evidence) that the linearised predictives of
+   :mod:`ppl_dgp.laplace.predictive` read; ``Posterior.traces["map_loss"]`` the MAP's loss.
 
 Repeated fits of the same model object to the same data reuse the derived log density and the
 compiled curvature/tuning core (cached per model object and static configuration), so a refit
@@ -46,7 +41,7 @@ Example:
     >>> # from ppl_dgp.models import bnn
     >>> # model = functools.partial(bnn.mlp_binary, hidden=(32,))
     >>> # post = fit(Laplace("last_layer", "full", tune="marglik"), key, model, X, y)
-    >>> # from ppl_dgp.laplace_predictive import predict_proba
+    >>> # from ppl_dgp.predictive import predict_proba
     >>> # p1 = predict_proba(model, post, X_test)      # probit GLM predictive, [N]
 
 References:
@@ -60,7 +55,6 @@ import collections
 import dataclasses
 import functools
 import math
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
@@ -73,8 +67,15 @@ from jax import Array
 from numpyro.distributions.transforms import biject_to
 
 from ppl_dgp import curvature as C
-from ppl_dgp.fitting import compile_clock, config_dict, initialize, positive_int, register_method
-from ppl_dgp.laplace_ggn import (
+from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
+from ppl_dgp.laplace.approx import (
+    DiagPrecision,
+    FullPrecision,
+    KronPrecision,
+    LaplaceApprox,
+    Layout,
+)
+from ppl_dgp.laplace.ggn import (
     _check_memory,
     _Curv,
     _dense_layers,
@@ -105,6 +106,7 @@ class NotPositiveDefiniteWarning(UserWarning):
     """The curvature was not positive definite at the MAP and was repaired."""
 
 
+@register_method
 @dataclasses.dataclass(frozen=True)
 class Laplace:
     """Laplace approximation at the MAP (see the module docstring).
@@ -152,6 +154,16 @@ class Laplace:
     likelihood_site: str = "y"
     local_latents: str = "fixed"
     name: ClassVar[str] = "laplace"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "compare": {"num_samples": 400},
+        "smoke": {"num_steps": 200, "num_samples": 100},
+    }
+
+    def run(
+        self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+    ) -> Posterior:
+        """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
+        return _fit_laplace(self, rng_key, model, X, y, **model_kwargs)
 
     def __post_init__(self) -> None:
         positive_int("Laplace", num_samples=self.num_samples, tune_steps=self.tune_steps)
@@ -241,7 +253,7 @@ _INIT_CACHE_SIZE = 4
 
 
 def _initialize_cached(key: Array, model: Callable, X: Array, y: Array, **kwargs: Any) -> tuple:
-    """:func:`~ppl_dgp.fitting.initialize`, memoised for the last few (model object, key, data,
+    """:func:`~ppl_dgp.infer.core.initialize`, memoised for the last few (model object, key, data,
     keywords): a refit of the same model to the same data reuses its log density (and so its
     compiled MAP loop). Unhashable keywords skip the cache."""
     try:
@@ -264,14 +276,12 @@ def _initialize_cached(key: Array, model: Callable, X: Array, y: Array, **kwargs
 # -- fit ---------------------------------------------------------------------------------------
 
 
-@register_method(Laplace)
 def _fit_laplace(
     method: Laplace, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
 ) -> Posterior:
     key_init, key_draws = jax.random.split(rng_key)
     N = X.shape[0]
-    with compile_clock() as compile_seconds:
-        t0 = time.perf_counter()
+    with timed() as timer:
         info, sites = _initialize_cached(key_init, model, X, y, **model_kwargs)
         potential = info.potential_fn
         z0 = info.param_info.z
@@ -300,7 +310,7 @@ def _fit_laplace(
                 f"after num_steps={method.num_steps} with learning_rate={method.learning_rate}; "
                 "try a smaller learning_rate or check the data and priors"
             )
-        t_map = time.perf_counter()
+        timer.mark("map")
         mtr = info.model_trace
         layers_all = _dense_layers(mtr)
         curvature = method.curvature
@@ -328,35 +338,41 @@ def _fit_laplace(
         fitter = _fit_hessian if curvature == "hessian" else _fit_ggn
         res = fitter(method, curvature, model, info, sites, z_map, layout, layers, groups, G,
                      X, y, key_draws, model_kwargs)  # fmt: skip
-        t1 = time.perf_counter()
-        compile_s = compile_seconds()
-    params = {k: np.asarray(v) for k, v in sites.params.items()}
-    params.update({f"laplace.{k}": v for k, v in res.params.items()})
-    config = {
-        **config_dict(method),
-        "curvature_resolved": curvature,
-        "likelihood": res.likelihood,
-        "subset_sites": list(layout.names),
-        "subset_shapes": [list(s) for s in layout.shapes],
-        "dense_layers": {k: list(v) for k, v in layers.items()},
-        "kron_layers": {k: v for k, v in layers.items()}
-        if method.hessian_structure == "kron"
-        else {},
-        "num_params": layout.P,
-        "num_clipped_eigenvalues": res.num_clipped,
-        "prior_groups": group_names,
-    }
+        jax.block_until_ready(res.draws)
+        timings = timer.timings()
+    p = res.params
+    if "precision_chol" in p:
+        precision: Any = FullPrecision(p["precision_chol"])
+    elif "posterior_variance" in p:
+        precision = DiagPrecision(p["posterior_variance"])
+    else:
+        precision = KronPrecision(
+            {layer: {k: p[f"kron.{layer}.{k}"] for k in C.KronBlock._fields} for layer in layers}
+        )
+    approx = LaplaceApprox(
+        theta_map=p["theta_map"],
+        precision=precision,
+        prior_precision=p["prior_precision"],
+        prior_mean=p["prior_mean"],
+        sigma_noise=p["sigma_noise"],
+        log_marglik=p["log_marglik"],
+        curvature_scale=p["curvature_scale"],
+        map={k[len("map.") :]: v for k, v in p.items() if k.startswith("map.")},
+        layout=Layout(layout.names, layout.shapes),
+        likelihood=res.likelihood,
+        curvature=curvature,
+        dense_layers=tuple((k, tuple(v)) for k, v in layers.items()),
+        output_site=method.output_site,
+        num_clipped=res.num_clipped,
+        prior_groups=tuple(group_names),
+    )
     return Posterior(
         draws=res.draws,
-        sample_stats={"map_loss": np.asarray(losses)[None]},
-        params=params,
-        method=method.name,
-        config=config,
-        timings={
-            "compile_seconds": compile_s,
-            "run_seconds": (t1 - t0) - compile_s,
-            "map_seconds": t_map - t0,
-        },
+        method=method,
+        traces={"map_loss": np.asarray(losses)},
+        params={k: np.asarray(v) for k, v in sites.params.items()},
+        approx=approx,
+        timings=timings,
     )
 
 
@@ -558,16 +574,3 @@ def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict
             f"name the sites in subset_of_weights instead (global latent sites: {glob})"
         )
     return tuple(n for n in glob if n in dense_sites)
-
-
-_PREDICTIVES = ("glm_predictive", "predict_proba", "predict_regression")
-
-
-def __getattr__(name: str) -> Any:
-    """``from ppl_dgp.laplace import predict_proba`` keeps working (PEP 562, lazily: the
-    predictives live in :mod:`ppl_dgp.laplace_predictive`, which imports this module)."""
-    if name in _PREDICTIVES:
-        from ppl_dgp import laplace_predictive
-
-        return getattr(laplace_predictive, name)
-    raise AttributeError(f"module 'ppl_dgp.laplace' has no attribute {name!r}")

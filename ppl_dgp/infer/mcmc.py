@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -25,12 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax import Array
-from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC
 
-from ppl_dgp.fitting import compile_clock, config_dict, initialize, positive_int, register_method
+from ppl_dgp.infer.core import (
+    constrain,
+    initialize,
+    positive_int,
+    progress_enabled,
+    register_method,
+    timed,
+)
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.svi import progress_enabled
 
 __all__ = ["HMC", "NUTS"]
 
@@ -50,6 +54,7 @@ def _check_mcmc(owner: str, cfg: Any) -> None:
         )
 
 
+@register_method
 @dataclasses.dataclass(frozen=True)
 class NUTS:
     """The No-U-Turn sampler (NumPyro's ``NUTS``) on the model's exact joint.
@@ -72,12 +77,23 @@ class NUTS:
     dense_mass: bool = False
     chain_method: str = "vectorized"
     name: ClassVar[str] = "nuts"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "compare": {"num_warmup": 200, "num_samples": 200, "num_chains": 2, "max_tree_depth": 6},
+        "smoke": {"num_warmup": 60, "num_samples": 60, "max_tree_depth": 5},
+    }
 
     def __post_init__(self) -> None:
         _check_mcmc("NUTS", self)
         positive_int("NUTS", max_tree_depth=self.max_tree_depth)
 
+    def run(
+        self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+    ) -> Posterior:
+        """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
+        return _fit_mcmc(self, rng_key, model, X, y, **model_kwargs)
 
+
+@register_method
 @dataclasses.dataclass(frozen=True)
 class HMC:
     """Hamiltonian Monte Carlo with a fixed number of leapfrog steps (NumPyro's ``HMC``).
@@ -102,6 +118,10 @@ class HMC:
     dense_mass: bool = False
     chain_method: str = "vectorized"
     name: ClassVar[str] = "hmc"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "compare": {"num_warmup": 200, "num_samples": 200, "num_chains": 2, "num_steps": 16},
+        "smoke": {"num_warmup": 60, "num_samples": 60, "num_steps": 8},
+    }
 
     def __post_init__(self) -> None:
         _check_mcmc("HMC", self)
@@ -109,16 +129,19 @@ class HMC:
         if not self.step_size > 0:
             raise ValueError(f"HMC.step_size must be > 0; received {self.step_size}")
 
+    def run(
+        self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+    ) -> Posterior:
+        """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
+        return _fit_mcmc(self, rng_key, model, X, y, **model_kwargs)
 
-@register_method(NUTS)
-@register_method(HMC)
+
 def _fit_mcmc(
     method: NUTS | HMC, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
 ) -> Posterior:
     owner = type(method).__name__
     key_init, key_run = jax.random.split(rng_key)
-    with compile_clock() as compile_seconds:
-        t0 = time.perf_counter()
+    with timed() as timer:
         info, sites = initialize(key_init, model, X, y, owner=owner, **model_kwargs)
         # The kernels run on the shared potential, from the one initial point, every chain.
         common = dict(
@@ -152,12 +175,9 @@ def _fit_mcmc(
         extra += tuple(f"~z.{name}" for name in sites.local_latent)  # per-datum: not kept
         mcmc.run(key_run, init_params=z0, extra_fields=extra)
         z = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
-        t1 = time.perf_counter()
-        compile_s = compile_seconds()
-    draws = {}
-    for name in sites.global_latent:  # unconstrained -> constrained, elementwise per draw
-        transform = biject_to(info.model_trace[name]["fn"].support)
-        draws[name] = np.asarray(transform(z[name]))
+        supports = {name: info.model_trace[name]["fn"].support for name in sites.global_latent}
+        draws = constrain({name: z[name] for name in sites.global_latent}, supports)
+        timings = timer.timings()
     stats = {
         ("step_size" if k == "adapt_state.step_size" else k): np.asarray(v)
         for k, v in mcmc.get_extra_fields(group_by_chain=True).items()
@@ -166,9 +186,8 @@ def _fit_mcmc(
         stats["tree_depth"] = np.log2(np.maximum(stats["num_steps"], 1)).astype(np.int64) + 1
     return Posterior(
         draws=draws,
+        method=method,
         sample_stats=stats,
         params=dict(sites.params),
-        method=method.name,
-        config=config_dict(method),
-        timings={"compile_seconds": compile_s, "run_seconds": (t1 - t0) - compile_s},
+        timings=timings,
     )

@@ -1,13 +1,15 @@
-"""The shared core of every inference method: the model's sites and log density, and ``fit``.
+"""The shared core of every inference method: registry, the model's log density, timings.
 
-A method is a small frozen configuration registered with :func:`register_method`; :func:`fit`
-checks the data once and dispatches on the configuration's type. :func:`initialize` derives the
-log density from the model once (NumPyro's ``ModelInfo``: ``potential_fn``, ``postprocess_fn``
-and the initial point, with clear errors), and NUTS, HMC, SGHMC and Laplace all start from it.
+A method is a small frozen configuration class with a ``name`` and a ``run`` method, registered
+with :func:`register_method` (which also makes it storable in a saved Posterior); :func:`fit`
+checks the data once and calls ``method.run``. :func:`initialize` derives the log density from
+the model once (NumPyro's ``ModelInfo``: ``potential_fn``, ``postprocess_fn`` and the initial
+point, with clear errors), and NUTS, HMC, SGHMC, MAP and Laplace all start from it.
 
-Timings: ``compile_seconds`` is the time JAX spent tracing, lowering and compiling during the
-fit (the union of the spans of JAX's compile events, so nested traces are not counted twice);
-``run_seconds`` is the rest of the fit's wall time.
+Timings (:func:`timed`): ``compile_seconds`` is the time JAX spent tracing, lowering and
+compiling during the fit (the union of the spans of JAX's compile events, so nested traces are
+not counted twice); ``run_seconds`` is the rest of the fit's wall time. Every method reports
+them the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
+import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,46 +39,37 @@ from numpyro.infer.util import (
 
 from ppl_dgp.guides import init_to_model_init
 from ppl_dgp.layers import ROLE
-from ppl_dgp.posterior import Posterior
+from ppl_dgp.posterior import Posterior, register_type
 from ppl_dgp.validation import check_regression_data
 
 __all__ = [
+    "METHODS",
     "ModelSites",
     "accepts_batch_size",
     "compile_clock",
-    "config_dict",
+    "constrain",
     "fit",
     "initialize",
     "inspect_model",
+    "make_method",
     "positive_int",
+    "progress_enabled",
     "register_method",
+    "timed",
 ]
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Progress bars are on unless turned off, or ``CI`` / ``PYTEST_XDIST_WORKER`` is set."""
+    if progress is not None:
+        return progress
+    return not (os.environ.get("CI") or os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 def positive_int(owner: str, **values: Any) -> None:
     for name, v in values.items():
         if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{owner}.{name} must be a positive int; received {v!r}")
-
-
-def config_dict(method: Any) -> dict[str, Any]:
-    """The method's fields as plain JSON values (what a saved Posterior stores).
-
-    Values JSON cannot hold (a user's guide or optimizer) are stored by name, e.g.
-    ``"<function my_guide>"`` or ``"<GradientTransformationExtraArgs>"``.
-    """
-
-    def describe(value: Any) -> str:
-        name = getattr(value, "__name__", None)
-        return f"<function {name}>" if name else f"<{type(value).__name__}>"
-
-    def plain(value: Any) -> Any:
-        try:
-            return json.loads(json.dumps(value))
-        except TypeError:
-            return describe(value)
-
-    return {f.name: plain(getattr(method, f.name)) for f in dataclasses.fields(method)}
 
 
 # -- the model, derived once ---------------------------------------------------------------
@@ -257,23 +251,92 @@ def compile_clock() -> Iterator[Callable[[], float]]:
         jax.monitoring.unregister_event_time_span_listener(listener)
 
 
-# -- fit -----------------------------------------------------------------------------------
+class Timer:
+    """What :func:`timed` yields: ``timings()`` gives the Posterior's timing dict so far."""
 
-_FITTERS: dict[type, Callable[..., Posterior]] = {}
+    def __init__(self, compile_seconds: Callable[[], float]):
+        self._compile = compile_seconds
+        self._t0 = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        """Record ``{phase}_seconds``: wall time from the start of the fit to now."""
+        self.phases[f"{phase}_seconds"] = time.perf_counter() - self._t0
+
+    def timings(self) -> dict[str, float]:
+        """``compile_seconds``, ``run_seconds`` (wall time minus compile) and the phases."""
+        wall = time.perf_counter() - self._t0
+        c = self._compile()
+        return {"compile_seconds": c, "run_seconds": wall - c, **self.phases}
 
 
-def register_method(config_type: type) -> Callable:
-    """Decorator: ``fit(config_type(...), ...)`` calls the decorated ``fitter``.
+@contextmanager
+def timed() -> Iterator[Timer]:
+    """Time a whole fit: compile seconds from JAX's events, the rest as run seconds."""
+    with compile_clock() as seconds:
+        yield Timer(seconds)
 
-    ``fitter(method, rng_key, model, X, y, **model_kwargs) -> Posterior``; the data are
-    already checked. (SGHMC and Laplace plug in here.)
+
+def constrain(z: dict[str, Array], supports: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Unconstrained draws ``{site: (..., *shape)}`` mapped to their supports, on the host.
+
+    The transforms act elementwise on the trailing site shape, so any leading
+    ``(chain, draw)`` axes pass through.
     """
+    return {k: np.asarray(biject_to(supports[k])(v)) for k, v in z.items()}
 
-    def register(fitter: Callable[..., Posterior]) -> Callable[..., Posterior]:
-        _FITTERS[config_type] = fitter
-        return fitter
 
-    return register
+# -- the registry and fit ------------------------------------------------------------------
+
+#: ``{name: configuration class}`` of every registered method.
+METHODS: dict[str, type] = {}
+
+
+def register_method(cls: type) -> type:
+    """Class decorator: register a method configuration under ``cls.name``.
+
+    The class is a frozen dataclass with ``name: ClassVar[str]``, a ``run(rng_key, model, X, y,
+    **model_kwargs) -> Posterior`` method (the data are already checked) and optionally
+    ``presets: ClassVar[dict[str, dict]]`` (``"smoke"``: tiny settings for tests and
+    notebooks; ``"compare"``: the ``ppl-dgp compare`` defaults). Registering also lets a saved
+    Posterior store and restore the configuration.
+    """
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_method: {cls.__name__} needs a class attribute name: str")
+    if not callable(getattr(cls, "run", None)):
+        raise TypeError(f"register_method: {cls.__name__} needs a run(...) method")
+    if name in METHODS and METHODS[name].__qualname__ != cls.__qualname__:
+        raise ValueError(f"register_method: the name {name!r} is taken by {METHODS[name]}")
+    METHODS[name] = register_type(cls)
+    return cls
+
+
+def make_method(name: str, *, preset: str | None = "compare", **overrides: Any) -> Any:
+    """The configuration registered as ``name``, with a preset's settings (``overrides`` win).
+
+    Presets: ``None`` (the class defaults), ``"compare"`` (``ppl-dgp compare``'s defaults),
+    ``"smoke"`` (the compare settings shrunk to a smoke size, for tests and notebooks).
+    Overrides the configuration has no field for are ignored (``num_chains`` for SVI), so one
+    set of command-line options can configure every method.
+
+    Raises:
+        ValueError: an unknown name or preset.
+    """
+    cls = METHODS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(METHODS)}")
+    presets = getattr(cls, "presets", {})
+    if preset not in (None, "compare", "smoke"):
+        raise ValueError(f"make_method: preset must be None, 'compare' or 'smoke'; got {preset!r}")
+    settings: dict[str, Any] = {}
+    if preset is not None:
+        settings.update(presets.get("compare", {}))
+    if preset == "smoke":
+        settings.update(presets.get("smoke", {}))
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in fields})
 
 
 def fit(
@@ -282,7 +345,8 @@ def fit(
     """Fit ``model`` to ``(X, y)`` with ``method``; every method returns a Posterior.
 
     Args:
-        method: a configuration: ``SVI``, ``NUTS``, ``HMC``, ``SGHMC``, ``Laplace``.
+        method: a registered configuration: ``SVI``, ``NUTS``, ``HMC``, ``SGHMC``,
+            ``Laplace``, ``MAP``, ``DeepEnsemble`` (see :data:`METHODS`).
         rng_key: JAX PRNG key.
         model: a NumPyro program ``model(X, y=None, **model_kwargs)``.
         X: inputs ``[N, D]``.
@@ -293,17 +357,23 @@ def fit(
         :class:`~ppl_dgp.posterior.Posterior` with draws ``(chain, draw, ...)``.
 
     Example:
-        >>> # from ppl_dgp.models import dgp
-        >>> # model = functools.partial(dgp.dgp_regression, **dgp.init_dgp(X, num_layers=2))
-        >>> # post = fit(NUTS(num_chains=2), jax.random.key(0), model, X, y)
-        >>> # post.draws["layer0.u"].shape   # (2, 500, Q, M)
+        >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+        >>> from ppl_dgp.infer import NUTS, fit
+        >>> def model(X, y=None):
+        ...     w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("data", X.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+        >>> X, y = np.ones((5, 1)), np.ones(5)
+        >>> post = fit(NUTS(num_warmup=20, num_samples=10, num_chains=1), jax.random.key(0),
+        ...            model, X, y)
+        >>> post.draws["w"].shape
+        (1, 10)
     """
-    fitter = _FITTERS.get(type(method))
-    if fitter is None:
-        names = sorted(t.__name__ for t in _FITTERS)
-        raise TypeError(f"fit: unknown method {method!r}; expected one of {names}")
+    cls = type(method)
+    if METHODS.get(getattr(cls, "name", None)) is not cls:
+        raise TypeError(f"fit: unknown method {method!r}; expected one of {sorted(METHODS)}")
     check_regression_data(X, y, batch_size=getattr(method, "batch_size", None))
-    return fitter(method, rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
+    return method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
 
 
 def accepts_batch_size(model: Callable) -> bool:

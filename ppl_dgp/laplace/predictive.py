@@ -1,12 +1,13 @@
-"""Predictives of a BNN posterior: the linearised (GLM) Laplace predictive and class probabilities.
+"""The linearised (GLM) predictives of a Laplace posterior, registered with the generic ones.
 
 - :func:`glm_predictive`: ``f* ~ N(f(x*; theta_MAP), J* P^-1 J*^T)`` with the posterior precision
   ``P`` of a :class:`~ppl_dgp.laplace.Laplace` fit in its stored structure (full, diag, KFAC);
   for dense layers ``d f / d W[i, o] = a_i d f / d z_o``, so the Jacobian is assembled from the
   layer inputs and ``d f / d z`` (no Jacobian through the whole network).
 - :func:`predict_regression`: the Gaussian closed form ``N(f*, v* + sigma^2)``.
-- :func:`predict_proba`: probit, MC, Laplace bridge, the plug-in MAP or the weight draws for a
-  Laplace posterior; the mean of sigmoid/softmax over the draws for any other (NUTS, SVI).
+- class probabilities (registered for :class:`~ppl_dgp.laplace.approx.LaplaceApprox` with
+  :func:`ppl_dgp.predictive.predict_proba`): probit, MC, Laplace bridge, the plug-in MAP, or
+  the weight draws (``link="nn"``, the generic predictive of the draws).
 
 Compiled once per (model object, static configuration).
 
@@ -36,13 +37,12 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp import curvature as C
-from ppl_dgp.fitting import positive_int
-from ppl_dgp.laplace_ggn import _Layout, dense_jacobian, dense_output_jacobians
+from ppl_dgp.laplace.approx import DiagPrecision, FullPrecision, LaplaceApprox
+from ppl_dgp.laplace.ggn import _Layout, dense_jacobian, dense_output_jacobians
 from ppl_dgp.posterior import Posterior
+from ppl_dgp.predictive import register_proba
 
-__all__ = ["glm_predictive", "predict_proba", "predict_regression"]
-
-_LINKS = ("probit", "mc", "bridge", "nn", "plugin")
+__all__ = ["glm_predictive", "predict_regression"]
 
 
 def _trace_at(model: Callable, data: dict, X_new: Array, model_kwargs: dict) -> dict:
@@ -97,26 +97,31 @@ def _as_array(X: Any) -> np.ndarray | Array:
 
 def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[tuple, dict, dict]:
     """The static spec and the host arrays (MAP sites, curvature factors) of a Laplace fit."""
-    if posterior.method != "laplace":
-        raise ValueError(f"expected a Laplace posterior; received method {posterior.method!r}")
-    cfg, p = posterior.config, posterior.params
-    layout = _Layout(tuple(cfg["subset_sites"]), tuple(tuple(s) for s in cfg["subset_shapes"]))
-    if "laplace.precision_chol" in p:
-        structure, names = "full", ["precision_chol"]
-    elif "laplace.posterior_variance" in p:
-        structure, names = "diag", ["posterior_variance"]
+    q = posterior.approx
+    if not isinstance(q, LaplaceApprox):
+        raise ValueError(
+            f"the linearised predictive needs a Laplace posterior; received a {posterior.name!r} "
+            f"posterior (approx {type(q).__name__})"
+        )
+    layout = _Layout(tuple(q.layout.names), tuple(tuple(s) for s in q.layout.shapes))
+    arrays = {"theta_map": q.theta_map, "prior_precision": q.prior_precision,
+              "curvature_scale": q.curvature_scale}  # fmt: skip
+    if isinstance(q.precision, FullPrecision):
+        structure = "full"
+        arrays["precision_chol"] = q.precision.chol
+    elif isinstance(q.precision, DiagPrecision):
+        structure = "diag"
+        arrays["posterior_variance"] = q.precision.variance
     else:
         structure = "kron"
-        names = [f"kron.{layer}.{k}" for layer in cfg["dense_layers"] for k in C.KronBlock._fields]
-    names += ["theta_map", "prior_precision", "curvature_scale"]
-    arrays = {k: p[f"laplace.{k}"] for k in names}
-    base = {k[len("laplace.map.") :]: v for k, v in p.items() if k.startswith("laplace.map.")}
-    base.update({k: v for k, v in p.items() if not k.startswith("laplace.")})
+        for layer, blk in q.precision.blocks.items():
+            arrays.update({f"kron.{layer}.{k}": v for k, v in blk.items()})
+    base = {**q.map, **posterior.params}
     spec = (
-        cfg["output_site"],
+        q.output_site,
         layout,
         structure,
-        tuple((k, tuple(v)) for k, v in cfg.get("dense_layers", {}).items()),
+        tuple((k, tuple(v)) for k, v in q.dense_layers),
         tuple(sorted(model_kwargs.items())),
     )
     return spec, base, arrays
@@ -202,97 +207,40 @@ def predict_regression(
     f, cov = glm_predictive(model, posterior, X_new, **model_kwargs)
     if f.shape[1] != 1:
         raise ValueError(f"predict_regression needs one output; received K = {f.shape[1]}")
-    s2 = jnp.asarray(posterior.params["laplace.sigma_noise"]) ** 2
+    s2 = jnp.asarray(posterior.approx.sigma_noise) ** 2
     return f[:, 0], cov[:, 0, 0], cov[:, 0, 0] + s2
-
-
-def _draw_outputs(
-    model: Callable, posterior: Posterior, X_new: Array, num_samples: int, output_site: str,
-    model_kwargs: dict,
-) -> Array:  # fmt: skip
-    """``f`` at ``X_new`` for ``S`` draws spread over the chains ``[S, N, K]``."""
-    flat = posterior.flat()
-    if not flat:
-        raise ValueError(f"predict_proba: the {posterior.method!r} posterior has no draws")
-    total = next(iter(flat.values())).shape[0]
-    idx = np.round(np.linspace(0, total - 1, min(num_samples, total))).astype(int)
-    draws = {k: v[idx] for k, v in flat.items()}
-    params = {k: v for k, v in posterior.params.items() if not k.startswith("laplace.")}
-    spec = (output_site, tuple(sorted(model_kwargs.items())))
-    return _compiled(_outputs_core, model, spec)(params, draws, X_new)
-
-
-def _outputs_core(model: Callable, spec: tuple, params: dict, draws: dict, X_new: Array) -> Array:
-    output_site, kwargs = spec
-
-    def one(draw: dict) -> Array:
-        tr = _trace_at(model, {**params, **draw}, X_new, dict(kwargs))
-        if output_site not in tr:
-            raise ValueError(f"predict_proba: the model has no output site {output_site!r}")
-        return tr[output_site]["value"]
-
-    return jax.vmap(one)(draws)
 
 
 def _probs(f: Array) -> Array:  # [..., N, K] -> [..., N] (K = 1) or [..., N, K]
     return jax.nn.sigmoid(f[..., 0]) if f.shape[-1] == 1 else jax.nn.softmax(f, axis=-1)
 
 
-def predict_proba(
-    model: Callable,
-    posterior: Posterior,
-    X_new: Array,
-    *,
-    link: str = "probit",
-    rng_key: Array | None = None,
-    num_samples: int = 100,
-    output_site: str = "f",
-    **model_kwargs: Any,
-) -> Array:
-    """Predictive class probabilities of a BNN classifier for a Posterior from any method.
-
-    Laplace posteriors (``link``):
+@register_proba(LaplaceApprox)
+def _laplace_proba(
+    approx: LaplaceApprox, model: Callable, posterior: Posterior, X_new: Any, *, link: str,
+    rng_key: Array | None, num_samples: int, output_site: str, model_kwargs: dict,
+) -> Array:  # fmt: skip
+    """Class probabilities of a Laplace posterior (``link``):
 
     - ``"probit"``: ``sigmoid(f / sqrt(1 + pi v / 8))`` (binary; per class then renormalised
       softmax for multiclass, as laplace-torch);
     - ``"mc"``: ``(1/S) sum_s sigmoid/softmax(f_s)``, ``f_s ~ N(f, J P^-1 J^T)``;
     - ``"bridge"``: the Laplace bridge (multiclass);
-    - ``"nn"``: the mean over the stored weight draws (no linearisation);
-    - ``"plugin"``: the MAP network's probabilities.
-
-    Any other posterior (NUTS, HMC, SVI draws): the mean of sigmoid/softmax of ``f`` over
-    ``num_samples`` draws spread over the chains.
-
-    Args:
-        model: the fitted program (``y=None`` gives predictions).
-        posterior: from :func:`~ppl_dgp.fitting.fit`.
-        X_new: inputs ``[N, D]``.
-        link: see above.
-        rng_key: key for ``"mc"``.
-        num_samples: MC samples / draws used.
-        output_site: the network output site (logits) ``[N, K]``.
-
-    Returns:
-        ``p(y=1) [N]`` for one logit, ``[N, K]`` class probabilities otherwise.
+    - ``"plugin"``: the MAP network's probabilities;
+    - ``"nn"``: the mean over the stored weight draws (no linearisation; handled by the
+      generic predictive before it dispatches here).
     """
-    if link not in _LINKS:
-        raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
-    positive_int("predict_proba", num_samples=num_samples)
-    X_new = _as_array(X_new)
-    if posterior.method != "laplace" or link == "nn":
-        f = _draw_outputs(model, posterior, X_new, num_samples, output_site, model_kwargs)
-        return jnp.mean(_probs(f), axis=0)
+    del approx, output_site
     spec, base, arrays = _glm_inputs(posterior, model_kwargs)
     if link == "mc" and rng_key is None:
         raise ValueError("predict_proba(link='mc') needs rng_key; received None")
     key = jax.random.key(0) if rng_key is None else rng_key
     core = _compiled(_proba_core, model, spec, link, num_samples if link == "mc" else 0)
-    return core(base, arrays, X_new, key)
+    return core(base, arrays, _as_array(X_new), key)
 
 
 #: The compiled predictives, cached per (model object, static spec, link) by ``jax.jit``.
 _JITTED = {
     _glm_core: jax.jit(_glm_core, static_argnums=(0, 1)),
     _proba_core: jax.jit(_proba_core, static_argnums=(0, 1, 2, 3)),
-    _outputs_core: jax.jit(_outputs_core, static_argnums=(0, 1)),
 }

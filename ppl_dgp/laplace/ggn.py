@@ -1,7 +1,7 @@
 """The Laplace approximation's curvature machinery: the subset layout and the compiled GGN/EF core.
 
-Used by :mod:`ppl_dgp.laplace` (the method behind ``fit``) and
-:mod:`ppl_dgp.laplace_predictive`. The subset ``theta`` of latent sites is flattened by
+Used by :mod:`ppl_dgp.laplace.fit` (the method behind ``fit``) and
+:mod:`ppl_dgp.laplace.predictive`. The subset ``theta`` of latent sites is flattened by
 :class:`_Layout`; :class:`_Curv` holds the likelihood curvature at the MAP in one structure
 (full ``[P, P]``, diagonal ``[P]`` or KFAC blocks per :func:`~ppl_dgp.dense.dense` layer) and
 :func:`_ggn_core` computes, in one traced function compiled once per model and configuration,
@@ -35,7 +35,7 @@ from ppl_dgp.dense import DENSE
 from ppl_dgp.layers import ROLE
 
 if TYPE_CHECKING:
-    from ppl_dgp.laplace import Laplace
+    from ppl_dgp.laplace.fit import Laplace
 
 __all__ = ["dense_jacobian", "dense_output_jacobians"]
 

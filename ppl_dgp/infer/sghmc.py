@@ -35,7 +35,10 @@ Two integrators:
   resampled every ``num_integration_steps``) on the same minibatch gradient.
 
 Kept draws are every ``thinning``-th step after ``num_burnin`` steps (rounded up to a multiple
-of ``thinning``); chains run vectorised. Hyperparameters are sampled in the chain rather than
+of ``thinning``); chains run vectorised. The state is a :class:`SGHMCState` (position,
+momentum, the preconditioner's running averages, the minibatch stream) and one thinned step
+runs in the shared loop driver (:func:`~ppl_dgp.infer.loop.run_loop`), burn-in and sampling
+compiled once. Hyperparameters are sampled in the chain rather than
 optimised by Havasi et al.'s Monte Carlo EM; ``param`` sites (``Z``) stay at their values.
 
 References:
@@ -54,9 +57,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import blackjax
 import jax
@@ -68,21 +70,29 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp.collapse import collapse, gaussian_output
-from ppl_dgp.fitting import (
+from ppl_dgp.infer.core import (
     ModelSites,
     accepts_batch_size,
-    compile_clock,
-    config_dict,
+    constrain,
     initialize,
     positive_int,
     register_method,
+    timed,
+)
+from ppl_dgp.infer.loop import run_loop
+from ppl_dgp.infer.minibatch import (
+    BatchState,
+    init_batches,
+    next_batch,
+    subsampled_plate,
+    with_batch,
 )
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.svi import _next_batch, _subsampled_plate, progress_enabled, with_batch
 
-__all__ = ["SGHMC", "minibatch_log_density"]
+__all__ = ["SGHMC", "SGHMCState", "minibatch_log_density"]
 
 
+@register_method
 @dataclasses.dataclass(frozen=True)
 class SGHMC:
     """Stochastic-gradient HMC on minibatches, scale-adapted by default (see the module).
@@ -112,6 +122,10 @@ class SGHMC:
     preconditioned: bool = True
     num_integration_steps: int = 1
     name: ClassVar[str] = "sghmc"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "compare": {"num_samples": 400},
+        "smoke": {"num_burnin": 200, "num_samples": 100, "thinning": 2},
+    }
 
     def __post_init__(self) -> None:
         positive_int("SGHMC", num_burnin=self.num_burnin, num_samples=self.num_samples,
@@ -123,6 +137,24 @@ class SGHMC:
             raise ValueError(f"SGHMC.step_size must be > 0; received {self.step_size}")
         if not 0 < self.friction <= 1:
             raise ValueError(f"SGHMC.friction must be in (0, 1]; received {self.friction}")
+
+    def run(
+        self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+    ) -> Posterior:
+        """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
+        return _fit_sghmc(self, rng_key, model, X, y, **model_kwargs)
+
+
+class SGHMCState(NamedTuple):
+    """One chain: position ``z`` and momentum ``p`` (unconstrained, per site), the
+    preconditioner's running averages ``g``, ``g2`` and window ``xi``, and the minibatch stream."""
+
+    z: dict[str, Array]
+    p: dict[str, Array]
+    g: dict[str, Array]
+    g2: dict[str, Array]
+    xi: dict[str, Array]
+    batches: BatchState
 
 
 def minibatch_log_density(
@@ -138,7 +170,7 @@ def minibatch_log_density(
 
     Args:
         model: the program; ``model_kwargs`` carry its ``batch_size``.
-        sites: from :func:`~ppl_dgp.fitting.inspect_model`; ``z`` holds its global latents.
+        sites: from :func:`~ppl_dgp.infer.core.inspect_model`; ``z`` holds its global latents.
         supports: ``{site: support constraint}`` of the global latent sites.
         X, y: the full training data.
         plate: the subsampled plate's name (``None``: full batch, ``idx`` ignored).
@@ -183,11 +215,11 @@ def minibatch_log_density(
 
 
 def _adapted_step(
-    state: dict[str, Any], grad: dict[str, Array], noise_key: Array, *, adapt: Array,
+    state: SGHMCState, grad: dict[str, Array], noise_key: Array, *, adapt: Array,
     step_size: float, friction: float, N: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> SGHMCState:  # fmt: skip
     """One scale-adapted SGHMC step on every leaf; ``grad`` is of ``U/N`` (see the module)."""
-    leaves, treedef = jax.tree.flatten(state["z"])
+    leaves, treedef = jax.tree.flatten(state.z)
     keys = jax.tree.unflatten(treedef, list(jax.random.split(noise_key, len(leaves))))
 
     def leaf(z, p, g, g2, xi, dU, key):
@@ -202,14 +234,12 @@ def _adapted_step(
         p = p - step_size**2 * Minv * dU - friction * p + sd * jax.random.normal(key, p.shape)
         return z + p, p, g, g2, xi
 
-    out = jax.tree.map(leaf, state["z"], state["p"], state["g"], state["g2"], state["xi"], grad,
-                       keys)  # fmt: skip
-    names = ("z", "p", "g", "g2", "xi")
-    return {n: jax.tree.map(lambda t, i=i: t[i], out, is_leaf=lambda t: isinstance(t, tuple))
-            for i, n in enumerate(names)}  # fmt: skip
+    out = jax.tree.map(leaf, state.z, state.p, state.g, state.g2, state.xi, grad, keys)
+    parts = [jax.tree.map(lambda t, i=i: t[i], out, is_leaf=lambda t: isinstance(t, tuple))
+             for i in range(5)]  # fmt: skip
+    return SGHMCState(*parts, state.batches)
 
 
-@register_method(SGHMC)
 def _fit_sghmc(
     method: SGHMC, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
 ) -> Posterior:
@@ -222,8 +252,7 @@ def _fit_sghmc(
         raise ValueError("SGHMC.batch_size: the model takes no batch_size keyword")
     key_init, key_run = jax.random.split(rng_key)
     N = int(X.shape[0])
-    with compile_clock() as compile_seconds:
-        t0 = time.perf_counter()
+    with timed() as timer:
         # The shared derivation: sites, supports, checked initial point, on the full data.
         info, sites = initialize(key_init, model, X, y, owner="SGHMC", **model_kwargs)
         names = sites.global_latent
@@ -237,7 +266,7 @@ def _fit_sghmc(
         plate = None
         if method.batch_size is not None and method.batch_size < N:
             kwargs["batch_size"] = method.batch_size
-            found = _subsampled_plate(model, key_init, (X, y), kwargs)
+            found = subsampled_plate(model, key_init, (X, y), kwargs)
             if found is None:
                 raise ValueError(
                     "SGHMC.batch_size: the model built with batch_size did not declare exactly "
@@ -247,22 +276,14 @@ def _fit_sghmc(
         B = method.batch_size if plate is not None else N
         log_density = minibatch_log_density(model, sites, supports, X, y, plate, **kwargs)
         value_and_grad = jax.value_and_grad(log_density)
-
         # Through NumPy: strong dtypes (scalar Hyper inits are weak), so the loop compiles once.
         z0 = {name: jnp.asarray(np.asarray(info.param_info.z[name])) for name in names}
         C, thin = method.num_chains, method.thinning
 
-        def init_chain(key: Array) -> dict[str, Any]:
+        def init_chain(key: Array) -> SGHMCState:
             ones = jax.tree.map(jnp.ones_like, z0)
-            return {
-                "z": z0,
-                "p": jax.tree.map(jnp.zeros_like, z0),
-                "g": ones,
-                "g2": ones,
-                "xi": ones,
-                # position N: the first step shuffles; a strong dtype keeps one compile
-                "batches": (jnp.arange(N), jnp.array(N, dtype=jnp.arange(N).dtype), key),
-            }
+            zeros = jax.tree.map(jnp.zeros_like, z0)
+            return SGHMCState(z0, zeros, ones, ones, ones, init_batches(key, N))
 
         sghmc = blackjax.sghmc(
             lambda z, mb: jax.grad(log_density)(z, *mb),
@@ -270,14 +291,14 @@ def _fit_sghmc(
             alpha=method.friction,
         )
 
-        def step(state: dict[str, Any], key: Array, adapt: Array) -> tuple[dict, Array]:
+        def step(state: SGHMCState, key: Array, adapt: Array) -> tuple[SGHMCState, Array]:
             key_eps, key_noise = jax.random.split(key)
             if plate is None:
-                idx, batches = None, state["batches"]
+                idx, batches = None, state.batches
             else:
-                idx, batches = _next_batch(state["batches"], N, B)
+                idx, batches = next_batch(state.batches, N, B)
             if method.preconditioned:
-                lp, grad = value_and_grad(state["z"], key_eps, idx)
+                lp, grad = value_and_grad(state.z, key_eps, idx)
                 dU = jax.tree.map(lambda g: -g / N, grad)
                 new = _adapted_step(
                     state, dU, key_noise, adapt=adapt, step_size=method.step_size,
@@ -285,65 +306,40 @@ def _fit_sghmc(
                 )  # fmt: skip
             else:
                 # BlackJAX takes the gradient itself; the recorded density is a forward pass
-                lp = log_density(state["z"], key_eps, idx)
-                z = sghmc.step(key_noise, state["z"], (key_eps, idx), method.step_size)
-                new = {**state, "z": z}
-            return {**new, "batches": batches}, lp
-
-        def chunk(state: dict, keys: Array, adapt: Array) -> tuple[dict, tuple[dict, Array]]:
-            def outer(s, ks):  # ks [thin]: one kept point per `thinning` steps
-                s, lps = jax.lax.scan(lambda s_, k: step(s_, k, adapt), s, ks)
-                return s, (s["z"], lps[-1])
-
-            return jax.lax.scan(outer, state, keys)
-
-        per_call = min(50, max(1, method.num_samples))  # kept points per compiled call
-        run = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
-        keys_init = jax.random.split(key_init, C)
-        state = jax.vmap(init_chain)(keys_init)
-
-        def keys_for(k: Array) -> Array:  # [C, per_call, thin]
-            return jax.random.split(k, (C, per_call, thin))
-
-        n_burn = math.ceil(method.num_burnin / (per_call * thin))
-        n_keep = math.ceil(method.num_samples / per_call)
-        bar = None
-        if progress_enabled(None):
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=(n_burn + n_keep) * per_call * thin, desc="SGHMC", unit="step")
-        kept_z, kept_lp = [], []
-        call_keys = jax.random.split(key_run, n_burn + n_keep)
-        for c in range(n_burn + n_keep):
-            adapt = jnp.asarray(c < n_burn)
-            state, (zs, lps) = run(state, keys_for(call_keys[c]), adapt)
-            lps = np.asarray(lps)
-            if not np.all(np.isfinite(lps)):
-                phase = "burn-in" if c < n_burn else "sampling"
-                raise FloatingPointError(
-                    f"SGHMC: the minibatch log density became non-finite during {phase} "
-                    f"(call {c + 1} of {n_burn + n_keep}); reduce SGHMC.step_size "
-                    f"(received {method.step_size}) or increase SGHMC.friction"
+                lp = log_density(state.z, key_eps, idx)
+                new = state._replace(
+                    z=sghmc.step(key_noise, state.z, (key_eps, idx), method.step_size)
                 )
-            if c >= n_burn:
-                kept_z.append(zs)
-                kept_lp.append(lps)
-            if bar is not None:
-                bar.update(per_call * thin)
-                bar.set_postfix(log_density=f"{float(np.mean(lps[:, -1])):.4g}")
-        if bar is not None:
-            bar.close()
-        z = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1)[:, : method.num_samples], *kept_z)
-        z = jax.block_until_ready(z)
-        t1 = time.perf_counter()
-        compile_s = compile_seconds()
-    draws = {name: np.asarray(biject_to(supports[name])(z[name])) for name in names}
-    lp = np.concatenate(kept_lp, axis=1)[:, : method.num_samples]
+            return new._replace(batches=batches), lp
+
+        def thinned(states: SGHMCState, key: Array, adapt: Array) -> tuple:
+            """``thinning`` steps of every chain; the loss is minus the last log density."""
+
+            def one_chain(s: SGHMCState, k: Array) -> tuple:
+                s, lps = jax.lax.scan(lambda s_, k_: step(s_, k_, adapt), s,
+                                      jax.random.split(k, thin))  # fmt: skip
+                return s, lps[-1]
+
+            states, lp = jax.vmap(one_chain)(states, jax.random.split(key, C))
+            return states, -lp, states.z
+
+        state = jax.vmap(init_chain)(jax.random.split(key_init, C))
+        n_burn = math.ceil(method.num_burnin / thin)
+        key_burn, key_keep = jax.random.split(key_run)
+        common = dict(desc="SGHMC", owner="SGHMC", chunk_size=50)
+        state = run_loop(thinned, state, n_burn, key_burn, args=(jnp.asarray(True),),
+                         **common).state  # fmt: skip
+        res = run_loop(thinned, state, method.num_samples, key_keep,
+                       args=(jnp.asarray(False),), collect=True, **common)  # fmt: skip
+        # outputs: {site: [S, C, ...]} -> (chain, draw, ...)
+        z = {k: np.swapaxes(v, 0, 1) for k, v in res.outputs.items()}
+        draws = constrain(z, supports)
+        timings = timer.timings()
+    lp = -np.swapaxes(res.losses, 0, 1)  # [C, S]
     return Posterior(
         draws=draws,
+        method=method,
         sample_stats={"log_density": lp},
         params=dict(sites.params),
-        method=method.name,
-        config=config_dict(method),
-        timings={"compile_seconds": compile_s, "run_seconds": (t1 - t0) - compile_s},
+        timings=timings,
     )

@@ -1,0 +1,340 @@
+"""Stochastic variational inference: NumPyro's SVI update in the shared loop driver.
+
+:func:`run_svi` is the lower-level entry: ``init`` builds the NumPyro ``SVIState`` (and the
+minibatch stream of a subsampling model), ``step`` is one update, and
+:func:`~ppl_dgp.infer.loop.run_loop` runs them compiled in chunks with a progress bar; a
+non-finite loss stops with :class:`~ppl_dgp.infer.loop.NonFiniteLossError`, which keeps the
+last finite state (give it back as ``init_state`` to continue).
+
+The :class:`SVI` configuration puts the same loop behind :func:`~ppl_dgp.infer.fit`: the
+inducing-point guide and the doubly-stochastic bound for GP-layer programs (``AutoNormal`` and
+``Trace_ELBO`` otherwise), then ``num_samples`` i.i.d. draws of ``q`` stored as one chain. The
+fitted ``q(u)`` is kept as :class:`InducingApprox` (the predictive integrates ``u`` out against
+it), any other guide's parameters as :class:`GuideApprox`.
+
+References:
+    Hoffman, Blei, Wang & Paisley (2013), "Stochastic Variational Inference", JMLR.
+    Salimbeni & Deisenroth (2017), "Doubly Stochastic Variational Inference for Deep Gaussian
+    Processes", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array
+from numpyro.handlers import block, seed, trace
+from numpyro.infer import SVI as NumPyroSVI
+from numpyro.infer import Predictive, Trace_ELBO
+from numpyro.infer.autoguide import AutoNormal
+
+from ppl_dgp.elbo import DoublyStochasticELBO
+from ppl_dgp.guides import InducingPointGuide, init_to_model_init
+from ppl_dgp.infer.core import (
+    ModelSites,
+    accepts_batch_size,
+    inspect_model,
+    positive_int,
+    register_method,
+    timed,
+)
+from ppl_dgp.infer.loop import NonFiniteLossError, run_loop
+from ppl_dgp.infer.minibatch import (
+    BatchState,
+    init_batches,
+    next_batch,
+    subsampled_plate,
+    with_batch,
+)
+from ppl_dgp.posterior import Posterior, approx_type
+
+__all__ = ["SVI", "GuideApprox", "InducingApprox", "SVIResult", "run_svi"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SVIResult:
+    """Outcome of :func:`run_svi`.
+
+    Attributes:
+        params: constrained parameters (guide and model ``param`` sites).
+        losses: loss per step ``[num_steps]`` (negative ELBO estimate).
+        state: the final NumPyro ``SVIState`` (to continue training: ``init_state``).
+        compile_seconds: JAX compile time inside the call (set-up and the loop).
+        run_seconds: the rest of the call's wall time.
+    """
+
+    params: dict[str, Array]
+    losses: np.ndarray
+    state: Any
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+
+class SVIRunState(NamedTuple):
+    """The loop's state: NumPyro's ``SVIState`` and the minibatch stream (or ``None``)."""
+
+    svi: Any
+    batches: BatchState | None
+
+
+def run_svi(
+    rng_key: Array,
+    model: Any,
+    guide: Any,
+    *args: Any,
+    optimizer: optax.GradientTransformation | None = None,
+    num_steps: int = 1000,
+    elbo: Any = None,
+    chunk_size: int = 100,
+    progress: bool | None = None,
+    init_state: Any = None,
+    **kwargs: Any,
+) -> SVIResult:
+    """Fit ``guide`` to ``model`` by SVI in the shared compiled loop.
+
+    For a model with a subsampled plate, minibatches are drawn by shuffling once per epoch
+    (:mod:`ppl_dgp.infer.minibatch`); the likelihood scale ``N / B`` is the plate's.
+
+    Args:
+        rng_key: JAX PRNG key.
+        model: NumPyro program.
+        guide: its guide (e.g. :class:`~ppl_dgp.guides.InducingPointGuide`).
+        *args: model arguments (arrays: passed to the compiled loop, not baked in).
+        optimizer: an optax transformation (default Adam, learning rate 1e-2).
+        num_steps: number of updates.
+        elbo: NumPyro ELBO (default :class:`~ppl_dgp.elbo.DoublyStochasticELBO`).
+        chunk_size: updates per compiled ``lax.scan`` call (the progress bar's granularity).
+        progress: show a progress bar (default: on, except under CI).
+        init_state: an ``SVIState`` to continue from (e.g. a previous result's ``state`` or a
+            :class:`~ppl_dgp.infer.loop.NonFiniteLossError`'s ``state.svi``).
+        **kwargs: model keyword arguments.
+
+    Returns:
+        :class:`SVIResult`.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or inf; the error keeps the last finite state
+            (``.state.svi``) and its constrained parameters (``.params``).
+    """
+    positive_int("run_svi", num_steps=num_steps)
+    with timed() as timer:
+        res = _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size,
+                       progress, init_state, kwargs)  # fmt: skip
+        t = timer.timings()
+    return dataclasses.replace(res, compile_seconds=t["compile_seconds"],
+                               run_seconds=t["run_seconds"])  # fmt: skip
+
+
+def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size, progress,
+             init_state, kwargs) -> SVIResult:  # fmt: skip
+    optimizer = optax.adam(1e-2) if optimizer is None else optimizer
+    elbo = DoublyStochasticELBO() if elbo is None else elbo
+    key_init, key_run = jax.random.split(rng_key)
+    plate = subsampled_plate(model, key_init, args, kwargs)
+    if plate is None:
+        svi = NumPyroSVI(model, guide, optimizer, elbo)
+        svi_state = svi.init(key_init, *args, **kwargs)  # sets up the guide (and constrain_fn)
+        batches = None
+    else:
+        name, N, B = plate
+        svi = NumPyroSVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
+        svi_state = svi.init(key_init, jnp.arange(B), *args, **kwargs)
+        batches = init_batches(key_run, N)
+    if init_state is not None:
+        svi_state = init_state
+
+    def step(state: SVIRunState, key: Array, *args: Any) -> tuple[SVIRunState, Array, None]:
+        del key  # NumPyro's SVIState carries its own key
+        if plate is None:
+            new, loss = svi.update(state.svi, *args, **kwargs)
+            return SVIRunState(new, None), loss, None
+        idx, bt = next_batch(state.batches, plate[1], plate[2])
+        new, loss = svi.update(state.svi, idx, *args, **kwargs)
+        return SVIRunState(new, bt), loss, None
+
+    try:
+        res = run_loop(
+            step, SVIRunState(svi_state, batches), num_steps, key_run, args=args,
+            chunk_size=chunk_size, progress=progress, desc="SVI", owner="SVI",
+        )  # fmt: skip
+    except NonFiniteLossError as err:  # the constrained parameters of the last finite state
+        err.params = svi.get_params(err.state.svi)
+        raise
+    return SVIResult(svi.get_params(res.state.svi), res.losses, res.state.svi)
+
+
+# -- what a fitted guide leaves ------------------------------------------------------------------
+
+
+@approx_type
+@dataclasses.dataclass(frozen=True)
+class InducingApprox:
+    """The fitted inducing-point guide: ``q(u)`` per GP layer and the other sites' medians.
+
+    Attributes:
+        q_mu: ``{layer: [M, Q]}``.
+        q_sqrt: ``{layer: [Q, M, M]}`` (lower triangles).
+        medians: ``{site: constrained value}`` of every other global latent site (the point
+            estimate for ``hyper="delta"``, the median of the mean-field normal otherwise).
+        guide_params: every fitted guide parameter ``{name: array}`` (to continue training).
+    """
+
+    q_mu: dict[str, Any]
+    q_sqrt: dict[str, Any]
+    medians: dict[str, Any]
+    guide_params: dict[str, Any]
+
+
+@approx_type
+@dataclasses.dataclass(frozen=True)
+class GuideApprox:
+    """Any other fitted guide: its parameters ``{name: array}`` (the draws carry ``q``)."""
+
+    guide_params: dict[str, Any]
+
+
+# -- the SVI method behind fit ------------------------------------------------------------
+
+
+@register_method
+@dataclasses.dataclass(frozen=True)
+class SVI:
+    """Stochastic variational inference (Adam), then ``num_samples`` draws of ``q``.
+
+    Args:
+        num_steps: optimisation steps.
+        learning_rate: Adam's learning rate.
+        batch_size: minibatch size ``B`` passed to the model (``None``: all ``N``).
+        num_particles: ELBO samples per step.
+        hyper: :class:`~ppl_dgp.guides.InducingPointGuide`'s treatment of hyperparameters,
+            ``"delta"`` (MAP) or ``"normal"`` (mean-field in unconstrained space).
+        num_samples: draws of ``q`` stored in the Posterior (one chain).
+        guide: a NumPyro guide for the model (``None``: the
+            :class:`~ppl_dgp.guides.InducingPointGuide` with the doubly-stochastic bound for
+            GP-layer programs, ``AutoNormal`` with ``Trace_ELBO`` otherwise). A given guide is
+            fitted with ``Trace_ELBO``; its sample sites must be latent sites of the model.
+        optimizer: an optax transformation (``None``: ``optax.adam(learning_rate)``).
+    """
+
+    num_steps: int = 2000
+    learning_rate: float = 1e-2
+    batch_size: int | None = None
+    num_particles: int = 1
+    hyper: str = "delta"
+    num_samples: int = 100
+    guide: Callable | None = None
+    optimizer: optax.GradientTransformation | None = None
+    name: ClassVar[str] = "svi"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "compare": {"num_steps": 2000, "hyper": "normal", "num_samples": 400},
+        "smoke": {"num_steps": 200, "num_samples": 100},
+    }
+
+    def __post_init__(self) -> None:
+        positive_int("SVI", num_steps=self.num_steps, num_particles=self.num_particles,
+                      num_samples=self.num_samples)  # fmt: skip
+        if self.batch_size is not None:
+            positive_int("SVI", batch_size=self.batch_size)
+        if not self.learning_rate > 0:
+            raise ValueError(f"SVI.learning_rate must be > 0; received {self.learning_rate}")
+        if self.hyper not in ("delta", "normal"):
+            raise ValueError(f"SVI.hyper must be 'delta' or 'normal'; received {self.hyper!r}")
+
+    def run(
+        self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+    ) -> Posterior:
+        """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
+        with timed() as timer:
+            return _fit_svi(self, timer, rng_key, model, X, y, model_kwargs)
+
+
+def _check_guide_sites(
+    key: Array, guide: Callable, sites: ModelSites, X: Array, y: Array, kwargs: dict
+) -> None:
+    """A user guide may only sample latent sites of the model (a typo would fit nothing)."""
+    with block():
+        tr = trace(seed(guide, key)).get_trace(X, y, **kwargs)
+    sampled = {n for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+    latent = set(sites.global_latent) | set(sites.local_latent)
+    unknown = sorted(sampled - latent)
+    if unknown:
+        raise ValueError(
+            f"SVI.guide samples site(s) {unknown} that are not latent sites of the model; "
+            f"the model's latent sites are {sorted(latent)}"
+        )
+
+
+def _fit_svi(
+    method: SVI, timer: Any, rng_key: Array, model: Callable, X: Array, y: Array,
+    model_kwargs: dict,
+) -> Posterior:  # fmt: skip
+    if method.batch_size is not None:
+        if model_kwargs.get("batch_size") is not None:
+            raise ValueError(
+                f"fit: batch_size given twice (SVI.batch_size={method.batch_size} and the model "
+                f"keyword batch_size={model_kwargs['batch_size']}); give it once, in SVI"
+            )
+        if not accepts_batch_size(model):
+            raise ValueError("SVI.batch_size: the model takes no batch_size keyword")
+        model_kwargs = {**model_kwargs, "batch_size": method.batch_size}
+    key_fit, key_draws = jax.random.split(rng_key)
+    sites = inspect_model(key_fit, model, X, y, **model_kwargs)
+    if method.guide is not None:
+        _check_guide_sites(key_fit, method.guide, sites, X, y, model_kwargs)
+        guide, elbo = method.guide, Trace_ELBO(num_particles=method.num_particles)
+    elif sites.gp_layers:
+        guide = InducingPointGuide(model, hyper=method.hyper)
+        elbo = DoublyStochasticELBO(num_particles=method.num_particles)
+    else:
+        guide = AutoNormal(model, init_loc_fn=init_to_model_init)
+        elbo = Trace_ELBO(num_particles=method.num_particles)
+    result = run_svi(
+        key_fit,
+        model,
+        guide,
+        X,
+        y,
+        optimizer=method.optimizer or optax.adam(method.learning_rate),
+        num_steps=method.num_steps,
+        elbo=elbo,
+        **model_kwargs,
+    )
+    params = {k: np.asarray(v) for k, v in result.params.items()}
+    if hasattr(guide, "sample_posterior"):
+        draws = guide.sample_posterior(
+            key_draws, result.params, X, y, sample_shape=(method.num_samples,), **model_kwargs
+        )
+    else:  # a plain guide function: run it S times with the fitted parameters
+        draws = Predictive(guide, params=result.params, num_samples=method.num_samples)(
+            key_draws, X, y, **model_kwargs
+        )
+    keep = set(sites.global_latent)
+    draws = {k: np.asarray(v)[None] for k, v in draws.items() if k in keep}
+    model_params = {k: params[k] for k in sites.params if k in params}
+    guide_params = {k: v for k, v in params.items() if k not in sites.params}
+    if isinstance(guide, InducingPointGuide):
+        layers = guide.layer_names
+        approx: Any = InducingApprox(
+            q_mu={layer: guide_params[f"{layer}.q_mu"] for layer in layers},
+            q_sqrt={layer: guide_params[f"{layer}.q_sqrt"] for layer in layers},
+            medians={k: np.asarray(v) for k, v in guide.median(result.params).items()
+                     if k not in guide.inducing_sites.values()},
+            guide_params=guide_params,
+        )  # fmt: skip
+    else:
+        approx = GuideApprox(guide_params)
+    jax.block_until_ready(draws)
+    return Posterior(
+        draws=draws,
+        method=method,
+        traces={"loss": np.asarray(result.losses)},
+        params=model_params,
+        approx=approx,
+        timings=timer.timings(),
+    )

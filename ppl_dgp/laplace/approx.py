@@ -1,0 +1,100 @@
+"""What a Laplace fit leaves: the Gaussian at the MAP, typed (:class:`LaplaceApprox`).
+
+``q(theta) = N(theta_MAP, P^{-1})`` over the subset ``theta`` (flattened in the order of
+``layout``), with the posterior precision ``P`` in one of three structures:
+
+- :class:`FullPrecision`: the lower Cholesky factor ``L`` of ``P = L L^T`` ``[P, P]``;
+- :class:`DiagPrecision`: the posterior variances ``diag(P)^{-1}`` ``[P]``;
+- :class:`KronPrecision`: per dense layer the eigendecompositions of the KFAC factors
+  (:class:`~ppl_dgp.curvature.KronBlock`), with ``P = s (A ⊗ B) + delta`` per block.
+
+Every other global latent site is held at its MAP (``map``); the linearised predictive reads
+``theta_map``, the precision, the prior precision ``delta`` and the curvature scale ``s``.
+
+References:
+    Daxberger et al. (2021), "Laplace Redux -- Effortless Bayesian Deep Learning", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ppl_dgp.posterior import approx_type
+
+__all__ = ["DiagPrecision", "FullPrecision", "KronPrecision", "LaplaceApprox", "Layout"]
+
+
+@approx_type
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The subset ``theta``: site names in trace order and their shapes."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+
+@approx_type
+@dataclasses.dataclass(frozen=True)
+class FullPrecision:
+    """``P = chol chol^T``; ``chol`` ``[P, P]`` lower triangular."""
+
+    chol: Any
+
+
+@approx_type
+@dataclasses.dataclass(frozen=True)
+class DiagPrecision:
+    """A diagonal precision, held as the posterior variances ``variance`` ``[P]``."""
+
+    variance: Any
+
+
+@approx_type
+@dataclasses.dataclass(frozen=True)
+class KronPrecision:
+    """KFAC blocks ``{layer: {A_eigvals, A_eigvecs, B_eigvals, B_eigvecs}}``."""
+
+    blocks: dict[str, dict[str, Any]]
+
+
+@approx_type(static=("layout", "likelihood", "curvature", "dense_layers", "output_site",
+                     "num_clipped", "prior_groups"))  # fmt: skip
+@dataclasses.dataclass(frozen=True)
+class LaplaceApprox:
+    """The Laplace Gaussian at the MAP and what its predictives need.
+
+    Attributes:
+        theta_map: the MAP of the subset ``[P]`` (constrained values, flattened).
+        precision: :class:`FullPrecision`, :class:`DiagPrecision` or :class:`KronPrecision`.
+        prior_precision: ``delta`` per parameter ``[P]`` (tuned or the prior's).
+        prior_mean: ``[P]``.
+        sigma_noise: a Gaussian likelihood's noise scale (1 otherwise).
+        log_marglik: the Laplace evidence at the end of the fit.
+        curvature_scale: ``s`` multiplying the likelihood curvature (``1/sigma^2``).
+        map: ``{site: constrained MAP}`` of every global latent site.
+        layout: the subset's :class:`Layout`.
+        likelihood: ``"gaussian"``, ``"bernoulli"``, ``"categorical"`` (``None`` for the
+            exact Hessian, which needs none).
+        curvature: the curvature used: ``"hessian"``, ``"ggn"`` or ``"ef"``.
+        dense_layers: ``((layer, (W site, b site)), ...)`` of the subset's dense layers.
+        output_site: the network output site ``f``.
+        num_clipped: eigenvalues repaired to make the Hessian positive definite.
+        prior_groups: names of the tuned prior-precision groups.
+    """
+
+    theta_map: Any
+    precision: FullPrecision | DiagPrecision | KronPrecision
+    prior_precision: Any
+    prior_mean: Any
+    sigma_noise: Any
+    log_marglik: Any
+    curvature_scale: Any
+    map: dict[str, Any]
+    layout: Layout
+    likelihood: str | None
+    curvature: str
+    dense_layers: tuple[tuple[str, tuple[str, ...]], ...]
+    output_site: str
+    num_clipped: int
+    prior_groups: tuple[str, ...]

@@ -1,0 +1,270 @@
+"""Predictives for a Posterior from any method, dispatched on the type of its approximation.
+
+- :func:`predict`: the Gaussian-mixture predictive of ``y`` (a
+  :class:`~ppl_dgp.predict.MixturePredictive`, ``S`` components);
+- :func:`predict_proba`: class probabilities of a classifier.
+
+Each dispatches on ``type(posterior.approx)`` (``functools.singledispatch``): the default uses
+the draws (NUTS, HMC, SGHMC, MAP, ensembles, Laplace draws, any guide's draws); the SVI
+inducing guide's :class:`~ppl_dgp.infer.svi.InducingApprox` integrates ``u`` out against
+``q(u)``; the Laplace package registers its linearised (GLM) class probabilities. A new
+approximation registers its own with :func:`register_predict` / :func:`register_proba`; no
+predictive tests a method's name.
+
+Example:
+    >>> # post = fit(NUTS(), key, model, X, y)
+    >>> # pred = predict(key, model, post, X_test)        # MixturePredictive
+    >>> # p = predict_proba(classifier, post_laplace, X_test)   # GLM probit for Laplace
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax import Array
+from numpyro.handlers import seed, substitute, trace
+
+from ppl_dgp.collapse import gaussian_output
+from ppl_dgp.infer.core import accepts_batch_size, positive_int
+from ppl_dgp.infer.svi import InducingApprox
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.predict import MixturePredictive, propagate_layers
+from ppl_dgp.validation import check_regression_data
+
+__all__ = ["predict", "predict_proba", "register_predict", "register_proba", "spread"]
+
+_LINKS = ("probit", "mc", "bridge", "nn", "plugin")
+
+
+def spread(total: int, num: int) -> np.ndarray:
+    """``min(num, total)`` indices spread evenly over ``range(total)`` (chain-major order)."""
+    if num >= total:
+        return np.arange(total)
+    return np.round(np.linspace(0, total - 1, num)).astype(int)
+
+
+def _draws(posterior: Posterior, num: int, owner: str) -> dict[str, Array]:
+    flat = posterior.flat()
+    if not flat:
+        raise ValueError(f"{owner}: the {posterior.name!r} posterior has no draws")
+    idx = spread(next(iter(flat.values())).shape[0], num)
+    return {k: jnp.asarray(v[idx]) for k, v in flat.items()}
+
+
+# -- the mixture predictive of y -------------------------------------------------------------
+
+
+def predict(
+    rng_key: Array,
+    model: Callable,
+    posterior: Posterior,
+    X_new: Array,
+    *,
+    num_samples: int = 100,
+    likelihood_site: str = "y",
+    **model_kwargs: Any,
+) -> MixturePredictive:
+    """The mixture predictive of ``y`` at ``X_new`` for a Posterior from any method.
+
+    .. math::
+        p(y_* \\mid x_*) \\approx \\frac1S \\sum_{s=1}^S N(y_* \\mid m_s(x_*), v_s(x_*))
+
+    - Draws (the default): ``S = min(num_samples, chains * draws)`` draws spread evenly over
+      the chains; per draw the model runs at ``X_new`` with the draw and ``posterior.params``
+      substituted and fresh layer noise. For a GP program the component is the last layer's
+      conditional ``N(mean, var + noise)`` given the draw's ``u``; for any other model with a
+      Normal ``likelihood_site``, its ``loc`` and ``scale**2``.
+    - The inducing guide (SVI): ``u`` integrated out against ``q(u)``, ``num_samples`` passes
+      through the inner layers, the other sites at their medians (Salimbeni & Deisenroth
+      2017, section 3.1).
+
+    Args:
+        rng_key: key for the layer noise.
+        model: the program that was fitted.
+        posterior: from :func:`~ppl_dgp.infer.fit` (or :meth:`Posterior.load`).
+        X_new: inputs ``[N, D]``.
+        num_samples: mixture components ``S``.
+        likelihood_site: the Gaussian observation site.
+        **model_kwargs: further model keywords (``batch_size`` is forced to ``None``).
+
+    Returns:
+        :class:`~ppl_dgp.predict.MixturePredictive`, ``means``/``variances`` ``[S, N]``.
+    """
+    positive_int("predict", num_samples=num_samples)
+    X_new = jnp.asarray(X_new)
+    check_regression_data(X_new, None)
+    if accepts_batch_size(model):
+        model_kwargs = {**model_kwargs, "batch_size": None}
+    return _predict(
+        posterior.approx, rng_key, model, posterior, X_new, num_samples=num_samples,
+        likelihood_site=likelihood_site, model_kwargs=model_kwargs,
+    )  # fmt: skip
+
+
+@functools.singledispatch
+def _predict(
+    approx: Any, rng_key: Array, model: Callable, posterior: Posterior, X_new: Array, *,
+    num_samples: int, likelihood_site: str, model_kwargs: dict,
+) -> MixturePredictive:  # fmt: skip
+    """The predictive from the draws (any approximation without a registered predictive)."""
+    del approx
+    draws = _draws(posterior, num_samples, "predict")
+    params = {k: jnp.asarray(v) for k, v in posterior.params.items()}
+    S = next(iter(draws.values())).shape[0]
+    sites = propagate_layers(
+        rng_key, model, draws, params, X_new, num_samples=S, **model_kwargs
+    )  # compiled once per model; layers without q(u) use p(f | u) given the drawn u
+    if f"{likelihood_site}.f_mean" in sites:
+        g = gaussian_output(sites, likelihood_site)
+        return MixturePredictive(g.mean, g.var, g.f_var)
+
+    def one(key: Array, draw: dict[str, Array]) -> tuple[Array, Array, Array]:
+        tr = trace(substitute(seed(model, key), data={**params, **draw})).get_trace(
+            X_new, None, **model_kwargs
+        )
+        site = tr.get(likelihood_site)
+        fn = None if site is None else site["fn"]
+        if not isinstance(fn, numpyro.distributions.Normal):
+            raise NotImplementedError(
+                f"predict: site {likelihood_site!r} is not a Normal observation "
+                f"({type(fn).__name__}); this mixture predictive is for Gaussian likelihoods. "
+                "For a classifier use ppl_dgp.predictive.predict_proba (any method)"
+            )
+        loc = jnp.broadcast_to(fn.loc, fn.batch_shape)
+        scale = jnp.broadcast_to(fn.scale, fn.batch_shape)
+        return loc, scale**2, jnp.zeros_like(loc)
+
+    keys = jax.random.split(rng_key, S)
+    means, variances, f_variances = jax.jit(jax.vmap(one))(keys, draws)
+    return MixturePredictive(means, variances, f_variances)
+
+
+@_predict.register
+def _predict_inducing(
+    approx: InducingApprox, rng_key: Array, model: Callable, posterior: Posterior,
+    X_new: Array, *, num_samples: int, likelihood_site: str, model_kwargs: dict,
+) -> MixturePredictive:  # fmt: skip
+    """``u`` integrated out against the fitted ``q(u)``; the other sites at their medians."""
+    params = {k: jnp.asarray(v) for k, v in posterior.params.items()}
+    for layer in approx.q_mu:
+        params[f"{layer}.q_mu"] = jnp.asarray(approx.q_mu[layer])
+        params[f"{layer}.q_sqrt"] = jnp.asarray(approx.q_sqrt[layer])
+    values = {
+        k: jnp.broadcast_to(jnp.asarray(v), (num_samples, *np.shape(v)))
+        for k, v in approx.medians.items()
+    }
+    sites = propagate_layers(
+        rng_key, model, values, params, X_new, num_samples=num_samples, **model_kwargs
+    )
+    if f"{likelihood_site}.f_mean" not in sites:
+        raise NotImplementedError(
+            f"predict: site {likelihood_site!r} is not a Gaussian likelihood of the GP program"
+        )
+    g = gaussian_output(sites, likelihood_site)
+    return MixturePredictive(g.mean, g.var, g.f_var)
+
+
+#: Register a mixture predictive for an approximation type:
+#: ``@register_predict(MyApprox) def f(approx, rng_key, model, posterior, X_new, *,
+#: num_samples, likelihood_site, model_kwargs) -> MixturePredictive``.
+register_predict = _predict.register
+
+
+# -- class probabilities -----------------------------------------------------------------------
+
+
+def predict_proba(
+    model: Callable,
+    posterior: Posterior,
+    X_new: Array,
+    *,
+    link: str = "probit",
+    rng_key: Array | None = None,
+    num_samples: int = 100,
+    output_site: str = "f",
+    **model_kwargs: Any,
+) -> Array:
+    """Predictive class probabilities of a classifier for a Posterior from any method.
+
+    The default (draws of NUTS, HMC, SVI, SGHMC, MAP, ensembles, or ``link="nn"``): the mean of
+    ``sigmoid``/``softmax`` of the output site over ``num_samples`` draws spread over the
+    chains, ``p = (1/S) sum_s softmax(f(x; theta_s))``. A Laplace posterior uses its linearised
+    predictive with ``link`` (``"probit"``, ``"mc"``, ``"bridge"``, ``"plugin"``; see
+    :mod:`ppl_dgp.laplace.predictive`).
+
+    Args:
+        model: the fitted program (``y=None`` gives predictions).
+        posterior: from :func:`~ppl_dgp.infer.fit`.
+        X_new: inputs ``[N, D]``.
+        link: the Laplace link (ignored for draws).
+        rng_key: key for ``link="mc"``.
+        num_samples: MC samples / draws used.
+        output_site: the network output site (logits) ``[N, K]``.
+
+    Returns:
+        ``p(y=1) [N]`` for one logit, ``[N, K]`` class probabilities otherwise.
+    """
+    if link not in _LINKS:
+        raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
+    positive_int("predict_proba", num_samples=num_samples)
+    X_new = X_new if isinstance(X_new, np.ndarray | jax.Array) else np.asarray(X_new)
+    kw = dict(link=link, rng_key=rng_key, num_samples=num_samples, output_site=output_site,
+              model_kwargs=model_kwargs)  # fmt: skip
+    if link == "nn":
+        return _proba_draws(None, model, posterior, X_new, **kw)
+    return _proba(posterior.approx, model, posterior, X_new, **kw)
+
+
+def _proba_draws(
+    approx: Any, model: Callable, posterior: Posterior, X_new: Array, *, link: str,
+    rng_key: Array | None, num_samples: int, output_site: str, model_kwargs: dict,
+) -> Array:  # fmt: skip
+    """The mean of sigmoid/softmax of ``f`` over the draws."""
+    del approx, link, rng_key
+    draws = _draws(posterior, num_samples, "predict_proba")
+    params = {k: v for k, v in posterior.params.items()}
+    spec = (output_site, tuple(sorted(model_kwargs.items())))
+    try:
+        hash((model, spec))
+        fn = functools.partial(_outputs_jit, model, spec)
+    except TypeError:  # unhashable model keywords: compile for this call only
+        fn = jax.jit(functools.partial(_outputs_core, model, spec))
+    f = fn(params, draws, X_new)
+    return jnp.mean(_probs(f), axis=0)
+
+
+_proba = functools.singledispatch(_proba_draws)
+
+#: Register class probabilities for an approximation type:
+#: ``@register_proba(MyApprox) def f(approx, model, posterior, X_new, *, link, rng_key,
+#: num_samples, output_site, model_kwargs) -> Array``.
+register_proba = _proba.register
+
+
+def _probs(f: Array) -> Array:  # [..., N, K] -> [..., N] (K = 1) or [..., N, K]
+    return jax.nn.sigmoid(f[..., 0]) if f.shape[-1] == 1 else jax.nn.softmax(f, axis=-1)
+
+
+def _outputs_core(model: Callable, spec: tuple, params: dict, draws: dict, X_new: Array) -> Array:
+    """``f`` at ``X_new`` per draw ``[S, N, K]``."""
+    output_site, kwargs = spec
+
+    def one(draw: dict) -> Array:
+        tr = trace(substitute(seed(model, 0), data={**params, **draw})).get_trace(
+            X_new, None, **dict(kwargs)
+        )
+        if output_site not in tr:
+            raise ValueError(f"predict_proba: the model has no output site {output_site!r}")
+        return tr[output_site]["value"]
+
+    return jax.vmap(one)(draws)
+
+
+#: Compiled once per (model object, output site and keywords), cached by ``jax.jit``.
+_outputs_jit = jax.jit(_outputs_core, static_argnums=(0, 1))

@@ -23,11 +23,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 from jax import Array
 from numpyro.handlers import block, seed, substitute, trace
 
 from ppl_dgp.collapse import ROLE, collapse, gaussian_output
-from ppl_dgp.likelihoods import gaussian_mixture_log_density
 
 __all__ = [
     "MixturePredictive",
@@ -41,12 +41,33 @@ __all__ = [
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class MixturePredictive:
-    """Equally weighted Gaussian mixture per input point.
+    """Equally weighted Gaussian mixture per input point, on NumPyro's ``MixtureSameFamily``.
+
+    Point ``n`` has the predictive
+
+    .. math::
+        p(y_n) = \\frac1S \\sum_{s=1}^S N(y_n \\mid m_{sn}, v_{sn}),
+
+    held as ``MixtureSameFamily(Categorical(probs = 1/S), Normal(m, sqrt(v)))`` with batch shape
+    ``[N]`` (:attr:`distribution`). NumPyro gives the mean, the variance (law of total variance),
+    the log density (a log-sum-exp over components), sampling and the CDF; this class adds the
+    quantile (bisection on the CDF), central intervals, test metrics and the change of units.
 
     Attributes:
-        means: component means ``[S, N]``.
-        variances: component variances ``[S, N]`` (latent ``f`` variance plus noise for ``y``).
+        means: component means ``m`` ``[S, N]``.
+        variances: component variances ``v`` ``[S, N]`` (latent ``f`` variance plus noise for
+            ``y``).
         f_variances: latent components' variances ``[S, N]`` (without noise).
+
+    References:
+        Salimbeni & Deisenroth (2017), section 3.1 (prediction);
+        ``numpyro.distributions.MixtureSameFamily``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pred = MixturePredictive(jnp.array([[0.0], [2.0]]), jnp.ones((2, 1)), jnp.ones((2, 1)))
+        >>> float(pred.mean[0]), float(pred.variance[0])
+        (1.0, 2.0)
     """
 
     means: Array
@@ -54,19 +75,26 @@ class MixturePredictive:
     f_variances: Array
 
     @property
+    def distribution(self) -> dist.MixtureSameFamily:
+        """The mixture as a NumPyro distribution, batch shape ``[N]``, components last."""
+        S = self.means.shape[0]
+        mixing = dist.Categorical(probs=jnp.full((S,), 1.0 / S, dtype=self.means.dtype))
+        components = dist.Normal(self.means.T, jnp.sqrt(self.variances.T))  # batch [N, S]
+        return dist.MixtureSameFamily(mixing, components)
+
+    @property
     def mean(self) -> Array:  # [N]
         """Mixture mean ``(1/S) sum_s m_s``."""
-        return jnp.mean(self.means, axis=0)
+        return self.distribution.mean
 
     @property
     def variance(self) -> Array:  # [N]
-        """Mixture variance ``(1/S) sum_s (v_s + m_s^2) - mean^2``."""
-        second = jnp.mean(self.variances + self.means**2, axis=0)
-        return jnp.maximum(second - self.mean**2, 0.0)
+        """Mixture variance ``(1/S) sum_s v_s + (1/S) sum_s (m_s - mean)^2`` (total variance)."""
+        return self.distribution.variance
 
     def log_density(self, y: Array) -> Array:  # [N]
-        """``log (1/S) sum_s N(y_n | m_s, v_s)`` per point."""
-        return gaussian_mixture_log_density(y, self.means, self.variances)
+        """``log (1/S) sum_s N(y_n | m_s, v_s)`` per point (log-sum-exp over components)."""
+        return self.distribution.log_prob(y)
 
     def rescale(self, loc: float, scale: float) -> MixturePredictive:
         """The predictive of ``loc + scale * y`` (back to original units)."""
@@ -75,21 +103,35 @@ class MixturePredictive:
         )
 
     def sample(self, rng_key: Array, num: int = 1) -> Array:  # [num, N]
-        """Draws from the mixture."""
-        k1, k2 = jax.random.split(rng_key)
-        S, N = self.means.shape
-        comp = jax.random.randint(k1, (num, N), 0, S)
-        m = jnp.take_along_axis(self.means, comp, axis=0)
-        v = jnp.take_along_axis(self.variances, comp, axis=0)
-        return m + jnp.sqrt(v) * jax.random.normal(k2, (num, N), dtype=m.dtype)
+        """``num`` draws per point from the mixture (a component, then its Gaussian).
+
+        NumPyro draws every component and keeps the chosen one: ``num * S * N`` normals.
+        """
+        return self.distribution.sample(rng_key, (num,))
 
     def cdf(self, y: Array) -> Array:  # [N]
         """Mixture CDF ``(1/S) sum_s Phi((y - m_s) / sqrt(v_s))``."""
-        z = (y[None] - self.means) / jnp.sqrt(self.variances)
-        return jnp.mean(jax.scipy.stats.norm.cdf(z), axis=0)
+        return self.distribution.cdf(y)
 
     def quantile(self, p: float) -> Array:  # [N]
-        """Exact mixture quantile per point, by bisection on the CDF (60 halvings)."""
+        """Exact mixture quantile per point: bisection on the CDF (60 halvings).
+
+        The mixture CDF has no closed-form inverse (NumPyro's mixture has no ``icdf``). The
+        search starts from ``[min_s (m_s - 12 sd_s), max_s (m_s + 12 sd_s)]``, which holds the
+        ``p``-quantile for every ``p`` representable away from 0 and 1.
+
+        Args:
+            p: probability in the open interval ``(0, 1)``.
+
+        Returns:
+            ``q [N]`` with ``cdf(q) = p``, to ``2^-60`` of the initial bracket.
+
+        Raises:
+            ValueError: ``p`` is not in ``(0, 1)``.
+        """
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"quantile: p must be in (0, 1); received p={p}")
+        mixture = self.distribution
         sd = jnp.sqrt(self.variances)
         lo = jnp.min(self.means - 12.0 * sd, axis=0)
         hi = jnp.max(self.means + 12.0 * sd, axis=0)
@@ -97,7 +139,7 @@ class MixturePredictive:
         def body(_: int, bounds: tuple[Array, Array]) -> tuple[Array, Array]:
             lo, hi = bounds
             mid = 0.5 * (lo + hi)
-            below = self.cdf(mid) < p
+            below = mixture.cdf(mid) < p
             return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
         lo, hi = jax.lax.fori_loop(0, 60, body, (lo, hi))

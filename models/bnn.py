@@ -15,9 +15,17 @@ Weights have Gaussian priors ``N(0, 1/delta_l)``; ``prior_precision`` is one ``d
 layers or one per layer. ``hidden=()`` is the Bayesian linear (logistic) model.
 
 Example:
-    >>> # from ppl_dgp.models import bnn
-    >>> # model = functools.partial(bnn.mlp_binary, hidden=(32,), prior_precision=1.0)
-    >>> # post = fit(Laplace(subset_of_weights="last_layer"), key, model, X, y)
+    >>> import functools, jax, numpy as np
+    >>> from ppl_dgp.infer import Laplace, fit
+    >>> from ppl_dgp.models import bnn
+    >>> from ppl_dgp.predictive import predict_proba
+    >>> X = np.array([[-2.0], [-1.0], [1.0], [2.0]]); y = np.array([0, 0, 1, 1])
+    >>> model = functools.partial(bnn.mlp_binary, hidden=(4,), prior_precision=1.0)
+    >>> post = fit(Laplace(subset_of_weights="last_layer", num_steps=50, num_samples=10),
+    ...            jax.random.key(0), model, X, y)
+    >>> p = predict_proba(model, post, X)  # p(y = 1 | x), the GLM probit predictive
+    >>> p.shape, bool(np.all(np.diff(p) > 0))
+    ((4,), True)
 """
 
 from __future__ import annotations

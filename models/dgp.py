@@ -7,9 +7,19 @@ the inner layers and zero mean on the last, ``Z`` from k-means (or a data subset
 ``q_sqrt`` started at ``1e-5``.
 
 Example:
-    >>> # from ppl_dgp.models import dgp
-    >>> # config = dgp.init_dgp(X, num_layers=2, num_inducing=20)
-    >>> # model = functools.partial(dgp.dgp_regression, **config)
+    >>> import functools, jax.numpy as jnp
+    >>> from numpyro.handlers import seed, trace
+    >>> from ppl_dgp.models import dgp
+    >>> X = jnp.linspace(-1.0, 1.0, 8)[:, None]
+    >>> config = dgp.init_dgp(X, num_layers=2, num_inducing=4)
+    >>> [(spec.num_outputs, spec.M) for spec in config["layers"]]
+    [(1, 4), (1, 4)]
+    >>> model = functools.partial(dgp.dgp_regression, **config)
+    >>> tr = trace(seed(model, 0)).get_trace(X)
+    >>> [name for name, site in tr.items() if site["type"] == "sample" and "layer1" in name]
+    ['layer1.variance', 'layer1.lengthscales', 'layer1.u']
+    >>> tr["y"]["value"].shape
+    (8,)
 
 References:
     Salimbeni & Deisenroth (2017), "Doubly Stochastic Variational Inference for Deep Gaussian

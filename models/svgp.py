@@ -4,8 +4,12 @@ The SVGP is the one-layer case of :func:`ppl_dgp.models.dgp.dgp_regression`: sam
 (``layer0.*``, ``noise_variance``, ``y``), same guide, same bound.
 
 Example:
-    >>> # from ppl_dgp.models import svgp
-    >>> # model = functools.partial(svgp.svgp_regression, **svgp.init_svgp(X, num_inducing=20))
+    >>> import functools, jax, jax.numpy as jnp, numpyro
+    >>> from ppl_dgp.models import svgp
+    >>> X = jnp.linspace(-1.0, 1.0, 8)[:, None]
+    >>> model = functools.partial(svgp.svgp_regression, **svgp.init_svgp(X, num_inducing=4))
+    >>> numpyro.infer.Predictive(model, num_samples=3)(jax.random.key(0), X)["y"].shape
+    (3, 8)
 """
 
 from __future__ import annotations

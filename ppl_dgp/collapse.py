@@ -38,9 +38,20 @@ References:
     Variational Gaussian Process Classification", AISTATS.
 
 Example:
-    >>> # with collapse(params=params):
-    >>> #     tr = trace(seed(model, key)).get_trace(X, y)
-    >>> # tr["layer0.kl"]["value"], gaussian_output(tr, "y").var
+    With ``q(u)`` equal to the (whitened) prior, the layer's KL term is zero:
+
+    >>> import functools, jax.numpy as jnp
+    >>> from numpyro.handlers import seed, trace
+    >>> from ppl_dgp.models import svgp
+    >>> X = jnp.linspace(-1.0, 1.0, 8)[:, None]; y = jnp.sin(3.0 * X[:, 0])
+    >>> model = functools.partial(svgp.svgp_regression, **svgp.init_svgp(X, num_inducing=4))
+    >>> params = {"layer0.q_mu": jnp.zeros((4, 1)), "layer0.q_sqrt": jnp.eye(4)[None]}
+    >>> with collapse(params=params):
+    ...     tr = trace(seed(model, 0)).get_trace(X, y)
+    >>> float(tr["layer0.kl"]["value"]), tr["y.var_exp"]["value"].shape
+    (0.0, (8,))
+    >>> gaussian_output(tr, "y").var.shape
+    (8,)
 """
 
 from __future__ import annotations
@@ -79,8 +90,20 @@ class collapse(Messenger):
         params: the ``q(u)`` parameters, keyed by site name.
 
     Example:
-        >>> # with collapse(params=params):
-        >>> #     tr = trace(substitute(seed(model, key), data=params)).get_trace(X, y)
+        The same program, plain and collapsed (the bound's terms appear as sites):
+
+        >>> import functools, jax.numpy as jnp
+        >>> from numpyro.handlers import seed, trace
+        >>> from ppl_dgp.models import svgp
+        >>> X = jnp.linspace(-1.0, 1.0, 8)[:, None]; y = jnp.sin(3.0 * X[:, 0])
+        >>> model = functools.partial(svgp.svgp_regression, **svgp.init_svgp(X, num_inducing=4))
+        >>> "y.var_exp" in trace(seed(model, 0)).get_trace(X, y)
+        False
+        >>> params = {"layer0.q_mu": jnp.zeros((4, 1)), "layer0.q_sqrt": jnp.eye(4)[None]}
+        >>> with collapse(params=params):
+        ...     tr = trace(seed(model, 0)).get_trace(X, y)
+        >>> sorted(name for name in tr if name.startswith("y."))
+        ['y.f_mean', 'y.f_var', 'y.noise_variance', 'y.var_exp']
     """
 
     def __init__(self, fn: Callable | None = None, params: Mapping[str, Array] | None = None):

@@ -12,9 +12,16 @@ MAP, NUTS and SVI starts) are PyTorch's default for ``nn.Linear``: uniform on
 ``[-1/sqrt(D_in), 1/sqrt(D_in)]``, drawn from a NumPy generator seeded by ``(seed, name)``.
 
 Example:
-    >>> # def model(X, y=None):
-    >>> #     H = jnp.tanh(dense("layer0", X, 32))
-    >>> #     f = dense("layer1", H, 1)
+    >>> import jax.numpy as jnp
+    >>> from numpyro.handlers import seed, trace
+    >>> def model(X):
+    ...     H = jnp.tanh(dense("layer0", X, 3))
+    ...     return dense("layer1", H, 1)
+    >>> tr = trace(seed(model, 0)).get_trace(jnp.ones((5, 2)))
+    >>> tr["layer0.W"]["value"].shape, tr["layer1.b"]["value"].shape
+    ((2, 3), (1,))
+    >>> tr["layer1.input"]["value"].shape, tr["layer1.W"]["infer"][ROLE]
+    ((5, 3), 'dense')
 """
 
 from __future__ import annotations

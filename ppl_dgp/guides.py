@@ -14,8 +14,16 @@ triangle is read, unconstrained as in GPflow), ``{site}.loc`` (and ``{site}.scal
 other sites; positive point estimates use a softplus transform, as GPflow does.
 
 Example:
-    >>> # guide = InducingPointGuide(model)
-    >>> # svi = SVI(model, guide, optax.adam(1e-2), DoublyStochasticELBO())
+    >>> import functools, jax, jax.numpy as jnp, numpyro, optax
+    >>> from ppl_dgp.elbo import DoublyStochasticELBO
+    >>> from ppl_dgp.models import svgp
+    >>> X = jnp.linspace(-1.0, 1.0, 8)[:, None]; y = jnp.sin(3.0 * X[:, 0])
+    >>> model = functools.partial(svgp.svgp_regression, **svgp.init_svgp(X, num_inducing=4))
+    >>> guide = InducingPointGuide(model)
+    >>> svi = numpyro.infer.SVI(model, guide, optax.adam(1e-2), DoublyStochasticELBO())
+    >>> params = svi.get_params(svi.init(jax.random.key(0), X, y))
+    >>> params["layer0.q_mu"].shape, params["layer0.q_sqrt"].shape
+    ((4, 1), (1, 4, 4))
 """
 
 from __future__ import annotations

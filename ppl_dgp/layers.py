@@ -201,9 +201,18 @@ def gp_layer(name: str, X: Array, spec: LayerSpec, *, plate: numpyro.plate) -> A
         ``F [N, Q]``: one sample of the layer's output at ``X``.
 
     Example:
-        >>> # data = numpyro.plate("data", N, subsample_size=B)
-        >>> # with data as idx: Xb = X[idx]
-        >>> # F = gp_layer("layer0", Xb, spec, plate=data)
+        >>> import jax.numpy as jnp, numpyro
+        >>> from numpyro.handlers import seed, trace
+        >>> spec = LayerSpec(num_outputs=2, Z=jnp.linspace(-1.0, 1.0, 3)[:, None])
+        >>> def model(X):
+        ...     data = numpyro.plate("data", X.shape[0], subsample_size=4)
+        ...     with data as idx:
+        ...         Xb = X[idx]
+        ...     return gp_layer("layer0", Xb, spec, plate=data)
+        >>> with trace() as tr:
+        ...     F = seed(model, 0)(jnp.linspace(-1.0, 1.0, 8)[:, None])
+        >>> F.shape, tr["layer0.u"]["value"].shape, tr["layer0.eps"]["value"].shape
+        ((4, 2), (2, 3), (4, 2))
     """
     mean, var, collapsed = _layer_moments(name, X, spec)
     with plate:

@@ -12,9 +12,32 @@ approximation registers its own with :func:`register_predict` / :func:`register_
 predictive tests a method's name.
 
 Example:
-    >>> # post = fit(NUTS(), key, model, X, y)
-    >>> # pred = predict(key, model, post, X_test)        # MixturePredictive
-    >>> # p = predict_proba(classifier, post_laplace, X_test)   # GLM probit for Laplace
+    >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+    >>> from ppl_dgp.infer import MAP, NUTS, fit
+    >>> def model(X, y=None):
+    ...     w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+    ...     with numpyro.plate("data", X.shape[0]):
+    ...         numpyro.sample("y", dist.Normal(w * X[:, 0], 0.1), obs=y)
+    >>> X = np.linspace(-1.0, 1.0, 10)[:, None]; y = 2.0 * X[:, 0]
+    >>> post = fit(NUTS(num_warmup=50, num_samples=20, num_chains=1), jax.random.key(0),
+    ...            model, X, y)
+    >>> pred = predict(jax.random.key(1), model, post, np.array([[0.5]]), num_samples=10)
+    >>> pred.means.shape, round(float(pred.mean[0]), 1)
+    ((10, 1), 1.0)
+
+    A classifier's class probabilities, here from a MAP point estimate:
+
+    >>> def classifier(X, y=None):
+    ...     w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    ...     f = numpyro.deterministic("f", w * X)  # [N, 1]: one logit
+    ...     with numpyro.plate("data", X.shape[0]):
+    ...         numpyro.sample("y", dist.Bernoulli(logits=f[:, 0]), obs=y)
+    >>> Xc = np.array([[-2.0], [-1.0], [1.0], [2.0]]); yc = np.array([0, 0, 1, 1])
+    >>> post_map = fit(MAP(num_steps=100, learning_rate=0.1), jax.random.key(0), classifier,
+    ...                Xc, yc)
+    >>> p = predict_proba(classifier, post_map, Xc)  # p(y = 1 | x)
+    >>> p.shape, bool(np.all(np.diff(p) > 0))
+    ((4,), True)
 """
 
 from __future__ import annotations

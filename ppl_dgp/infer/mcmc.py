@@ -9,8 +9,19 @@ the new inputs). Divergences, acceptance, step size, leapfrog steps, energy and 
 depth are recorded per draw.
 
 Example:
-    >>> # post = fit(NUTS(num_chains=4), jax.random.key(0), model, X, y)
-    >>> # post.sample_stats["diverging"].sum()
+    >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+    >>> from ppl_dgp.infer import NUTS, fit
+    >>> def model(X, y=None):
+    ...     w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+    ...     with numpyro.plate("data", X.shape[0]):
+    ...         numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+    >>> X = np.ones((20, 1)); y = 2.0 * np.ones(20)
+    >>> post = fit(NUTS(num_warmup=50, num_samples=20, num_chains=2), jax.random.key(0),
+    ...            model, X, y)
+    >>> post.draws["w"].shape, post.sample_stats["diverging"].shape
+    ((2, 20), (2, 20))
+    >>> int(post.sample_stats["diverging"].sum()), bool(abs(post.draws["w"].mean() - 2.0) < 0.5)
+    (0, True)
 """
 
 from __future__ import annotations

@@ -49,8 +49,21 @@ References:
     Chen, Fox & Guestrin (2014), "Stochastic Gradient Hamiltonian Monte Carlo", ICML.
 
 Example:
-    >>> # post = fit(SGHMC(batch_size=32, num_burnin=2000, num_samples=200), key, model, X, y)
-    >>> # post.draws["layer0.u"].shape   # (1, 200, Q, M)
+    A model subsamples through its data plate; SGHMC passes ``batch_size`` and draws the
+    indices:
+
+    >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+    >>> from ppl_dgp.infer import SGHMC, fit
+    >>> def model(X, y=None, batch_size=None):
+    ...     w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+    ...     with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
+    ...         yb = None if y is None else y[idx]
+    ...         numpyro.sample("y", dist.Normal(w * X[idx, 0], 1.0), obs=yb)
+    >>> X = np.ones((20, 1)); y = 2.0 * np.ones(20)
+    >>> method = SGHMC(step_size=0.05, batch_size=5, num_burnin=200, num_samples=20, thinning=2)
+    >>> post = fit(method, jax.random.key(0), model, X, y)
+    >>> post.draws["w"].shape, bool(abs(post.draws["w"].mean() - 2.0) < 0.5)
+    ((1, 20), True)
 """
 
 from __future__ import annotations

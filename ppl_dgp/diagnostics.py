@@ -16,8 +16,10 @@ This is the only module of ``ppl_dgp`` that imports ArviZ (``arviz_base``, ``arv
     ``X`` ``(obs, feature)``.
 ``sample_stats``
     per-draw statistics renamed to ArviZ's conventions (``diverging``, ``energy``,
-    ``tree_depth``, ``step_size``, ``acceptance_rate``, ``n_steps``); SVI's ``loss`` trace has
-    dims ``(chain, svi_step)``; other statistics (e.g. a Laplace evidence) keep their shape.
+    ``tree_depth``, ``step_size``, ``acceptance_rate``, ``n_steps``), dims ``(chain, draw)``.
+``traces``
+    optimisation traces (SVI's ``loss``, a MAP's ``map_loss``), no sample dims: ``{name}_step``
+    then ``{name}_dim_{i}`` (e.g. ensemble members); ArviZ's functions do not read it.
 
 Root attributes: ``inference_method``, ``config`` and ``timings`` (JSON strings).
 :func:`save_datatree` / :func:`load_datatree` round-trip it through netCDF (h5netcdf).
@@ -37,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import arviz_base as azb
 import arviz_plots as azp
 import arviz_stats as azs
 import jax
@@ -185,19 +188,14 @@ def pointwise_log_likelihood(
 # -- DataTree ------------------------------------------------------------------------------
 
 
-def _site_dims(name: str, shape: tuple[int, ...]) -> list[str]:
+def _site_dims(name: str, shape: tuple[int, ...]) -> list[str] | None:
+    """Named event dims of a GP-layer site; ``None`` leaves ArviZ's ``{site}_dim_{i}``."""
     layer, _, leaf = name.rpartition(".")
     if layer and leaf == "u" and len(shape) == 2:
         return [f"{layer}_output", f"{layer}_inducing"]
     if layer and leaf == "lengthscales" and len(shape) == 1:
         return [f"{layer}_input"]
-    return [f"{name}_dim_{i}" for i in range(len(shape))]
-
-
-def _dataset(variables: Mapping[str, tuple[list[str], np.ndarray]]) -> xr.Dataset:
-    """A Dataset with an integer coordinate on every dim (ArviZ's plots select by coords)."""
-    ds = xr.Dataset({k: (dims, np.asarray(v)) for k, (dims, v) in variables.items()})
-    return ds.assign_coords({d: np.arange(n) for d, n in ds.sizes.items()})
+    return None
 
 
 def _check_name(name: str) -> str:
@@ -219,6 +217,11 @@ def to_datatree(
 ) -> xr.DataTree:
     """The Posterior as an ArviZ DataTree (layout in the module docstring).
 
+    The sampled and data groups are built by ``arviz_base.from_dict`` (sample dims
+    ``(chain, draw)`` first, ``{var}_dim_{i}`` for unnamed event dims, an integer coordinate
+    on every dim, ArviZ's group attributes); the ``traces`` group, which has no sample dims,
+    by ``arviz_base.dict_to_dataset`` with ``sample_dims=[]``.
+
     Args:
         posterior: from any method.
         model: the fitted program; with ``X`` and ``y`` it adds ``log_likelihood``,
@@ -233,47 +236,44 @@ def to_datatree(
     Returns:
         ``xarray.DataTree`` with ``(chain, draw)`` sample dims in every sampled group.
     """
-    post = {
-        _check_name(k): (["chain", "draw", *_site_dims(k, v.shape[2:])], v)
-        for k, v in posterior.draws.items()
-    }
-    C, D = posterior.num_chains, posterior.num_draws
-    stats: dict[str, tuple[list[str], np.ndarray]] = {}
-    for k, v in posterior.sample_stats.items():
-        v = np.asarray(v)
-        name = _check_name(_STAT_NAMES.get(k, k))
-        if v.shape[:2] == (C, D):
-            dims = ["chain", "draw", *(f"{name}_dim_{i}" for i in range(v.ndim - 2))]
-        else:
-            dims = [f"{name}_dim_{i}" for i in range(v.ndim)]
-        stats[name] = (dims, v)
-    groups = {"posterior": _dataset(post)}
+    post = {_check_name(k): np.asarray(v) for k, v in posterior.draws.items()}
+    dims = {k: d for k, v in post.items() if (d := _site_dims(k, v.shape[2:])) is not None}
+    stats = {
+        _check_name(_STAT_NAMES.get(k, k)): np.asarray(v) for k, v in posterior.sample_stats.items()
+    }  # every statistic is (chain, draw, ...) (Posterior checks it)
+    groups: dict[str, dict[str, np.ndarray]] = {"posterior": post}
     if stats:
-        groups["sample_stats"] = _dataset(stats)
-    if posterior.traces:  # optimisation traces: steps first, then e.g. ensemble members
-        groups["traces"] = _dataset({
-            _check_name(k): ([f"{k}_step", *(f"{k}_dim_{i}" for i in range(np.ndim(v) - 1))],
-                             np.asarray(v))
-            for k, v in posterior.traces.items()
-        })  # fmt: skip
+        groups["sample_stats"] = stats
     if model is not None and X is not None and y is not None:
         key = jax.random.key(0) if rng_key is None else rng_key
         log_lik, y_rep = pointwise_log_likelihood(
             key, model, posterior, X, y, likelihood_site=likelihood_site, num_eps=num_eps,
             **model_kwargs,
         )  # fmt: skip
-        sd = ["chain", "draw", OBS]
-        groups["log_likelihood"] = _dataset({likelihood_site: (sd, log_lik)})
-        groups["posterior_predictive"] = _dataset({likelihood_site: (sd, y_rep)})
-        groups["observed_data"] = _dataset({likelihood_site: ([OBS], np.asarray(y))})
-        groups["constant_data"] = _dataset({"X": ([OBS, "feature"], np.asarray(X))})
-    dt = xr.DataTree.from_dict(groups)
-    dt.attrs = {
+        groups["log_likelihood"] = {likelihood_site: log_lik}
+        groups["posterior_predictive"] = {likelihood_site: y_rep}
+        groups["observed_data"] = {likelihood_site: np.asarray(y)}  # "data": no sample dims
+        groups["constant_data"] = {"X": np.asarray(X)}
+        dims |= {likelihood_site: [OBS], "X": [OBS, "feature"]}
+    attrs = {
         "inference_method": posterior.name,
         "config": repr(posterior.method),
         "timings": json.dumps(posterior.timings, sort_keys=True),
         "inference_library": "ppl_dgp",
     }
+    # check_conventions guesses misnamed dims from sizes (it warns when chain > draw, a
+    # legitimate shape here); every dim here is named by construction.
+    dt = azb.from_dict(
+        groups, dims=dims, sample_dims=["chain", "draw"], index_origin=0,
+        check_conventions=False, attrs={"/": attrs},
+    )  # fmt: skip
+    if posterior.traces:  # optimisation traces: steps first, then e.g. ensemble members
+        traces = {_check_name(k): np.asarray(v) for k, v in posterior.traces.items()}
+        dt["traces"] = xr.DataTree(
+            azb.dict_to_dataset(
+                traces, dims={k: [f"{k}_step"] for k in traces}, sample_dims=[], index_origin=0
+            )
+        )
     return dt
 
 

@@ -173,3 +173,45 @@ def test_forest_and_marginal_plots_take_one_method_or_several(dgp_trees, tmp_pat
             path = tmp_path / f"{plot.__name__}_{len(chosen)}.png"
             plot(dts, sites, path)
             assert path.stat().st_size > 5_000, (plot.__name__, chosen)
+
+
+def test_layout_is_arviz_from_dict_with_named_dims_and_a_traces_group():
+    from ppl_dgp.posterior import Posterior
+
+    rng = np.random.default_rng(1)
+    C, D = 3, 2  # more chains than draws: a legitimate shape, no convention warning
+    post = Posterior(
+        draws={
+            "layer0.u": rng.normal(size=(C, D, 2, M)),
+            "layer0.lengthscales": rng.normal(size=(C, D, 4)),
+            "w": rng.normal(size=(C, D, 5, 2)),
+        },
+        sample_stats={"accept_prob": rng.uniform(size=(C, D)), "num_steps": np.ones((C, D), int)},
+        traces={"loss": rng.normal(size=7), "map_loss": rng.normal(size=(7, 3))},
+        params={},
+        method=NUTS(),
+    )
+    dt = diagnostics.to_datatree(post)
+    assert set(dt.children) == {"posterior", "sample_stats", "traces"}
+    p = dt["posterior"]
+    assert p["layer0.u"].dims == ("chain", "draw", "layer0_output", "layer0_inducing")
+    assert p["layer0.lengthscales"].dims == ("chain", "draw", "layer0_input")
+    assert p["w"].dims == ("chain", "draw", "w_dim_0", "w_dim_1")  # ArviZ's default names
+    for dim, n in {"chain": C, "draw": D, "layer0_inducing": M, "w_dim_0": 5}.items():
+        np.testing.assert_array_equal(p[dim].values, np.arange(n))  # 0-based integer coords
+    assert set(dt["sample_stats"].data_vars) == {"acceptance_rate", "n_steps"}
+    np.testing.assert_array_equal(dt["sample_stats"]["n_steps"].values, np.ones((C, D)))
+    t = dt["traces"]
+    assert t["loss"].dims == ("loss_step",)
+    assert t["map_loss"].dims == ("map_loss_step", "map_loss_dim_0")
+    np.testing.assert_array_equal(t["map_loss"].values, post.traces["map_loss"])
+    for group in ("posterior", "sample_stats"):  # ArviZ's own group attributes
+        assert dt[group].attrs["creation_library"] == "ArviZ"
+        assert list(dt[group].attrs["sample_dims"]) == ["chain", "draw"]
+    assert list(dt["traces"].attrs["sample_dims"]) == []
+    assert dt.attrs["inference_method"] == "nuts"
+    assert dt.attrs["inference_library"] == "ppl_dgp"
+    with pytest.raises(ValueError, match="contains '/'"):
+        diagnostics.to_datatree(
+            Posterior(draws={"mlp/w": np.zeros((1, 2))}, params={}, method=NUTS())
+        )

@@ -1,4 +1,15 @@
-"""Inducing-input initialisation: k-means centres (SciPy) or a data subset (NumPy), run once."""
+"""Inducing-input initialisation: k-means centres (SciPy) or a data subset (NumPy), run once.
+
+Example:
+    Two well-separated clusters get one centre each:
+
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    >>> np.round(np.sort(kmeans(X, 2), axis=0), 3).tolist()
+    [[0.1], [10.1]]
+    >>> subset(X, 3).shape
+    (3, 1)
+"""
 
 from __future__ import annotations
 

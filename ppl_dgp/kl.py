@@ -8,6 +8,18 @@ with ``S_q = L_q L_q^T`` (``L_q = q_sqrt[q]``) and ``K = I`` in the whitened par
 
 References:
     GPflow ``gpflow.kullback_leiblers.gauss_kl``.
+
+Example:
+    ``KL[q || p]`` is zero for ``q = p``, whitened (``p = N(0, I)``) or not:
+
+    >>> import jax.numpy as jnp
+    >>> float(gauss_kl(jnp.zeros((3, 1)), jnp.eye(3)[None]))
+    0.0
+    >>> K = 2.0 * jnp.eye(3)
+    >>> float(gauss_kl(jnp.zeros((3, 1)), jnp.sqrt(K)[None], K))
+    0.0
+    >>> round(float(gauss_kl(jnp.ones((3, 1)), jnp.eye(3)[None])), 6)  # half the squared mean
+    1.5
 """
 
 from __future__ import annotations

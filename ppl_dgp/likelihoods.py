@@ -2,6 +2,19 @@
 
 References:
     GPflow ``gpflow.likelihoods.Gaussian``; Hensman et al. (2013), eq. (9).
+
+Example:
+    With ``f`` known (``f_var = 0``) the expectation is the log density itself; a mixture of
+    one component is that component:
+
+    >>> import jax.numpy as jnp
+    >>> y, m = jnp.array([[0.5]]), jnp.array([[0.0]])
+    >>> float(gaussian_variational_expectations(y, m, jnp.zeros((1, 1)), 1.0)[0, 0]) == float(
+    ...     gaussian_log_density(y, m, 1.0)[0, 0])
+    True
+    >>> round(float(gaussian_mixture_log_density(jnp.zeros(1), jnp.zeros((1, 1)),
+    ...                                          jnp.ones((1, 1)))[0]), 4)  # -log(2 pi) / 2
+    -0.9189
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ last layer a zero mean, so that the DGP starts close to a single-layer GP.
 References:
     Salimbeni & Deisenroth (2017), "Doubly Stochastic Variational Inference for Deep Gaussian
     Processes", NeurIPS, section 4.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> X = jnp.array([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.1]])  # [N=3, D=2]
+    >>> Zero(output_dim=2)(X).shape, Identity()(X).shape
+    ((3, 2), (3, 2))
+    >>> pca_projection(X, 1)(X).shape  # onto the top principal direction: [N, Q=1]
+    (3, 1)
 """
 
 from __future__ import annotations

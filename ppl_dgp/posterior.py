@@ -36,6 +36,13 @@ Example:
     >>> post = Posterior(draws={"w": np.zeros((2, 5, 3))}, method=NUTS(num_chains=2))
     >>> (post.name, post.num_chains, post.num_draws)
     ('nuts', 2, 5)
+    >>> import pathlib, tempfile
+    >>> npz, sidecar = post.save(pathlib.Path(tempfile.mkdtemp()) / "post")
+    >>> npz.name, sidecar.name
+    ('post.npz', 'post.json')
+    >>> loaded = Posterior.load(npz)
+    >>> loaded == post, loaded.method == NUTS(num_chains=2)
+    (True, True)
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""Input checks with errors that name the argument, the expected and the received value."""
+"""Input checks with errors that name the argument, the expected and the received value.
+
+Example:
+    >>> import numpy as np
+    >>> check_regression_data(np.ones((3, 1)), np.ones(3))  # fine: returns None
+    >>> check_regression_data(np.ones((3, 1)), np.ones(4))
+    Traceback (most recent call last):
+        ...
+    ValueError: y must have shape [N] = [3] to match X; received (4,)
+"""
 
 from __future__ import annotations
 

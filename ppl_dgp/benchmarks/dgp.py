@@ -7,8 +7,9 @@ layer, whitened, hidden ``q_sqrt = 1e-5 I``, noise 0.01, everything trained by A
 ``-ELBO_batch / N``, batch 256, 2000 steps, one sample per datum. One JSON object per run.
 
 Run ``ppl-dgp bench`` (one thread, float64 by default). The updates run as users' fits run
-them (:func:`~ppl_dgp.svi.run_svi`): a jitted ``lax.scan`` over chunks of ``chunk_size`` updates
-(100), here without ``run_svi``'s non-finite fallback and with the minibatch indices passed in.
+them (:func:`~ppl_dgp.infer.svi.run_svi`): a jitted ``lax.scan`` over chunks of
+``chunk_size`` updates (100), here without ``run_svi``'s non-finite fallback and with the
+minibatch indices passed in.
 Timing: ``first_step_seconds`` is the trace + compile of that chunk plus one step (the first
 chunk's time per step); ``seconds_per_step`` is the mean over the remaining chunks. (A Python
 loop over a jitted single update paid ~3-4 ms per call on top on this machine's CPU backend,

@@ -16,6 +16,24 @@ References:
     Hoffman, Blei, Wang & Paisley (2013), "Stochastic Variational Inference", JMLR.
     Salimbeni & Deisenroth (2017), "Doubly Stochastic Variational Inference for Deep Gaussian
     Processes", NeurIPS.
+
+Example:
+    A model without GP layers gets ``AutoNormal`` (a GP program gets the inducing-point guide
+    and the doubly-stochastic bound, and ``InducingApprox``):
+
+    >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+    >>> from ppl_dgp.infer import SVI, fit
+    >>> def model(X, y=None):
+    ...     w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+    ...     with numpyro.plate("data", X.shape[0]):
+    ...         numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+    >>> X = np.ones((20, 1)); y = 2.0 * np.ones(20)
+    >>> post = fit(SVI(num_steps=300, learning_rate=0.05, num_samples=50), jax.random.key(0),
+    ...            model, X, y)
+    >>> post.draws["w"].shape, post.traces["loss"].shape, type(post.approx).__name__
+    ((1, 50), (300,), 'GuideApprox')
+    >>> bool(abs(post.draws["w"].mean() - 2.0) < 0.2)
+    True
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ with the figures and each method's DataTree (:mod:`ppl_dgp.report`).
 prints the fit and its mixture predictive, and writes ``OUT/motorcycle_dgp.png``.
 ``ppl-dgp bench`` runs the shared DGP/SVGP benchmark workloads, ``ppl-dgp bench laplace`` the
 two-moons Laplace one (:mod:`ppl_dgp.benchmarks`); both print one JSON object per run.
+
+Example:
+    :func:`main` takes the command line's arguments; ``ppl-dgp compare --list-methods``:
+
+    >>> main(["compare", "--list-methods"])
+    methods: ...nuts...svi...
+    models: ...dgp (L-layer deep GP regression ...), svgp (sparse variational GP regression ...)
+    0
 """
 
 from __future__ import annotations

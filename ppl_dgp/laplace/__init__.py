@@ -1,12 +1,18 @@
 """The Laplace approximation (Laplace Redux), split by concept as laplace-torch is.
 
-- :mod:`~ppl_dgp.laplace.approx`: what a fit leaves, :class:`LaplaceApprox` with its
-  precision structure (:class:`FullPrecision`, :class:`DiagPrecision`,
-  :class:`KronPrecision`);
-- :mod:`~ppl_dgp.laplace.ggn`: the subset layout, the GGN / empirical-Fisher curvature, the
-  evidence tuning and the draws, compiled as one core;
+- :mod:`~ppl_dgp.laplace.structures`: the structures as values: curvatures
+  (``FullCurvature``, ``DiagCurvature``, ``KronCurvature``; ``posterior(scale, delta)``) and
+  posterior precisions (:class:`FullPrecision`, :class:`DiagPrecision`,
+  :class:`KronPrecision`; ``logdet``, ``marginal_variance``, ``sample``, ``glm_cov``);
+- :mod:`~ppl_dgp.laplace.curvature`: the backends (exact Hessian, GGN, empirical Fisher) and
+  the dense-layer Jacobians; :mod:`~ppl_dgp.laplace.subset`: the subset ``theta`` and what
+  is read from the model trace;
+- :mod:`~ppl_dgp.laplace.evidence`: the Laplace evidence and the prior-precision tuning
+  (marglik, fixed point, grid);
+- :mod:`~ppl_dgp.laplace.approx`: what a fit leaves, :class:`LaplaceApprox`;
 - :mod:`~ppl_dgp.laplace.fit`: the :class:`Laplace` method behind :func:`ppl_dgp.infer.fit`
-  (MAP, curvature, tuning, draws);
+  and :class:`LaplaceFitter`, the caller-held compiled pieces of
+  :mod:`~ppl_dgp.laplace.traced` (MAP, curvature core, draws);
 - :mod:`~ppl_dgp.laplace.predictive`: the linearised (GLM) predictive, registered with
   :func:`ppl_dgp.predictive.predict_proba` for Laplace posteriors.
 
@@ -23,7 +29,7 @@ from ppl_dgp.laplace.approx import (
     LaplaceApprox,
     Layout,
 )
-from ppl_dgp.laplace.fit import Laplace, NotPositiveDefiniteWarning
+from ppl_dgp.laplace.fit import Laplace, LaplaceFitter, NotPositiveDefiniteWarning
 from ppl_dgp.laplace.predictive import glm_predictive, predict_regression
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "KronPrecision",
     "Laplace",
     "LaplaceApprox",
+    "LaplaceFitter",
     "Layout",
     "NotPositiveDefiniteWarning",
     "glm_predictive",

@@ -6,7 +6,11 @@
 - :class:`FullPrecision`: the lower Cholesky factor ``L`` of ``P = L L^T`` ``[P, P]``;
 - :class:`DiagPrecision`: the posterior variances ``diag(P)^{-1}`` ``[P]``;
 - :class:`KronPrecision`: per dense layer the eigendecompositions of the KFAC factors
-  (:class:`~ppl_dgp.curvature.KronBlock`), with ``P = s (A ⊗ B) + delta`` per block.
+  (:class:`~ppl_dgp.curvature.KronBlock`), the scale ``s`` and the prior precisions, with
+  ``P = s (A ⊗ B) + delta`` per block.
+
+The three are values with methods (``logdet``, ``marginal_variance``, ``sample``,
+``glm_cov``), defined in :mod:`ppl_dgp.laplace.structures`.
 
 Every other global latent site is held at its MAP (``map``); the linearised predictive reads
 ``theta_map``, the precision, the prior precision ``delta`` and the curvature scale ``s``.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ppl_dgp.laplace.structures import DiagPrecision, FullPrecision, KronPrecision
 from ppl_dgp.posterior import approx_type
 
 __all__ = ["DiagPrecision", "FullPrecision", "KronPrecision", "LaplaceApprox", "Layout"]
@@ -32,30 +37,6 @@ class Layout:
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
-
-
-@approx_type
-@dataclasses.dataclass(frozen=True)
-class FullPrecision:
-    """``P = chol chol^T``; ``chol`` ``[P, P]`` lower triangular."""
-
-    chol: Any
-
-
-@approx_type
-@dataclasses.dataclass(frozen=True)
-class DiagPrecision:
-    """A diagonal precision, held as the posterior variances ``variance`` ``[P]``."""
-
-    variance: Any
-
-
-@approx_type
-@dataclasses.dataclass(frozen=True)
-class KronPrecision:
-    """KFAC blocks ``{layer: {A_eigvals, A_eigvecs, B_eigvals, B_eigvecs}}``."""
-
-    blocks: dict[str, dict[str, Any]]
 
 
 @approx_type(static=("layout", "likelihood", "curvature", "dense_layers", "output_site",

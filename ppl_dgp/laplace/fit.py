@@ -33,9 +33,9 @@
    the prior precision, the noise scale, the evidence) that the linearised predictives of
    :mod:`ppl_dgp.laplace.predictive` read; ``Posterior.traces["map_loss"]`` the MAP's loss.
 
-Repeated fits of the same model object to the same data reuse the derived log density and the
-compiled curvature/tuning core (cached per model object and static configuration), so a refit
-costs milliseconds after the first.
+Each call compiles its pieces afresh; a :class:`LaplaceFitter` kept by the caller holds them
+(per data shapes and only the configuration each piece reads), so that refits cost
+milliseconds after the first.
 
 Example:
     >>> # from ppl_dgp.models import bnn
@@ -51,52 +51,32 @@ References:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import Array
 from numpyro.distributions.transforms import biject_to
 
-from ppl_dgp import curvature as C
 from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
-from ppl_dgp.laplace.approx import (
-    DiagPrecision,
-    FullPrecision,
-    KronPrecision,
-    LaplaceApprox,
-    Layout,
-)
-from ppl_dgp.laplace.ggn import (
-    _check_memory,
-    _Curv,
-    _dense_layers,
-    _ggn_core,
-    _ggn_core_jit,
-    _groups,
-    _Layout,
-    _likelihood_name,
-    _logdet_post,
-    _normal_base,
-    _Spec,
-)
+from ppl_dgp.laplace import traced as T
+from ppl_dgp.laplace.approx import LaplaceApprox, Layout
+from ppl_dgp.laplace.curvature import hessian_curvature
+from ppl_dgp.laplace.structures import STRUCTURES, check_memory
+from ppl_dgp.laplace.subset import _dense_layers, _groups, _Layout, _likelihood_name, _normal_base
 from ppl_dgp.posterior import Posterior
+from ppl_dgp.validation import check_regression_data
 
-__all__ = [
-    "Laplace",
-    "NotPositiveDefiniteWarning",
-]
+__all__ = ["Laplace", "LaplaceFitter", "NotPositiveDefiniteWarning"]
 
 _SUBSETS = ("all", "last_layer")
-_STRUCTURES = ("full", "diag", "kron")
+_STRUCTURES = tuple(STRUCTURES)
 _CURVATURES = ("auto", "ggn", "ef", "hessian")
 _TUNES = ("none", "marglik", "fixed_point", "grid")
 _PRIOR_STRUCTURES = ("scalar", "layer")
@@ -163,7 +143,7 @@ class Laplace:
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
     ) -> Posterior:
         """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
-        return _fit_laplace(self, rng_key, model, X, y, **model_kwargs)
+        return _fit_laplace(self, LaplaceFitter(model, **model_kwargs), rng_key, X, y)
 
     def __post_init__(self) -> None:
         positive_int("Laplace", num_samples=self.num_samples, tune_steps=self.tune_steps)
@@ -216,93 +196,100 @@ class Laplace:
             )
 
 
-# -- the MAP -----------------------------------------------------------------------------------
+# -- the caller-held compiled pieces -----------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _map_runner(potential: Callable, num_steps: int, learning_rate: float, scale: float):
-    """Adam on ``scale * potential({**fixed, **z})`` over ``z`` in one jitted ``lax.scan``
-    (cached per potential; the held sites ``fixed`` are an argument, so a refit reuses it)."""
-    opt = optax.adam(learning_rate)
+class LaplaceFitter:
+    """Laplace fits of one model, with their compiled pieces held by the caller.
 
-    @jax.jit
-    def run(z: dict, fixed: dict) -> tuple[dict, Array]:
-        def step(carry: tuple, _: None) -> tuple:
-            z, state = carry
-            loss, g = jax.value_and_grad(lambda v: scale * potential({**fixed, **v}))(z)
-            updates, state = opt.update(g, state, z)
-            return (optax.apply_updates(z, updates), state), loss
+    ``fit(Laplace(...), key, model, X, y)`` builds a fresh fitter per call (everything is
+    compiled again). Keep a fitter to refit the same model, to new data of the same shapes or
+    with another configuration, at the cost of the computation alone: it holds the model's
+    structure per data shape (one :func:`~ppl_dgp.infer.initialize`) and one ``jax.jit`` per
+    traced piece of :mod:`ppl_dgp.laplace.traced`, each keyed (by JAX) on the shapes and on
+    only the configuration that piece reads. Nothing is cached on the model's identity or the
+    data's values beyond the object's life.
 
-        (z, _), losses = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
-        return z, losses
+    Args:
+        model: the NumPyro program ``model(X, y=None, **model_kwargs)``.
+        **model_kwargs: its further keywords (fixed for the fitter).
 
-    return run
+    Example:
+        >>> import functools, jax, numpy as np
+        >>> from ppl_dgp.models import bnn
+        >>> model = functools.partial(bnn.mlp_binary, hidden=(4,))
+        >>> X = np.random.default_rng(0).normal(size=(20, 2)); y = (X[:, 0] > 0).astype(int)
+        >>> laplace = LaplaceFitter(model)
+        >>> post = laplace.fit(Laplace("last_layer", num_steps=50), jax.random.key(0), X, y)
+        >>> post = laplace.fit(Laplace("last_layer", num_steps=80), jax.random.key(1), X, y)
+        >>> laplace.compiled_sizes()["ggn_core"]  # num_steps does not reach the core
+        1
+    """
 
+    def __init__(self, model: Callable, **model_kwargs: Any) -> None:
+        self.model = model
+        self.model_kwargs = model_kwargs
+        kw = dict(model_kwargs)
+        self._structures: dict[tuple, tuple] = {}  # {data shapes: (model trace, sites)}
+        self._init = jax.jit(functools.partial(T._init_point, model, kw), static_argnums=0)
+        self._map = jax.jit(functools.partial(T._map_loop, model, kw), static_argnums=(0, 1))
+        self._core = jax.jit(functools.partial(T._ggn_core, model, kw), static_argnums=0)
+        # a partial per fitter: jax.jit's cache is keyed on the function object
+        self._draws = jax.jit(functools.partial(T._draws), static_argnums=3)
+        self._hessian = jax.jit(functools.partial(T._hessian, model, kw), static_argnums=0)
+        self._potential = jax.jit(functools.partial(T._potential, model, kw))
 
-def _run_map(
-    potential: Callable, z0: dict, num_steps: int, learning_rate: float, scale: float,
-    fixed: dict | None = None,
-) -> tuple[dict, Array]:  # fmt: skip
-    """The MAP by Adam from ``z0`` with the sites ``fixed`` held; returns
-    ``(z, losses [num_steps])``."""
-    return _map_runner(potential, num_steps, learning_rate, scale)(z0, fixed or {})
+    def fit(self, method: Laplace, rng_key: Array, X: Any, y: Any) -> Posterior:
+        """``fit(method, rng_key, model, X, y)`` with this fitter's compiled pieces."""
+        if not isinstance(method, Laplace):
+            raise TypeError(f"LaplaceFitter.fit needs a Laplace method; received {method!r}")
+        check_regression_data(X, y)
+        return _fit_laplace(method, self, rng_key, jnp.asarray(X), jnp.asarray(y))
 
+    def compiled_sizes(self) -> dict[str, int]:
+        """How many compilations each piece holds (``jax.jit``'s cache sizes)."""
+        pieces = {
+            "init": self._init,
+            "map": self._map,
+            "ggn_core": self._core,
+            "draws": self._draws,
+            "hessian": self._hessian,
+            "potential": self._potential,
+        }
+        return {k: int(f._cache_size()) for k, f in pieces.items()}
 
-_INIT_CACHE: collections.OrderedDict = collections.OrderedDict()
-_INIT_CACHE_SIZE = 4
-
-
-def _initialize_cached(key: Array, model: Callable, X: Array, y: Array, **kwargs: Any) -> tuple:
-    """:func:`~ppl_dgp.infer.core.initialize`, memoised for the last few (model object, key, data,
-    keywords): a refit of the same model to the same data reuses its log density (and so its
-    compiled MAP loop). Unhashable keywords skip the cache."""
-    try:
-        ck = (model, np.asarray(jax.random.key_data(key)).tobytes(),
-              *((a.shape, str(a.dtype), np.asarray(a).tobytes()) for a in (X, y)),
-              tuple(sorted(kwargs.items())))  # fmt: skip
-        hash(ck)
-    except TypeError:
-        return initialize(key, model, X, y, owner="Laplace", **kwargs)
-    if ck in _INIT_CACHE:
-        _INIT_CACHE.move_to_end(ck)
-        return _INIT_CACHE[ck]
-    res = initialize(key, model, X, y, owner="Laplace", **kwargs)
-    _INIT_CACHE[ck] = res
-    while len(_INIT_CACHE) > _INIT_CACHE_SIZE:
-        _INIT_CACHE.popitem(last=False)
-    return res
+    def _structure(self, key: Array, X: Array, y: Array) -> tuple[dict, Any]:
+        """``(model trace, ModelSites)`` for data of these shapes (one ``initialize``)."""
+        ck = (X.shape, str(X.dtype), y.shape, str(y.dtype))
+        if ck not in self._structures:
+            info, sites = initialize(key, self.model, X, y, owner="Laplace", **self.model_kwargs)
+            self._structures[ck] = (info.model_trace, sites)
+        return self._structures[ck]
 
 
 # -- fit ---------------------------------------------------------------------------------------
 
 
 def _fit_laplace(
-    method: Laplace, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
+    method: Laplace, fitter: LaplaceFitter, rng_key: Array, X: Array, y: Array
 ) -> Posterior:
     key_init, key_draws = jax.random.split(rng_key)
-    N = X.shape[0]
     with timed() as timer:
-        info, sites = _initialize_cached(key_init, model, X, y, **model_kwargs)
-        potential = info.potential_fn
-        z0 = info.param_info.z
+        mtr, sites = fitter._structure(key_init, X, y)
+        latent = tuple(sites.global_latent) + tuple(sites.local_latent)
+        z0, params, pe0 = fitter._init(latent, key_init, X, y)
+        if not np.isfinite(float(pe0)):  # initialize names the offending sites
+            initialize(key_init, fitter.model, X, y, owner="Laplace", **fitter.model_kwargs)
         local = [k for k in sites.local_latent if k in z0]
-        if method.num_steps and local and method.local_latents == "fixed":
-            fixed = {k: z0[k] for k in local}
-            z_free, losses = _run_map(
-                potential,
-                {k: v for k, v in z0.items() if k not in fixed},
-                method.num_steps,
-                method.learning_rate,
-                1.0 / N,
-                fixed,
-            )
+        fixed = {k: z0[k] for k in local} if local and method.local_latents == "fixed" else {}
+        if method.num_steps:
+            free = {k: v for k, v in z0.items() if k not in fixed}
+            z_free, losses = fitter._map(method.num_steps, method.learning_rate, free, fixed, X, y)
             z_map = {**fixed, **z_free}
-        elif method.num_steps:
-            z_map, losses = _run_map(potential, z0, method.num_steps, method.learning_rate, 1.0 / N)
         else:  # a warm start: the initial point is the MAP
             z_map, losses = z0, np.zeros(0)
-        z_map = jax.block_until_ready(z_map)
-        bad = [k for k, v in z_map.items() if not np.all(np.isfinite(np.asarray(v)))]
+        z_map, losses = jax.device_get((z_map, losses))
+        bad = [k for k, v in z_map.items() if not np.all(np.isfinite(v))]
         last = float(losses[-1]) if method.num_steps else 0.0
         if bad or not np.isfinite(last):
             raise ValueError(
@@ -311,7 +298,6 @@ def _fit_laplace(
                 "try a smaller learning_rate or check the data and priors"
             )
         timer.mark("map")
-        mtr = info.model_trace
         layers_all = _dense_layers(mtr)
         curvature = method.curvature
         if curvature == "auto":
@@ -334,62 +320,40 @@ def _fit_laplace(
                     f"layer's W or b (both of a layer); received {stray} in "
                     f"subset_of_weights={method.subset_of_weights!r}"
                 )
-        groups, G, group_names = _groups(method, layout, layers)
-        fitter = _fit_hessian if curvature == "hessian" else _fit_ggn
-        res = fitter(method, curvature, model, info, sites, z_map, layout, layers, groups, G,
-                     X, y, key_draws, model_kwargs)  # fmt: skip
-        jax.block_until_ready(res.draws)
+            if names != tuple(n for v in layers.values() for n in v):
+                raise ValueError(
+                    "Laplace(hessian_structure='kron') needs each dense layer's W and b to be "
+                    f"declared together, layer after layer; the subset's order is {names}"
+                )
+        groups, G, group_names = _groups(method.prior_structure, layout, layers)
+        path = _fit_hessian if curvature == "hessian" else _fit_ggn
+        res = path(method, fitter, curvature, mtr, sites, z_map, params, layout, layers,
+                   groups, G, X, y, key_draws)  # fmt: skip
         timings = timer.timings()
-    p = res.params
-    if "precision_chol" in p:
-        precision: Any = FullPrecision(p["precision_chol"])
-    elif "posterior_variance" in p:
-        precision = DiagPrecision(p["posterior_variance"])
-    else:
-        precision = KronPrecision(
-            {layer: {k: p[f"kron.{layer}.{k}"] for k in C.KronBlock._fields} for layer in layers}
-        )
     approx = LaplaceApprox(
-        theta_map=p["theta_map"],
-        precision=precision,
-        prior_precision=p["prior_precision"],
-        prior_mean=p["prior_mean"],
-        sigma_noise=p["sigma_noise"],
-        log_marglik=p["log_marglik"],
-        curvature_scale=p["curvature_scale"],
-        map={k[len("map.") :]: v for k, v in p.items() if k.startswith("map.")},
+        map=res.pop("map"),
         layout=Layout(layout.names, layout.shapes),
-        likelihood=res.likelihood,
         curvature=curvature,
         dense_layers=tuple((k, tuple(v)) for k, v in layers.items()),
         output_site=method.output_site,
-        num_clipped=res.num_clipped,
         prior_groups=tuple(group_names),
+        **res.pop("approx"),
     )
     return Posterior(
-        draws=res.draws,
+        draws=res["draws"],
         method=method,
         traces={"map_loss": np.asarray(losses)},
-        params={k: np.asarray(v) for k, v in sites.params.items()},
+        params={k: np.asarray(v) for k, v in params.items()},
         approx=approx,
         timings=timings,
     )
-
-
-class _Result(NamedTuple):
-    """What a curvature path hands back to :func:`_fit_laplace` (host arrays)."""
-
-    draws: dict[str, np.ndarray]  # {site: (1, S, ...)} constrained
-    params: dict[str, np.ndarray]  # without the "laplace." prefix
-    likelihood: str | None
-    num_clipped: int
 
 
 def _draws_of(
     global_latent: tuple[str, ...], layout: _Layout, thetas: np.ndarray, cmap: dict
 ) -> tuple[dict, dict]:
     """Host-side draws ``{site: (1, S, ...)}`` (subset sites from ``thetas [S, P]``, the others
-    at their MAP) and ``{"map.{site}": MAP}``; the subset sites have real support here."""
+    at their MAP) and ``{site: MAP}``; ``thetas`` and ``cmap`` are in the same space."""
     S = thetas.shape[0]
     off = layout.offsets()
     draws, maps = {}, {}
@@ -400,14 +364,13 @@ def _draws_of(
             draws[name] = thetas[None, :, a:b].reshape((1, S, *v.shape))
         else:
             draws[name] = np.broadcast_to(v, (1, S, *v.shape)).copy()
-        maps[f"map.{name}"] = v
+        maps[name] = v
     return draws, maps
 
 
-def _fit_ggn(method, curvature, model, info, sites, z_map, layout, layers, groups, G, X, y,
-             key_draws, model_kwargs) -> _Result:  # fmt: skip
-    """GGN / empirical Fisher: one call of the compiled core, one transfer to the host."""
-    mtr = info.model_trace
+def _fit_ggn(method, fitter, curvature, mtr, sites, z_map, params, layout, layers, groups, G, X,
+             y, key_draws) -> dict:  # fmt: skip
+    """GGN / empirical Fisher: the compiled core, the draws, one transfer to the host."""
     if method.likelihood_site not in mtr:
         raise ValueError(
             f"Laplace.likelihood_site={method.likelihood_site!r} is not a site of the model"
@@ -426,60 +389,57 @@ def _fit_ggn(method, curvature, model, info, sites, z_map, layout, layers, group
             "Laplace(tune='grid') tunes one scalar prior precision; received "
             f"prior_structure={method.prior_structure!r}, tune_noise={method.tune_noise}"
         )
-    spec = _Spec(
-        method,
-        curvature,
-        lik_name,
-        layout,
-        tuple((k, tuple(v)) for k, v in layers.items()),
-        tuple(int(g) for g in groups),
-        G,
-        tuple(sorted(model_kwargs.items())),
-        tuple(sites.global_latent),
+    spec = T._CoreSpec(
+        structure=STRUCTURES[method.hessian_structure],
+        kind=curvature,
+        lik=lik_name,
+        layout=layout,
+        layers=tuple((k, tuple(v)) for k, v in layers.items()),
+        groups=tuple(int(g) for g in groups),
+        G=G,
+        global_latent=tuple(sites.global_latent),
+        output_site=method.output_site,
+        likelihood_site=method.likelihood_site,
+        tune=method.tune,
+        tune_noise=method.tune_noise,
+        tune_steps=method.tune_steps,
+        grid=method.grid,
+        memory_limit_gb=method.memory_limit_gb,
     )
-    try:
-        hash(spec)
-        core = functools.partial(_ggn_core_jit, model, spec)
-    except TypeError:  # unhashable model keywords: compile for this call only
-        core = jax.jit(functools.partial(_ggn_core, model, spec))
-    out = jax.device_get(core(z_map, dict(sites.params), X, y, key_draws))
+    out = fitter._core(spec, z_map, params, X, y)
+    thetas = fitter._draws(out["precision"], out["theta_map"], key_draws, method.num_samples)
+    out, thetas = jax.device_get((out, thetas))
     if not float(out["eta_f_gap"]) <= 1e-8 * (1.0 + float(out["f_scale"])):
         raise ValueError(
             f"Laplace: the likelihood site {method.likelihood_site!r}'s parameter must "
             f"be the output site {method.output_site!r}; they differ by "
             f"{float(out['eta_f_gap'])} at the MAP"
         )
-    draws, maps = _draws_of(tuple(sites.global_latent), layout, out["thetas"], out["cmap"])
-    params = {
+    draws, maps = _draws_of(tuple(sites.global_latent), layout, thetas, out["cmap"])
+    approx = {
         "theta_map": out["theta_map"],
+        "precision": out["precision"],
         "prior_precision": out["delta"],
         "prior_mean": out["mu0"],
         "sigma_noise": out["sigma"],
         "log_marglik": out["lml"],
         "curvature_scale": out["scale"],
-        **maps,
+        "likelihood": lik_name,
+        "num_clipped": 0,
     }
-    for k, v in out.items():
-        if k in ("precision_chol", "posterior_variance") or k.startswith("kron."):
-            params[k] = v
-    return _Result(draws, params, lik_name, 0)
+    return {"draws": draws, "map": maps, "approx": approx}
 
 
-def _fit_hessian(method, curvature, model, info, sites, z_map, layout, layers, groups, G, X,
-                 y, key_draws, model_kwargs) -> _Result:  # fmt: skip
-    """The exact Hessian of the potential (any model, any site), repaired if not PD."""
-    del curvature, model, groups, G, X, y, model_kwargs
-    potential, mtr, P = info.potential_fn, info.model_trace, layout.P
+def _fit_hessian(method, fitter, curvature, mtr, sites, z_map, params, layout, layers, groups,
+                 G, X, y, key_draws) -> dict:  # fmt: skip
+    """The exact Hessian of the potential (any model, any site), repaired if not PD; the
+    Gaussian is over the unconstrained subset, its draws constrained afterwards."""
+    del curvature, params, layers, groups, G
+    P = layout.P
     theta_map = layout.ravel(z_map)
-    _check_memory(method, "the Hessian", (P, P))
-    H = _hessian_runner(potential, layout)(theta_map, z_map)
-    if method.hessian_structure == "full":
-        # non-positive eigenvalues -> max(|lam|, 1): unit prior-scale curvature
-        H, n_bad = C.make_positive_definite(H, floor=1.0)
-    else:
-        H = jnp.diagonal(H)
-        n_bad = jnp.sum(H <= 0)
-        H = jnp.where(H > 0, H, jnp.maximum(jnp.abs(H), 1.0))
+    check_memory("the Hessian", (P, P), method.memory_limit_gb)
+    H = fitter._hessian(layout, theta_map, z_map, X, y)
+    curv, n_bad = hessian_curvature(STRUCTURES[method.hessian_structure], H)
     n_clipped = int(n_bad)
     if n_clipped:
         warnings.warn(
@@ -490,58 +450,32 @@ def _fit_hessian(method, curvature, model, info, sites, z_map, layout, layers, g
             NotPositiveDefiniteWarning,
             stacklevel=4,
         )
-    curv = _Curv(method.hessian_structure, H=H, includes_prior=True)
-    lml = _hess_evidence(potential, z_map, curv, layout, layers)
-    params = {
-        "theta_map": np.asarray(theta_map),
-        "prior_precision": np.ones(P),
-        "prior_mean": np.zeros(P),
-        "sigma_noise": np.asarray(1.0),
-        "log_marglik": np.asarray(lml),
-        "curvature_scale": np.asarray(1.0),
-    }
-    eps = jax.random.normal(key_draws, (method.num_samples, P))
-    if curv.structure == "full":
-        Lc = jnp.linalg.cholesky(curv.H)
-        params["precision_chol"] = np.asarray(Lc)
-        dtheta = jax.scipy.linalg.solve_triangular(Lc.T, eps.T, lower=False).T
-    else:
-        params["posterior_variance"] = np.asarray(1.0 / curv.H)
-        dtheta = eps * jnp.sqrt(params["posterior_variance"])
-    zs = layout.unravel_batch(theta_map + dtheta)  # [S, P] -> {site: [S, ...]}
-    draws = {}
+    precision = curv.posterior(1.0, jnp.zeros(P))  # H already holds the prior
+    # -U(MAP) + P/2 log 2 pi - 1/2 logdet H: Laplace's evidence with the exact Hessian
+    lml = (-fitter._potential(z_map, X, y) + 0.5 * P * math.log(2 * math.pi)
+           - 0.5 * precision.logdet())  # fmt: skip
+    thetas = fitter._draws(precision, theta_map, key_draws, method.num_samples)
+    zs = layout.unravel_batch(thetas)  # [S, P] -> {site: [S, ...]}
+    draws, maps = {}, {}
     for name in sites.global_latent:
         transform = biject_to(mtr[name]["fn"].support)
         v = zs[name] if name in layout.names else jnp.broadcast_to(
             z_map[name], (method.num_samples,) + jnp.shape(z_map[name])
         )  # fmt: skip
         draws[name] = np.asarray(transform(v))[None]
-        params[f"map.{name}"] = np.asarray(transform(z_map[name]))
-    return _Result(draws, params, None, n_clipped)
-
-
-@functools.lru_cache(maxsize=8)
-def _hessian_runner(potential: Callable, layout: _Layout) -> Callable:
-    """``(theta [P], z) -> d^2 U / d theta^2 [P, P]`` with the other sites of ``z`` held fixed,
-    compiled once per (potential, subset layout): a refit of the same model reuses it."""
-
-    def hess(theta: Array, z: dict) -> Array:
-        return jax.hessian(lambda t: potential({**z, **layout.unravel(t)}))(theta)
-
-    return jax.jit(hess)
-
-
-def _hess_evidence(potential, z_map, curv, layout, layers) -> Array:
-    """``-U(MAP) + P/2 log 2 pi - 1/2 logdet H`` (Laplace's evidence with the exact Hessian)."""
-    ld = _logdet_post(curv, layout, layers, jnp.asarray(1.0), jnp.ones(layout.P))
-    return -_jitted(potential)(z_map) + 0.5 * layout.P * math.log(2 * math.pi) - 0.5 * ld
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted(fn: Callable) -> Callable:
-    """``jax.jit(fn)``, one per function object (a model's potential is evaluated eagerly
-    op by op otherwise)."""
-    return jax.jit(fn)
+        maps[name] = np.asarray(transform(z_map[name]))
+    approx = {
+        "theta_map": np.asarray(theta_map),
+        "precision": jax.device_get(precision),
+        "prior_precision": np.ones(P),
+        "prior_mean": np.zeros(P),
+        "sigma_noise": np.asarray(1.0),
+        "log_marglik": np.asarray(lml),
+        "curvature_scale": np.asarray(1.0),
+        "likelihood": None,
+        "num_clipped": n_clipped,
+    }
+    return {"draws": draws, "map": maps, "approx": approx}
 
 
 def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict) -> tuple:

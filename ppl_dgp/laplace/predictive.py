@@ -9,7 +9,8 @@
   :func:`ppl_dgp.predictive.predict_proba`): probit, MC, Laplace bridge, the plug-in MAP, or
   the weight draws (``link="nn"``, the generic predictive of the draws).
 
-Compiled once per (model object, static configuration).
+Compiled once per (model object, static configuration); the precision structure is an
+argument (a pytree: its type is part of the compiled signature, not a string in the spec).
 
 Example:
     >>> # post = fit(Laplace("last_layer"), key, model, X, y)
@@ -37,8 +38,9 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp import curvature as C
-from ppl_dgp.laplace.approx import DiagPrecision, FullPrecision, LaplaceApprox
-from ppl_dgp.laplace.ggn import _Layout, dense_jacobian, dense_output_jacobians
+from ppl_dgp.laplace.approx import LaplaceApprox
+from ppl_dgp.laplace.curvature import output_jacobian
+from ppl_dgp.laplace.subset import _Layout
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predictive import register_proba
 
@@ -104,23 +106,11 @@ def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[tuple, dict, 
             f"posterior (approx {type(q).__name__})"
         )
     layout = _Layout(tuple(q.layout.names), tuple(tuple(s) for s in q.layout.shapes))
-    arrays = {"theta_map": q.theta_map, "prior_precision": q.prior_precision,
-              "curvature_scale": q.curvature_scale}  # fmt: skip
-    if isinstance(q.precision, FullPrecision):
-        structure = "full"
-        arrays["precision_chol"] = q.precision.chol
-    elif isinstance(q.precision, DiagPrecision):
-        structure = "diag"
-        arrays["posterior_variance"] = q.precision.variance
-    else:
-        structure = "kron"
-        for layer, blk in q.precision.blocks.items():
-            arrays.update({f"kron.{layer}.{k}": v for k, v in blk.items()})
+    arrays = {"theta_map": q.theta_map, "precision": q.precision}
     base = {**q.map, **posterior.params}
     spec = (
         q.output_site,
         layout,
-        structure,
         tuple((k, tuple(v)) for k, v in q.dense_layers),
         tuple(sorted(model_kwargs.items())),
     )
@@ -138,45 +128,29 @@ def _compiled(core: Callable, model: Callable, spec: tuple, *static: Any) -> Cal
 
 
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
-    out, layout, structure, dense_layers, kwargs = spec
+    """``(f [N, K], J P^-1 J^T [N, K, K])`` at ``X_new``, ``P`` the stored precision (its
+    ``glm_cov`` reads the Jacobian in the form its structure needs)."""
+    out, layout, dense_layers, kwargs = spec
     kw = dict(kwargs)
     f_of, tr0 = _output_fn(model, base, layout, out, X_new, kw)
-
-    theta = arrays["theta_map"]
     f = tr0[out]["value"]  # = f_of(theta): base holds the MAP of every global site
-    N, K = f.shape
     layers = dict(dense_layers)
-    off = layout.offsets()
-    dense = bool(layers) and {n for v in layers.values() for n in v} == set(layout.names)
-    if dense:
 
-        def f_sites(over: dict) -> Array:  # sites replaced -> [N, K]
-            return _trace_at(model, {**base, **over}, X_new, kw)[out]["value"]
+    def f_sites(over: dict) -> Array:  # sites replaced -> [N, K]
+        return _trace_at(model, {**base, **over}, X_new, kw)[out]["value"]
 
-        Jz = dense_output_jacobians(f_sites, base, layers, N)
-    if structure in ("full", "diag"):
-        if dense:  # no Jacobian through the whole network
-            inputs = {layer: tr0[f"{layer}.input"]["value"] for layer in layers}
-            J = dense_jacobian(Jz, inputs, layout, layers)
-        else:
-            J = (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)  # [N, K, P]
-        if structure == "full":
-            return f, C.glm_f_cov_full(J, arrays["precision_chol"])
-        return f, C.glm_f_var_diag(J, arrays["posterior_variance"])
-    delta, scale = arrays["prior_precision"], arrays["curvature_scale"]
-    cov = jnp.zeros((N, K, K))
-    for layer, (w, b) in layers.items():
-        blk = C.KronBlock(*(arrays[f"kron.{layer}.{k}"] for k in C.KronBlock._fields))
-        a = tr0[f"{layer}.input"]["value"]
-        cov = cov + C.glm_f_cov_kron(a, Jz[layer], blk, scale, delta[off[w][0]], delta[off[b][0]])
-    return f, cov
+    def inputs() -> dict:
+        return {layer: tr0[f"{layer}.input"]["value"] for layer in layers}
+
+    jac = output_jacobian(f_of, f_sites, arrays["theta_map"], base, inputs, layout, layers, f.shape)
+    return f, arrays["precision"].glm_cov(jac)
 
 
 def _proba_core(model: Callable, spec: tuple, link: str, num_samples: int, base: dict,
                 arrays: dict, X_new: Array, key: Array) -> Array:  # fmt: skip
     """Class probabilities from the GLM predictive (or the MAP network for ``"plugin"``)."""
     if link == "plugin":
-        out, layout, _, _, kwargs = spec
+        out, layout, _, kwargs = spec
         f_of, _ = _output_fn(model, base, layout, out, X_new, dict(kwargs))
         return _probs(f_of(arrays["theta_map"]))
     f, cov = _glm_core(model, spec, base, arrays, X_new)

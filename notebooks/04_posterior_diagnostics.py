@@ -121,7 +121,7 @@ for k, e in loos.items():
     print(
         f"{k:8s} elpd_loo {e.elpd:8.1f} ± {e.se:5.1f}   k > 0.7: {np.sum(khat > 0.7)}/{khat.size}"
     )
-plotting.plot_khat({k: np.asarray(e.pareto_k) for k, e in loos.items()})
+diagnostics.plot_khat(loos)
 
 # %%
 diagnostics.compare(trees)

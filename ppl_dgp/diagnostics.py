@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,6 +62,7 @@ __all__ = [
     "load_datatree",
     "loo",
     "plot_forest",
+    "plot_khat",
     "plot_marginals",
     "plot_rank",
     "plot_trace",
@@ -457,3 +459,41 @@ def plot_rank(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None
 def plot_trace(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:
     """Trace and per-chain density of an MCMC posterior (divergences marked)."""
     return _save(azp.plot_trace_dist(dt, var_names=list(var_names)), path)
+
+
+def plot_khat(elpds: Mapping[str, Any], path: str | Path | None = None) -> Any:
+    """PSIS-LOO Pareto ``k`` per observation, one panel per method (arviz-plots' ``plot_khat``).
+
+    Lines at ``k = 0``, ``good_k`` and ``1``, with the percentage of observations in each
+    range at the right. ``good_k = min(1 - 1 / log10(S), 0.7)`` is ArviZ's threshold for ``S``
+    draws (Vehtari et al., 2024); with several methods the panels share the
+    strictest one (the fewest draws), as arviz-plots draws one set of lines. A single method's
+    observations above ``good_k`` are labelled with their index (arviz-plots cannot place
+    those labels on faceted panels).
+
+    Args:
+        elpds: ``{method: ELPDData}`` from :func:`loo` (pointwise, the same observations).
+        path: where to save the figure (not saved when ``None``).
+
+    Returns:
+        The ``PlotCollection``.
+
+    References:
+        Vehtari, Simpson, Gelman, Yao & Gabry (2024), Pareto smoothed importance sampling,
+        JMLR 25(72).
+    """
+    elpds = dict(elpds)
+    if not elpds:
+        raise ValueError("plot_khat: no methods given")
+    visuals = {"hlines": {}, "bin_text": {}}
+    if len(elpds) == 1:
+        (elpd,) = elpds.values()
+        return _save(azp.plot_khat(elpd, threshold=elpd.good_k, visuals=visuals), path)
+    k = xr.concat([e.pareto_k for e in elpds.values()], dim="model")
+    combined = dataclasses.replace(  # arviz-plots reads only pareto_k and good_k
+        next(iter(elpds.values())),
+        pareto_k=k.assign_coords(model=list(elpds)),
+        good_k=min(e.good_k for e in elpds.values()),
+    )
+    pc = azp.plot_khat(combined, cols=["model"], legend=False, visuals={**visuals, "title": {}})
+    return _save(pc, path)

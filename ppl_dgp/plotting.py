@@ -14,7 +14,6 @@ from ppl_dgp.predict import MixturePredictive
 
 __all__ = [
     "new_figure",
-    "plot_khat",
     "plot_layer_samples_1d",
     "plot_loss_traces",
     "plot_predictive_1d",
@@ -137,23 +136,6 @@ def plot_loss_traces(losses: dict[str, np.ndarray], path: Any = None) -> Any:
     ax.set_ylabel("loss (-ELBO)")
     ax.set_title(f"SVI loss trace (moving average of {w})")
     ax.legend()
-    return _finish(fig, path)
-
-
-def plot_khat(khat: dict[str, np.ndarray], path: Any = None, threshold: float = 0.7) -> Any:
-    """Pareto k per observation for each method, with the 0.7 reliability threshold."""
-    fig, ax = new_figure(1, 1, figsize=(7, 3.6))
-    for i, (name, k) in enumerate(khat.items()):
-        k = np.asarray(k)
-        bad = int(np.sum(k > threshold))
-        ax.plot(np.arange(k.size), k, "o", ms=3.5, color=f"C{i}", alpha=0.8,
-                label=f"{name} ({bad} above {threshold})")  # fmt: skip
-    ax.axhline(threshold, color="k", ls="--", lw=1)
-    ax.axhline(0.5, color="0.6", ls=":", lw=1)
-    ax.set_xlabel("observation (training index)")
-    ax.set_ylabel("Pareto k")
-    ax.set_title("PSIS-LOO Pareto k per observation")
-    ax.legend(fontsize=8)
     return _finish(fig, path)
 
 

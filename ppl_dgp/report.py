@@ -241,8 +241,7 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
     if losses:
         plotting.plot_loss_traces(losses, out / "elbo.png")
         files.append("elbo.png")
-    khat = {k: np.asarray(r["loo"].pareto_k).ravel() for k, r in res.items()}
-    plotting.plot_khat(khat, out / "khat.png")
+    diagnostics.plot_khat({k: r["loo"] for k, r in res.items()}, out / "khat.png")
     files.append("khat.png")
     return files
 

@@ -215,3 +215,26 @@ def test_layout_is_arviz_from_dict_with_named_dims_and_a_traces_group():
         diagnostics.to_datatree(
             Posterior(draws={"mlp/w": np.zeros((1, 2))}, params={}, method=NUTS())
         )
+
+
+def test_khat_plot_has_a_panel_of_each_methods_pareto_k(dgp_trees, tmp_path):
+    elpds = {k: diagnostics.loo(dt) for k, (_, dt) in dgp_trees.items()}
+    pc = diagnostics.plot_khat(elpds, tmp_path / "khat.png")
+    assert (tmp_path / "khat.png").stat().st_size > 5_000
+    fig = pc.viz["figure"].item()
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert set(panels) == set(elpds)
+    strictest = min(e.good_k for e in elpds.values())
+    for name, ax in panels.items():
+        (points,) = ax.collections  # the scatter of (observation, k)
+        xy = np.asarray(points.get_offsets())
+        np.testing.assert_array_equal(xy[:, 0], np.arange(N))
+        np.testing.assert_array_equal(xy[:, 1], np.asarray(elpds[name].pareto_k))
+        levels = {float(line.get_ydata()[0]) for line in ax.lines}
+        assert levels == {0.0, strictest, 1.0}
+    one = diagnostics.plot_khat({"nuts": elpds["nuts"]})
+    (ax,) = one.viz["figure"].item().axes
+    np.testing.assert_array_equal(
+        np.asarray(ax.collections[0].get_offsets())[:, 1], np.asarray(elpds["nuts"].pareto_k)
+    )
+    assert elpds["nuts"].good_k in {float(line.get_ydata()[0]) for line in ax.lines}

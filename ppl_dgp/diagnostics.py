@@ -25,9 +25,20 @@ Root attributes: ``inference_method``, ``config`` and ``timings`` (JSON strings)
 :func:`save_datatree` / :func:`load_datatree` round-trip it through netCDF (h5netcdf).
 
 Example:
-    >>> # post = fit(NUTS(num_chains=2), key, model, X, y)
-    >>> # dt = to_datatree(post, model, X, y, rng_key=key)
-    >>> # summary(dt); loo(dt).pareto_k; compare({"nuts": dt, "svi": dt_svi})
+    >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+    >>> from ppl_dgp.infer import NUTS, fit
+    >>> def model(X, y=None):
+    ...     w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    ...     with numpyro.plate("data", X.shape[0]):
+    ...         numpyro.sample("y", dist.Normal(w * X[:, 0], 0.5), obs=y)
+    >>> X = np.linspace(-1.0, 1.0, 10)[:, None]; y = 0.8 * X[:, 0]
+    >>> post = fit(NUTS(num_warmup=100, num_samples=100, num_chains=2), jax.random.key(0),
+    ...            model, X, y)
+    >>> dt = to_datatree(post, model, X, y, rng_key=jax.random.key(1))
+    >>> sorted(dt.children)[:3], dt["log_likelihood"]["y"].shape
+    (['constant_data', 'log_likelihood', 'observed_data'], (2, 100, 10))
+    >>> int(np.size(loo(dt).pareto_k))
+    10
 """
 
 from __future__ import annotations

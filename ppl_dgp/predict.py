@@ -335,8 +335,19 @@ def predict_svi(
         :class:`MixturePredictive` with ``means``/``variances`` ``[S, N]``.
 
     Example:
-        >>> # pred = predict_svi(key, model, guide, result.params, X_test)
-        >>> # pred.mean, pred.variance, pred.log_density(y_test)
+        >>> import jax, numpy as np
+        >>> from ppl_dgp.guides import InducingPointGuide
+        >>> from ppl_dgp.infer import run_svi
+        >>> from ppl_dgp.models import MODELS
+        >>> X = np.linspace(-2.0, 2.0, 16)[:, None]; y = np.sin(2.0 * X[:, 0])
+        >>> model = MODELS["svgp"].make(X, smoke=True)
+        >>> guide = InducingPointGuide(model)
+        >>> result = run_svi(jax.random.key(0), model, guide, X, y, num_steps=50,
+        ...                  progress=False)
+        >>> pred = predict_svi(jax.random.key(1), model, guide, result.params, X[:3],
+        ...                    num_samples=4)
+        >>> pred.means.shape, pred.log_density(y[:3]).shape
+        ((4, 3), (3,))
     """
     sites = _svi_passes(
         rng_key, model, guide, params, X_new, num_samples=num_samples, **model_kwargs

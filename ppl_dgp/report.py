@@ -13,9 +13,14 @@ from the zoo registry (:data:`ppl_dgp.models.MODELS`: its builder and per-method
 method or model registered there is in the report with no edit here. The computation
 (:func:`run_compare`) returns the results; :func:`_markdown` and :func:`_figures` render them.
 
-Example:
-    >>> # result = run_compare("dgp", "motorcycle", ["svi", "nuts"], "out/compare")
-    >>> # print(open("out/compare/report.md").read())
+Example (the CLI's ``ppl-dgp compare``; a smoke-size run of one method here):
+
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> result = run_compare("svgp", "motorcycle", ["map"], out, smoke=True, log=lambda _: None,
+    ...                      overrides={"map": {"num_steps": 3000, "learning_rate": 0.05}})
+    >>> result["report"].name, sorted(result["methods"])
+    ('report.md', ['map'])
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ __all__ = ["DEFAULT_METHODS", "load_data", "regression_models", "run_compare"]
 #: The default ``--methods``.
 DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace")
 CI_PROB = 0.9
+#: PSIS-LOO fits a Pareto tail to the largest importance ratios: with fewer draws (a MAP, a
+#: small ensemble) there is no tail to fit, and the report says so instead.
+MIN_LOO_DRAWS = 50
+#: Fewest draws a method needs to appear in the forest and marginal-density plots.
+MIN_PLOT_DRAWS = 5
 
 
 def regression_models() -> list[str]:
@@ -165,7 +175,8 @@ def run_compare(
         dt = diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.fold_in(key, 100 + i))
         diagnostics.save_datatree(dt, out / f"{name}.nc")
         pred = predict(jax.random.fold_in(key, 200 + i), model, post, Xt, num_samples=200)
-        elpd = diagnostics.loo(dt)
+        enough = post.num_chains * post.num_draws >= MIN_LOO_DRAWS
+        elpd = diagnostics.loo(dt) if enough else None
         m = pred.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_te))
         res[name] = {
             "posterior": post,
@@ -178,11 +189,13 @@ def run_compare(
                 "mlpd": m["mlpd"],
                 "coverage": calibration.coverage_table(pred, yt, (0.5, CI_PROB, 0.95)),
             },
-            "warnings": diagnostics.diagnostic_warnings(dt, elpd),
+            "warnings": diagnostics.diagnostic_warnings(
+                dt, elpd, **({} if elpd is None else {"khat_max": float(elpd.good_k)})
+            ),
         }
         log(f"[{name}] {wall:.1f} s, test RMSE {res[name]['test']['rmse']:.3g}")
-    dts = {k: r["datatree"] for k, r in res.items()}
-    table = diagnostics.compare(dts) if len(res) > 1 else None
+    dts = {k: r["datatree"] for k, r in res.items() if r["loo"] is not None}
+    table = diagnostics.compare(dts) if len(dts) > 1 else None
     # the summarised sites: hyperparameters, not inducing values or network weights
     weights = (".u", ".W", ".b")
     hyper = [k for k in res[next(iter(res))]["posterior"].draws if not k.endswith(weights)]
@@ -213,8 +226,10 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
     from ppl_dgp import plotting
 
     files = []
-    dts = {k: r["datatree"] for k, r in res.items()}
-    if hyper:
+    # densities and intervals need a sample: a MAP (one draw) is in the tables, not the plots
+    dts = {k: r["datatree"] for k, r in res.items()
+           if r["posterior"].num_chains * r["posterior"].num_draws >= MIN_PLOT_DRAWS}  # fmt: skip
+    if hyper and dts:
         diagnostics.plot_forest(dts, hyper, out / "forest.png")
         diagnostics.plot_marginals(dts, hyper, out / "marginals.png")
         files += ["forest.png", "marginals.png"]
@@ -241,8 +256,10 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
     if losses:
         plotting.plot_loss_traces(losses, out / "elbo.png")
         files.append("elbo.png")
-    diagnostics.plot_khat({k: r["loo"] for k, r in res.items()}, out / "khat.png")
-    files.append("khat.png")
+    elpds = {k: r["loo"] for k, r in res.items() if r["loo"] is not None}
+    if elpds:
+        diagnostics.plot_khat(elpds, out / "khat.png")
+        files.append("khat.png")
     return files
 
 
@@ -296,13 +313,21 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, f
         "\n## PSIS-LOO\n\nPointwise log-likelihood per draw at the training inputs (inner-layer "
         "noise integrated out by Monte Carlo; see `ppl_dgp.diagnostics.pointwise_log_likelihood`)."
         " For SVI and Laplace the draws stand in for the posterior, and Pareto k per "
-        "observation says where that approximation's LOO cannot be trusted (k > 0.7).\n\n"
+        "observation says where that approximation's LOO cannot be trusted (k above ArviZ's "
+        "threshold good_k = min(1 - 1/log10(S), 0.7) for S draws; the k-hat figure draws the "
+        f"same line). Point estimates and posteriors of fewer than {MIN_LOO_DRAWS} draws have "
+        "no LOO.\n\n"
     )
     s.append(_table(
-        ["method", "elpd_loo", "se", "p_loo", "k > 0.7", "max k"],
+        ["method", "elpd_loo", "se", "p_loo", "k > good_k", "good_k", "max k"],
         [[k, _f(r["loo"].elpd, ".1f"), _f(r["loo"].se, ".1f"), _f(r["loo"].p, ".1f"),
-          f"{int(np.sum(np.asarray(r['loo'].pareto_k) > 0.7))} / {np.size(r['loo'].pareto_k)}",
-          _f(np.max(np.asarray(r["loo"].pareto_k)), ".2f")] for k, r in res.items()],
+          f"{int(np.sum(np.asarray(r['loo'].pareto_k) > r['loo'].good_k))} / "
+          f"{np.size(r['loo'].pareto_k)}", _f(r["loo"].good_k, ".2f"),
+          _f(np.max(np.asarray(r["loo"].pareto_k)), ".2f")]
+         if r["loo"] is not None else
+         [k, f"n/a ({r['posterior'].num_chains * r['posterior'].num_draws} draws < "
+             f"{MIN_LOO_DRAWS})", "", "", "", "", ""]
+         for k, r in res.items()],
     ))  # fmt: skip
     if table is not None:
         s.append("\n`compare` (best first; elpd_diff = elpd - best elpd, stacking weights):\n\n")

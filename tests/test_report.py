@@ -117,3 +117,24 @@ def test_compare_runs_a_bnn_and_summarises_only_its_noise(tmp_path):
         "layer1.W", "layer1.b"
     )  # fmt: skip
     assert (out / "forest.png").stat().st_size > 5_000
+
+
+@pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")  # smoke sizes
+def test_compare_takes_point_estimates_and_ensembles_from_the_registry(tmp_path):
+    """MAP and DeepEnsemble reach the report through the method registry; with too few draws
+    for PSIS-LOO the table says so, and only the sampled methods enter LOO and k-hat."""
+    path = _csv(tmp_path / "d.csv", n=30)
+    out = tmp_path / "out"
+    result = report.run_compare(
+        "svgp", str(path), ["map", "ensemble", "laplace"], out, target="target",
+        features=["x"], smoke=True, log=lambda _: None,
+    )  # fmt: skip
+    text = (out / "report.md").read_text()
+    assert "| map | n/a (1 draws < 50)" in text
+    assert "| ensemble | n/a (3 draws < 50)" in text
+    assert result["methods"]["map"]["loo"] is None
+    assert result["methods"]["laplace"]["loo"] is not None
+    for name, r in result["methods"].items():
+        assert np.isfinite(r["test"]["rmse"]) and np.isfinite(r["test"]["mlpd"]), name
+    assert result["compare"] is None  # one method with LOO: nothing to compare
+    assert (out / "khat.png").stat().st_size > 5_000

@@ -38,11 +38,19 @@ Each call compiles its pieces afresh; a :class:`LaplaceFitter` kept by the calle
 milliseconds after the first.
 
 Example:
-    >>> # from ppl_dgp.models import bnn
-    >>> # model = functools.partial(bnn.mlp_binary, hidden=(32,))
-    >>> # post = fit(Laplace("last_layer", "full", tune="marglik"), key, model, X, y)
-    >>> # from ppl_dgp.predictive import predict_proba
-    >>> # p1 = predict_proba(model, post, X_test)      # probit GLM predictive, [N]
+    >>> import functools, jax, numpy as np
+    >>> from ppl_dgp.infer import fit
+    >>> from ppl_dgp.models import bnn
+    >>> from ppl_dgp.predictive import predict_proba
+    >>> X = np.linspace(-2.0, 2.0, 20)[:, None]; y = (X[:, 0] > 0).astype(np.int32)
+    >>> model = functools.partial(bnn.mlp_binary, hidden=(8,))
+    >>> method = Laplace("last_layer", "full", tune="marglik", num_steps=300)
+    >>> post = fit(method, jax.random.key(0), model, X, y)
+    >>> post.approx.layout.names
+    ('layer1.W', 'layer1.b')
+    >>> p1 = predict_proba(model, post, np.array([[-2.0], [2.0]]))  # probit GLM predictive
+    >>> bool(p1[0] < 0.5 < p1[1])
+    True
 
 References:
     Daxberger et al. (2021), "Laplace Redux -- Effortless Bayesian Deep Learning", NeurIPS.

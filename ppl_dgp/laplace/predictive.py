@@ -13,9 +13,15 @@ Compiled once per (model object, static configuration); the precision structure 
 argument (a pytree: its type is part of the compiled signature, not a string in the spec).
 
 Example:
-    >>> # post = fit(Laplace("last_layer"), key, model, X, y)
-    >>> # p1 = predict_proba(model, post, X_test)              # [N]
-    >>> # p1_nuts = predict_proba(model, post_nuts, X_test)    # same call, NUTS draws
+    >>> import functools, jax, numpy as np
+    >>> from ppl_dgp.infer import Laplace, fit
+    >>> from ppl_dgp.models import bnn
+    >>> X = np.linspace(-2.0, 2.0, 20)[:, None]; y = np.sin(2.0 * X[:, 0])
+    >>> model = functools.partial(bnn.mlp_regression, hidden=(8,), noise_scale=0.1)
+    >>> post = fit(Laplace("last_layer", num_steps=300), jax.random.key(0), model, X, y)
+    >>> mean, f_var, y_var = predict_regression(model, post, np.zeros((3, 1)))
+    >>> mean.shape, bool(np.all(y_var > f_var))   # y_var = f_var + sigma^2
+    ((3,), True)
 
 References:
     Immer, Korzepa & Bauer (2021), "Improving predictions of Bayesian neural nets via local

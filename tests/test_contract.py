@@ -1,0 +1,119 @@
+"""The contract, over the registries: every zoo model under every method it declares.
+
+For each ``(model, method)`` pair of :data:`ppl_dgp.models.MODELS` x
+:data:`ppl_dgp.infer.METHODS`, built at the smoke sizes both registries declare, the fit
+returns a Posterior whose draws are the model's global latent sites shaped
+``(chain, draw, ...)``, whose approximation has the type the method promises, whose
+predictives (the ones the model declares) are finite and well formed, and which survives
+save -> load -> predict bit for bit. A model or method added to a registry is in this matrix
+with no edit here.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from ppl_dgp.infer import METHODS, fit, inspect_model, make_method
+from ppl_dgp.infer.svi import GuideApprox, InducingApprox
+from ppl_dgp.laplace import LaplaceApprox
+from ppl_dgp.models import MODELS
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.predictive import predict, predict_proba
+
+# Smoke sizes stop MAPs short of convergence, which they say (the warnings are tested in
+# test_inference and test_laplace): a Laplace Hessian there may need its repair.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning"),
+    pytest.mark.filterwarnings("ignore::ppl_dgp.laplace.fit.NotPositiveDefiniteWarning"),
+]
+
+N = 12
+#: Settings the contract needs beyond the smoke presets: the minibatch paths on the SVGP.
+MINIBATCH = {("svgp", "svi"): {"batch_size": 6}, ("svgp", "sghmc"): {"batch_size": 6}}
+#: The per-draw statistics each method records (none: an optimiser's trace is not per draw).
+STATS = {
+    "nuts": {"diverging", "accept_prob", "step_size", "num_steps", "energy", "tree_depth"},
+    "hmc": {"diverging", "accept_prob", "step_size", "num_steps", "energy"},
+    "sghmc": {"log_density"},
+}
+PAIRS = [(m, k) for m, entry in MODELS.items() for k in entry.methods]
+
+
+def _data(task: str) -> tuple[np.ndarray, np.ndarray]:
+    X = np.linspace(-2.0, 2.0, N)[:, None]
+    if task == "classification":
+        return X, (X[:, 0] > 0).astype(np.int32)
+    return X, np.sin(2.0 * X[:, 0]) + 0.1 * np.random.default_rng(0).normal(size=N)
+
+
+def _approx_type(model_name: str, method_name: str) -> type | None:
+    if method_name == "svi":
+        gp = MODELS[model_name].output_site is None  # GP programs record no network output
+        return InducingApprox if gp else GuideApprox
+    return LaplaceApprox if method_name == "laplace" else None
+
+
+def test_every_registered_method_is_in_the_matrix():
+    assert {k for _, k in PAIRS} == set(METHODS)
+    assert {m for m, _ in PAIRS} == set(MODELS)
+
+
+@pytest.mark.parametrize(("model_name", "method_name"), PAIRS, ids=[f"{m}-{k}" for m, k in PAIRS])
+def test_contract(model_name, method_name, tmp_path):
+    entry = MODELS[model_name]
+    X, y = _data(entry.task)
+    model = entry.make(X, smoke=True)
+    settings = {**entry.method_overrides.get(method_name, {}),
+                **MINIBATCH.get((model_name, method_name), {})}  # fmt: skip
+    method = make_method(method_name, preset="smoke", **settings)
+    post = fit(method, jax.random.key(0), model, X, y)
+
+    sites = inspect_model(jax.random.key(1), model, X, y)
+    assert set(post.draws) == set(sites.global_latent)  # no per-datum latents kept
+    C, D = post.num_chains, post.num_draws
+    for name, v in post.draws.items():
+        assert v.shape[:2] == (C, D), name
+        assert np.all(np.isfinite(v)), name
+    assert set(post.sample_stats) == STATS.get(method_name, set())
+    for name, v in post.sample_stats.items():
+        assert v.shape[:2] == (C, D), name
+    assert set(post.params) == set(sites.params)
+    assert post.name == method_name and post.method == method
+    expected = _approx_type(model_name, method_name)
+    assert type(post.approx) is expected if expected else post.approx is None
+    assert post.timings["compile_seconds"] > 0 and post.timings["run_seconds"] > 0
+    first = next(iter(post.draws.values())).reshape(C, D, -1)[..., 0]
+    if post.sample_stats:  # a sampler moves (a stuck one repeats its initial point)
+        assert np.unique(first[0]).size > 5
+    if method_name == "ensemble":  # members start apart and end apart
+        assert np.unique(first).size == D
+
+    X_new = np.linspace(-3.0, 3.0, 7)[:, None]
+    key = jax.random.key(2)
+    outputs = {}
+    if "mixture" in entry.predictives:
+        pred = predict(key, model, post, X_new, num_samples=10)
+        S = 10 if isinstance(post.approx, InducingApprox) else min(10, C * D)
+        assert pred.means.shape == pred.variances.shape == (S, 7)
+        assert np.all(np.isfinite(pred.means)) and np.all(pred.variances > pred.f_variances)
+        outputs["mixture"] = (pred.means, pred.variances)
+    else:
+        with pytest.raises(NotImplementedError, match="use ppl_dgp.predictive.predict_proba"):
+            predict(key, model, post, X_new)
+    if "proba" in entry.predictives:
+        p = np.asarray(predict_proba(model, post, X_new, num_samples=10))
+        assert p.shape == (7,) and np.all((p >= 0) & (p <= 1))
+        outputs["proba"] = (p,)
+
+    post.save(tmp_path / "post")
+    loaded = Posterior.load(tmp_path / "post")
+    assert loaded == post
+    if "mixture" in outputs:
+        again = predict(key, model, loaded, X_new, num_samples=10)
+        np.testing.assert_array_equal(again.means, outputs["mixture"][0])
+        np.testing.assert_array_equal(again.variances, outputs["mixture"][1])
+    if "proba" in outputs:
+        again = predict_proba(model, loaded, X_new, num_samples=10)
+        np.testing.assert_array_equal(np.asarray(again), outputs["proba"][0])

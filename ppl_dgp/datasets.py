@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 
 __all__ = [
+    "load_regression",
     "BENCH_NAMES",
     "Standardizer",
     "load_bench",
@@ -252,3 +254,62 @@ def _parse(cell: str, column: str, path: str | PathLike[str], lineno: int) -> fl
     if math.isinf(value):
         raise ValueError(f"{path}, line {lineno}: infinite value {text!r} in column {column!r}")
     return value
+
+
+def load_regression(
+    data: str,
+    *,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """A regression data set split into training and test parts, in original units.
+
+    ``data`` is ``"motorcycle"``, a regression workload of :func:`~ppl_dgp.datasets.load_bench`
+    (its own split) or the path of a CSV file (``target`` and optional ``features`` name the
+    columns; :func:`~ppl_dgp.datasets.load_csv` checks them). Other data are split at random
+    with ``test_fraction`` held out (a seeded permutation).
+
+    Returns:
+        ``(X_train, y_train, X_test, y_test, description)``.
+
+    Example:
+        >>> X_tr, y_tr, X_te, y_te, what = load_regression("motorcycle", test_fraction=0.25)
+        >>> X_tr.shape, X_te.shape, what
+        ((70, 1), (24, 1), '`motorcycle` (Silverman 1985)')
+    """
+    if data in BENCH_NAMES:
+        if data == "moons":
+            raise ValueError(
+                "load_regression: 'moons' is a classification set; choose a regression one"
+            )
+        d = load_bench(data)
+        return (d["X_train"], d["Y_train"][:, 0], d["X_test"], d["Y_test"][:, 0],
+                f"`{data}` (bundled benchmark split)")  # fmt: skip
+    if data == "motorcycle":
+        X, y = load_motorcycle()
+        what = "`motorcycle` (Silverman 1985)"
+    else:
+        if not Path(data).is_file():
+            raise ValueError(
+                f"load_regression: --data {data!r} is neither a bundled data set (motorcycle, "
+                f"{', '.join(n for n in BENCH_NAMES if n != 'moons')}) nor an existing CSV file"
+            )
+        if target is None:
+            raise ValueError("load_regression: a CSV needs --target (the column to predict)")
+        X, y = load_csv(data, target, features)
+        what = f"`{data}` (target `{target}`)"
+    if not 0 < test_fraction < 1:
+        raise ValueError(
+            f"load_regression: test_fraction must be in (0, 1); received {test_fraction}"
+        )
+    n_test = max(1, int(round(test_fraction * len(y))))
+    if len(y) - n_test < 2:
+        raise ValueError(f"load_regression: {len(y)} rows are too few to split into train and test")
+    perm = np.random.default_rng(seed).permutation(len(y))
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return X[tr], y[tr], X[te], y[te], what
+
+
+# -- the run -----------------------------------------------------------------------------------

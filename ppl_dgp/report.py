@@ -36,13 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl_dgp import agreement, calibration, diagnostics
-from ppl_dgp.datasets import BENCH_NAMES, Standardizer, load_bench, load_csv, load_motorcycle
+from ppl_dgp.datasets import Standardizer, load_regression
 from ppl_dgp.infer import METHODS, fit, make_method
 from ppl_dgp.infer.core import progress_enabled
 from ppl_dgp.models import MODELS
 from ppl_dgp.predictive import predict
 
-__all__ = ["DEFAULT_METHODS", "load_data", "regression_models", "run_compare"]
+__all__ = ["DEFAULT_METHODS", "regression_models", "run_compare"]
 
 #: The default ``--methods``.
 DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace")
@@ -57,53 +57,6 @@ MIN_PLOT_DRAWS = 5
 def regression_models() -> list[str]:
     """Zoo models the report can compare (a Gaussian likelihood and the mixture predictive)."""
     return [k for k, m in MODELS.items() if m.task == "regression" and "mixture" in m.predictives]
-
-
-def load_data(
-    data: str,
-    *,
-    target: str | None = None,
-    features: Sequence[str] | None = None,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """``(X_train, y_train, X_test, y_test, description)`` in original units.
-
-    ``data`` is ``"motorcycle"``, a regression workload of :func:`~ppl_dgp.datasets.load_bench`
-    (its own split) or the path of a CSV file (``target`` and optional ``features`` name the
-    columns; :func:`~ppl_dgp.datasets.load_csv` checks them). Other data are split at random
-    with ``test_fraction`` held out.
-    """
-    if data in BENCH_NAMES:
-        if data == "moons":
-            raise ValueError("compare: 'moons' is a classification set; choose a regression one")
-        d = load_bench(data)
-        return (d["X_train"], d["Y_train"][:, 0], d["X_test"], d["Y_test"][:, 0],
-                f"`{data}` (bundled benchmark split)")  # fmt: skip
-    if data == "motorcycle":
-        X, y = load_motorcycle()
-        what = "`motorcycle` (Silverman 1985)"
-    else:
-        if not Path(data).is_file():
-            raise ValueError(
-                f"compare: --data {data!r} is neither a bundled data set (motorcycle, "
-                f"{', '.join(n for n in BENCH_NAMES if n != 'moons')}) nor an existing CSV file"
-            )
-        if target is None:
-            raise ValueError("compare: a CSV needs --target (the column to predict)")
-        X, y = load_csv(data, target, features)
-        what = f"`{data}` (target `{target}`)"
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"compare: test_fraction must be in (0, 1); received {test_fraction}")
-    n_test = max(1, int(round(test_fraction * len(y))))
-    if len(y) - n_test < 2:
-        raise ValueError(f"compare: {len(y)} rows are too few to split into train and test")
-    perm = np.random.default_rng(seed).permutation(len(y))
-    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    return X[tr], y[tr], X[te], y[te], what
-
-
-# -- the run -----------------------------------------------------------------------------------
 
 
 def _progress(iterable: Any, desc: str) -> Any:
@@ -155,7 +108,7 @@ def run_compare(
     }  # fmt: skip
     if not configs:
         raise ValueError("compare: no methods given")
-    X_tr, y_tr, X_te, y_te, what = load_data(
+    X_tr, y_tr, X_te, y_te, what = load_regression(
         data, target=target, features=features, test_fraction=test_fraction, seed=seed
     )
     sx, sy = Standardizer.fit(X_tr), Standardizer.fit(y_tr)

@@ -7,6 +7,7 @@ import pytest
 
 from ppl_dgp import diagnostics, report
 from ppl_dgp.cli import main
+from ppl_dgp.datasets import load_regression
 
 
 def test_method_registry_resolves_configs_and_rejects_unknown_names():
@@ -41,12 +42,12 @@ def _csv(path, n=30, bad=None):
 
 
 def test_load_data_splits_a_csv_by_column_names(tmp_path):
-    X_tr, y_tr, X_te, y_te, _ = report.load_data(
+    X_tr, y_tr, X_te, y_te, _ = load_regression(
         str(_csv(tmp_path / "d.csv")), target="target", features=["x"], test_fraction=0.2
     )
     assert X_tr.shape == (24, 1) and X_te.shape == (6, 1) and y_te.shape == (6,)
     assert len(np.intersect1d(X_tr[:, 0], X_te[:, 0])) == 0
-    X_tr, *_ = report.load_data(str(tmp_path / "d.csv"), target="target")
+    X_tr, *_ = load_regression(str(tmp_path / "d.csv"), target="target")
     assert X_tr.shape[1] == 2  # every other column
 
 

@@ -161,14 +161,15 @@ def test_fitter_refit_equals_a_fresh_fit_and_reuses_the_compiled_core(structure)
     assert post == fit(method, jax.random.key(0), model, X, y)
     sizes = laplace.compiled_sizes()
     assert sizes["ggn_core"] == 1 and sizes["map"] == 1 and sizes["draws"] == 1
-    # num_steps reaches only the MAP loop, num_samples only the draws
+    # num_steps reaches only the MAP loop (as data), num_samples only the draws
     laplace.fit(Laplace("all", structure, num_steps=60, num_samples=5, tune="marglik",
                         tune_steps=20), jax.random.key(1), X, y)  # fmt: skip
     laplace.fit(Laplace("all", structure, num_steps=60, num_samples=9, tune="marglik",
                         tune_steps=20), jax.random.key(2), X[::-1], y[::-1])  # fmt: skip
     after = laplace.compiled_sizes()
     assert after["ggn_core"] == 1, after
-    assert after["map"] == 2 and after["draws"] == 2, after
+    # the MAP runs in the shared loop driver: one compile for any num_steps and learning rate
+    assert after["map"] == 1 and after["draws"] == 2, after
     # a field the core reads does recompile it
     laplace.fit(Laplace("all", structure, num_steps=60, num_samples=9, tune="marglik",
                         tune_steps=21), jax.random.key(2), X, y)  # fmt: skip

@@ -48,7 +48,14 @@ from ppl_dgp.infer.core import (
 from ppl_dgp.infer.loop import run_loop
 from ppl_dgp.posterior import Posterior
 
-__all__ = ["MAP", "MapNotConvergedWarning", "map_estimate"]
+__all__ = [
+    "MAP",
+    "MapNotConvergedWarning",
+    "map_estimate",
+    "map_init",
+    "map_optimizer",
+    "map_step",
+]
 
 _OPTIMIZERS = ("adam", "lbfgs")
 
@@ -68,6 +75,64 @@ def _check_map_fields(owner: str, cfg: Any) -> None:
         raise ValueError(
             f"{owner}.local_latents must be 'fixed' or 'map'; received {cfg.local_latents!r}"
         )
+
+
+def map_optimizer(optimizer: str) -> optax.GradientTransformation:
+    """Adam with its learning rate in the state (``optax.inject_hyperparams``: a compiled loop
+    serves every learning rate), or ``optax.lbfgs`` (zoom line search, full batch)."""
+    if optimizer == "adam":
+        return optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)
+    if optimizer == "lbfgs":
+        return optax.lbfgs()
+    raise ValueError(f"map_optimizer: optimizer must be one of {_OPTIMIZERS}; got {optimizer!r}")
+
+
+def map_init(
+    opt: optax.GradientTransformation, free: dict, learning_rate: float,
+    members: int | None = None,
+) -> tuple:  # fmt: skip
+    """The loop state ``(z, optimizer state)`` at ``free`` (``[K, ...]`` leaves for members)."""
+    init = opt.init if members is None else jax.vmap(opt.init)
+    state = init(free)
+    if hasattr(state, "hyperparams"):  # injected: the learning rate is data, not a constant
+        lr = jnp.asarray(learning_rate, dtype=state.hyperparams["learning_rate"].dtype)
+        shape = () if members is None else (members,)
+        state.hyperparams["learning_rate"] = jnp.broadcast_to(lr, shape)
+    return free, state
+
+
+def map_step(
+    loss_fn: Callable[..., Array], opt: optax.GradientTransformation,
+    members: int | None = None,
+) -> Callable[..., tuple]:  # fmt: skip
+    """``step(state, key, fixed, *data) -> (state, loss, None)`` for the loop driver.
+
+    ``loss_fn(z, fixed, *data)`` is the per-datum potential of the free sites ``z`` with the
+    held sites ``fixed``; with ``members`` the step is vectorised over a leading ``K`` axis of
+    ``z``, the optimizer state and ``fixed`` (``data`` is shared).
+    """
+    lbfgs = not hasattr(opt.init({"_": jnp.zeros(())}), "hyperparams")
+
+    def one_step(z: dict, opt_state: Any, fixed: dict, *data: Any) -> tuple:
+        fn = lambda v: loss_fn(v, fixed, *data)
+        if lbfgs:
+            loss, g = optax.value_and_grad_from_state(fn)(z, state=opt_state)
+            updates, opt_state = opt.update(g, opt_state, z, value=loss, grad=g, value_fn=fn)
+        else:
+            loss, g = jax.value_and_grad(fn)(z)
+            updates, opt_state = opt.update(g, opt_state, z)
+        return optax.apply_updates(z, updates), opt_state, loss
+
+    def step(state: tuple, key: Array, fixed: dict, *data: Any) -> tuple:
+        del key
+        if members is None:
+            z, s, loss = one_step(*state, fixed, *data)
+        else:
+            axes = (0, 0, 0) + (None,) * len(data)
+            z, s, loss = jax.vmap(one_step, in_axes=axes)(*state, fixed, *data)
+        return (z, s), loss, None
+
+    return step
 
 
 def map_estimate(
@@ -107,7 +172,7 @@ def map_estimate(
         initial values) and the loss per step ``[num_steps]`` (``[num_steps, K]``).
 
     Raises:
-        ValueError: the MAP is not finite.
+        NonFiniteLossError: the loss became NaN or inf (the error keeps the last finite state).
     """
     z0 = info.param_info.z if z0 is None else z0
     held = set(sites.local_latent) if local_latents == "fixed" else set()
@@ -118,39 +183,11 @@ def map_estimate(
     def loss_fn(z: dict, fixed: dict) -> Array:
         return scale * info.potential_fn({**fixed, **z})
 
-    opt = optax.adam(learning_rate) if optimizer == "adam" else optax.lbfgs()
-
-    def one_step(z: dict, opt_state: Any, fixed: dict) -> tuple:
-        if optimizer == "adam":
-            loss, g = jax.value_and_grad(loss_fn)(z, fixed)
-            updates, opt_state = opt.update(g, opt_state, z)
-        else:
-            fn = lambda v: loss_fn(v, fixed)
-            loss, g = optax.value_and_grad_from_state(fn)(z, state=opt_state)
-            updates, opt_state = opt.update(g, opt_state, z, value=loss, grad=g, value_fn=fn)
-        return optax.apply_updates(z, updates), opt_state, loss
-
-    if members is None:
-        init = (free, opt.init(free))
-
-        def step(state: tuple, key: Array, fixed: dict) -> tuple:
-            z, s, loss = one_step(*state, fixed)
-            return (z, s), loss, None
-    else:
-        init = (free, jax.vmap(opt.init)(free))
-
-        def step(state: tuple, key: Array, fixed: dict) -> tuple:
-            z, s, loss = jax.vmap(one_step)(*state, fixed)
-            return (z, s), loss, None
-
+    opt = map_optimizer(optimizer)
+    step = map_step(loss_fn, opt, members)
+    init = map_init(opt, free, learning_rate, members)
     res = run_loop(step, init, num_steps, rng_key, args=(fixed,), desc=owner, owner=owner)
     z = {**fixed, **res.state[0]}
-    bad = [k for k, v in z.items() if not np.all(np.isfinite(np.asarray(v)))]
-    if bad:
-        raise ValueError(
-            f"{owner}: the MAP is not finite at sites {bad} after num_steps={num_steps} "
-            f"(learning_rate={learning_rate}); try a smaller learning_rate or check the priors"
-        )
     _warn_if_unconverged(res.losses, owner)
     return z, res.losses
 

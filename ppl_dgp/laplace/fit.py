@@ -3,10 +3,11 @@
 ``fit(Laplace(...), key, model, X, y)``:
 
 1. **MAP** of the model's joint density over its latent sites in unconstrained space (the
-   shared ``potential_fn`` from :func:`~ppl_dgp.infer.core.initialize`), by Adam in one jitted
-   ``lax.scan`` loop on ``potential / N``. Per-datum latents (a DGP's inner-layer ``eps``)
-   are held at ``eps = 0`` by default (``local_latents="fixed"``; their joint MAP is
-   degenerate) or optimised too (``"map"``).
+   shared ``potential_fn`` from :func:`~ppl_dgp.infer.core.initialize`), by Adam on
+   ``potential / N`` in the shared loop driver (:class:`~ppl_dgp.infer.loop.Loop`: compiled
+   chunks, a progress bar, a non-finite loss stops with a clear error). Per-datum latents
+   (a DGP's inner-layer ``eps``) are held at ``eps = 0`` by default
+   (``local_latents="fixed"``; their joint MAP is degenerate) or optimised too (``"map"``).
 2. **Curvature** over a subset ``theta`` of the global latent sites (``subset_of_weights``:
    ``"all"``, ``"last_layer"`` or a tuple of site names); every other latent site is held at
    its MAP value (the Gaussian is the conditional
@@ -73,6 +74,8 @@ from jax import Array
 from numpyro.distributions.transforms import biject_to
 
 from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
+from ppl_dgp.infer.loop import Loop, NonFiniteLossError
+from ppl_dgp.infer.map import map_init, map_optimizer, map_step
 from ppl_dgp.laplace import traced as T
 from ppl_dgp.laplace.approx import LaplaceApprox, Layout
 from ppl_dgp.laplace.curvature import hessian_curvature
@@ -240,7 +243,11 @@ class LaplaceFitter:
         kw = dict(model_kwargs)
         self._structures: dict[tuple, tuple] = {}  # {data shapes: (model trace, sites)}
         self._init = jax.jit(functools.partial(T._init_point, model, kw), static_argnums=0)
-        self._map = jax.jit(functools.partial(T._map_loop, model, kw), static_argnums=(0, 1))
+        # the MAP in the shared loop driver (progress bar, non-finite fallback), Adam with its
+        # learning rate in the state: one compile serves every num_steps and learning_rate
+        self._opt = map_optimizer("adam")
+        self._map = Loop(map_step(functools.partial(T._map_loss, model, kw), self._opt),
+                         desc="Laplace MAP", owner="Laplace")  # fmt: skip
         self._core = jax.jit(functools.partial(T._ggn_core, model, kw), static_argnums=0)
         # a partial per fitter: jax.jit's cache is keyed on the function object
         self._draws = jax.jit(functools.partial(T._draws), static_argnums=3)
@@ -258,7 +265,7 @@ class LaplaceFitter:
         """How many compilations each piece holds (``jax.jit``'s cache sizes)."""
         pieces = {
             "init": self._init,
-            "map": self._map,
+            "map": self._map._compiled,
             "ggn_core": self._core,
             "draws": self._draws,
             "hessian": self._hessian,
@@ -282,6 +289,7 @@ def _fit_laplace(
     method: Laplace, fitter: LaplaceFitter, rng_key: Array, X: Array, y: Array
 ) -> Posterior:
     key_init, key_draws = jax.random.split(rng_key)
+    key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps; the loop splits it
     with timed() as timer:
         mtr, sites = fitter._structure(key_init, X, y)
         latent = tuple(sites.global_latent) + tuple(sites.local_latent)
@@ -292,19 +300,20 @@ def _fit_laplace(
         fixed = {k: z0[k] for k in local} if local and method.local_latents == "fixed" else {}
         if method.num_steps:
             free = {k: v for k, v in z0.items() if k not in fixed}
-            z_free, losses = fitter._map(method.num_steps, method.learning_rate, free, fixed, X, y)
-            z_map = {**fixed, **z_free}
+            state = map_init(fitter._opt, free, method.learning_rate)
+            try:
+                res = fitter._map.run(state, method.num_steps, key_map, args=(fixed, X, y))
+            except NonFiniteLossError as err:
+                raise ValueError(
+                    f"Laplace: the MAP is not finite (the loss became non-finite at step "
+                    f"{err.step}) after num_steps={method.num_steps} with learning_rate="
+                    f"{method.learning_rate}; try a smaller learning_rate or check the data and "
+                    "priors"
+                ) from err
+            z_map, losses = {**fixed, **res.state[0]}, res.losses
         else:  # a warm start: the initial point is the MAP
             z_map, losses = z0, np.zeros(0)
-        z_map, losses = jax.device_get((z_map, losses))
-        bad = [k for k, v in z_map.items() if not np.all(np.isfinite(v))]
-        last = float(losses[-1]) if method.num_steps else 0.0
-        if bad or not np.isfinite(last):
-            raise ValueError(
-                f"Laplace: the MAP is not finite (sites {bad}, loss {last}) "
-                f"after num_steps={method.num_steps} with learning_rate={method.learning_rate}; "
-                "try a smaller learning_rate or check the data and priors"
-            )
+        z_map = jax.device_get(z_map)
         timer.mark("map")
         layers_all = _dense_layers(mtr)
         curvature = method.curvature

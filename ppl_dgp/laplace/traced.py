@@ -7,7 +7,7 @@ curvature core, ``num_samples`` reaches only the draws):
 
 - :func:`_init_point`: the initial point in unconstrained space, as
   :func:`~ppl_dgp.infer.initialize` finds it (:data:`~ppl_dgp.guides.init_to_model_init`);
-- :func:`_map_loop`: Adam on ``potential / N`` in one ``lax.scan``;
+- :func:`_map_loss`: ``potential / N``, what the MAP (the shared loop driver) minimises;
 - :func:`_ggn_core`: the GGN / EF curvature in its structure, the evidence tuning and the
   posterior precision;
 - :func:`_draws`: ``theta_MAP + P^-1/2 eps``;
@@ -26,7 +26,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import Array
 from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import block, seed, substitute, trace
@@ -56,23 +55,9 @@ def _init_point(model: Callable, kw: dict, latent: tuple[str, ...], key: Array, 
     return z, params, _potential(model, {**kw}, z, X, y)
 
 
-def _map_loop(model: Callable, kw: dict, num_steps: int, learning_rate: float, z: dict,
-              fixed: dict, X: Array, y: Array) -> tuple[dict, Array]:  # fmt: skip
-    """Adam on ``U({**fixed, **z}) / N`` over ``z``; ``(z, losses [num_steps])``."""
-    opt = optax.adam(learning_rate)
-    scale = 1.0 / X.shape[0]
-
-    def loss_of(v: dict) -> Array:
-        return scale * _potential(model, kw, {**fixed, **v}, X, y)
-
-    def step(carry: tuple, _: None) -> tuple:
-        z, state = carry
-        loss, g = jax.value_and_grad(loss_of)(z)
-        updates, state = opt.update(g, state, z)
-        return (optax.apply_updates(z, updates), state), loss
-
-    (z, _), losses = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
-    return z, losses
+def _map_loss(model: Callable, kw: dict, z: dict, fixed: dict, X: Array, y: Array) -> Array:
+    """``U({**fixed, **z}) / N``, the MAP's loss per datum (the shared loop driver runs it)."""
+    return _potential(model, kw, {**fixed, **z}, X, y) / X.shape[0]
 
 
 def _hessian(model: Callable, kw: dict, layout: _Layout, theta: Array, z: dict, X: Array,

@@ -145,14 +145,14 @@ def _decode(node: Any, arrays: Any) -> Any:
 
 
 def _construct(cls: type, fields: dict[str, Any]) -> Any:
-    """``cls(**fields)`` without re-running validation that an Opaque value would fail."""
-    try:
+    """``cls(**fields)``, validated; only a value stored by description (an :class:`Opaque`
+    user guide or optimizer, which validation cannot check) skips the validation."""
+    if not any(isinstance(v, Opaque) for v in fields.values()):
         return cls(**fields)
-    except (TypeError, ValueError):
-        obj = object.__new__(cls)
-        for k, v in fields.items():
-            object.__setattr__(obj, k, v)
-        return obj
+    obj = object.__new__(cls)
+    for k, v in fields.items():
+        object.__setattr__(obj, k, v)
+    return obj
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:

@@ -117,6 +117,12 @@ def test_posterior_rejects_inconsistent_draws(tmp_path):
     sidecar.write_text(json.dumps({"format": "other/9"}))
     with pytest.raises(ValueError, match="unknown format"):
         Posterior.load(tmp_path / "run")
+    # a stored configuration is validated on load: a tampered file is an error, not a silently
+    # invalid method
+    post.save(tmp_path / "run")
+    sidecar.write_text(sidecar.read_text().replace('"num_chains": 2', '"num_chains": -2'))
+    with pytest.raises(ValueError, match="NUTS.num_chains must be a positive int; received -2"):
+        Posterior.load(tmp_path / "run")
 
 
 # -- the contract: every method x every zoo model ---------------------------------------------

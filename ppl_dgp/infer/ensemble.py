@@ -37,7 +37,7 @@ import numpy as np
 from jax import Array
 
 from ppl_dgp.infer.core import constrain, initialize, positive_int, register_method, timed
-from ppl_dgp.infer.map import map_estimate
+from ppl_dgp.infer.map import check_map_fields, map_estimate
 from ppl_dgp.posterior import Posterior
 
 __all__ = ["DeepEnsemble"]
@@ -71,22 +71,10 @@ class DeepEnsemble:
     }
 
     def __post_init__(self) -> None:
-        positive_int("DeepEnsemble", num_members=self.num_members, num_steps=self.num_steps)
-        if not self.learning_rate > 0:
-            raise ValueError(
-                f"DeepEnsemble.learning_rate must be > 0; received {self.learning_rate}"
-            )
+        positive_int("DeepEnsemble", num_members=self.num_members)
+        check_map_fields("DeepEnsemble", self)
         if not self.init_scale >= 0:
             raise ValueError(f"DeepEnsemble.init_scale must be >= 0; received {self.init_scale}")
-        if self.optimizer not in ("adam", "lbfgs"):
-            raise ValueError(
-                f"DeepEnsemble.optimizer must be 'adam' or 'lbfgs'; received {self.optimizer!r}"
-            )
-        if self.local_latents not in ("fixed", "map"):
-            raise ValueError(
-                "DeepEnsemble.local_latents must be 'fixed' or 'map'; received "
-                f"{self.local_latents!r}"
-            )
 
     def run(
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any

@@ -51,6 +51,7 @@ from ppl_dgp.posterior import Posterior
 __all__ = [
     "MAP",
     "MapNotConvergedWarning",
+    "check_map_fields",
     "map_estimate",
     "map_init",
     "map_optimizer",
@@ -64,7 +65,8 @@ class MapNotConvergedWarning(UserWarning):
     """The MAP's loss was still falling markedly at the last steps."""
 
 
-def _check_map_fields(owner: str, cfg: Any) -> None:
+def check_map_fields(owner: str, cfg: Any) -> None:
+    """The fields every MAP-based method shares, checked with errors naming them."""
     if not isinstance(cfg.num_steps, int) or cfg.num_steps < 1:
         raise ValueError(f"{owner}.num_steps must be an int >= 1; received {cfg.num_steps!r}")
     if not cfg.learning_rate > 0:
@@ -232,7 +234,7 @@ class MAP:
     }
 
     def __post_init__(self) -> None:
-        _check_map_fields("MAP", self)
+        check_map_fields("MAP", self)
 
     def run(
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any

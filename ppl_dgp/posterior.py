@@ -24,11 +24,16 @@ On-disk format (version :data:`FORMAT`): two files side by side, no pickle.
     uncompressed NumPy archive, one array per entry (dtype and shape preserved; loaded with
     ``allow_pickle=False``);
 ``<path>.json``
-    ``{"format": "ppl_dgp.posterior/2", "posterior": tree}``; ``tree`` mirrors the Posterior:
-    dicts, lists, tuples and scalars as JSON, arrays as ``{"__array__": key}`` into the npz,
-    registered types (methods, approximations, precision structures) as
+    strict JSON (no ``NaN``), ``{"format": "ppl_dgp.posterior/3", "npz_sha256": digest,
+    "posterior": tree}``; ``digest`` is the SHA-256 of the npz file written with it, so a pair
+    that does not belong together (an interrupted save, a file replaced by hand) is refused on
+    load. ``tree`` mirrors the Posterior: dicts, lists, tuples and scalars as JSON (NumPy
+    scalars of a method's configuration and of the timings as plain numbers; a non-finite float
+    as ``{"__float__": "nan"}``), arrays as ``{"__array__": key}`` into the npz, registered
+    types (methods, approximations, precision structures) as
     ``{"__type__": name, "fields": {...}}``. A value JSON cannot hold (a user's guide function,
     an optax transformation) is stored by description, ``{"__opaque__": "<function g>"}``.
+    Files of format ``ppl_dgp.posterior/2`` (no digest) are still read.
 
 Example:
     >>> import numpy as np
@@ -48,7 +53,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +66,8 @@ import numpy as np
 __all__ = ["FORMAT", "Opaque", "Posterior", "register_type"]
 
 #: Identifier and version of the on-disk format, stored in the JSON sidecar.
-FORMAT = "ppl_dgp.posterior/2"
+FORMAT = "ppl_dgp.posterior/3"
+_READABLE = (FORMAT, "ppl_dgp.posterior/2")  # /2: the same tree, without the npz digest
 _ARRAY_GROUPS = ("draws", "sample_stats", "traces", "params")
 
 #: Types a Posterior may hold (methods, approximations, structures), by class name.
@@ -89,7 +99,17 @@ def _is_array(v: Any) -> bool:
     return isinstance(v, np.ndarray | np.generic) or type(v).__module__.startswith("jax")
 
 
+#: Top-level fields whose NumPy scalars are stored as JSON numbers (a configuration's
+#: ``np.int64(200)`` is the number 200, not an array); elsewhere a NumPy scalar keeps its dtype.
+_SCALARS_AS_NUMBERS = ("method", "timings")
+
+
 def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, np.generic) and path.split("/", 1)[0] in _SCALARS_AS_NUMBERS:
+        if isinstance(value, np.bool_ | np.integer | np.floating):
+            value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(float(value))}  # strict JSON has no NaN / Infinity
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if _is_array(value):
@@ -124,6 +144,8 @@ def _decode(node: Any, arrays: Any) -> Any:
         return node
     if "__array__" in node:
         return arrays[node["__array__"]]
+    if "__float__" in node:
+        return float(node["__float__"])
     if "__opaque__" in node:
         return Opaque(node["__opaque__"])
     if "__dict__" in node:
@@ -264,40 +286,100 @@ class Posterior:
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """Write ``<path>.npz`` and ``<path>.json`` (see the module docstring).
 
-        Both are written to temporary files first and renamed, so an interrupted save never
-        leaves a half-written pair under ``path``.
+        Both are written to temporary files in the same folder first and renamed into place,
+        the npz first and the JSON last; the JSON carries the npz's SHA-256, so an interrupted
+        save never leaves a pair that :meth:`load` accepts but that does not belong together.
+        The JSON is strict (``allow_nan=False``).
 
         Returns:
             The two paths written.
+
+        Raises:
+            TypeError: a dict with non-str keys (the format's limit).
         """
         npz, sidecar = _paths(path)
         tree, arrays = self._tree()
-        text = json.dumps({"format": FORMAT, "posterior": tree}, indent=1, allow_nan=True)
         npz.parent.mkdir(parents=True, exist_ok=True)
-        tmp_npz, tmp_json = (
-            npz.with_name(npz.name + ".tmp"),
-            sidecar.with_name(sidecar.name + ".tmp"),
-        )
-        with open(tmp_npz, "wb") as f:
-            np.savez(f, **arrays)
-        tmp_json.write_text(text + "\n")
-        tmp_npz.replace(npz)
-        tmp_json.replace(sidecar)
+        tag = f".{os.getpid()}.tmp"
+        tmp_npz, tmp_json = npz.with_name(npz.name + tag), sidecar.with_name(sidecar.name + tag)
+        try:
+            with open(tmp_npz, "wb") as f:
+                np.savez(f, **arrays)
+            meta = {"format": FORMAT, "npz_sha256": _sha256(tmp_npz), "posterior": tree}
+            tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n")
+            tmp_npz.replace(npz)
+            tmp_json.replace(sidecar)
+        finally:
+            tmp_npz.unlink(missing_ok=True)
+            tmp_json.unlink(missing_ok=True)
         return npz, sidecar
 
     @classmethod
     def load(cls, path: str | Path) -> Posterior:
-        """Read a Posterior written by :meth:`save` (``path`` with or without suffix)."""
+        """Read a Posterior written by :meth:`save` (``path`` with or without suffix).
+
+        Raises:
+            FileNotFoundError: the npz or the JSON is missing (both paths named).
+            ValueError: a file is truncated, not JSON or not an npz, of an unknown format, the
+                pair does not belong together (the npz's digest differs from the JSON's), a
+                field or array is missing, or a stored configuration fails its checks; the
+                message names the file.
+        """
         npz, sidecar = _paths(path)
-        meta = json.loads(sidecar.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(
-                f"{sidecar}: unknown format {meta.get('format')!r}; expected {FORMAT!r}"
+        missing = [str(p) for p in (npz, sidecar) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"Posterior.load: {' and '.join(missing)} not found (a saved Posterior is the "
+                f"pair {npz.name} + {sidecar.name})"
             )
-        with np.load(npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        fields = {k: _decode(v, arrays) for k, v in meta["posterior"].items()}
-        return cls(**fields)
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"Posterior.load: {sidecar} is not valid JSON (truncated or edited?): {err}"
+            ) from None
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if fmt not in _READABLE:
+            raise ValueError(f"{sidecar}: unknown format {fmt!r}; expected {FORMAT!r}")
+        digest = meta.get("npz_sha256")
+        if fmt == FORMAT and digest != _sha256(npz):
+            raise ValueError(
+                f"Posterior.load: {npz} does not belong to {sidecar} (its SHA-256 differs from "
+                "the one recorded at saving: an interrupted save, or a file replaced or edited)"
+            )
+        try:
+            with open(npz, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+            raise ValueError(
+                f"Posterior.load: {npz} is not a readable npz archive (truncated?): {err}"
+            ) from None
+        tree = meta.get("posterior")
+        names = [f.name for f in dataclasses.fields(cls)]
+        absent = [n for n in names if not isinstance(tree, dict) or n not in tree]
+        if absent:
+            raise ValueError(
+                f"Posterior.load: {sidecar} has no entry for {absent} (every field is stored; "
+                "an entry left out would change how the posterior predicts)"
+            )
+        try:
+            fields = {k: _decode(tree[k], arrays) for k in names}
+            return cls(**fields)
+        except KeyError as err:
+            raise ValueError(
+                f"Posterior.load: {sidecar} and {npz} do not agree: no entry {err.args[0]!r} "
+                "(a tampered or mismatched file)"
+            ) from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Posterior.load: {sidecar}: {err}") from err
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def approx_type(cls: type | None = None, *, static: tuple[str, ...] = ()) -> Any:

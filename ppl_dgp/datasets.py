@@ -172,12 +172,33 @@ class Standardizer:
         return cls(mean=mean, std=std)
 
     def transform(self, a: np.ndarray) -> np.ndarray:
-        """Map data to standardised units: ``(a - mean) / std``, same shape as ``a``."""
-        return (np.asarray(a, dtype=np.float64) - self.mean) / self.std
+        """Map data to standardised units: ``(a - mean) / std``, same shape as ``a``.
+
+        Raises:
+            ValueError: the standardizer was fitted on ``[N, D]`` and ``a`` has not ``D``
+                columns (NumPy would broadcast one column to ``D`` silently).
+        """
+        a = self._checked(a, "transform")
+        return (a - self.mean) / self.std
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        """Map standardised values back to original units: ``z * std + mean``."""
-        return np.asarray(z, dtype=np.float64) * self.std + self.mean
+        """Map standardised values back to original units: ``z * std + mean``.
+
+        Raises:
+            ValueError: as :meth:`transform`.
+        """
+        z = self._checked(z, "inverse_transform")
+        return z * self.std + self.mean
+
+    def _checked(self, a: np.ndarray, owner: str) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        D = np.shape(self.mean)
+        if D and np.shape(a)[-1:] != D:
+            raise ValueError(
+                f"Standardizer.{owner}: fitted on {D[0]} columns, so the input must be "
+                f"[N, {D[0]}]; received shape {np.shape(a)}"
+            )
+        return a
 
 
 def load_csv(
@@ -197,9 +218,9 @@ def load_csv(
         ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N]``.
 
     Raises:
-        ValueError: If the file has no header or no data rows, if a named column is missing,
-            or if a cell is empty, non-numeric, NaN or infinite; the message names the column
-            and the line number.
+        ValueError: If the file has no header or no data rows, if two columns share a name,
+            if a named column is missing, or if a cell is empty, non-numeric, NaN or infinite;
+            the message names the column and the line number.
     """
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
@@ -207,6 +228,12 @@ def load_csv(
         if header is None:
             raise ValueError(f"{path}: empty file, expected a header row")
         header = [h.strip() for h in header]
+        dup = sorted({h for h in header if header.count(h) > 1})
+        if dup:
+            raise ValueError(
+                f"{path}: duplicate column name(s) {', '.join(map(repr, dup))} in the header; "
+                "every column needs its own name"
+            )
         if features is None:
             features = [h for h in header if h != target]
         features = list(features)

@@ -112,7 +112,9 @@ class Laplace:
             (a warm start from known weights).
         learning_rate: Adam's learning rate on ``potential / N``.
         num_samples: draws of the Gaussian stored in the Posterior.
-        tune: ``"none"``, ``"marglik"``, ``"fixed_point"`` or ``"grid"``.
+        tune: ``"none"``, ``"marglik"``, ``"fixed_point"`` or ``"grid"``; anything but
+            ``"none"`` needs curvature ``"ggn"``/``"ef"`` (``fit`` refuses it, before the MAP,
+            when ``"auto"`` resolves to the Hessian: a GP program records no output site).
         prior_structure: tuned prior precision: ``"scalar"`` or one per ``"layer"``.
         tune_noise: also tune a Gaussian likelihood's noise scale (``marglik``/``fixed_point``).
         tune_steps: Adam steps (``marglik``) or iterations (``fixed_point``).
@@ -292,6 +294,7 @@ def _fit_laplace(
     key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps; the loop splits it
     with timed() as timer:
         mtr, sites = fitter._structure(key_init, X, y)
+        curvature = _resolve_curvature(method, mtr)  # before the MAP: a refusal costs nothing
         latent = tuple(sites.global_latent) + tuple(sites.local_latent)
         z0, params, pe0 = fitter._init(latent, key_init, X, y)
         if not np.isfinite(float(pe0)):  # initialize names the offending sites
@@ -316,16 +319,6 @@ def _fit_laplace(
         z_map = jax.device_get(z_map)
         timer.mark("map")
         layers_all = _dense_layers(mtr)
-        curvature = method.curvature
-        if curvature == "auto":
-            has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
-            curvature = "ggn" if has_f else "hessian"
-        if curvature != "hessian" and method.output_site not in mtr:
-            raise ValueError(
-                f"Laplace(curvature={curvature!r}) needs the network output recorded as the "
-                f"deterministic site output_site={method.output_site!r}; the model has "
-                f"{sorted(k for k, s in mtr.items() if s['type'] == 'deterministic')}"
-            )
         names = _select_subset(method, curvature, sites, layers_all)
         layout = _Layout(names, tuple(tuple(np.shape(z_map[n])) for n in names))
         layers = {k: v for k, v in layers_all.items() if set(v) <= set(names)}
@@ -364,6 +357,35 @@ def _fit_laplace(
         approx=approx,
         timings=timings,
     )
+
+
+def _resolve_curvature(method: Laplace, mtr: dict) -> str:
+    """The curvature ``"auto"`` stands for with this model, checked against the other settings.
+
+    Raises:
+        ValueError: a GGN/EF without the output site, or a tuned prior with the Hessian (the
+            exact Hessian holds the model's own prior: there is no prior precision to tune,
+            and a tune that did not happen must not be recorded).
+    """
+    curvature = method.curvature
+    if curvature == "auto":
+        has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
+        curvature = "ggn" if has_f else "hessian"
+        if curvature == "hessian" and method.tune != "none":
+            raise ValueError(
+                f"Laplace(tune={method.tune!r}) needs curvature 'ggn' or 'ef', but "
+                f"curvature='auto' resolves to 'hessian' for this model (it records no "
+                f"deterministic output site output_site={method.output_site!r}); the exact "
+                "Hessian holds the model's own prior, so there is no prior precision to tune: "
+                "use tune='none', or record the network output and set curvature='ggn'"
+            )
+    if curvature != "hessian" and method.output_site not in mtr:
+        raise ValueError(
+            f"Laplace(curvature={curvature!r}) needs the network output recorded as the "
+            f"deterministic site output_site={method.output_site!r}; the model has "
+            f"{sorted(k for k, s in mtr.items() if s['type'] == 'deterministic')}"
+        )
+    return curvature
 
 
 def _draws_of(

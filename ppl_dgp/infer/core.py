@@ -19,6 +19,7 @@ import functools
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,7 +41,12 @@ from numpyro.infer.util import (
 from ppl_dgp.guides import init_to_model_init
 from ppl_dgp.layers import ROLE
 from ppl_dgp.posterior import Posterior, register_type
-from ppl_dgp.validation import check_regression_data
+from ppl_dgp.validation import (
+    SCALE_LIMIT,
+    DataScaleWarning,
+    check_regression_data,
+    data_scale_issues,
+)
 
 __all__ = [
     "METHODS",
@@ -373,7 +379,34 @@ def fit(
     if METHODS.get(getattr(cls, "name", None)) is not cls:
         raise TypeError(f"fit: unknown method {method!r}; expected one of {sorted(METHODS)}")
     check_regression_data(X, y, batch_size=getattr(method, "batch_size", None))
+    _warn_data_scale(rng_key, model, X, y, model_kwargs)
     return method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
+
+
+#: ``infer[ROLE]`` tags of the layers whose priors assume standardised data.
+_UNIT_SCALE_ROLES = ("inducing", "dense")
+
+
+def _warn_data_scale(rng_key: Array, model: Callable, X: Any, y: Any, kwargs: dict) -> None:
+    """A :class:`~ppl_dgp.validation.DataScaleWarning` when the data are far from unit scale and
+    the model is built from GP or dense layers (their priors assume standardised data). The
+    data are judged on the host first; the model is traced only when they are off scale."""
+    issues = data_scale_issues(X, y)
+    if not issues:
+        return
+    with block():
+        tr = trace(seed(model, rng_key)).get_trace(X, y, **kwargs)
+    layers = sorted({s["infer"].get(ROLE) for s in tr.values() if s["type"] == "sample"}
+                    & set(_UNIT_SCALE_ROLES))  # fmt: skip
+    if layers:
+        warnings.warn(
+            f"fit: {', '.join(issues)}: far from unit scale (limit {SCALE_LIMIT:g}x), but the "
+            f"model's {' and '.join(layers)} layers put unit-scale priors on lengthscales, "
+            "variances and weights; standardise X and y with ppl_dgp.datasets.Standardizer "
+            "(and map predictions back with its inverse_transform / MixturePredictive.rescale)",
+            DataScaleWarning,
+            stacklevel=3,
+        )
 
 
 def accepts_batch_size(model: Callable) -> bool:

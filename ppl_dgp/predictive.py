@@ -51,16 +51,23 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax import Array
-from numpyro.handlers import seed, substitute, trace
+from numpyro.handlers import block, seed, substitute, trace
 
-from ppl_dgp.collapse import gaussian_output
-from ppl_dgp.infer.core import accepts_batch_size, positive_int
+from ppl_dgp.collapse import ROLE, gaussian_output
+from ppl_dgp.infer.core import ModelSites, accepts_batch_size, positive_int
 from ppl_dgp.infer.svi import InducingApprox
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import MixturePredictive, propagate_layers
 from ppl_dgp.validation import check_regression_data
 
-__all__ = ["predict", "predict_proba", "register_predict", "register_proba", "spread"]
+__all__ = [
+    "check_posterior",
+    "predict",
+    "predict_proba",
+    "register_predict",
+    "register_proba",
+    "spread",
+]
 
 _LINKS = ("probit", "mc", "bridge", "nn", "plugin")
 
@@ -78,6 +85,147 @@ def _draws(posterior: Posterior, num: int, owner: str) -> dict[str, Array]:
         raise ValueError(f"{owner}: the {posterior.name!r} posterior has no draws")
     idx = spread(next(iter(flat.values())).shape[0], num)
     return {k: jnp.asarray(v[idx]) for k, v in flat.items()}
+
+
+# -- the posterior must fit the model -----------------------------------------------------------
+
+
+def check_posterior(
+    model: Callable,
+    posterior: Posterior,
+    X_new: Array,
+    *,
+    owner: str = "predict",
+    likelihood_site: str = "y",
+    **model_kwargs: Any,
+) -> None:
+    """Check that ``posterior`` holds every global latent and param site of ``model``.
+
+    A predictive substitutes the posterior's draws and params into the model; a latent site
+    without draws would be sampled from its prior, a param without a value would take the
+    model's initial value (a 1-layer posterior predicted through a 2-layer model, a renamed
+    site, a file with an entry left out), and nothing would say so. Per-datum latent sites
+    (inside a plate, such as a DGP's ``{layer}.eps``) are drawn afresh by design, and the
+    likelihood site is the prediction. One trace of the model at (a row of) ``X_new``.
+
+    Args:
+        model: the program the predictive runs.
+        posterior: the posterior substituted into it.
+        X_new: the prediction inputs ``[N, D]``.
+        owner: the caller, for the message.
+        likelihood_site: the observation site (not a latent of the posterior).
+        **model_kwargs: the model's further keywords.
+
+    Raises:
+        ValueError: listing the model's sites the posterior lacks, the posterior's sites the
+            model does not have, and sites whose shapes differ.
+
+    Example:
+        >>> import numpy as np, numpyro, numpyro.distributions as dist
+        >>> from ppl_dgp.infer import NUTS
+        >>> def model(X, y=None):
+        ...     w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        ...     b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("data", X.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(w * X[:, 0] + b, 0.1), obs=y)
+        >>> post = Posterior(draws={"w": np.zeros((1, 4))}, method=NUTS(num_chains=1))
+        >>> check_posterior(model, post, np.ones((3, 1)))
+        Traceback (most recent call last):
+            ...
+        ValueError: predict: the 'nuts' posterior does not fit the model: no draws of the model's latent site(s) ['b'] ...
+    """  # noqa: E501
+    X_new = jnp.asarray(X_new)
+    try:  # the global sites' shapes do not depend on N: one row is enough (and cheap)
+        sites, shape = _site_shapes(model, (1, *X_new.shape[1:]), X_new.dtype, model_kwargs)
+    except Exception:  # noqa: BLE001 - a model that needs more rows: trace all of them
+        sites, shape = _site_shapes(model, X_new.shape, X_new.dtype, model_kwargs)
+    latent = [k for k in sites.global_latent if k != likelihood_site]
+    problems = []
+    missing = [k for k in latent if k not in posterior.draws]
+    if missing:
+        problems.append(
+            f"no draws of the model's latent site(s) {missing} (they would be drawn from the prior)"
+        )
+    unexpected = [k for k in posterior.draws if k not in latent]
+    if unexpected:
+        problems.append(f"draws of site(s) {unexpected} that are not latent sites of the model")
+    missing = [k for k in sites.params if k not in posterior.params]
+    if missing:
+        problems.append(
+            f"no value of the model's param site(s) {missing} (the model's initial value would "
+            "be used)"
+        )
+    unexpected = [k for k in posterior.params if k not in sites.params]
+    if unexpected:
+        problems.append(f"params {unexpected} that are not param sites of the model")
+    shapes = [
+        f"{k}: {np.shape(posterior.draws[k])[2:]} vs {shape[k]}"
+        for k in latent
+        if k in posterior.draws and np.shape(posterior.draws[k])[2:] != shape[k]
+    ] + [
+        f"{k}: {np.shape(posterior.params[k])} vs {shape[k]}"
+        for k in sites.params
+        if k in posterior.params and np.shape(posterior.params[k]) != shape[k]
+    ]
+    if shapes:
+        problems.append(f"site shapes that differ (posterior vs model): {shapes}")
+    approx = posterior.approx
+    if isinstance(approx, InducingApprox):
+        if list(approx.q_mu) != list(sites.gp_layers):
+            problems.append(
+                f"q(u) of layer(s) {list(approx.q_mu)} for the model's GP layers "
+                f"{list(sites.gp_layers)}"
+            )
+        inducing = {f"{layer}.u" for layer in approx.q_mu}
+        missing = [k for k in latent if k not in approx.medians and k not in inducing]
+        if missing:
+            problems.append(f"no fitted value (approx.medians) of site(s) {missing}")
+    if problems:
+        raise ValueError(
+            f"{owner}: the {posterior.name!r} posterior does not fit the model: "
+            + "; ".join(problems)
+            + f". The model's global latent sites are {latent} and its params "
+            f"{list(sites.params)} (per-datum sites {list(sites.local_latent)} are drawn "
+            "afresh); predict with the model the posterior was fitted to"
+        )
+
+
+def _site_shapes(
+    model: Callable, shape: tuple, dtype: Any, model_kwargs: dict
+) -> tuple[ModelSites, dict[str, tuple]]:
+    """``(ModelSites, {site: shape})`` of ``model(X, None)`` for ``X`` of this shape and
+    dtype, traced abstractly (``jax.eval_shape``: no op is run or compiled) and cached per
+    model and static keywords. ``ModelSites.params`` holds the params' names only."""
+    items = tuple(sorted(model_kwargs.items()))
+    try:
+        return _site_shapes_cached(model, tuple(shape), np.dtype(dtype), items)
+    except TypeError:  # an unhashable model or keyword: trace for this call only
+        return _site_shapes_cached.__wrapped__(model, tuple(shape), np.dtype(dtype), items)
+
+
+@functools.lru_cache(maxsize=64)
+def _site_shapes_cached(
+    model: Callable, shape: tuple, dtype: np.dtype, kw_items: tuple
+) -> tuple[ModelSites, dict[str, tuple]]:
+    glob, local, layers, params, shapes = [], [], [], {}, {}
+
+    def run(key: Array, X: Array) -> Array:
+        with block():
+            tr = trace(seed(model, key)).get_trace(X, None, **dict(kw_items))
+        for name, site in tr.items():
+            if site["type"] == "param":
+                params[name] = None
+            elif site["type"] == "sample" and not site["is_observed"]:
+                (local if site["cond_indep_stack"] else glob).append(name)
+                if site["infer"].get(ROLE) == "inducing":
+                    layers.append(name.rsplit(".", 1)[0])
+            else:
+                continue
+            shapes[name] = tuple(jnp.shape(site["value"]))
+        return jnp.zeros(())
+
+    jax.eval_shape(run, jax.random.key(0), jax.ShapeDtypeStruct(shape, dtype))
+    return ModelSites(tuple(glob), tuple(local), params, tuple(layers), ()), shapes
 
 
 # -- the mixture predictive of y -------------------------------------------------------------
@@ -124,6 +272,7 @@ def predict(
     check_regression_data(X_new, None)
     if accepts_batch_size(model):
         model_kwargs = {**model_kwargs, "batch_size": None}
+    check_posterior(model, posterior, X_new, likelihood_site=likelihood_site, **model_kwargs)
     return _predict(
         posterior.approx, rng_key, model, posterior, X_new, num_samples=num_samples,
         likelihood_site=likelihood_site, model_kwargs=model_kwargs,
@@ -237,6 +386,7 @@ def predict_proba(
         raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
     positive_int("predict_proba", num_samples=num_samples)
     X_new = X_new if isinstance(X_new, np.ndarray | jax.Array) else np.asarray(X_new)
+    check_posterior(model, posterior, X_new, owner="predict_proba", **model_kwargs)
     kw = dict(link=link, rng_key=rng_key, num_samples=num_samples, output_site=output_site,
               model_kwargs=model_kwargs)  # fmt: skip
     if link == "nn":

@@ -108,3 +108,180 @@ def test_load_names_the_path_of_a_missing_truncated_or_tampered_file(tmp_path):
     with pytest.raises(ValueError, match="p.npz is not a readable npz archive"):
         Posterior.load(tmp_path / "p")
     assert not zipfile.is_zipfile(npz)
+
+
+# -- 3: a Laplace tune that could not happen ------------------------------------------------------
+
+
+@pytest.mark.parametrize("tune", ["marglik", "grid"])
+def test_laplace_tune_on_a_gp_model_is_refused_not_recorded(tune):
+    import jax
+
+    from ppl_dgp.infer import Laplace, fit
+    from ppl_dgp.models import MODELS
+
+    X = np.linspace(-1.0, 1.0, 12)[:, None]
+    y = np.sin(3.0 * X[:, 0])
+    model = MODELS["svgp"].make(X, smoke=True)
+    with pytest.raises(ValueError, match=f"tune='{tune}'.*curvature='auto' resolves to 'hessian'"):
+        fit(Laplace(tune=tune, num_steps=5, num_samples=2), jax.random.key(0), model, X, y)
+
+
+# -- 4: the command line checks every argument before any work -------------------------------------
+
+
+def _cli_args(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    unwritable = str(blocker / "out")  # under a file: no one can create it, root included
+    return [
+        (["run", "--lr", "-1"], "SVI.learning_rate must be > 0; received -1"),
+        (["run", "--steps", "0"], "--steps must be >= 1; received 0"),
+        (["run", "--layers", "0"], "--layers must be >= 1; received 0"),
+        (["run", "--num-inducing", "500"], "--num-inducing must be <= N = 94"),
+        (["run", "--out", unwritable], "--out .* cannot be created"),
+        (["bench", "--seeds", "a"], "--seeds must be comma-separated ints"),
+        (["bench", "--steps", "0"], "--steps must be >= 1; received 0"),
+        (["bench", "laplace", "--lambda", "-1"], "--lambda .* must be > 0"),
+        (["compare", "--out", unwritable, "--smoke"], "--out .* cannot be created"),
+        (["compare", "--svi-steps", "0"], "--svi-steps must be >= 1; received 0"),
+        (["compare", "--test-fraction", "1.5"], "--test-fraction must be in \\(0, 1\\)"),
+        (["compare", "--methods", "svi,nut"], "--methods: unknown \\['nut'\\]"),
+        (["compare", "--data", "nothere.csv"], "--data 'nothere.csv' is neither"),
+    ]
+
+
+def test_cli_bad_arguments_exit_2_with_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import time
+
+    from ppl_dgp import cli, infer, report
+    from ppl_dgp.benchmarks import dgp, laplace
+
+    def no_work(*args, **kwargs):
+        pytest.fail("work started before the arguments were checked")
+
+    for mod, name in ((infer, "fit"), (report, "run_compare"), (dgp, "main"), (laplace, "main")):
+        monkeypatch.setattr(mod, name, no_work)
+    slowest = 0.0
+    for argv, message in _cli_args(tmp_path):
+        t0 = time.perf_counter()
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        slowest = max(slowest, time.perf_counter() - t0)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, argv
+        assert err.count("\n") == 1 and err.startswith(f"ppl-dgp {argv[0]}: error: "), err
+        assert __import__("re").search(message, err), (argv, err)
+    print(f"slowest bad-argument case: {slowest:.2f} s")
+
+
+# -- 1, 2: a posterior predicted through a model it does not fit ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_layer():
+    """A 1-layer DGP posterior (NUTS, a few draws) and the data."""
+    import jax
+
+    from ppl_dgp.infer import NUTS, fit
+    from ppl_dgp.models import MODELS
+
+    X = np.linspace(-1.0, 1.0, 12)[:, None]
+    y = np.sin(3.0 * X[:, 0])
+    model = MODELS["dgp"].make(X, smoke=True, layers=1)
+    method = NUTS(num_warmup=5, num_samples=3, num_chains=1, max_tree_depth=2)
+    post = fit(method, jax.random.key(0), model, X, y)
+    return X, y, model, post
+
+
+def test_predict_refuses_a_posterior_of_another_architecture(one_layer):
+    import jax
+
+    from ppl_dgp.models import MODELS
+    from ppl_dgp.predictive import predict
+
+    X, _, model1, post = one_layer
+    model2 = MODELS["dgp"].make(X, smoke=True, layers=2)
+    pred = predict(jax.random.key(1), model1, post, X[:3], num_samples=3)  # its own model: fine
+    assert pred.means.shape == (3, 3)
+    with pytest.raises(ValueError, match="no draws of the model's latent site\\(s\\) \\[.*layer1"):
+        predict(jax.random.key(1), model2, post, X[:3], num_samples=3)
+
+
+def test_predict_refuses_a_loaded_file_with_a_renamed_or_missing_site(one_layer, tmp_path):
+    import jax
+
+    from ppl_dgp.predictive import predict
+
+    X, _, model, post = one_layer
+    _, sidecar = post.save(tmp_path / "p")
+    sidecar.write_text(sidecar.read_text().replace('"layer0.u": {', '"layer0.v": {'))
+    renamed = Posterior.load(tmp_path / "p")  # the npz is untouched: the pair still agrees
+    assert "layer0.v" in renamed.draws
+    with pytest.raises(ValueError, match="\\['layer0.u'\\].*draws of site\\(s\\) \\['layer0.v'\\]"):
+        predict(jax.random.key(1), model, renamed, X[:3], num_samples=3)
+    no_z = post.replace(params={k: v for k, v in post.params.items() if k != "layer0.Z"})
+    with pytest.raises(
+        ValueError, match="no value of the model's param site\\(s\\) \\['layer0.Z'\\]"
+    ):
+        predict(jax.random.key(1), model, no_z, X[:3], num_samples=3)
+
+
+def test_predict_proba_refuses_a_posterior_without_a_site():
+    import jax
+
+    from ppl_dgp.infer import MAP, fit
+    from ppl_dgp.models import MODELS
+    from ppl_dgp.predictive import predict_proba
+
+    X = np.random.default_rng(0).normal(size=(16, 2))
+    y = (X[:, 0] > 0).astype(np.int32)
+    model = MODELS["bnn_binary"].make(X, smoke=True)
+    post = fit(MAP(num_steps=5), jax.random.key(0), model, X, y)
+    assert predict_proba(model, post, X[:2]).shape == (2,)
+    name = next(iter(post.draws))
+    cut = post.replace(draws={k: v for k, v in post.draws.items() if k != name})
+    with pytest.raises(ValueError, match=f"predict_proba: .*\\['{name}'\\]"):
+        predict_proba(model, cut, X[:2])
+
+
+# -- 5: data far from unit scale ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x_scale", "y_scale", "part"),
+    [(1.0, 1e8, "y \\(root mean square"), (1.0, 1e-8, "y \\(root mean square"),
+     (1e6, 1.0, "X column 0 \\(root mean square")],
+)  # fmt: skip
+def test_fit_warns_on_data_far_from_unit_scale(x_scale, y_scale, part, monkeypatch):
+    import jax
+
+    from ppl_dgp.infer import MAP, fit
+    from ppl_dgp.models import MODELS
+    from ppl_dgp.validation import DataScaleWarning
+
+    X = np.linspace(-1.0, 1.0, 12)[:, None]
+    y = np.sin(3.0 * X[:, 0])
+    model = MODELS["svgp"].make(X * x_scale, smoke=True)
+    monkeypatch.setattr(MAP, "run", lambda *a, **k: "fitted")  # the warning comes before the fit
+    with pytest.warns(DataScaleWarning, match=f"{part}.*Standardizer"):
+        assert fit(MAP(), jax.random.key(0), model, X * x_scale, y * y_scale) == "fitted"
+
+
+def test_fit_does_not_warn_on_the_bundled_uses(monkeypatch):
+    import jax
+
+    from ppl_dgp.datasets import Standardizer, load_bench, load_motorcycle
+    from ppl_dgp.infer import MAP, fit
+    from ppl_dgp.models import MODELS
+    from ppl_dgp.validation import data_scale_issues
+
+    monkeypatch.setattr(MAP, "run", lambda *a, **k: "fitted")
+    X_raw, y_raw = load_motorcycle()
+    X, y = Standardizer.fit(X_raw).transform(X_raw), Standardizer.fit(y_raw).transform(y_raw)
+    fit(MAP(), jax.random.key(0), MODELS["dgp"].make(X, smoke=True), X, y)  # no warning
+    moons = load_bench("moons")  # raw coordinates, integer labels
+    model = MODELS["bnn_binary"].make(moons["X_train"], smoke=True)
+    fit(MAP(), jax.random.key(0), model, moons["X_train"], moons["y_train"])
+    assert data_scale_issues(moons["X_train"], moons["y_train"].astype(float)) == []
+    assert data_scale_issues(X_raw, None) == []  # motorcycle times in ms

@@ -68,6 +68,10 @@ from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import propagate_layers
 
 __all__ = [
+    "ESS_BULK_MIN",
+    "MIN_PREDICTIVE_INPUTS",
+    "RHAT_MAX",
+    "ReferenceCheck",
     "compare",
     "diagnostic_warnings",
     "load_datatree",
@@ -78,12 +82,19 @@ __all__ = [
     "plot_rank",
     "plot_trace",
     "pointwise_log_likelihood",
+    "reference_check",
     "save_datatree",
     "summary",
     "thin_to_common",
     "to_datatree",
 ]
 
+#: A reference posterior's largest acceptable (rank-normalised split) R-hat.
+RHAT_MAX = 1.01
+#: A reference posterior's smallest acceptable bulk ESS (over all chains).
+ESS_BULK_MIN = 400
+#: Fewest test inputs at which a reference's predictive must pass the same checks.
+MIN_PREDICTIVE_INPUTS = 5
 #: NumPyro / ppl_dgp sample-statistic names -> ArviZ's.
 _STAT_NAMES = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
 OBS = "obs"
@@ -388,6 +399,181 @@ def diagnostic_warnings(
         if bad:
             out.append(f"{bad} of {k.size} observations have Pareto k > {khat_max}")
     return out
+
+
+# -- is a reference a reference? ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceCheck:
+    """The verdict of :func:`reference_check`.
+
+    Attributes:
+        reasons: one plain-language line per failed check (empty: the reference passes).
+        rhat: the largest R-hat per checked quantity (``site[i]`` or a predictive label).
+        ess_bulk: the smallest bulk ESS per checked quantity.
+        divergences: divergent transitions (0 when the sampler records none).
+        num_chains: chains in the reference.
+        num_draws: draws per chain.
+    """
+
+    reasons: tuple[str, ...]
+    rhat: dict[str, float]
+    ess_bulk: dict[str, float]
+    divergences: int
+    num_chains: int
+    num_draws: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return not self.reasons
+
+
+def _components(values: np.ndarray, name: str) -> dict[str, float]:
+    """``{"name[i, j]": value}`` per component of a statistic (``name`` for a scalar)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 0:
+        return {name: float(v)}
+    return {f"{name}[{', '.join(map(str, i))}]": float(v[i]) for i in np.ndindex(v.shape)}
+
+
+def _worst(values: dict[str, float], bad: Callable[[float], bool], *, largest: bool) -> str:
+    """The failing quantities, worst first (at most three), e.g. ``a 2.30, b 1.24 (+4 more)``."""
+    fails = sorted((k for k, v in values.items() if bad(v)), key=values.get, reverse=largest)
+    text = ", ".join(f"`{k}` {values[k]:.{'2f' if largest else '0f'}}" for k in fails[:3])
+    return text + (f" (+{len(fails) - 3} more)" if len(fails) > 3 else "")
+
+
+def reference_check(
+    reference: Posterior | xr.DataTree,
+    var_names: Sequence[str] | None = None,
+    *,
+    predictive: np.ndarray | None = None,  # [chain, draw, P]
+    predictive_labels: Sequence[str] | None = None,
+    rhat_max: float = RHAT_MAX,
+    ess_min: float = ESS_BULK_MIN,
+    min_predictive_inputs: int = MIN_PREDICTIVE_INPUTS,
+) -> ReferenceCheck:
+    """Whether a posterior may serve as the reference the others are scored against.
+
+    A reference passes when
+
+    - it has at least two chains (R-hat compares chains);
+    - every component of ``var_names`` and of the predictive at every one of ``P >=
+      min_predictive_inputs`` inputs has rank-normalised split R-hat ``<= rhat_max`` and bulk
+      ESS ``>= ess_min`` (Vehtari et al., 2021; ArviZ's ``rhat`` and ``ess``);
+    - no transition diverged (``sample_stats.diverging``).
+
+    The predictive is checked because a DGP's or network's inducing values and weights are not
+    identifiable (layers permute, signs flip): chains can disagree on them while they agree
+    on ``y``, and only the hyperparameters and the predictive must agree.
+
+    Args:
+        reference: an MCMC :class:`~ppl_dgp.posterior.Posterior` or its DataTree.
+        var_names: the sites checked (default: every posterior variable).
+        predictive: a per-draw predictive quantity at ``P`` inputs, ``(chain, draw, P)`` (e.g.
+            the predictive mean of ``y`` at test inputs given each draw); ``None``: the
+            predictive check fails, as it cannot be made.
+        predictive_labels: a name per input for the reasons (default ``predictive[i]``).
+        rhat_max: largest acceptable R-hat (:data:`RHAT_MAX`).
+        ess_min: smallest acceptable bulk ESS (:data:`ESS_BULK_MIN`).
+        min_predictive_inputs: fewest inputs ``P`` (:data:`MIN_PREDICTIVE_INPUTS`).
+
+    Returns:
+        A :class:`ReferenceCheck`; ``.ok`` and, when not, ``.reasons``.
+
+    References:
+        Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021), Rank-normalization, folding, and
+        localization: an improved R-hat for assessing convergence of MCMC, Bayesian Analysis
+        16(2).
+
+    Example:
+        Two chains stuck in different places fail; independent draws pass:
+
+        >>> import numpy as np
+        >>> from ppl_dgp.infer import NUTS
+        >>> rng = np.random.default_rng(0)
+        >>> stuck = Posterior(draws={"s": rng.normal(size=(2, 500)) + [[0.0], [3.0]]},
+        ...                   method=NUTS(num_chains=2))
+        >>> check = reference_check(stuck, predictive=rng.normal(size=(2, 500, 5)))
+        >>> check.ok, check.reasons[0].split(";")[0]
+        (False, 'R-hat above 1.01 at 1 of 6 quantities')
+        >>> good = Posterior(draws={"s": rng.normal(size=(2, 500))}, method=NUTS(num_chains=2))
+        >>> reference_check(good, predictive=rng.normal(size=(2, 500, 5))).ok
+        True
+    """
+    dt = to_datatree(reference) if isinstance(reference, Posterior) else reference
+    post = dt["posterior"].to_dataset()
+    names = list(post.data_vars) if var_names is None else list(var_names)
+    missing = [v for v in names if v not in post.data_vars]
+    if missing:
+        raise ValueError(f"reference_check: the reference has no site(s) {missing}")
+    post = post[names]
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    reasons = []
+    if predictive is not None:
+        predictive = np.asarray(predictive, dtype=np.float64)
+        if predictive.ndim != 3 or predictive.shape[:2] != (C, D):
+            raise ValueError(
+                f"reference_check: predictive must be (chain, draw, P) = ({C}, {D}, P); "
+                f"received {predictive.shape}"
+            )
+        P = predictive.shape[2]
+        labels = list(predictive_labels or [f"predictive[{i}]" for i in range(P)])
+        if len(labels) != P:
+            raise ValueError(f"reference_check: {len(labels)} predictive labels for {P} inputs")
+        if P < min_predictive_inputs:
+            reasons.append(
+                f"the predictive is checked at {P} input(s), fewer than {min_predictive_inputs}"
+            )
+    else:
+        P, labels = 0, []
+        reasons.append("no predictive draws were given to check")
+    rhat: dict[str, float] = {}
+    ess: dict[str, float] = {}
+    if C < 2:
+        reasons.append(
+            f"{C} chain: R-hat needs at least 2 chains (run an MCMC reference with several)"
+        )
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant draws: NaN R-hat
+            r_ds, e_ds = azs.rhat(post), azs.ess(post, method="bulk")
+            for name in names:
+                rhat |= _components(r_ds[name].values, name)
+                ess |= _components(e_ds[name].values, name)
+            if P:
+                pred = xr.Dataset({"p": (("chain", "draw", "input"), predictive)})
+                r_p = np.asarray(azs.rhat(pred)["p"].values)
+                e_p = np.asarray(azs.ess(pred, method="bulk")["p"].values)
+                rhat |= dict(zip(labels, map(float, r_p), strict=True))
+                ess |= dict(zip(labels, map(float, e_p), strict=True))
+
+        def bad_r(v: float) -> bool:
+            return not v <= rhat_max  # NaN (constant draws) fails too
+
+        def bad_e(v: float) -> bool:
+            return not v >= ess_min
+
+        n_r, n_e = sum(map(bad_r, rhat.values())), sum(map(bad_e, ess.values()))
+        if n_r:
+            reasons.append(
+                f"R-hat above {rhat_max} at {n_r} of {len(rhat)} quantities; worst: "
+                + _worst(rhat, bad_r, largest=True)
+            )
+        if n_e:
+            reasons.append(
+                f"bulk ESS below {ess_min:g} at {n_e} of {len(ess)} quantities; worst: "
+                + _worst(ess, bad_e, largest=False)
+            )
+    divergences = 0
+    if "sample_stats" in dt.children and "diverging" in dt["sample_stats"].data_vars:
+        div = np.asarray(dt["sample_stats"]["diverging"].values)
+        divergences = int(div.sum())
+        if divergences:
+            reasons.append(f"{divergences} of {div.size} transitions diverged")
+    return ReferenceCheck(tuple(reasons), rhat, ess, divergences, int(C), int(D))
 
 
 # -- plots (arviz-plots; each returns the PlotCollection and saves when given a path) ------

@@ -3,10 +3,19 @@
 For each method (a name registered in :data:`ppl_dgp.infer.METHODS`) the command fits the
 model to the training split (standardised), converts the Posterior to an ArviZ DataTree
 (:mod:`ppl_dgp.diagnostics`) and saves it as ``DIR/{method}.nc``, predicts the held-out
-split, and computes PSIS-LOO. With ``nuts`` among the methods, every other method is compared
-with it (:mod:`ppl_dgp.agreement`). ``DIR/report.md`` collects timings, test metrics, LOO and
-``compare``, agreement with NUTS, the MCMC summary and diagnostics warnings; the figures are
-PNGs beside it.
+split, and computes PSIS-LOO. ``DIR/report.md`` collects timings, test metrics, LOO and
+``compare``, agreement with the NUTS reference, the MCMC summary and diagnostics warnings; the
+figures are PNGs beside it.
+
+**The reference.** With ``nuts`` among the methods, its fit is the reference, saved as
+``DIR/nuts.npz`` + ``DIR/nuts.json`` (:meth:`~ppl_dgp.posterior.Posterior.save`); with
+``reference=PATH`` a saved MCMC posterior (a long run, once) is loaded instead of fitting NUTS,
+after checking that its sites and shapes are the model's. Every other method is scored against
+it (:mod:`ppl_dgp.agreement`: per site, and on the predictive distribution at the test inputs)
+only when the reference passes its own checks (:func:`ppl_dgp.diagnostics.reference_check`:
+R-hat and bulk ESS of every hyperparameter and of the predictive at the test inputs, no
+divergences); otherwise the report and an :class:`UnreliableReferenceWarning` say which check
+failed and what to run.
 
 Methods come from the method registry (their ``"compare"`` and ``"smoke"`` presets), models
 from the zoo registry (:data:`ppl_dgp.models.MODELS`: its builder and per-method overrides): a
@@ -26,7 +35,9 @@ Example (the CLI's ``ppl-dgp compare``; a smoke-size run of one method here):
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +51,18 @@ from ppl_dgp.datasets import Standardizer, load_regression
 from ppl_dgp.infer import METHODS, fit, make_method
 from ppl_dgp.infer.core import progress_enabled
 from ppl_dgp.models import MODELS
-from ppl_dgp.predictive import predict
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.predict import MixturePredictive
+from ppl_dgp.predictive import predict, spread
 
-__all__ = ["DEFAULT_METHODS", "regression_models", "run_compare"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "REFERENCE",
+    "UnreliableReferenceWarning",
+    "load_reference",
+    "regression_models",
+    "run_compare",
+]
 
 #: The default ``--methods``.
 DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace")
@@ -52,6 +72,20 @@ CI_PROB = 0.9
 MIN_LOO_DRAWS = 50
 #: Fewest draws a method needs to appear in the forest and marginal-density plots.
 MIN_PLOT_DRAWS = 5
+#: Components of each method's mixture predictive at the test inputs.
+PREDICTIVE_COMPONENTS = 200
+#: The method whose fit is the reference the others are scored against.
+REFERENCE = "nuts"
+#: Test inputs (evenly spread over the test split) at which the reference's predictive must
+#: pass R-hat and ESS (at least :data:`ppl_dgp.diagnostics.MIN_PREDICTIVE_INPUTS`). The
+#: quantity checked is the predictive mean of ``y`` given each draw: a component of
+#: :func:`~ppl_dgp.predictive.predict` with every draw (chain-major; a DGP's inner layers are
+#: one sample per draw).
+REFERENCE_PREDICTIVE_INPUTS = 10
+
+
+class UnreliableReferenceWarning(UserWarning):
+    """The reference posterior fails its own checks: no agreement is computed against it."""
 
 
 def regression_models() -> list[str]:
@@ -81,12 +115,42 @@ def run_compare(
     layers: int = 2,
     smoke: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
+    reference: str | Path | None = None,
+    figures: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Fit ``model_name`` on ``data`` with each of ``methods``; write ``out/report.md``.
 
+    Args:
+        model_name: a regression model of the zoo (:func:`regression_models`).
+        data: a bundled data set's name or a CSV path.
+        methods: registered method names; :data:`REFERENCE` (``"nuts"``) among them is the
+            reference.
+        out: the report's folder.
+        target: a CSV's target column.
+        features: a CSV's input columns (default: all others).
+        test_fraction: held-out share of the data.
+        seed: data split, initialisation and sampling seed.
+        num_inducing: inducing points per GP layer.
+        layers: GP layers (a network: ``layers - 1`` hidden).
+        smoke: the methods' ``"smoke"`` presets (else ``"compare"``).
+        overrides: per-method configuration fields over the presets.
+        reference: a saved MCMC posterior (``PATH.npz`` + ``PATH.json``, e.g. ``DIR/nuts.npz``
+            of an earlier run) used as the reference instead of fitting NUTS; it must have
+            this model's sites and shapes (:func:`load_reference`).
+        figures: draw the PNGs (``False``: the tables only).
+        log: progress lines.
+
     Returns:
-        ``{"methods": {name: {...metrics...}}, "compare": DataFrame, "report": Path, ...}``.
+        ``{"methods": {name: {...metrics...}}, "compare": DataFrame, "agreement": {...},
+        "reference_check": ReferenceCheck or None, "report": Path, ...}``.
+
+    Raises:
+        ValueError: unknown model or method, bad data, or a reference that does not match
+            the model.
+
+    Warns:
+        UnreliableReferenceWarning: the reference fails its checks (agreement not computed).
     """
     if model_name not in regression_models():
         raise ValueError(
@@ -106,7 +170,7 @@ def run_compare(
                                             **(overrides or {}).get(m, {})})
         for m in methods
     }  # fmt: skip
-    if not configs:
+    if not configs and reference is None:
         raise ValueError("compare: no methods given")
     X_tr, y_tr, X_te, y_te, what = load_regression(
         data, target=target, features=features, test_fraction=test_fraction, seed=seed
@@ -117,22 +181,46 @@ def run_compare(
     model = entry.make(np.asarray(X), num_inducing=num_inducing, layers=layers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    ref_name, sources = REFERENCE, {}
+    if reference is not None:
+        loaded = load_reference(reference, model, X, y, model_name=model_name)
+        ref_name = loaded.name
+        sources[ref_name] = str(reference)
+        configs = {ref_name: loaded.method, **{k: v for k, v in configs.items() if k != ref_name}}
 
     key = jax.random.key(seed)
     res: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(_progress(list(configs), "compare")):
-        log(f"[{name}] fitting {type(configs[name]).__name__} ...")
+    ref_means = None  # [chain * draw, N_test]: the reference's predictive mean per draw
+    for name in _progress(list(configs), "compare"):
+        i = list(methods).index(name) if name in methods else len(methods)  # stable keys
         t0 = time.perf_counter()
-        post = fit(configs[name], jax.random.fold_in(key, i), model, X, y)
+        if name in sources:
+            log(f"[{name}] reference loaded from {sources[name]}")
+            post = loaded
+        else:
+            log(f"[{name}] fitting {type(configs[name]).__name__} ...")
+            post = fit(configs[name], jax.random.fold_in(key, i), model, X, y)
+            if name == ref_name:
+                npz, _ = post.save(out / name)
+                log(f"[{name}] saved to {npz} (reuse it with reference={str(npz)!r})")
         wall = time.perf_counter() - t0
         dt = diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.fold_in(key, 100 + i))
         diagnostics.save_datatree(dt, out / f"{name}.nc")
-        pred = predict(jax.random.fold_in(key, 200 + i), model, post, Xt, num_samples=200)
+        k_pred = jax.random.fold_in(key, 200 + i)
+        if name == ref_name:  # every draw: the reference's checks need its chains
+            per_draw = predict(
+                k_pred, model, post, Xt, num_samples=post.num_chains * post.num_draws
+            )
+            pred = _subset(per_draw, spread(per_draw.means.shape[0], PREDICTIVE_COMPONENTS))
+            ref_means = np.asarray(per_draw.means)
+        else:
+            pred = predict(k_pred, model, post, Xt, num_samples=PREDICTIVE_COMPONENTS)
         enough = post.num_chains * post.num_draws >= MIN_LOO_DRAWS
         elpd = diagnostics.loo(dt) if enough else None
         m = pred.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_te))
         res[name] = {
             "posterior": post,
+            "source": sources.get(name),
             "datatree": dt,
             "pred": pred,
             "loo": elpd,
@@ -152,27 +240,147 @@ def run_compare(
     # the summarised sites: hyperparameters, not inducing values or network weights
     weights = (".u", ".W", ".b")
     hyper = [k for k in res[next(iter(res))]["posterior"].draws if not k.endswith(weights)]
-    agree = {}
-    if "nuts" in res:
-        ref = res["nuts"]
-        for name, r in res.items():
-            if name == "nuts":
-                continue
-            rows = agreement.marginal_discrepancies(ref["posterior"].draws, r["posterior"].draws)
-            agree[name] = {
-                "sites": agreement.site_agreement(rows),
-                "predictive": agreement.predictive_discrepancies(
-                    r["pred"], ref["pred"], yt, prob=CI_PROB
-                ),
-            }
-    figures = _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key)
+    agree, gate = {}, None
+    if ref_name in res:
+        ref = res[ref_name]
+        idx = spread(len(X_te), REFERENCE_PREDICTIVE_INPUTS)
+        labels = [f"E[y | x = {X_te[i, 0]:.3g}]" if X_te.shape[1] == 1 else f"E[y | x_test[{i}]]"
+                  for i in idx]  # fmt: skip
+        C, D = ref["posterior"].num_chains, ref["posterior"].num_draws
+        check = diagnostics.reference_check(
+            ref["datatree"], hyper, predictive=ref_means[:, idx].reshape(C, D, -1),
+            predictive_labels=labels,
+        )  # fmt: skip
+        gate = {"name": ref_name, "check": check, "source": ref["source"],
+                "advice": _advice(check, ref["posterior"], model_name, data)}  # fmt: skip
+        if check.ok:
+            for name, r in res.items():
+                if name == ref_name:
+                    continue
+                rows = agreement.marginal_discrepancies(
+                    ref["posterior"].draws, r["posterior"].draws
+                )
+                agree[name] = {
+                    "sites": agreement.site_agreement(rows),
+                    "predictive": agreement.predictive_discrepancies(
+                        r["pred"], ref["pred"], yt, prob=CI_PROB
+                    ),
+                }
+        else:
+            warnings.warn(
+                f"compare: no agreement with {ref_name} computed: the reference fails its own "
+                f"checks ({'; '.join(check.reasons)}). {' '.join(gate['advice'])}",
+                UnreliableReferenceWarning,
+                stacklevel=2,
+            )
+    figures = _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) if figures else []
     report = out / "report.md"
     report.write_text(
-        _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, figures)
+        _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hyper, figures)
     )
     log(f"Wrote {report}")
     return {"methods": res, "compare": table, "agreement": agree, "report": report,
-            "figures": figures, "summarised_sites": hyper}  # fmt: skip
+            "reference_check": None if gate is None else gate["check"], "figures": figures,
+            "summarised_sites": hyper}  # fmt: skip
+
+
+def load_reference(
+    path: str | Path, model: Callable, X: Any, y: Any, *, model_name: str = "the model"
+) -> Posterior:
+    """A saved reference posterior, checked against ``model``'s global latent sites.
+
+    Args:
+        path: ``PATH.npz`` (or ``PATH`` / ``PATH.json``) written by
+            :meth:`~ppl_dgp.posterior.Posterior.save`, e.g. ``DIR/nuts.npz`` of a compare run.
+        model: the program the report fits.
+        X: training inputs ``[N, D]`` (standardised, as the report fits them).
+        y: training targets ``[N]``.
+        model_name: the model's name for the messages.
+
+    Returns:
+        The loaded :class:`~ppl_dgp.posterior.Posterior`.
+
+    Raises:
+        ValueError: no such file, or a site missing, extra or of another shape (named).
+    """
+    from numpyro.handlers import block, seed, trace
+
+    npz = Path(path)
+    npz = npz.with_suffix(".npz") if npz.suffix in (".npz", ".json") else Path(f"{npz}.npz")
+    if not (npz.exists() and npz.with_suffix(".json").exists()):
+        raise ValueError(
+            f"compare: no reference posterior at {path} (expected {npz} and "
+            f"{npz.with_suffix('.json')}, as a compare run with nuts writes to OUT/nuts.npz)"
+        )
+    post = Posterior.load(npz)
+    with block():
+        tr = trace(seed(model, jax.random.key(0))).get_trace(X, y)
+    want = {
+        k: tuple(np.shape(v["value"]))
+        for k, v in tr.items()
+        if v["type"] == "sample" and not v["is_observed"] and not v["cond_indep_stack"]
+    }
+    params = {k: tuple(np.shape(v["value"])) for k, v in tr.items() if v["type"] == "param"}
+    have = {k: tuple(np.shape(v)[2:]) for k, v in post.draws.items()}
+    problems = [f"site {k!r} is missing" for k in want if k not in have]
+    problems += [f"site {k!r} is not in the model" for k in have if k not in want]
+    problems += [f"site {k!r} has shape {have[k]} per draw, the model's {want[k]}"
+                 for k in want if k in have and have[k] != want[k]]  # fmt: skip
+    problems += [f"param {k!r} is missing" for k in params if k not in post.params]
+    problems += [
+        f"param {k!r} has shape {np.shape(v)}, the model's {params[k]}"
+        for k, v in post.params.items()
+        if k in params and np.shape(v) != params[k]
+    ]
+    if problems:
+        raise ValueError(
+            f"compare: the reference {npz} ({post.name}) does not match {model_name} as "
+            f"configured here: {'; '.join(problems)} (same --model, --layers, --num-inducing "
+            "and data as the reference run?)"
+        )
+    return post
+
+
+def _subset(pred: MixturePredictive, idx: np.ndarray) -> MixturePredictive:
+    """The mixture of components ``idx`` only."""
+    return MixturePredictive(pred.means[idx], pred.variances[idx], pred.f_variances[idx])
+
+
+def _advice(check: Any, post: Posterior, model_name: str, data: str) -> list[str]:
+    """What to run when the reference fails: longer chains, or a reference run once."""
+    if check.ok:
+        return []
+    cfg = post.method
+    C, D = post.num_chains, post.num_draws
+    warm = getattr(cfg, "num_warmup", D)
+    worst_r = max(check.rhat.values(), default=math.nan)
+    min_e = min(check.ess_bulk.values(), default=math.nan)
+    out = []
+    if C < 2 or not worst_r <= diagnostics.RHAT_MAX:
+        if worst_r > 1.1:
+            out.append(
+                f"R-hat up to {worst_r:.2f}: the chains sit in different places (modes or "
+                "unfinished warm-up; compare the chains in the trace figure): more draws do "
+                "not cure that, a longer warm-up, more chains and a better "
+                "parameterisation or initialisation may."
+            )
+        warm, C = max(4 * warm, 1000), max(C, 4)
+        D = max(D, 1000)
+    elif min_e < diagnostics.ESS_BULK_MIN:
+        D = max(D, math.ceil(1.25 * D * diagnostics.ESS_BULK_MIN / max(min_e, 1.0)))
+    if check.divergences:
+        out.append(
+            f"{check.divergences} divergences: raise NUTS(target_accept_prob=0.95) or "
+            "reparameterise; a sampler that diverges misses part of the posterior."
+        )
+    long = f"{model_name}_reference"
+    out.append(
+        f"Run a long reference once, `ppl-dgp compare --model {model_name} --data {data} "
+        f"--methods nuts --num-warmup {warm} --num-samples {D} --num-chains {C} --out {long}` "
+        f"(the same data, seed and model options), then pass `--reference {long}/nuts.npz` "
+        "to compare the other methods with it."
+    )
+    return out
 
 
 def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
@@ -219,6 +427,70 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
 # -- markdown ----------------------------------------------------------------------------------
 
 
+def _agreement_section(model_name: str, agree: dict, gate: dict) -> str:
+    name, check = gate["name"], gate["check"]
+    label = "NUTS" if name == "nuts" else name
+    s = [f"\n## Agreement with {label}\n\n"]
+    src = f" (loaded from `{gate['source']}`)" if gate["source"] else ""
+    rule = (
+        f"R-hat <= {diagnostics.RHAT_MAX} and bulk ESS >= {diagnostics.ESS_BULK_MIN:g} for "
+        f"every hyperparameter and for the predictive mean at {diagnostics.MIN_PREDICTIVE_INPUTS}"
+        f" or more test inputs, and no divergences"
+    )
+    if not check.ok:
+        s.append(
+            f"**Not computed.** The {label} reference{src} ({check.num_chains} chains x "
+            f"{check.num_draws} draws) fails its own checks ({rule}), so agreement with it "
+            "would score the methods against a posterior that is itself wrong:\n\n"
+        )
+        s += [f"- {r}\n" for r in check.reasons]
+        s.append("\nWhat to run:\n\n" + "".join(f"- {a}\n" for a in gate["advice"]))
+        return "".join(s)
+    worst_r = max(check.rhat.values(), default=float("nan"))
+    min_e = min(check.ess_bulk.values(), default=float("nan"))
+    s.append(
+        f"The {label} reference{src} passes its checks ({rule}): max R-hat {worst_r:.3f}, "
+        f"min bulk ESS {min_e:.0f}, {check.num_chains} chains x {check.num_draws} draws.\n\n"
+        "Per site: largest |standardised mean difference|, median sd ratio (< 1: "
+        "over-confident) and mean 1-D Wasserstein distance in reference sd units, over the "
+        "site's components (0, 1, 0 = perfect agreement).\n\n"
+    )
+    if MODELS[model_name].output_site is not None:  # a network
+        s.append(
+            "A network's weights are not identifiable (hidden units can be permuted and "
+            "their signs flipped), so two correct posteriors can disagree per weight: read "
+            "the predictive table below.\n\n"
+        )
+    rows = []
+    for k, a in agree.items():
+        for site, v in a["sites"].items():
+            rows.append([k, f"`{site}`", v["components"], _f(v["max_abs_smd"], ".2f"),
+                         _f(v["median_sd_ratio"], ".2f"), _f(v["mean_w1"], ".2f")])  # fmt: skip
+    s.append(_table(["method", "site", "components", "max abs SMD", "median sd ratio",
+                     "mean W1"], rows))  # fmt: skip
+    s.append(
+        f"\nPredictive, on the test split (identifiable where the per-site rows are not: "
+        f"inner layers can be permuted and their signs flipped without changing y): W1, the "
+        f"1-D Wasserstein-1 distance between the method's and {label}'s predictive "
+        f"distributions of y at each test input (exact mixture CDFs on a grid, "
+        f"`ppl_dgp.agreement.mixture_wasserstein`) in units of {label}'s predictive sd there, "
+        f"mean and worst input (0 = the same predictive); the {label} predictive mass inside "
+        f"the method's {CI_PROB:.0%} interval, mean and worst input ({CI_PROB:.2f} when they "
+        "agree; less: the method's intervals are too narrow or misplaced); the MLPD gap "
+        f"(method - {label}, standardised units); test coverage of the method's "
+        f"{CI_PROB:.0%} interval ({label}'s in brackets).\n\n"
+    )
+    s.append(_table(
+        ["method", "W1 / sd (mean)", "W1 / sd (max)", f"{label} mass in interval (mean)",
+         "(min)", "MLPD gap", "coverage (ref)"],
+        [[k, _f(p["w1"], ".3f"), _f(p["w1_max"], ".3f"), _f(p["ref_mass"], ".2f"),
+          _f(p["ref_mass_min"], ".2f"), _f(p["mlpd_gap"], ".3f"),
+          f"{p['coverage']:.2f} ({p['ref_coverage']:.2f})"]
+         for k, a in agree.items() for p in [a["predictive"]]],
+    ))  # fmt: skip
+    return "".join(s)
+
+
 def _f(x: Any, spec: str = ".3g") -> str:
     try:
         return format(float(x), spec)
@@ -242,7 +514,8 @@ def _settings(config: Any) -> str:
     return f"{type(config).__name__}({', '.join(changed)})"
 
 
-def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, figures) -> str:
+def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hyper,
+              figures) -> str:  # fmt: skip
     s = [f"# Inference comparison: `{model_name}` on {what}\n\n"]
     s.append(
         f"N = {len(X_tr)} training and {len(X_te)} test points, D = {X_tr.shape[1]}; data "
@@ -251,7 +524,8 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, f
     s.append("## Methods and timings\n\n")
     s.append(_table(
         ["method", "configuration", "compile (s)", "run (s)", "wall (s)"],
-        [[k, f"`{_settings(configs[k])}`", _f(r["posterior"].timings.get("compile_seconds"), ".1f"),
+        [[k, f"`{_settings(configs[k])}`" + (f" from `{r['source']}`" if r["source"] else ""),
+          _f(r["posterior"].timings.get("compile_seconds"), ".1f"),
           _f(r["posterior"].timings.get("run_seconds"), ".1f"), _f(r["wall_seconds"], ".1f")]
          for k, r in res.items()],
     ))  # fmt: skip
@@ -289,38 +563,8 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, f
             [[k, int(row["rank"]), _f(row["elpd"], ".1f"), _f(row["elpd_diff"], ".1f"),
               _f(row["dse"], ".1f"), _f(row["weight"], ".2f")] for k, row in table.iterrows()],
         ))  # fmt: skip
-    if agree:
-        s.append(
-            "\n## Agreement with NUTS\n\nPer site: largest |standardised mean difference|, "
-            "median sd ratio (< 1: over-confident) and mean 1-D Wasserstein distance in NUTS sd "
-            "units, over the site's components (0, 1, 0 = perfect agreement). NUTS itself is only "
-            "a reference when its own diagnostics below are clean.\n\n"
-        )
-        if MODELS[model_name].output_site is not None:  # a network
-            s.append(
-                "A network's weights are not identifiable (hidden units can be permuted and "
-                "their signs flipped), so two correct posteriors can disagree per weight: read "
-                "the predictive table below.\n\n"
-            )
-        rows = []
-        for k, a in agree.items():
-            for site, v in a["sites"].items():
-                rows.append([k, f"`{site}`", v["components"], _f(v["max_abs_smd"], ".2f"),
-                             _f(v["median_sd_ratio"], ".2f"), _f(v["mean_w1"], ".2f")])  # fmt: skip
-        s.append(_table(["method", "site", "components", "max abs SMD", "median sd ratio",
-                         "mean W1"], rows))  # fmt: skip
-        s.append(
-            f"\nPredictive, on the test split: MLPD gap (method - NUTS, standardised units), "
-            f"test coverage of the method's {CI_PROB:.0%} interval (NUTS's in brackets), and the "
-            f"NUTS predictive mass inside the method's {CI_PROB:.0%} interval ({CI_PROB:.2f} "
-            "when they agree; less: the method's intervals are too narrow).\n\n"
-        )
-        s.append(_table(
-            ["method", "MLPD gap", "coverage (NUTS)", "NUTS mass in interval"],
-            [[k, _f(a["predictive"]["mlpd_gap"], ".3f"),
-              f"{a['predictive']['coverage']:.2f} ({a['predictive']['ref_coverage']:.2f})",
-              _f(a["predictive"]["ref_mass"], ".2f")] for k, a in agree.items()],
-        ))  # fmt: skip
+    if gate is not None:
+        s.append(_agreement_section(model_name, agree, gate))
     mcmc = [k for k, r in res.items() if r["posterior"].num_chains > 1]
     for k in mcmc:
         summ = diagnostics.summary(res[k]["datatree"], hyper)
@@ -338,8 +582,8 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, hyper, f
             s.append(
                 f"\nDivergences: {int(np.sum(stats['diverging']))}; mean tree depth / leapfrog "
                 f"steps: {_f(np.mean(stats.get('tree_depth', np.nan)), '.1f')} / "
-                f"{_f(np.mean(stats['num_steps']), '.0f')}; mean step size "
-                f"{_f(np.mean(stats['step_size']))}.\n"
+                f"{_f(np.mean(stats.get('num_steps', np.nan)), '.0f')}; mean step size "
+                f"{_f(np.mean(stats.get('step_size', np.nan)))}.\n"
             )
     s.append("\n## Diagnostics warnings\n\n")
     for k, r in res.items():

@@ -14,9 +14,9 @@ and ``variational_expectations`` return ``[...]``, elementwise (no sum over obse
 Expectations ``E_{N(f | m, v)}[log p(y | f)]`` under a factorised Gaussian ``q(f)`` are in
 closed form where one exists (Gaussian, heteroscedastic Gaussian, Poisson with the exp
 link), by Gauss–Hermite quadrature with ``num_gauss_hermite`` points (default 20) for one
-latent function per observation, by exact one-dimensional quadrature for the robust-max
-(GPflow's ``RobustMax``), and by Monte Carlo with ``num_mc_samples`` draws (needs ``key``)
-for the softmax.
+latent function per observation, by one-dimensional Gauss–Hermite quadrature of
+``q(f_y is the largest)`` for the robust-max (GPflow's ``RobustMax``), and by Monte Carlo
+with ``num_mc_samples`` draws (needs ``key``) for the softmax.
 
 References:
     GPflow ``gpflow.likelihoods`` (``ndiagquad``, ``Gaussian``, ``StudentT``, ``Bernoulli``,
@@ -35,8 +35,9 @@ Example:
     >>> round(float(gaussian_mixture_log_density(jnp.zeros(1), jnp.zeros((1, 1)),
     ...                                          jnp.ones((1, 1)))[0]), 4)  # -log(2 pi) / 2
     -0.9189
-    >>> lik = Bernoulli(link="probit")
-    >>> ve = lik.variational_expectations(jnp.array([1.0, 0.0]), jnp.zeros(2), jnp.ones(2))
+    >>> HeteroscedasticGaussian().num_latent(3)  # (mean, log sd) per output
+    6
+    >>> lik = Bernoulli(link="probit")  # Phi(0 / sqrt(1 + 1)) = 1/2
     >>> [round(float(a), 4) for a in lik.predict_mean_and_var(jnp.zeros(1), jnp.ones(1))[0]]
     [0.5]
 """
@@ -201,6 +202,8 @@ class Likelihood:
     Subclasses with one latent function per observation implement ``log_prob(y, f)`` and
     ``conditional_mean_and_var(f)`` (mean and variance of ``y`` given ``f``); the base gives
     ``variational_expectations`` and ``predict_mean_and_var`` by Gauss–Hermite quadrature.
+    Likelihoods with ``latent_dim > 1`` override both. ``static`` names the fields that are
+    configuration (pytree auxiliary data: links, sizes); the other fields are pytree leaves.
     """
 
     static: ClassVar[tuple[str, ...]] = ()
@@ -405,7 +408,9 @@ class Categorical(Likelihood):
               P_y = \\int N(x | m_y, v_y) \\prod_{k \\ne y} \\Phi\\big(\\tfrac{x - m_k}
               {\\sqrt{v_k}}\\big)\\,dx
 
-    with ``P_y = q(f_y is the largest)`` by Gauss–Hermite quadrature (deterministic).
+    with ``P_y = q(f_y is the largest)`` by Gauss–Hermite quadrature (deterministic). The
+    integrand sharpens when the ``v_k`` differ a lot: raise ``num_gauss_hermite`` then (with
+    the default 20 the predictive class probabilities can sum to ``1 - 1e-4``).
     """
 
     num_classes: int = 2
@@ -418,7 +423,7 @@ class Categorical(Likelihood):
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+        if not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 2:
             raise ValueError(
                 f"Categorical: num_classes must be an int >= 2; received {self.num_classes!r}"
             )

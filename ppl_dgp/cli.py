@@ -22,7 +22,42 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+
+
+class _BadArgument(ValueError):
+    """A command-line argument that fails its check (reported as a usage error, exit 2)."""
+
+
+def _usage_error(command: str, message: str) -> NoReturn:
+    """argparse's convention for a bad argument, in one line: ``prog cmd: error: msg``, exit 2.
+
+    The ``SystemExit`` carries the line (its ``str``) and the status 2 (its ``code``).
+    """
+    line = f"ppl-dgp {command}: error: {message}"
+    print(line, file=sys.stderr)
+    err = SystemExit(line)
+    err.code = 2
+    raise err
+
+
+def _positive(flag: str, value: Any) -> None:
+    if value is not None and value < 1:
+        raise _BadArgument(f"{flag} must be >= 1; received {value}")
+
+
+def _writable_dir(flag: str, out: str) -> None:
+    """``out`` is a folder that exists and is writable, or one that can be created."""
+    path = Path(out).absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is not a folder" if probe == path else f"cannot be created ({probe} is a file)"
+        raise _BadArgument(f"{flag} {out!r} {where}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise _BadArgument(f"{flag} {out!r} is not writable ({probe} denies writing)")
 
 
 def _configure_jax(threads: int | None, dtype: str) -> None:
@@ -41,20 +76,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _configure_jax(None, "float64")
     import functools
     import json
-    from pathlib import Path
 
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from ppl_dgp.datasets import Standardizer, load_motorcycle
-    from ppl_dgp.infer import SVI, fit
+    from ppl_dgp.infer import fit, make_method
     from ppl_dgp.models.dgp import dgp_regression, init_dgp
     from ppl_dgp.plotting import new_figure, plot_layer_samples_1d, plot_predictive_1d
     from ppl_dgp.predict import propagate_layers
     from ppl_dgp.predictive import predict
 
     X_raw, y_raw = load_motorcycle()
+    try:  # every argument, before any work: the configs' own checks, the data's size, --out
+        _positive("--layers", args.layers)
+        _positive("--num-inducing", args.num_inducing)
+        _positive("--steps", args.steps)
+        if args.num_inducing > X_raw.shape[0]:
+            raise _BadArgument(
+                f"--num-inducing must be <= N = {X_raw.shape[0]} (the motorcycle data); "
+                f"received {args.num_inducing}"
+            )
+        if args.seed < 0:
+            raise _BadArgument(f"--seed must be >= 0; received {args.seed}")
+        method = make_method("svi", preset=None, num_steps=args.steps, learning_rate=args.lr)
+        _writable_dir("--out", args.out)
+    except ValueError as err:
+        _usage_error("run", str(err))
     sx, sy = Standardizer.fit(X_raw), Standardizer.fit(y_raw)
     X, y = jnp.asarray(sx.transform(X_raw)), jnp.asarray(sy.transform(y_raw))
     config = init_dgp(X, num_layers=args.layers, num_inducing=args.num_inducing, seed=args.seed)
@@ -63,7 +112,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"Fitting a {args.layers}-layer deep GP (M={args.num_inducing} per layer) to the "
         f"motorcycle data (N={X.shape[0]}) by doubly-stochastic SVI, {args.steps} Adam steps"
     )
-    method = SVI(num_steps=args.steps, learning_rate=args.lr)  # validated here, as in fit
     post = fit(method, jax.random.key(args.seed), model, X, y)
     q = post.approx
     pred_train = predict(jax.random.key(2), model, post, X)
@@ -144,6 +192,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         for m in ("nuts", "hmc")
     }  # fmt: skip
     overrides["svi"] = {"num_steps": args.svi_steps}
+    try:
+        _check_compare(args, methods, overrides)
+    except ValueError as err:
+        _usage_error("compare", str(err))
     t0 = time.perf_counter()
     try:
         report.run_compare(
@@ -166,7 +218,75 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_compare(args: argparse.Namespace, methods: list[str], overrides: dict) -> None:
+    """Every ``compare`` argument, checked before any data is read or model fitted: the method
+    configurations are built as the report builds them (their own checks), then ``--out``."""
+    from ppl_dgp import report
+    from ppl_dgp.datasets import BENCH_NAMES
+    from ppl_dgp.infer import METHODS, make_method
+    from ppl_dgp.models import MODELS
+
+    if args.model not in report.regression_models():
+        raise _BadArgument(
+            f"--model {args.model!r} is not a regression model of the zoo; choose from "
+            f"{', '.join(report.regression_models())}"
+        )
+    if not methods:
+        raise _BadArgument("--methods names no method")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise _BadArgument(f"--methods: unknown {unknown}; registered: {', '.join(METHODS)}")
+    entry = MODELS[args.model]
+    for flag in ("--layers", "--num-inducing", "--num-warmup", "--num-samples",
+                 "--num-chains", "--svi-steps"):  # fmt: skip
+        _positive(flag, getattr(args, flag[2:].replace("-", "_")))
+    if not 0.0 < args.test_fraction < 1.0:
+        raise _BadArgument(f"--test-fraction must be in (0, 1); received {args.test_fraction}")
+    if args.seed < 0:
+        raise _BadArgument(f"--seed must be >= 0; received {args.seed}")
+    preset = "smoke" if args.smoke else "compare"
+    for m in methods:
+        make_method(m, preset=preset, **{**entry.method_overrides.get(m, {}),
+                                         **overrides.get(m, {})})  # fmt: skip
+    bundled = ("motorcycle", *(n for n in BENCH_NAMES if n != "moons"))
+    if args.data not in bundled:
+        if not Path(args.data).is_file():
+            raise _BadArgument(
+                f"--data {args.data!r} is neither a bundled data set ({', '.join(bundled)}) "
+                "nor an existing CSV file"
+            )
+        if args.target is None:
+            raise _BadArgument("--target is needed with a CSV --data (the column to predict)")
+    _writable_dir("--out", args.out)
+
+
+def _check_bench(args: argparse.Namespace) -> list[int]:
+    """Every ``bench`` argument, before JAX starts; returns the seeds."""
+    _positive("--threads", args.threads)
+    if args.suite == "laplace":
+        _positive("--repeats", args.repeats)
+        _positive("--nuts-samples", args.nuts_samples)
+        bad = [v for v in args.lam if not v > 0]
+        if bad:
+            raise _BadArgument(f"--lambda (prior precisions) must be > 0; received {bad}")
+        return []
+    _positive("--steps", args.steps)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise _BadArgument(
+            f"--seeds must be comma-separated ints >= 0; received {args.seeds!r}"
+        ) from None
+    if any(s < 0 for s in seeds):
+        raise _BadArgument(f"--seeds must be comma-separated ints >= 0; received {args.seeds!r}")
+    return seeds
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        seeds = _check_bench(args)
+    except ValueError as err:
+        _usage_error("bench", str(err))
     _configure_jax(args.threads, args.dtype)
     if args.suite == "laplace":
         from ppl_dgp.benchmarks import laplace
@@ -179,11 +299,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     models = args.models.split(",")
     for d in datasets:
         if d not in bench.DATASETS:
-            raise SystemExit(f"ppl-dgp bench: unknown dataset {d!r}; choose from {bench.DATASETS}")
+            _usage_error("bench", f"unknown dataset {d!r}; choose from {bench.DATASETS}")
     for m in models:
         if m not in ("dgp2", "svgp"):
-            raise SystemExit(f"ppl-dgp bench: unknown model {m!r}; choose from ('dgp2', 'svgp')")
-    seeds = [int(s) for s in args.seeds.split(",")]
+            _usage_error("bench", f"unknown model {m!r}; choose from ('dgp2', 'svgp')")
     bench.main(datasets, models, args.steps, args.dtype, seeds, args.q_sqrt_transform)
     return 0
 

@@ -608,44 +608,49 @@ def thin_to_common(
     return {k: xr.DataTree.from_dict({"posterior": ds}) for k, ds in out.items()}
 
 
-def _logged(dts: Mapping[str, xr.DataTree], var_names: Sequence[str]) -> tuple[dict, list[str]]:
-    thinned = thin_to_common(dts, log_positive=True)
-    have = set(next(iter(thinned.values()))["posterior"].data_vars)
-    return thinned, [f"log_{v}" if f"log_{v}" in have else v for v in var_names]
-
-
 def _save(pc: Any, path: str | Path | None) -> Any:
     if path is not None:
         pc.savefig(str(path), dpi=100)
     return pc
 
 
+def _draws_of(dts: Mapping[str, xr.DataTree], var_names: Sequence[str]) -> dict[str, dict]:
+    """``{method: {var: (chain, draw, ...)}}`` of the variables each DataTree has."""
+    out = {}
+    for name, dt in dts.items():
+        post = dt["posterior"]
+        out[name] = {
+            v: post[v].transpose("chain", "draw", ...).values for v in var_names if v in post
+        }
+    return out
+
+
 def plot_forest(
     dts: Mapping[str, xr.DataTree], var_names: Sequence[str], path: str | Path | None = None
 ) -> Any:
-    """Forest plot (HDI and median) of ``var_names`` (log of positive ones), a line per method."""
-    thinned, names = _logged(dts, var_names)
-    pc = azp.plot_forest(_one_or_many(thinned), var_names=names, ci_kind="hdi")
-    if len(thinned) > 1:
-        pc.add_legend("model")
-    return _save(pc, path)
+    """Median, central 50% and 90% intervals of ``var_names``: a panel per scalar component,
+    a row per method, a log axis for positive quantities (:func:`ppl_dgp.plotting.plot_forest`).
 
+    Returns:
+        The matplotlib figure.
+    """
+    from ppl_dgp import plotting
 
-def _one_or_many(dts: dict[str, xr.DataTree]) -> xr.DataTree | dict[str, xr.DataTree]:
-    """A single method's DataTree itself: ArviZ-plots indexes past a one-model dict (its
-    ``model`` dimension of size 1 raises ``IndexError``)."""
-    return next(iter(dts.values())) if len(dts) == 1 else dts
+    return plotting.plot_forest(_draws_of(dts, var_names), list(var_names), path)
 
 
 def plot_marginals(
     dts: Mapping[str, xr.DataTree], var_names: Sequence[str], path: str | Path | None = None
 ) -> Any:
-    """Marginal densities (KDE; log of positive variables) with the methods overlaid."""
-    thinned, names = _logged(dts, var_names)
-    pc = azp.plot_dist(_one_or_many(thinned), var_names=names, kind="kde")
-    if len(thinned) > 1:
-        pc.add_legend("model")
-    return _save(pc, path)
+    """Marginal densities of ``var_names``, methods overlaid: a panel per scalar component, a
+    log axis for positive quantities (:func:`ppl_dgp.plotting.plot_marginals`).
+
+    Returns:
+        The matplotlib figure.
+    """
+    from ppl_dgp import plotting
+
+    return plotting.plot_marginals(_draws_of(dts, var_names), list(var_names), path)
 
 
 def plot_rank(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:

@@ -1,7 +1,10 @@
 """Figures for fits and their comparison (matplotlib, imported lazily).
 
-ArviZ's own plots (forest, densities, rank, trace) live in :mod:`ppl_dgp.diagnostics`, the
-one module that imports ArviZ; this module draws from arrays and predictives.
+ArviZ's own plots (rank, trace, k-hat) live in :mod:`ppl_dgp.diagnostics`, the one module
+that imports ArviZ; this module draws from arrays and predictives, among them the
+methods' marginals side by side (:func:`plot_marginals`, :func:`plot_forest`): one panel per
+scalar quantity, titled with its site name (``layer0.lengthscales[1]``; no index for a scalar
+site), one colour per method, one legend for the figure, no text over the data.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import numpy as np
 from ppl_dgp.predict import MixturePredictive
 
 __all__ = [
+    "marginal_components",
     "new_figure",
+    "plot_forest",
     "plot_layer_samples_1d",
     "plot_loss_traces",
+    "plot_marginals",
     "plot_predictive_1d",
     "plot_predictive_bands",
     "plot_reliability",
@@ -111,14 +117,22 @@ def plot_predictive_bands(
     path: Any = None,
 ) -> Any:
     """One panel per method: data, predictive mean and 50% / 95% bands (shared axes)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     n = len(preds)
-    fig, axes = new_figure(1, n, figsize=(4.2 * n, 3.6), sharex=True, sharey=True, squeeze=False)
+    fig, axes = new_figure(1, n, figsize=(4.2 * n, 3.9), sharex=True, sharey=True, squeeze=False,
+                           layout="constrained")  # fmt: skip
     for i, (ax, (name, pred)) in enumerate(zip(axes[0], preds.items(), strict=True)):
         plot_predictive_1d(ax, X, y, X_grid, pred, title=name, color=f"C{i}", label=name)
         ax.set_xlabel("x")
     axes[0, 0].set_ylabel("y")
-    axes[0, 0].legend(loc="best", fontsize=7)
-    return _finish(fig, path)
+    handles = [Patch(color="0.5", alpha=0.25), Patch(color="0.5", alpha=0.45),
+               Line2D([], [], color="0.3", lw=2),
+               Line2D([], [], color="k", marker="o", ls="", ms=3)]  # fmt: skip
+    fig.legend(handles, ["95% interval", "50% interval", "predictive mean", "training data"],
+               loc="outside upper center", ncol=4, frameon=False, fontsize=9)  # fmt: skip
+    return _save_only(fig, path)
 
 
 def plot_loss_traces(losses: dict[str, np.ndarray], path: Any = None) -> Any:
@@ -154,3 +168,196 @@ def plot_reliability(curves: dict[str, dict[str, np.ndarray]], path: Any = None)
     ax.set_title("reliability diagram")
     ax.legend(fontsize=8)
     return _finish(fig, path)
+
+
+# -- the methods' marginals side by side -----------------------------------------------------
+
+
+def marginal_components(
+    samples: dict[str, dict[str, np.ndarray]], sites: list[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every scalar component of ``sites`` per method: ``{label: {method: draws [S]}}``.
+
+    ``samples`` is ``{method: {site: (chain, draw, *shape)}}`` (``Posterior.draws``); chains
+    are merged. A component is labelled ``site`` for a scalar site, else ``site[i]`` or
+    ``site[i, j]``. Sites a method lacks are left out for that method.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for site in sites:
+        for method, draws in samples.items():
+            if site not in draws:
+                continue
+            v = np.asarray(draws[site], dtype=np.float64)
+            flat = v.reshape(v.shape[0] * v.shape[1], -1)  # [S, P]
+            shape = v.shape[2:]
+            for j, idx in enumerate(np.ndindex(shape) if shape else [()]):
+                label = f"{site}[{', '.join(map(str, idx))}]" if shape else site
+                out.setdefault(label, {})[method] = flat[:, j]
+    return out
+
+
+def _log_axis(ax: Any) -> None:
+    """A log x-axis labelled in plain numbers, more per decade the fewer decades it spans
+    (matplotlib's default labels the minor ticks of a short range as colliding ``a x 10^b``).
+    Call it after the data are drawn."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    decades = np.log10(hi / lo)
+    subs = (
+        (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+        if decades < 1
+        else (1.0, 2.0, 5.0)
+        if decades < 3
+        else (1.0,)
+    )
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _style(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_yticks([])
+    ax.tick_params(labelsize=8)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+
+
+def _grid(n: int, ncols: int) -> tuple[int, int]:
+    ncols = max(1, min(ncols, n))
+    return -(-n // ncols), ncols
+
+
+def _shared_legend(fig: Any, methods: list[str], colors: dict[str, str], **kw: Any) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[m], lw=2, **kw) for m in methods]
+    fig.legend(handles, methods, loc="outside upper center", ncol=len(methods), frameon=False)
+
+
+def plot_marginals(
+    samples: dict[str, dict[str, np.ndarray]],
+    sites: list[str],
+    path: Any = None,
+    *,
+    min_density_draws: int = 5,
+    ncols: int = 3,
+) -> Any:
+    """Marginal densities of every scalar component of ``sites``, methods overlaid.
+
+    One panel per component (:func:`marginal_components`). A method with at least
+    ``min_density_draws`` draws is drawn as a Gaussian KDE (``scipy.stats.gaussian_kde``,
+    Scott's bandwidth); one with fewer (a MAP, a small ensemble) as a vertical line per draw.
+    A component positive in every method is drawn on a log axis (kernel variances and noise
+    span orders of magnitude), its density taken on the log scale.
+
+    Args:
+        samples: ``{method: {site: (chain, draw, *shape)}}``.
+        sites: the sites to draw (hyperparameters, typically).
+        path: where to save the PNG (not saved when ``None``).
+        min_density_draws: fewest draws for a density.
+        ncols: panels per row.
+
+    Returns:
+        The matplotlib figure.
+    """
+    from scipy.stats import gaussian_kde
+
+    comps = marginal_components(samples, sites)
+    if not comps:
+        raise ValueError(f"plot_marginals: no draws of {sites}")
+    methods = list(samples)
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    nrows, ncols = _grid(len(comps), ncols)
+    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 2.5 * nrows + 0.5),
+                           squeeze=False, layout="constrained")  # fmt: skip
+    for ax, (label, per_method) in zip(axes.flat, comps.items(), strict=False):
+        log = all(np.all(v > 0) for v in per_method.values())
+        for m, v in per_method.items():
+            t = np.log(v) if log else v
+            if t.size >= min_density_draws and np.ptp(t) > 0:
+                lo, hi = t.min(), t.max()
+                pad = 0.15 * (hi - lo)
+                g = np.linspace(lo - pad, hi + pad, 256)
+                ax.plot(np.exp(g) if log else g, gaussian_kde(t)(g), color=colors[m], lw=1.6)
+            else:
+                for x in v:
+                    ax.axvline(x, color=colors[m], lw=1.4, ls="--")
+        if log:
+            _log_axis(ax)
+        _style(ax, label)
+        ax.set_xlabel("log scale" if log else "", fontsize=8)
+    for ax in axes.flat[len(comps) :]:
+        ax.set_visible(False)
+    fig.supxlabel(
+        f"marginal densities (dashed: one line per draw of a method with fewer than "
+        f"{min_density_draws} draws)",
+        fontsize=9,
+    )
+    _shared_legend(fig, methods, colors)
+    return _save_only(fig, path)
+
+
+def plot_forest(
+    samples: dict[str, dict[str, np.ndarray]],
+    sites: list[str],
+    path: Any = None,
+    *,
+    prob: float = 0.9,
+    ncols: int = 3,
+) -> Any:
+    """Median and central intervals of every scalar component of ``sites``, a row per method.
+
+    One panel per component (:func:`marginal_components`), the methods stacked in the same
+    order in every panel (a point estimate is a lone marker): a thin line for the central
+    ``prob`` interval, a thick one for the central 50%, a dot at the median (equal-tailed
+    quantiles of the draws). Components positive in every method are on a log axis.
+
+    Args:
+        samples: ``{method: {site: (chain, draw, *shape)}}``.
+        sites: the sites to draw.
+        path: where to save the PNG (not saved when ``None``).
+        prob: the outer interval's probability.
+        ncols: panels per row.
+
+    Returns:
+        The matplotlib figure.
+    """
+    comps = marginal_components(samples, sites)
+    if not comps:
+        raise ValueError(f"plot_forest: no draws of {sites}")
+    methods = list(samples)
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    nrows, ncols = _grid(len(comps), ncols)
+    height = 0.3 * len(methods) + 0.9
+    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, height * nrows + 0.5),
+                           squeeze=False, layout="constrained")  # fmt: skip
+    a = (1.0 - prob) / 2.0
+    for ax, (label, per_method) in zip(axes.flat, comps.items(), strict=False):
+        for row, m in enumerate(methods):
+            if m not in per_method:
+                continue
+            lo, q25, med, q75, hi = np.quantile(per_method[m], [a, 0.25, 0.5, 0.75, 1 - a])
+            ax.plot([lo, hi], [row, row], color=colors[m], lw=1.0)
+            ax.plot([q25, q75], [row, row], color=colors[m], lw=3.0)
+            ax.plot([med], [row], "o", color=colors[m], ms=4)
+        if all(np.all(v > 0) for v in per_method.values()):
+            _log_axis(ax)
+        ax.set_ylim(len(methods) - 0.5, -0.5)
+        _style(ax, label)
+    for ax in axes.flat[len(comps) :]:
+        ax.set_visible(False)
+    fig.supxlabel(f"median, central 50% and {prob:.0%} intervals of each method", fontsize=9)
+    _shared_legend(fig, methods, colors, marker="o", ms=4)
+    fig.get_layout_engine().set(h_pad=0.08)
+    return _save_only(fig, path)
+
+
+def _save_only(fig: Any, path: Any) -> Any:
+    """Save a constrained-layout figure (no ``tight_layout``) and close it."""
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        _plt().close(fig)
+    return fig

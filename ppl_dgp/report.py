@@ -70,7 +70,7 @@ CI_PROB = 0.9
 #: PSIS-LOO fits a Pareto tail to the largest importance ratios: with fewer draws (a MAP, a
 #: small ensemble) there is no tail to fit, and the report says so instead.
 MIN_LOO_DRAWS = 50
-#: Fewest draws a method needs to appear in the forest and marginal-density plots.
+#: Fewest draws a method needs for a density in the marginals plot (else a line per draw).
 MIN_PLOT_DRAWS = 5
 #: Components of each method's mixture predictive at the test inputs.
 PREDICTIVE_COMPONENTS = 200
@@ -387,12 +387,14 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
     from ppl_dgp import plotting
 
     files = []
-    # densities and intervals need a sample: a MAP (one draw) is in the tables, not the plots
-    dts = {k: r["datatree"] for k, r in res.items()
-           if r["posterior"].num_chains * r["posterior"].num_draws >= MIN_PLOT_DRAWS}  # fmt: skip
-    if hyper and dts:
-        diagnostics.plot_forest(dts, hyper, out / "forest.png")
-        diagnostics.plot_marginals(dts, hyper, out / "marginals.png")
+    # a panel per hyperparameter; a method of fewer than MIN_PLOT_DRAWS draws (a MAP, a small
+    # ensemble) is a line per draw in the densities
+    samples = {k: r["posterior"].draws for k, r in res.items()}
+    if hyper:
+        plotting.plot_forest(samples, hyper, out / "forest.png", prob=CI_PROB)
+        plotting.plot_marginals(
+            samples, hyper, out / "marginals.png", min_density_draws=MIN_PLOT_DRAWS
+        )
         files += ["forest.png", "marginals.png"]
     for name, r in res.items():
         if "diverging" in r["posterior"].sample_stats and r["posterior"].num_chains > 1:

@@ -266,6 +266,11 @@ def predict(
 
     Returns:
         :class:`~ppl_dgp.predict.MixturePredictive`, ``means``/``variances`` ``[S, N]``.
+
+    Raises:
+        ValueError: the posterior does not fit ``model`` (:func:`check_posterior`: a global
+            latent or param site of the model without a value in it, or a site the model does
+            not have); only per-datum sites such as a DGP's ``{layer}.eps`` are drawn afresh.
     """
     positive_int("predict", num_samples=num_samples)
     X_new = jnp.asarray(X_new)
@@ -381,6 +386,9 @@ def predict_proba(
 
     Returns:
         ``p(y=1) [N]`` for one logit, ``[N, K]`` class probabilities otherwise.
+
+    Raises:
+        ValueError: the posterior does not fit ``model`` (:func:`check_posterior`).
     """
     if link not in _LINKS:
         raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")

@@ -653,25 +653,54 @@ def plot_marginals(
     return plotting.plot_marginals(_draws_of(dts, var_names), list(var_names), path)
 
 
+def _components_tree(dt: xr.DataTree, var_names: Sequence[str]) -> xr.DataTree:
+    """``dt``'s posterior with one variable per scalar component (``site`` or ``site[i]``), so
+    that ArviZ titles a panel with its name alone (not a dim coordinate on a second line);
+    ``sample_stats`` kept (divergences)."""
+    post = dt["posterior"].to_dataset()
+    flat = {}
+    for v in var_names:
+        da = post[v].transpose("chain", "draw", ...)
+        event = da.dims[2:]
+        if not event:
+            flat[v] = da
+            continue
+        for idx in np.ndindex(*(da.sizes[d] for d in event)):
+            flat[f"{v}[{', '.join(map(str, idx))}]"] = da.isel(dict(zip(event, idx, strict=True)))
+    ds = xr.Dataset({k: da.drop_vars([c for c in da.coords if c not in ("chain", "draw")])
+                     for k, da in flat.items()})  # fmt: skip
+    groups = {"posterior": ds}
+    if "sample_stats" in dt.children:
+        groups["sample_stats"] = dt["sample_stats"].to_dataset()
+    return xr.DataTree.from_dict(groups)
+
+
 def plot_rank(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:
-    """Rank plot (fractional-rank ECDF difference per chain) of an MCMC posterior."""
-    return _save(azp.plot_rank(dt, var_names=list(var_names)), path)
+    """Rank plot (fractional-rank ECDF difference per chain) of an MCMC posterior, a panel per
+    scalar component (``site[i]``), chains in colour."""
+    pc = azp.plot_rank(_components_tree(dt, var_names), figure_kwargs={"layout": "constrained"})
+    pc.add_legend("chain")
+    return _save(pc, path)
 
 
 def plot_trace(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:
-    """Trace and per-chain density of an MCMC posterior (divergences marked)."""
-    return _save(azp.plot_trace_dist(dt, var_names=list(var_names)), path)
+    """Trace and per-chain density of an MCMC posterior (divergences marked), a row per
+    scalar component (``site[i]``)."""
+    pc = azp.plot_trace_dist(
+        _components_tree(dt, var_names), figure_kwargs={"layout": "constrained"}
+    )
+    return _save(pc, path)
 
 
 def plot_khat(elpds: Mapping[str, Any], path: str | Path | None = None) -> Any:
     """PSIS-LOO Pareto ``k`` per observation, one panel per method (arviz-plots' ``plot_khat``).
 
-    Lines at ``k = 0``, ``good_k`` and ``1``, with the percentage of observations in each
-    range at the right. ``good_k = min(1 - 1 / log10(S), 0.7)`` is ArviZ's threshold for ``S``
-    draws (Vehtari et al., 2024); with several methods the panels share the
-    strictest one (the fewest draws), as arviz-plots draws one set of lines. A single method's
-    observations above ``good_k`` are labelled with their index (arviz-plots cannot place
-    those labels on faceted panels).
+    Lines at ``k = 0``, ``good_k`` and ``1`` (the counts above ``good_k`` are in the report's
+    table: arviz-plots' per-range percentages overlap each other and the next panel).
+    ``good_k = min(1 - 1 / log10(S), 0.7)`` is ArviZ's threshold for ``S`` draws (Vehtari et
+    al., 2024); with several methods the panels share the strictest one (the fewest draws), as
+    arviz-plots draws one set of lines. Observations are not labelled with their index (the
+    labels of neighbouring observations overlap).
 
     Args:
         elpds: ``{method: ELPDData}`` from :func:`loo` (pointwise, the same observations).
@@ -687,15 +716,19 @@ def plot_khat(elpds: Mapping[str, Any], path: str | Path | None = None) -> Any:
     elpds = dict(elpds)
     if not elpds:
         raise ValueError("plot_khat: no methods given")
-    visuals = {"hlines": {}, "bin_text": {}}
+    visuals = {"hlines": {}, "bin_text": False, "threshold_text": False}
+    layout = {"figure_kwargs": {"layout": "constrained"}}
     if len(elpds) == 1:
         (elpd,) = elpds.values()
-        return _save(azp.plot_khat(elpd, threshold=elpd.good_k, visuals=visuals), path)
+        pc = azp.plot_khat(elpd, threshold=elpd.good_k, visuals=visuals, **layout)
+        return _save(pc, path)
     k = xr.concat([e.pareto_k for e in elpds.values()], dim="model")
     combined = dataclasses.replace(  # arviz-plots reads only pareto_k and good_k
         next(iter(elpds.values())),
         pareto_k=k.assign_coords(model=list(elpds)),
         good_k=min(e.good_k for e in elpds.values()),
     )
-    pc = azp.plot_khat(combined, cols=["model"], legend=False, visuals={**visuals, "title": {}})
+    pc = azp.plot_khat(
+        combined, cols=["model"], legend=False, visuals={**visuals, "title": {}}, **layout
+    )
     return _save(pc, path)

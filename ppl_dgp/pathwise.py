@@ -59,6 +59,7 @@ from jax import Array
 from ppl_dgp.infer.core import positive_int
 from ppl_dgp.infer.svi import InducingApprox
 from ppl_dgp.layers import KERNELS, Hyper, LayerSpec
+from ppl_dgp.linalg import cholesky
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.sampling import (
     FunctionSample,
@@ -106,16 +107,24 @@ def _sample_layer(
     keys: Array, variance: Array, lengthscales: Array, Z: Array, u: Array, mean_function: Any,
     *, kernel_cls: type, num_features: int, whiten: bool, jitter: float,
 ) -> FunctionSample:  # fmt: skip
-    """``S`` layer draws: ``u [S, M, Q]``, hyperparameters ``[S, ...]``, ``Z`` shared."""
+    """``S`` layer draws: ``u [S, M, Q]``, hyperparameters ``[S, ...]``, ``Z`` shared.
 
-    def one(key: Array, var: Array, ls: Array, u: Array) -> FunctionSample:
+    ``Kmm`` is factorised batched, outside the ``vmap`` (see
+    :func:`~ppl_dgp.sampling.sample_layer_function`'s ``Lmm``).
+    """
+    Kmm = jax.vmap(lambda var, ls: kernel_cls(variance=var, lengthscales=ls).K(Z))(
+        variance, lengthscales
+    )  # [S, M, M]
+    Lmm = cholesky(Kmm, jitter)
+
+    def one(key: Array, var: Array, ls: Array, u: Array, Lmm: Array) -> FunctionSample:
         kernel = kernel_cls(variance=var, lengthscales=ls)
         return sample_layer_function(
             key, kernel, Z, u, num_features=num_features, mean_function=mean_function,
-            whiten=whiten, jitter=jitter,
+            whiten=whiten, jitter=jitter, Lmm=Lmm,
         )  # fmt: skip
 
-    return jax.vmap(one)(keys, variance, lengthscales, u)
+    return jax.vmap(one)(keys, variance, lengthscales, u, Lmm)
 
 
 def _layers(

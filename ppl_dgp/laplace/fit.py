@@ -71,6 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
 from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
@@ -292,9 +293,11 @@ def _fit_laplace(
 ) -> Posterior:
     key_init, key_draws = jax.random.split(rng_key)
     key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps; the loop splits it
+    if method.curvature == "auto" and method.tune != "none":  # a refusal before any compile
+        _resolve_curvature(method, _site_types(fitter, X, y))
     with timed() as timer:
         mtr, sites = fitter._structure(key_init, X, y)
-        curvature = _resolve_curvature(method, mtr)  # before the MAP: a refusal costs nothing
+        curvature = _resolve_curvature(method, mtr)  # before the MAP
         latent = tuple(sites.global_latent) + tuple(sites.local_latent)
         z0, params, pe0 = fitter._init(latent, key_init, X, y)
         if not np.isfinite(float(pe0)):  # initialize names the offending sites
@@ -357,6 +360,23 @@ def _fit_laplace(
         approx=approx,
         timings=timings,
     )
+
+
+def _site_types(fitter: LaplaceFitter, X: Array, y: Array) -> dict[str, dict[str, str]]:
+    """``{site: {"type": ...}}`` of the model at data of these shapes, traced abstractly
+    (``jax.eval_shape``: nothing is run or compiled)."""
+    types: dict[str, dict[str, str]] = {}
+
+    def run(X: Array, y: Array) -> Array:
+        with handlers.block():
+            tr = handlers.trace(handlers.seed(fitter.model, 0)).get_trace(
+                X, y, **fitter.model_kwargs
+            )
+        types.update({k: {"type": site["type"]} for k, site in tr.items()})
+        return jnp.zeros(())
+
+    jax.eval_shape(run, X, y)
+    return types
 
 
 def _resolve_curvature(method: Laplace, mtr: dict) -> str:

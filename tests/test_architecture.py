@@ -24,6 +24,7 @@ MATH = {
     "ppl_dgp.curvature",
     "ppl_dgp.inducing",
     "ppl_dgp.calibration",
+    "ppl_dgp.sampling",
 }
 
 

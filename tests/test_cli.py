@@ -12,8 +12,9 @@ from ppl_dgp.cli import main
 
 def test_run_prints_fit_and_writes_the_figure(tmp_path, capsys):
     assert main(["run", "--steps", "40", "--num-inducing", "8", "--out", str(tmp_path)]) == 0
-    with pytest.raises(ValueError, match="SVI.learning_rate must be > 0; received -1"):
+    with pytest.raises(SystemExit, match="SVI.learning_rate must be > 0; received -1") as exc:
         main(["run", "--lr", "-1", "--out", str(tmp_path)])
+    assert exc.value.code == 2
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{") : out.index("}\n") + 1])
     assert np.isfinite(summary["final_loss"]) and summary["noise_std_original_units"] > 0

@@ -195,8 +195,11 @@ def build_svgp_classification(
     return functools.partial(svgp_classification, **config)
 
 
-# The output site f is the logits of a GP's marginal, not a network's: no dense layers for a
-# GGN over "all" weights, so Laplace takes the exact Hessian over the global latent sites.
+# Laplace: f is the logits of a GP's marginal, not a network's (no dense layers for a GGN over
+# "all" weights). The SVGP takes the classic Laplace GP classifier: the GGN (the Fisher of the
+# Bernoulli in f) over the whitened inducing values, hyperparameters at their MAP. The DGP, whose
+# sites depend on its depth, takes the exact Hessian over every global latent site.
+_SVGP_LAPLACE = {"laplace": {"subset_of_weights": ("layer0.u",)}}
 _HESSIAN = {"laplace": {"curvature": "hessian"}}
 
 register_model(
@@ -208,7 +211,7 @@ register_model(
         output_site="f",
         predictives=("proba",),
         smoke={"num_inducing": 5},
-        method_overrides=_HESSIAN,
+        method_overrides=_SVGP_LAPLACE,
         description="sparse variational GP classification (Hensman et al. 2015); probit, or "
         "robust-max with num_classes > 2",
     )

@@ -21,7 +21,8 @@ from ppl_dgp.collapse import collapse
 from ppl_dgp.elbo import elbo_terms
 from ppl_dgp.guides import InducingPointGuide
 from ppl_dgp.infer import SVI, fit
-from ppl_dgp.likelihoods import Bernoulli, Categorical
+from ppl_dgp.layers import gaussian_likelihood
+from ppl_dgp.likelihoods import Bernoulli, Categorical, Gaussian
 from ppl_dgp.linalg import DEFAULT_JITTER
 from ppl_dgp.models import gp_classification as gpc
 from ppl_dgp.outputs import likelihood_site, marginal_distribution
@@ -227,3 +228,30 @@ def test_svi_separates_a_two_dimensional_toy():
     accuracy = np.mean((p > 0.5) == y_test)
     assert accuracy > 0.9, accuracy
     assert np.all((p >= 0) & (p <= 1))
+
+
+def test_a_gaussian_through_the_generic_site_is_todays_closed_form():
+    rng = np.random.default_rng(4)
+    F, F_var = jnp.asarray(rng.normal(size=(5, 1))), jnp.asarray(rng.uniform(size=(5, 1)))
+    y = jnp.asarray(rng.normal(size=5))
+
+    def today(y=None):
+        gaussian_likelihood("y", F, y, 0.3, plate=numpyro.plate("data", 5), F_var=F_var)
+
+    def generic(y=None):
+        likelihood_site("y", Gaussian(0.3), F, y, plate=numpyro.plate("data", 5), F_var=F_var)
+
+    for handler in (collapse, None):
+        traces = []
+        for model in (today, generic):
+            if handler is None:
+                traces.append(trace(seed(model, 0)).get_trace(y))
+            else:
+                with handler():
+                    traces.append(trace(seed(model, 0)).get_trace(y))
+        a, b = traces
+        assert list(a) == list(b)
+        for name in a:
+            np.testing.assert_allclose(b[name]["value"], a[name]["value"], rtol=1e-12)
+        np.testing.assert_allclose(b["y"]["fn"].log_prob(y), a["y"]["fn"].log_prob(y),
+                                   rtol=1e-12)  # fmt: skip

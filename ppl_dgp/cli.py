@@ -7,6 +7,8 @@ with the figures and each method's DataTree (:mod:`ppl_dgp.report`).
 prints the fit and its mixture predictive, and writes ``OUT/motorcycle_dgp.png``.
 ``ppl-dgp bench`` runs the shared DGP/SVGP benchmark workloads, ``ppl-dgp bench laplace`` the
 two-moons Laplace one (:mod:`ppl_dgp.benchmarks`); both print one JSON object per run.
+Every command keeps JAX's compiled programs on disk for the next process
+(:mod:`ppl_dgp.compile_cache`; ``--no-cache`` turns that off, e.g. to time a cold start).
 
 Example:
     :func:`main` takes the command line's arguments; ``ppl-dgp compare --list-methods``:
@@ -211,6 +213,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             layers=args.layers,
             smoke=args.smoke,
             overrides=overrides,
+            reference=args.reference,
         )
     except ValueError as err:
         raise SystemExit(f"ppl-dgp compare: {err}") from None
@@ -257,6 +260,10 @@ def _check_compare(args: argparse.Namespace, methods: list[str], overrides: dict
             )
         if args.target is None:
             raise _BadArgument("--target is needed with a CSV --data (the column to predict)")
+    if args.reference is not None:
+        ref = Path(args.reference)
+        if not (ref.is_file() or ref.with_suffix(".npz").is_file()):
+            raise _BadArgument(f"--reference {args.reference!r}: no such file (a saved nuts.npz)")
     _writable_dir("--out", args.out)
 
 
@@ -309,6 +316,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ppl-dgp", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not read or write JAX's compilation cache (default: $PPL_DGP_CACHE_DIR, "
+        "else ~/.cache/ppl_dgp/jax; see ppl_dgp.compile_cache)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="fit a 2-layer DGP to the motorcycle data (the main job)")
@@ -348,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-chains", type=int, help="NUTS/HMC chains (default 2)")
     c.add_argument("--svi-steps", type=int, help="SVI steps (default 2000)")
     c.add_argument("--smoke", action="store_true", help="tiny sizes (tests, a quick look)")
+    c.add_argument(
+        "--reference",
+        metavar="PATH",
+        help="a saved NUTS posterior (OUT/nuts.npz of an earlier compare run) to compare with "
+        "instead of fitting NUTS",
+    )
     c.add_argument("--list-methods", action="store_true", help="print the methods and models")
     c.set_defaults(func=_cmd_compare)
 
@@ -383,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args: Any = build_parser().parse_args(argv)
+    if not args.no_cache:  # a second process reads back what the first compiled
+        from ppl_dgp.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     return args.func(args)
 
 

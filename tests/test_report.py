@@ -58,7 +58,7 @@ def test_load_data_splits_a_csv_by_column_names(tmp_path):
         (["--target", "target", "--features", "x,time"], None, "'time' not found"),
         (["--target", "target"], "0.1,abc,0.2", "non-numeric value 'abc' in column 'target'"),
         (["--target", "target"], "nan,0.5,0.2", "line 5: NaN in column 'x'"),
-        ([], None, "a CSV needs --target"),
+        ([], None, "--target is needed with a CSV --data"),
     ],
 )  # fmt: skip
 def test_compare_cli_reports_bad_csv_clearly(tmp_path, args, bad, message):
@@ -68,26 +68,33 @@ def test_compare_cli_reports_bad_csv_clearly(tmp_path, args, bad, message):
 
 
 def test_compare_cli_rejects_unknown_methods_and_data(tmp_path):
-    with pytest.raises(SystemExit, match=r"unknown method\(s\) \['mcmc'\]; registered: "):
+    with pytest.raises(SystemExit, match=r"--methods: unknown \['mcmc'\]; registered: "):
         main(["compare", "--methods", "svi,mcmc", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="neither a bundled data set"):
         main(["compare", "--data", "boston", "--methods", "svi", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--reference '.*nuts.npz': no such file") as exc:
+        main(["compare", "--reference", str(tmp_path / "nuts.npz"), "--out", str(tmp_path)])
+    assert exc.value.code == 2
 
 
 @pytest.mark.slow  # an end-to-end run (~1-2 min on 2 cores); the notebook test also drives it
 def test_compare_writes_report_figures_and_datatrees(tmp_path):
     path = _csv(tmp_path / "d.csv", n=40)
     out = tmp_path / "out"
-    result = report.run_compare(
-        "svgp", str(path), ["svi", "nuts"], out, target="target", features=["x"], smoke=True,
-        num_inducing=5, log=lambda _: None,
-    )  # fmt: skip
+    with pytest.warns(report.UnreliableReferenceWarning, match="no agreement with nuts computed"):
+        result = report.run_compare(
+            "svgp", str(path), ["svi", "nuts"], out, target="target", features=["x"],
+            smoke=True, num_inducing=5, log=lambda _: None,
+        )  # fmt: skip
     text = (out / "report.md").read_text()
     for heading in ("## Methods and timings", "## Test metrics", "## PSIS-LOO",
                     "## Agreement with NUTS", "## Posterior summary: nuts",
                     "## Diagnostics warnings"):  # fmt: skip
         assert heading in text
-    assert "| svi | `noise_variance` |" in text  # the agreement table has the hyperparameters
+    # a smoke-size NUTS is no reference: the section says why instead of scoring against it
+    assert "**Not computed.**" in text and result["agreement"] == {}
+    assert all(reason in text for reason in result["reference_check"].reasons)
+    assert (out / "nuts.npz").exists()  # reusable: run_compare(..., reference=out / "nuts.npz")
     for png in ("forest", "marginals", "rank_nuts", "trace_nuts", "predictive", "elbo", "khat"):
         assert (out / f"{png}.png").stat().st_size > 5_000, png
         assert f"![{png}.png]({png}.png)" in text

@@ -230,6 +230,21 @@ def test_svi_separates_a_two_dimensional_toy():
     assert np.all((p >= 0) & (p <= 1))
 
 
+def test_svi_separates_three_classes_with_the_robust_max():
+    X = np.linspace(-3.0, 3.0, 60)[:, None]
+    y = np.digitize(X[:, 0], [-1.0, 1.0]).astype(np.int32)
+    X_test = np.random.default_rng(5).uniform(-3.0, 3.0, size=(100, 1))
+    y_test = np.digitize(X_test[:, 0], [-1.0, 1.0])
+    model = gpc.build_svgp_classification(X, y=y, num_inducing=10)  # 3 classes from y
+    post = fit(SVI(num_steps=400, learning_rate=0.05, num_samples=30), jax.random.key(0),
+               model, X, y)  # fmt: skip
+    p = np.asarray(predict_proba(model, post, X_test, num_samples=30))
+    assert p.shape == (100, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    accuracy = np.mean(np.argmax(p, axis=1) == y_test)
+    assert accuracy > 0.9, accuracy
+
+
 def test_a_gaussian_through_the_generic_site_is_todays_closed_form():
     rng = np.random.default_rng(4)
     F, F_var = jnp.asarray(rng.normal(size=(5, 1))), jnp.asarray(rng.uniform(size=(5, 1)))

@@ -14,7 +14,7 @@ LOCKENV := .lockenv
 
 help:
 	@echo "make run    compare SVI/NUTS/SGHMC/Laplace on a 2-layer DGP (motorcycle data): out/compare/report.md"
-	@echo "make test   run the test suite (fast tests; 'make test PYTEST_ARGS=\"-m slow\"' for slow)"
+	@echo "make test   run the test suite (fast tests; 'make test PYTEST_ARGS=\"-m slow\"' for slow; XDIST= for one process)"
 	@echo "make bench  run the benchmarks"
 	@echo "make lint   ruff check + ruff format --check"
 	@echo "make lock   regenerate requirements.lock from pyproject.toml (uv pip compile)"
@@ -32,10 +32,16 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/ppl-dgp compare --model dgp --data motorcycle --out out/compare
+	PYTHONHASHSEED=0 $(BIN)/ppl-dgp compare --model dgp --data motorcycle --out out/compare
+
+# One pytest-xdist worker per core, the longest work first (tests/conftest.py orders it and
+# keeps a file whose tests share module-scoped fits on one worker); a fixed hash seed lets the
+# workers and the notebooks share JAX's compilation cache. PYTHONSAFEPATH=1 is `python -P`
+# for the workers too: the repository root stays off sys.path.
+XDIST ?= -n auto --dist loadgroup --no-loadscope-reorder
 
 test: $(STAMP)
-	$(BIN)/python -P -m pytest $(PYTEST_ARGS)
+	PYTHONSAFEPATH=1 PYTHONHASHSEED=0 $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/ppl-dgp bench

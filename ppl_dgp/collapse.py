@@ -29,7 +29,8 @@ site                           meaning                                          
 ``{layer}.f_var``              variance of ``q(f_n)`` (or ``p(f_n | u)``)               ``[N, Q]``
 ``{lik}.f_mean``, ``.f_var``   moments of the likelihood's latent input                 ``[N]``
 ``{lik}.noise_variance``       the likelihood's ``s2``                                  ``[]``
-``{lik}.var_exp``              closed-form ``E_q[log N(y_n | f_n, s2)]`` (observed)     ``[N]``
+``{lik}.var_exp``              ``E_q[log p(y_n | f_n)]`` (observed; closed form for    ``[N]``
+                               a Gaussian, see :mod:`ppl_dgp.outputs` otherwise)
 =============================  ======================================================  ==========
 
 References:

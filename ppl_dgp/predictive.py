@@ -341,7 +341,8 @@ def _predict_inducing(
     )
     if f"{likelihood_site}.f_mean" not in sites:
         raise NotImplementedError(
-            f"predict: site {likelihood_site!r} is not a Gaussian likelihood of the GP program"
+            f"predict: site {likelihood_site!r} is not a Gaussian likelihood of the GP program; "
+            "for a classifier use ppl_dgp.predictive.predict_proba (any method)"
         )
     g = gaussian_output(sites, likelihood_site)
     return MixturePredictive(g.mean, g.var, g.f_var)

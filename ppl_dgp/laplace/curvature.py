@@ -94,12 +94,14 @@ def output_jacobian(
     When the subset is exactly the dense layers' ``W`` and ``b``, ``J`` is assembled from the
     layer inputs (``inputs() -> {layer: a}``) and :func:`dense_output_jacobians` (``K``
     reverse passes), and KFAC reads the per-layer factors; otherwise ``J`` is
-    ``jax.jacrev`` / ``jax.jacfwd`` of ``f_of`` (``[P] -> [N, K]``), whichever is cheaper.
+    ``jax.jacrev`` of ``f_of`` (``[P] -> [N, K]``): reverse mode, because the library's
+    Cholesky (:func:`ppl_dgp.linalg.cholesky`, a custom VJP) has no forward-mode rule, and a
+    GP layer's hyperparameters in the subset reach it.
     """
     N, K = shape
     dense = bool(layers) and {n for v in layers.values() for n in v} == set(layout.names)
     if not dense:
-        full = lambda: (jax.jacrev if N * K < layout.P else jax.jacfwd)(f_of)(theta)  # noqa: E731
+        full = lambda: jax.jacrev(f_of)(theta)  # noqa: E731
         return OutputJacobian((N, K, layout.P), full, None, memory_limit_gb)
     Jz: dict = {}
 

@@ -10,14 +10,6 @@ compiled once is read back wherever it is traced again.
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# The tests' programs are small: XLA's compile time, not their run time, is the cost. Its
-# lowest backend optimisation level compiles ~30% faster (set before JAX starts its backend;
-# inherited by the notebooks' subprocesses; a user's own XLA_FLAGS win).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    ).strip()
 
 import jax  # noqa: E402
 

@@ -45,8 +45,9 @@ class ZooModel:
         build: ``build(X, **options) -> model``: the NumPyro program (a ``functools.partial``
             of the model function) for standardised inputs ``X [N, D]``; it ignores no option
             silently (options it does not take are filtered out by :meth:`make`).
-        likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"categorical"``.
-        task: ``"regression"`` or ``"classification"``.
+        likelihood: ``"gaussian"``, ``"heteroscedastic_gaussian"``, ``"bernoulli"``,
+            ``"categorical"`` or ``"poisson"``.
+        task: ``"regression"``, ``"classification"`` or ``"counts"``.
         observed_site: the likelihood site (``"y"``).
         output_site: the deterministic network output (``"f"``) for models that record one
             (the Laplace GGN and the class-probability predictive read it), else ``None``.
@@ -72,9 +73,11 @@ class ZooModel:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.likelihood not in ("gaussian", "bernoulli", "categorical"):
+        if self.likelihood not in (
+            "gaussian", "heteroscedastic_gaussian", "bernoulli", "categorical", "poisson",
+        ):  # fmt: skip
             raise ValueError(f"ZooModel.likelihood: unknown {self.likelihood!r}")
-        if self.task not in ("regression", "classification"):
+        if self.task not in ("regression", "classification", "counts"):
             raise ValueError(f"ZooModel.task: unknown {self.task!r}")
 
     def make(self, X: Any, *, smoke: bool = False, **options: Any) -> Callable:

@@ -128,23 +128,24 @@ def sghmc_whole(data):
 def test_sghmc_resumed_in_burnin_and_in_sampling_equals_uninterrupted(
     data, sghmc_whole, tmp_path, monkeypatch
 ):
-    # Ctrl-C during burn-in: 10 thinned burn-in steps, checkpoints every 4
-    method = SGHMC(**SGHMC_CFG, checkpoint_dir=tmp_path, checkpoint_every=4)
-    _interrupt_at_call(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(method, KEY, model, *data)
-    saved = Checkpoint(tmp_path).saved
-    assert (saved.stage, saved.step) == ("burnin", 8)
-    monkeypatch.undo()
-    _equal(fit(method, KEY, model, *data), sghmc_whole)
-    # cut in sampling: 5 draws kept, then on to 12
-    folder = tmp_path / "sampling"
-    short = dataclasses.replace(method, num_samples=5, checkpoint_dir=str(folder))
-    assert fit(short, KEY, model, *data).draws["w"].shape == (2, 5, 2)
-    assert (Checkpoint(folder).saved.stage, Checkpoint(folder).saved.step) == ("sample", 5)
-    _equal(fit(dataclasses.replace(short, num_samples=12), KEY, model, *data), sghmc_whole)
-    # a different burn-in cannot continue the sampling stage
-    longer = dataclasses.replace(short, num_burnin=40)
+    # 10 thinned burn-in steps, then 12 kept: with checkpoints every 4 the compiled chunks are
+    # burn-in 4, 4, 2 (calls 1-3) and sampling 4, 4, 4 (calls 4-6)
+    for call, stage, step in ((3, "burnin", 8), (5, "sample", 4)):
+        folder = tmp_path / stage
+        method = SGHMC(**SGHMC_CFG, checkpoint_dir=folder, checkpoint_every=4)
+        _interrupt_at_call(monkeypatch, call)
+        with pytest.raises(KeyboardInterrupt):
+            fit(method, KEY, model, *data)
+        saved = Checkpoint(folder).saved
+        assert (saved.stage, saved.step) == (stage, step)
+        monkeypatch.undo()
+        _equal(fit(method, KEY, model, *data), sghmc_whole)
+    # the finished chain continues into more draws; a different burn-in cannot continue it
+    more = fit(dataclasses.replace(method, num_samples=15), KEY, model, *data)
+    for k, v in sghmc_whole.draws.items():
+        np.testing.assert_array_equal(more.draws[k][:, :12], v)
+    assert more.draws["w"].shape == (2, 15, 2)
+    longer = dataclasses.replace(method, num_burnin=40)
     with pytest.raises(
         CheckpointError, match=r"samples after 10 thinned burn-in steps.*asks for 20"
     ):
@@ -184,7 +185,7 @@ def test_run_svi_continues_from_a_non_finite_error_and_from_a_result(data, tmp_p
     def nothing():
         pass
 
-    kw = dict(elbo=Trace_ELBO(), progress=False)
+    kw = dict(elbo=Trace_ELBO(), progress=False, chunk_size=10)  # one compiled chunk per model
     with pytest.raises(NonFiniteLossError) as err:  # one step of 0.3 jumps past a = 1
         run_svi(KEY, climb, nothing, optimizer=optax.sgd(0.3), num_steps=50, **kw)
     cont = run_svi(KEY, climb, nothing, optimizer=optax.sgd(0.01), num_steps=400,

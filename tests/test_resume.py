@@ -227,6 +227,11 @@ def _same_fit(folder):
 
 def test_damaged_or_tampered_checkpoints_are_refused_naming_the_path(svi_checkpoint, tmp_path):
     assert _same_fit(_copy(svi_checkpoint, tmp_path / "ok")).saved.step == 25
+    # the fingerprint names the model and its arrays without memory addresses (another
+    # process recognises the same fit)
+    manifest = json.loads((svi_checkpoint / "checkpoint.json").read_text())
+    assert manifest["fingerprint"]["model"] == f"{__name__}.model"
+    assert "0x" not in json.dumps(manifest["fingerprint"])
 
     folder = _copy(svi_checkpoint, tmp_path / "flipped")
     (data_file,) = folder.glob("data-*.npz")

@@ -604,3 +604,14 @@ def test_every_public_entry_point_is_probed():
                 "cli-bench")  # fmt: skip
     for prefix in prefixes:
         assert any(i.startswith(prefix) for i in ids), prefix
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
+    import ppl_dgp.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppl_dgp.cli, "_cmd_bench", interrupted)
+    assert cli(["--no-cache", "bench", "--steps", "1"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["ppl-dgp bench: interrupted"]

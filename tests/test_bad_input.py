@@ -186,6 +186,16 @@ _add(
     r"noise_scale must be finite and > 0; received -0.1",
 )  # fmt: skip
 
+for _name, _y in (("bnn", Y), ("bnn_binary", LABELS)):  # y [N, 1] would broadcast to [N, N]
+    _add(
+        f"fit-{_name}-y-column",
+        lambda z, s, t, n=_name, y=_y: fit(
+            make_method("map", preset="smoke"), KEY, MODELS[n].make(X, smoke=True), X, y[:, None]
+        ),
+        ValueError,
+        r"y must have shape \[N\] = \[12\] \(the model has one output; pass y\[:, 0\]\)",
+    )
+
 # method configurations: non-positive and out-of-range settings
 for _m, _field, _value, _match in [
     ("svi", "num_steps", 0, "num_steps"),
@@ -543,6 +553,8 @@ PENDING = {
     "proba-X_new-nan": "predict_proba checks X_new before tracing (ppl_dgp/predictive.py)",
     "Standardizer-nan": "Standardizer.fit checks its data (ppl_dgp/datasets.py)",
     "Standardizer-empty": "Standardizer.fit checks its data (ppl_dgp/datasets.py)",
+    "fit-bnn-y-column": "mlp_regression checks y with num_outputs=1 (models/bnn.py)",
+    "fit-bnn_binary-y-column": "mlp_binary checks y with num_outputs=1 (models/bnn.py)",
     "metrics-y-N-mismatch": "MixturePredictive.metrics checks y (ppl_dgp/predict.py)",
     "metrics-y-column": "MixturePredictive.metrics checks y (ppl_dgp/predict.py)",
 }

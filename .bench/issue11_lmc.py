@@ -9,10 +9,12 @@ sample, ``P = 3`` outputs ``y = g W^T + 0.1 eps`` with
 The model: one GP layer with ``Q = 2`` latent GPs (SE kernel, variance fixed at 1 so that the
 columns' scale is identifiable), an :class:`~ppl_dgp.outputs.LMC` with a ``N(0, 1)`` prior on
 ``W``, per-output noise; SVI with the inducing guide (``W`` a point estimate). ``W`` is
-identifiable up to the sign and order of its columns (and a rotation when the two latent GPs
-share a kernel; their different lengthscales break it): the JSON row reports the learnt
-``W`` aligned to the truth (the column permutation and signs that minimise the error), the
-relative Frobenius error and the cosine similarity of each aligned column.
+identifiable up to the sign and order of its columns only when the latent GPs have
+different kernels; a GP layer here has one kernel for all its outputs, so ``W`` is identifiable
+up to an orthogonal rotation ``W R`` (``W W^T`` is). The JSON row reports the learnt ``W``
+aligned to the truth (the column permutation and signs that minimise the error), the relative
+Frobenius error and the cosine similarity of each aligned column, and the rotation-invariant
+errors: of ``W W^T`` and of the Procrustes-aligned ``W R``.
 
     export CI=1 PYTHONHASHSEED=0 OMP_NUM_THREADS=1
     .venv/bin/python .bench/issue11_lmc.py
@@ -62,8 +64,13 @@ if __name__ == "__main__":
             best = (err, Wp * signs)
     err, W_al = best
     cos = np.sum(W_al * W_TRUE, 0) / (np.linalg.norm(W_al, axis=0) * np.linalg.norm(W_TRUE, axis=0))
+    U, _, Vt = np.linalg.svd(W.T @ W_TRUE)
+    procrustes = np.linalg.norm(W @ (U @ Vt) - W_TRUE) / np.linalg.norm(W_TRUE)
+    gram = np.linalg.norm(W @ W.T - W_TRUE @ W_TRUE.T) / np.linalg.norm(W_TRUE @ W_TRUE.T)
     out = {
         "W_true": W_TRUE.tolist(),
+        "procrustes_relative_error": float(procrustes),
+        "gram_relative_error": float(gram),
         "W_learnt_aligned": np.round(W_al, 3).tolist(),
         "relative_error": float(err),
         "column_cosine": cos.round(4).tolist(),

@@ -47,7 +47,7 @@ References:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -237,10 +237,13 @@ def _optax_layout(optim_state: Any) -> tuple[Array, dict, Any]:
     return optim_state[0], optim_state[1][0], optim_state[1][1]
 
 
+_StepSize = float | Callable[[Array], Array]
+
+
 def natgrad_svi_step(
     svi: Any,
     layers: Sequence[str],
-    gamma: float | Callable[[Array], Array] = 1.0,
+    gamma: _StepSize | Mapping[str, _StepSize] = 1.0,
 ) -> Callable[..., tuple[Any, Array]]:
     """``step(svi_state, *args, **kwargs) -> (svi_state, loss)``: natural gradients on ``q(u)``
     of ``layers``, the SVI's optax optimizer on every other parameter.
@@ -261,7 +264,12 @@ def natgrad_svi_step(
             ``{layer}.q_sqrt`` parameters); initialised before the step runs.
         layers: GP layer names (see :func:`natgrad_layers`: the last layer by default).
         gamma: the natural step size, or a schedule ``gamma(i)`` of the optimizer's step
-            count (an optax schedule).
+            count (an optax schedule); or ``{layer: either}`` for each of ``layers``. ``1`` is
+            exact for the last layer under a Gaussian likelihood with the full batch; inner
+            layers and other likelihoods need far less (Salimbeni et al. ramp ``1e-4`` to
+            ``1e-1``), minibatches somewhat less. Too large a step leaves ``-theta_2`` not
+            positive definite: ``q(u)`` and the next loss are NaN, which the loop reports
+            (:class:`~ppl_dgp.infer.loop.NonFiniteLossError`, with the last finite state).
 
     Returns:
         The step function (pure; jit it or run it inside the compiled loop).
@@ -287,10 +295,22 @@ def natgrad_svi_step(
             f"natgrad_svi_step: layers must be a non-empty sequence of GP layer names; "
             f"received {layers!r}"
         )
-    if not callable(gamma) and not float(gamma) > 0:
-        raise ValueError(f"natgrad_svi_step: gamma must be > 0 or a schedule; received {gamma}")
-    names = [(f"{layer}.q_mu", f"{layer}.q_sqrt") for layer in layers]
-    q_keys = {k for pair in names for k in pair}
+    if isinstance(gamma, Mapping):
+        if set(gamma) != set(layers):
+            raise ValueError(
+                f"natgrad_svi_step: gamma as a mapping must have one entry per layer of "
+                f"{layers}; received the keys {sorted(gamma)}"
+            )
+        gammas = dict(gamma)
+    else:
+        gammas = dict.fromkeys(layers, gamma)
+    for layer, g in gammas.items():
+        if not callable(g) and not float(g) > 0:
+            raise ValueError(
+                f"natgrad_svi_step: gamma must be > 0 or a schedule; received {g} for {layer!r}"
+            )
+    names = [(f"{layer}.q_mu", f"{layer}.q_sqrt", gammas[layer]) for layer in layers]
+    q_keys = {k for qm, qs, _ in names for k in (qm, qs)}
     loss_scale = getattr(svi.loss, "loss_scale", 1.0)
 
     def step(svi_state: Any, *args: Any, **kwargs: Any) -> tuple[Any, Array]:
@@ -307,20 +327,20 @@ def natgrad_svi_step(
         rng_key, rng_key_step = jax.random.split(svi_state.rng_key)
         others = {k: v for k, v in params.items() if k not in q_keys}
         q = {k: transforms[k](params[k]) if k in transforms else params[k] for k in q_keys}
-        etas = {qm: meanvarsqrt_to_expectation(q[qm], q[qs]) for qm, qs in names}
+        etas = {qm: meanvarsqrt_to_expectation(q[qm], q[qs]) for qm, qs, _ in names}
 
         def loss_fn(others: dict, etas: dict) -> Array:
             p = {k: transforms[k](v) if k in transforms else v for k, v in others.items()}
-            for qm, qs in names:
+            for qm, qs, _ in names:
                 p[qm], p[qs] = expectation_to_meanvarsqrt(*etas[qm])
             return svi.loss.loss(rng_key_step, p, svi.model, svi.guide, *args, **kwargs,
                                  **svi.static_kwargs)  # fmt: skip
 
         loss, (g_others, g_etas) = jax.value_and_grad(loss_fn, argnums=(0, 1))(others, etas)
-        step_size = gamma(i) if callable(gamma) else gamma
         new_q = {}
-        for qm, qs in names:
+        for qm, qs, gamma_l in names:
             d1, d2 = (-g / loss_scale for g in g_etas[qm])  # dELBO/deta
+            step_size = gamma_l(i) if callable(gamma_l) else gamma_l
             m, L = natural_gradient_update(q[qm], q[qs], d1, d2, step_size)
             for k, v in ((qm, m), (qs, L)):
                 new_q[k] = transforms[k].inv(v) if k in transforms else v

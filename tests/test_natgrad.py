@@ -200,7 +200,9 @@ def small_dgp():
     return X, y, svi, guide, state
 
 
-@pytest.mark.parametrize(("which", "gamma"), [("last", 1.0), ("all", 0.05)])
+@pytest.mark.parametrize(
+    ("which", "gamma"), [("last", 1.0), ("all", {"layer0": 0.05, "layer1": 0.5})]
+)
 def test_mixed_step_decreases_the_dgp_loss_in_the_compiled_loop(small_dgp, which, gamma):
     X, y, svi, guide, state = small_dgp
     natstep = natgrad_svi_step(svi, natgrad_layers(guide, which), gamma=gamma)
@@ -229,5 +231,9 @@ def test_bad_layers_and_gamma_are_named(small_dgp):
         natgrad_svi_step(svi, [])
     with pytest.raises(ValueError, match="gamma must be > 0"):
         natgrad_svi_step(svi, ["layer1"], gamma=0.0)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        natgrad_svi_step(svi, ["layer0", "layer1"], gamma={"layer1": 0.1})
+    with pytest.raises(ValueError, match="received -1.0 for 'layer0'"):
+        natgrad_svi_step(svi, ["layer0", "layer1"], gamma={"layer0": -1.0, "layer1": 0.1})
     with pytest.raises(ValueError, match=r"layer9\.q_mu"):
         natgrad_svi_step(svi, ["layer9"])(state, X, y)

@@ -65,8 +65,14 @@ def subsampled_plate(
     model: Callable, rng_key: Array, args: tuple, kwargs: dict
 ) -> tuple[str, int, int] | None:
     """``(name, N, B)`` of the model's subsampled plate, if it has exactly one."""
-    with block():
-        tr = trace(seed(model, rng_key)).get_trace(*args, **kwargs)
+    box: dict[str, dict] = {}
+
+    def run(key: Array) -> None:  # abstract: nothing is computed or compiled
+        with block():
+            box["trace"] = trace(seed(model, key)).get_trace(*args, **kwargs)
+
+    jax.eval_shape(run, rng_key)
+    tr = box["trace"]
     plates = [
         (name, int(site["args"][0]), int(site["args"][1]))
         for name, site in tr.items()

@@ -53,7 +53,7 @@ from numpyro.infer import Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from ppl_dgp.elbo import DoublyStochasticELBO
-from ppl_dgp.guides import InducingPointGuide, init_to_model_init
+from ppl_dgp.guides import InducingPointGuide, compiled_init, init_to_model_init
 from ppl_dgp.infer.core import (
     ModelSites,
     accepts_batch_size,
@@ -157,12 +157,12 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
     plate = subsampled_plate(model, key_init, args, kwargs)
     if plate is None:
         svi = NumPyroSVI(model, guide, optimizer, elbo)
-        svi_state = svi.init(key_init, *args, **kwargs)  # sets up the guide (and constrain_fn)
+        svi_state = compiled_init(svi, guide, key_init, *args, **kwargs)  # and constrain_fn
         batches = None
     else:
         name, N, B = plate
         svi = NumPyroSVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
-        svi_state = svi.init(key_init, jnp.arange(B), *args, **kwargs)
+        svi_state = compiled_init(svi, guide, key_init, jnp.arange(B), *args, **kwargs)
         batches = init_batches(key_run, N)
     if init_state is not None:
         svi_state = init_state
@@ -302,7 +302,7 @@ def _fit_svi(
             raise ValueError("SVI.batch_size: the model takes no batch_size keyword")
         model_kwargs = {**model_kwargs, "batch_size": method.batch_size}
     key_fit, key_draws = jax.random.split(rng_key)
-    sites = inspect_model(key_fit, model, X, y, **model_kwargs)
+    sites = inspect_model(key_fit, model, X, y, values=False, **model_kwargs)
     if method.guide is not None:
         _check_guide_sites(key_fit, method.guide, sites, X, y, model_kwargs)
         guide, elbo = method.guide, Trace_ELBO(num_particles=method.num_particles)
@@ -324,7 +324,13 @@ def _fit_svi(
         **model_kwargs,
     )
     params = {k: np.asarray(v) for k, v in result.params.items()}
-    if hasattr(guide, "sample_posterior"):
+    if isinstance(guide, InducingPointGuide):  # set up: one compiled call, not op by op
+        draws = jax.jit(
+            lambda key, params: guide.sample_posterior(
+                key, params, sample_shape=(method.num_samples,)
+            )
+        )(key_draws, result.params)
+    elif hasattr(guide, "sample_posterior"):
         draws = guide.sample_posterior(
             key_draws, result.params, X, y, sample_shape=(method.num_samples,), **model_kwargs
         )

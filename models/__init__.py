@@ -3,6 +3,9 @@
 - :mod:`ppl_dgp.models.svgp`: single-layer sparse variational GP regression.
 - :mod:`ppl_dgp.models.dgp`: L-layer deep GP regression (Salimbeni & Deisenroth 2017).
 - :mod:`ppl_dgp.models.gp_classification`: SVGP and deep GP classification (binary, multiclass).
+- :mod:`ppl_dgp.models.heteroscedastic`: deep GP regression with input-dependent noise.
+- :mod:`ppl_dgp.models.counts`: deep GP for counts (Poisson).
+- :mod:`ppl_dgp.models.lv_dgp`: latent-variable deep GP regression (Salimbeni et al. 2019).
 - :mod:`ppl_dgp.models.bnn`: Bayesian MLPs (regression, binary and multiclass classification).
 
 Each module registers its entries with :func:`ppl_dgp.zoo.register_model`; :data:`MODELS`
@@ -10,7 +13,18 @@ holds them all (the CLI, the compare report and the contract test iterate it). A
 is one module here plus its import line below.
 """
 
-from ppl_dgp.models import bnn, dgp, gp_classification, svgp
+from ppl_dgp.models import bnn, counts, dgp, gp_classification, heteroscedastic, lv_dgp, svgp
 from ppl_dgp.zoo import MODELS, ZooModel, register_model
 
-__all__ = ["MODELS", "ZooModel", "bnn", "dgp", "gp_classification", "register_model", "svgp"]
+__all__ = [
+    "MODELS",
+    "ZooModel",
+    "bnn",
+    "counts",
+    "dgp",
+    "gp_classification",
+    "heteroscedastic",
+    "lv_dgp",
+    "register_model",
+    "svgp",
+]

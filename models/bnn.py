@@ -30,9 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -42,12 +43,14 @@ import numpyro.distributions as dist
 from jax import Array
 
 from ppl_dgp.dense import dense
+from ppl_dgp.dense import dropout as dropout_layer
 from ppl_dgp.layers import Hyper, hyper
 from ppl_dgp.validation import check_regression_data, is_concrete
 from ppl_dgp.zoo import ZooModel, register_model
 
 __all__ = [
     "ACTIVATIONS",
+    "MCDropout",
     "build_bnn",
     "build_bnn_binary",
     "mlp",
@@ -86,6 +89,7 @@ def mlp(
     prior_precision: float | Sequence[float] = 1.0,
     seed: int = 0,
     init_values: Mapping[str, Any] | None = None,
+    dropout: float = 0.0,
 ) -> Array:  # [N, K]
     """The network ``f(X)`` ``[N, K]`` as a sub-program; records the deterministic site ``f``.
 
@@ -98,6 +102,9 @@ def mlp(
         seed: seed of the layers' initial values.
         init_values: optional warm start ``{"layer{l}.W": [D_in, D_out], "layer{l}.b": ...}``
             (every layer; PyTorch's default draw otherwise).
+        dropout: drop probability ``p`` of every hidden unit, per datum, before the next
+            layer (:func:`~ppl_dgp.dense.dropout`: a fresh mask in every seeded run, the
+            identity where no key is given; ``0``: no dropout, the plain MLP).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(
@@ -107,6 +114,8 @@ def mlp(
     if any(h < 1 for h in widths):
         raise ValueError(f"hidden widths must be positive ints; received {tuple(hidden)}")
     deltas = _precisions(prior_precision, len(widths) + 1)
+    if isinstance(dropout, bool) or not (isinstance(dropout, float | int) and 0 <= dropout < 1):
+        raise ValueError(f"dropout must be a number in [0, 1); received {dropout!r}")
     act = ACTIVATIONS[activation]
     L = len(widths)
     names = [f"layer{l}" for l in range(L + 1)]
@@ -126,6 +135,7 @@ def mlp(
     H = X
     for l, width in enumerate(widths):
         H = act(dense(names[l], H, width, prior_precision=deltas[l], seed=seed, init=init(l)))
+        H = dropout_layer(H, dropout)
     f = dense(names[L], H, num_outputs, prior_precision=deltas[L], seed=seed, init=init(L))
     return numpyro.deterministic("f", f)
 
@@ -140,6 +150,7 @@ def mlp_regression(
     noise_scale: Hyper | float = 0.1,
     seed: int = 0,
     init_values: Mapping[str, Any] | None = None,
+    dropout: float = 0.0,
 ) -> Array:
     """``y_n ~ N(f(x_n), sigma^2)``; ``noise_scale`` is ``sigma`` (a float: fixed).
 
@@ -147,7 +158,7 @@ def mlp_regression(
     """
     check_regression_data(X, y)
     f = mlp(X, 1, hidden=hidden, activation=activation, prior_precision=prior_precision,
-            seed=seed, init_values=init_values)  # fmt: skip
+            seed=seed, init_values=init_values, dropout=dropout)  # fmt: skip
     sigma = hyper("noise_scale", noise_scale)
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Normal(f[:, 0], sigma), obs=y)
@@ -176,12 +187,13 @@ def mlp_binary(
     prior_precision: float | Sequence[float] = 1.0,
     seed: int = 0,
     init_values: Mapping[str, Any] | None = None,
+    dropout: float = 0.0,
 ) -> Array:
     """``y_n ~ Bernoulli(sigmoid(f(x_n)))`` on one logit ``f [N, 1]``."""
     check_regression_data(X, y)
     _check_labels(y, 2)
     f = mlp(X, 1, hidden=hidden, activation=activation, prior_precision=prior_precision,
-            seed=seed, init_values=init_values)  # fmt: skip
+            seed=seed, init_values=init_values, dropout=dropout)  # fmt: skip
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Bernoulli(logits=f[:, 0]), obs=y)
     return f
@@ -197,6 +209,7 @@ def mlp_multiclass(
     prior_precision: float | Sequence[float] = 1.0,
     seed: int = 0,
     init_values: Mapping[str, Any] | None = None,
+    dropout: float = 0.0,
 ) -> Array:
     """``y_n ~ Categorical(softmax(f(x_n)))``, ``f [N, K]``, ``K = num_classes >= 2``."""
     if not isinstance(num_classes, int | np.integer) or num_classes < 2:
@@ -204,10 +217,107 @@ def mlp_multiclass(
     check_regression_data(X, y)
     _check_labels(y, num_classes)
     f = mlp(X, num_classes, hidden=hidden, activation=activation,
-            prior_precision=prior_precision, seed=seed, init_values=init_values)  # fmt: skip
+            prior_precision=prior_precision, seed=seed, init_values=init_values,
+            dropout=dropout)  # fmt: skip
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Categorical(logits=f), obs=y)
     return f
+
+
+# -- MC dropout ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MCDropout:
+    """MC dropout (Gal & Ghahramani 2016): a MAP fitted with dropout, predicting by ``T`` passes.
+
+    Fit: the MAP objective of :class:`~ppl_dgp.infer.MAP` (the potential per datum, ``U(z) /
+    N = -(log p(y | W) + log p(W)) / N``, the Gaussian prior being the weight decay), with a
+    fresh dropout mask in every step: step ``t`` evaluates the program under
+    ``seed(model, k_t)``, so :func:`~ppl_dgp.dense.dropout` draws its masks, with MAP's Adam
+    (same initial point, learning rate and step keys). With ``dropout = 0`` the steps are
+    MAP's, and so is the result. Predict: the Posterior holds the fitted weights ``T =
+    num_passes`` times (one chain, ``T`` draws), so that every predictive of
+    :mod:`ppl_dgp.predictive` runs ``T`` seeded passes, each with its own masks:
+    ``p(y | x) ~= (1/T) sum_t p(y | x, W * m_t)``.
+
+    Run it as ``MCDropout(...).run(key, model, X, y)`` on a program built with ``dropout > 0``
+    (e.g. ``functools.partial(mlp_regression, dropout=0.1)``).
+
+    Args:
+        num_steps: Adam steps.
+        learning_rate: Adam's learning rate.
+        num_passes: ``T``, stochastic passes at prediction.
+
+    References:
+        Gal & Ghahramani (2016), "Dropout as a Bayesian Approximation: Representing Model
+        Uncertainty in Deep Learning", ICML.
+    """
+
+    num_steps: int = 2000
+    learning_rate: float = 1e-2
+    num_passes: int = 100
+    name: ClassVar[str] = "mc_dropout"
+
+    def __post_init__(self) -> None:
+        for field in ("num_steps", "num_passes"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"MCDropout.{field} must be an int >= 1; received {v!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"MCDropout.learning_rate must be > 0; received {self.learning_rate}")
+
+    def run(self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any) -> Any:
+        """Fit ``model`` to ``(X, y)``; returns a :class:`~ppl_dgp.posterior.Posterior`."""
+        # Orchestration, imported here: the zoo's modules are programs (no import upwards).
+        from numpyro.handlers import seed
+        from numpyro.infer.util import potential_energy
+
+        from ppl_dgp.infer.core import constrain, initialize, timed
+        from ppl_dgp.infer.loop import run_loop
+        from ppl_dgp.infer.map import map_init, map_optimizer, map_step
+        from ppl_dgp.posterior import Posterior
+
+        key_init, key_run = jax.random.split(rng_key)
+        X, y = jnp.asarray(X), jnp.asarray(y)
+        with timed() as timer:
+            info, sites = initialize(key_init, model, X, y, owner="MCDropout", **model_kwargs)
+            z0 = info.param_info.z
+            fixed = {k: v for k, v in z0.items() if k in set(sites.local_latent)}
+            free = {k: v for k, v in z0.items() if k not in fixed}
+            scale = 1.0 / X.shape[0]
+
+            def loss_fn(z: dict, fixed: dict, key: Array) -> Array:
+                return scale * potential_energy(
+                    seed(model, key), (X, y), model_kwargs, {**fixed, **z}
+                )
+
+            opt = map_optimizer("adam")
+            inner = map_step(loss_fn, opt)
+
+            def step(state: tuple, key: Array, fixed: dict) -> tuple:
+                return inner(state, key, fixed, key)  # the step's key seeds the masks
+
+            res = run_loop(step, map_init(opt, free, self.learning_rate), self.num_steps,
+                           key_run, args=(fixed,), desc="MCDropout", owner="MCDropout")  # fmt: skip
+            z = {**fixed, **res.state[0]}
+            supports = {k: info.model_trace[k]["fn"].support for k in sites.global_latent}
+            T = self.num_passes
+            draws = constrain(
+                {
+                    k: jnp.broadcast_to(jnp.asarray(z[k]), (1, T, *jnp.shape(z[k])))
+                    for k in supports
+                },
+                supports,
+            )
+            timings = timer.timings()
+        return Posterior(
+            draws=draws,
+            method=self,
+            traces={"map_loss": np.asarray(res.losses)},
+            params=dict(sites.params),
+            timings=timings,
+        )
 
 
 # -- the zoo's entries ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,30 +46,165 @@ from ppl_dgp.layers import (
     gp_output_layer,
     hyper,
 )
+from ppl_dgp.likelihoods import Likelihood
 from ppl_dgp.mean_functions import Identity, Zero, pca_projection
+from ppl_dgp.observe import check_observations
+from ppl_dgp.outputs import (
+    LMC,
+    check_output_width,
+    has_marginal,
+    likelihood_site,
+    multi_gaussian_site,
+)
 from ppl_dgp.validation import check_regression_data
 from ppl_dgp.zoo import ZooModel, register_model
 
-__all__ = ["build_dgp", "dgp_regression", "init_dgp"]
+__all__ = [
+    "DGPOutput",
+    "build_dgp",
+    "dgp_layers",
+    "dgp_likelihood_model",
+    "dgp_regression",
+    "init_dgp",
+]
+
+
+class DGPOutput(NamedTuple):
+    """What :func:`dgp_layers` leaves for the likelihood: the data plate, the batch of ``y``
+    and the last layer's output ``F [B, Q]`` (with its variance ``F_var [B, Q]`` when the
+    output is marginalised, else ``None`` and ``F`` is a sample of layer ``last``)."""
+
+    plate: numpyro.plate
+    y: Array | None
+    F: Array
+    F_var: Array | None
+    last: str
+
+
+def dgp_layers(
+    X: Array,  # [N, D]
+    y: Array | None,  # [N] or [N, P]
+    layers: tuple[LayerSpec, ...],
+    *,
+    batch_size: int | None = None,
+    marginalise_output: bool = True,
+) -> DGPOutput:
+    """The data plate and the ``L`` GP layers that every DGP program of the zoo shares.
+
+    ``H^0 = X``, ``H^l = f^l(H^{l-1})`` for the inner layers (:func:`~ppl_dgp.layers.gp_layer`,
+    sites ``layer{l}.*``); the last layer ``layer{L-1}`` is marginalised
+    (:func:`~ppl_dgp.layers.gp_output_layer`: its moments, no ``eps``) or sampled.
+
+    Args:
+        X: inputs ``[N, D]``.
+        y: targets (any trailing shape) or ``None``; indexed by the plate's batch.
+        layers: one :class:`~ppl_dgp.layers.LayerSpec` per layer.
+        batch_size: minibatch size ``B`` (``None`` = all ``N``).
+        marginalise_output: return the last layer's moments instead of a sample.
+
+    Returns:
+        :class:`DGPOutput` ``(plate, y[idx], F, F_var, last)``.
+    """
+    data = numpyro.plate("data", X.shape[0], subsample_size=batch_size, dim=-1)
+    with data as idx:
+        H = X[idx]
+        yb = None if y is None else y[idx]
+    for l, spec in enumerate(layers[:-1]):
+        H = gp_layer(f"layer{l}", H, spec, plate=data)
+    last = f"layer{len(layers) - 1}"
+    if marginalise_output:  # y | u ~ int p(y | f) p(f | u) df: no per-datum eps
+        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
+        return DGPOutput(data, yb, F, F_var, last)
+    return DGPOutput(data, yb, gp_layer(last, H, layers[-1], plate=data), None, last)
+
+
+def dgp_likelihood_model(
+    X: Array,  # [N, D]
+    y: Array | None = None,  # [N]
+    *,
+    layers: tuple[LayerSpec, ...],
+    likelihood: Likelihood,
+    batch_size: int | None = None,
+    marginalise_output: bool | None = None,
+    output_site: str | None = None,
+    owner: str = "dgp_likelihood_model",
+) -> Array:  # [N, L]
+    """L-layer deep GP with any likelihood value: ``y_n ~ p(y | f^L(... f^1(x_n)))``.
+
+    The last layer has ``likelihood.latent_dim`` outputs (1 for Bernoulli/Poisson/Student-t,
+    2 for the heteroscedastic Gaussian, ``K`` for a categorical); ``y`` is observed through
+    :func:`~ppl_dgp.outputs.likelihood_site` (SVI's bound takes the likelihood's variational
+    expectation). Where the likelihood has a deterministic marginal over a Gaussian latent
+    (:func:`~ppl_dgp.outputs.has_marginal`) the last layer is integrated out by default.
+
+    Args:
+        X: inputs ``[N, D]``.
+        y: observations ``[N]`` in the likelihood's support, or ``None`` to predict.
+        layers: one :class:`~ppl_dgp.layers.LayerSpec` per layer.
+        likelihood: a value of :mod:`ppl_dgp.likelihoods`.
+        batch_size: minibatch size ``B`` (``None`` = all ``N``).
+        marginalise_output: integrate the last layer out (``None``: when it has a
+            deterministic marginal).
+        output_site: record the classifier's logits under this name.
+        owner: the public model's name, for messages.
+
+    Returns:
+        The last layer's output ``[N, L]`` (its conditional mean when marginalised).
+
+    Raises:
+        ValueError: ``y`` outside the likelihood's support (naming ``y``), a last layer of the
+            wrong width, or ``marginalise_output=True`` without a deterministic marginal.
+    """
+    check_regression_data(X, y, batch_size=batch_size)
+    if y is not None and np.ndim(y) != 1:
+        raise ValueError(
+            f"y must have shape [N] = [{np.shape(X)[0]}] ({owner}: one observation per datum); "
+            f"received {np.shape(y)}"
+        )
+    check_observations(likelihood, y, name="y")
+    L = likelihood.latent_dim
+    if layers[-1].num_outputs != L:
+        raise ValueError(
+            f"{owner}: the last layer must have num_outputs={L} (the latent functions of "
+            f"{type(likelihood).__name__}); received {layers[-1].num_outputs}"
+        )
+    marginal = has_marginal(likelihood) if marginalise_output is None else marginalise_output
+    if marginal and not has_marginal(likelihood):
+        raise ValueError(
+            f"{owner}: marginalise_output=True needs a likelihood with a deterministic "
+            f"marginal (Gaussian, Bernoulli, robust-max); received {likelihood!r}"
+        )
+    out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginal)
+    likelihood_site("y", likelihood, out.F, out.y, plate=out.plate, F_var=out.F_var,
+                    layer=None if marginal else out.last, output_site=output_site)  # fmt: skip
+    return out.F
 
 
 def dgp_regression(
     X: Array,  # [N, D]
-    y: Array | None = None,  # [N]
+    y: Array | None = None,  # [N] or [N, P]
     *,
     layers: tuple[LayerSpec, ...],
     noise_variance: Hyper | float = Hyper(0.01),
     batch_size: int | None = None,
     marginalise_output: bool = True,
+    lmc: LMC | None = None,
 ) -> Array:
     """L-layer deep GP regression: ``y_n = f^L(... f^1(x_n)) + e_n``, ``e_n ~ N(0, s2)``.
 
-    Sites: ``layer{l}.*`` (see :mod:`ppl_dgp.layers`), ``noise_variance``, observed ``y``.
+    Sites: ``layer{l}.*`` (see :mod:`ppl_dgp.layers`), ``noise_variance``, observed ``y``
+    (and ``W`` with ``lmc``).
+
+    With ``P > 1`` outputs (``y [N, P]``), the last layer either has ``P`` independent
+    outputs, or ``Q`` latent GPs mixed by the linear model of coregionalisation ``f = W g``
+    (``lmc``, ``W [P, Q]``; see :func:`~ppl_dgp.outputs.lmc_moments`); ``noise_variance`` is
+    one per output (``[P]``) or shared (scalar).
 
     Args:
         X: inputs ``[N, D]``.
-        y: targets ``[N]`` or ``None`` to predict.
-        layers: one :class:`~ppl_dgp.layers.LayerSpec` per layer; the last has one output.
+        y: targets ``[N]`` (one output) or ``[N, P]``, or ``None`` to predict.
+        layers: one :class:`~ppl_dgp.layers.LayerSpec` per layer; the last has ``P`` outputs
+            (``Q`` with ``lmc``).
         noise_variance: :class:`~ppl_dgp.layers.Hyper` (or a fixed value) for ``s2``.
         batch_size: minibatch size ``B`` (``None`` = all ``N``); the likelihood is scaled by
             ``N / B`` through the plate.
@@ -77,33 +212,32 @@ def dgp_regression(
             (:func:`~ppl_dgp.layers.gp_output_layer`; no ``layer{L-1}.eps`` site), so MCMC and
             Laplace work on ``N`` fewer dimensions. ``False`` samples it like the inner layers.
             SVI's bound is the same either way.
+        lmc: an :class:`~ppl_dgp.outputs.LMC` mixing of the last layer's outputs.
 
     Returns:
-        The last layer's output ``F [N, 1]`` for the plate's batch (its conditional mean when
+        The last layer's output ``F [N, Q]`` for the plate's batch (its conditional mean when
         ``marginalise_output``).
+
+    Raises:
+        ValueError: ``y`` of the wrong width for the model's ``P`` outputs (naming ``y``), or a
+            last layer of the wrong width.
     """
     check_regression_data(X, y, batch_size=batch_size)
-    if layers[-1].num_outputs != 1:
-        raise ValueError(
-            f"dgp_regression: the last layer must have num_outputs=1; received "
-            f"{layers[-1].num_outputs}"
-        )
-    N = X.shape[0]
+    P = check_output_width("dgp_regression", y, layers[-1].num_outputs, lmc)
     s2 = hyper("noise_variance", noise_variance)
-    data = numpyro.plate("data", N, subsample_size=batch_size, dim=-1)
-    with data as idx:
-        H = X[idx]
-        yb = None if y is None else y[idx]
-    for l, spec in enumerate(layers[:-1]):
-        H = gp_layer(f"layer{l}", H, spec, plate=data)
-    last = f"layer{len(layers) - 1}"
-    if marginalise_output:  # y | u ~ N(mu(u), sigma^2(u) + s2): exact, no per-datum eps
-        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data, F_var=F_var)
-    else:
-        F = gp_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data, layer=last)
-    return F
+    if P is None:  # one output, y [N]: GPflow's/GPflux's sites and closed forms
+        out = dgp_layers(X, y, layers, batch_size=batch_size,
+                         marginalise_output=marginalise_output)  # fmt: skip
+        if marginalise_output:
+            gaussian_likelihood("y", out.F, out.y, s2, plate=out.plate, F_var=out.F_var)
+        else:
+            gaussian_likelihood("y", out.F, out.y, s2, plate=out.plate, layer=out.last)
+        return out.F
+    W = None if lmc is None else lmc.sample("W", layers[-1].num_outputs)
+    out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output)
+    multi_gaussian_site("y", out.F, out.y, s2, plate=out.plate, F_var=out.F_var,
+                        layer=None if marginalise_output else out.last, W=W)  # fmt: skip
+    return out.F
 
 
 def init_dgp(
@@ -120,6 +254,8 @@ def init_dgp(
     noise_variance: float = 0.01,
     inner_q_sqrt: float = 1e-5,
     seed: int = 0,
+    num_outputs: int = 1,
+    num_latent: int | None = None,
 ) -> dict[str, Any]:
     """Layer specs for :func:`dgp_regression` with the Salimbeni & Deisenroth recipe.
 
@@ -137,9 +273,15 @@ def init_dgp(
         noise_variance: initial likelihood variance.
         inner_q_sqrt: initial ``q_sqrt`` scale of the inner layers.
         seed: seed of the k-means initialisation.
+        num_outputs: ``P``, the outputs of ``y [N, P]`` (one noise variance each when
+            ``P > 1``).
+        num_latent: ``Q`` latent GPs on the last layer mixed into the ``P`` outputs by an
+            :class:`~ppl_dgp.outputs.LMC` (``W`` with a standard normal prior); ``None``: the
+            last layer has ``P`` independent outputs.
 
     Returns:
-        ``{"layers": (LayerSpec, ...), "noise_variance": Hyper}``.
+        ``{"layers": (LayerSpec, ...), "noise_variance": Hyper}`` (and ``"lmc": LMC`` with
+        ``num_latent``).
     """
     X = np.asarray(X)
     check_regression_data(X, None)
@@ -157,6 +299,13 @@ def init_dgp(
     if Z_init.ndim != 2 or Z_init.shape[1] != D:
         raise ValueError(f"init_dgp: Z_init must have shape [M, {D}]; received {Z_init.shape}")
     Q = D if width is None else width
+    if not isinstance(num_outputs, int | np.integer) or num_outputs < 1:
+        raise ValueError(f"init_dgp: num_outputs must be an int >= 1; received {num_outputs!r}")
+    if num_latent is not None and not (
+        isinstance(num_latent, int | np.integer) and num_latent >= 1
+    ):
+        raise ValueError(f"init_dgp: num_latent must be an int >= 1; received {num_latent!r}")
+    last_width = num_outputs if num_latent is None else num_latent
 
     def hp(value: float, shape: tuple[int, ...] = ()) -> Hyper:
         """Positive hyperparameter at ``value``: LogNormal(log value, 1) prior, or a param."""
@@ -171,7 +320,7 @@ def init_dgp(
         last = l == num_layers - 1
         D_in = H.shape[1]
         if last:
-            mean_function, q_out, var0, q0 = Zero(), 1, 1.0, 1.0
+            mean_function, q_out, var0, q0 = Zero(), last_width, 1.0, 1.0
         else:
             mean_function = Identity() if Q == D_in else pca_projection(jnp.asarray(H), Q)
             q_out, var0, q0 = Q, inner_variance, inner_q_sqrt
@@ -190,14 +339,26 @@ def init_dgp(
         if not last:  # propagate the inputs and Z through the mean function
             H = np.asarray(mean_function(jnp.asarray(H)))
             Z = np.asarray(mean_function(jnp.asarray(Z)))
-    return {"layers": tuple(specs), "noise_variance": hp(noise_variance)}
+    config = {
+        "layers": tuple(specs),
+        "noise_variance": hp(noise_variance, (num_outputs,) if num_outputs > 1 else ()),
+    }
+    if num_latent is not None:
+        config["lmc"] = LMC(num_outputs)
+    return config
 
 
-def build_dgp(X: Array, *, num_inducing: int = 10, layers: int = 2) -> Any:
+def build_dgp(
+    X: Array, *, num_inducing: int = 10, layers: int = 2, num_outputs: int = 1,
+    num_latent: int | None = None,
+) -> Any:  # fmt: skip
     """The zoo's ``dgp``: :func:`dgp_regression` with :func:`init_dgp`'s recipe on ``X``
-    (``M = min(num_inducing, N)``)."""
+    (``M = min(num_inducing, N)``); ``num_outputs`` ``P`` for ``y [N, P]``, mixed from
+    ``num_latent`` latent GPs by an LMC when given."""
     M = min(num_inducing, np.shape(X)[0])
-    return functools.partial(dgp_regression, **init_dgp(X, num_layers=layers, num_inducing=M))
+    config = init_dgp(X, num_layers=layers, num_inducing=M, num_outputs=num_outputs,
+                      num_latent=num_latent)  # fmt: skip
+    return functools.partial(dgp_regression, **config)
 
 
 register_model(

@@ -1,9 +1,10 @@
 """GP classification, shallow and deep: the SVGP of Hensman et al. (2015) and the DGP of
 Salimbeni & Deisenroth (2017) with a Bernoulli or categorical likelihood.
 
-``dgp_classification(X, y=None, *, layers, likelihood)`` stacks
-:func:`~ppl_dgp.layers.gp_layer` calls as :func:`~ppl_dgp.models.dgp.dgp_regression` does and
-observes the labels through :func:`~ppl_dgp.outputs.likelihood_site`:
+``dgp_classification(X, y=None, *, layers, likelihood)`` is
+:func:`~ppl_dgp.models.dgp.dgp_likelihood_model` (the layers every zoo DGP shares,
+:func:`~ppl_dgp.models.dgp.dgp_layers`) observing the labels through
+:func:`~ppl_dgp.outputs.likelihood_site`:
 
 - binary: :class:`~ppl_dgp.likelihoods.Bernoulli` (probit by default) on one latent output;
 - multiclass: :class:`~ppl_dgp.likelihoods.Categorical` over ``K`` latent outputs, robust-max
@@ -48,15 +49,11 @@ import functools
 from typing import Any
 
 import numpy as np
-import numpyro
 from jax import Array
 
-from ppl_dgp.layers import LayerSpec, gp_layer, gp_output_layer
+from ppl_dgp.layers import LayerSpec
 from ppl_dgp.likelihoods import Bernoulli, Categorical, Likelihood
-from ppl_dgp.models.dgp import init_dgp
-from ppl_dgp.observe import check_observations
-from ppl_dgp.outputs import has_marginal, likelihood_site
-from ppl_dgp.validation import check_regression_data
+from ppl_dgp.models.dgp import dgp_likelihood_model, init_dgp
 from ppl_dgp.zoo import ZooModel, register_model
 
 __all__ = [
@@ -105,34 +102,10 @@ def dgp_classification(
         ValueError: labels outside the likelihood's support (naming ``y``), a last layer of
             the wrong width, or ``marginalise_output=True`` with the softmax.
     """
-    check_regression_data(X, y, batch_size=batch_size)
-    check_observations(likelihood, y, name="y")
-    L = likelihood.latent_dim
-    if layers[-1].num_outputs != L:
-        raise ValueError(
-            f"dgp_classification: the last layer must have num_outputs={L} (the latent "
-            f"functions of {type(likelihood).__name__}); received {layers[-1].num_outputs}"
-        )
-    marginal = has_marginal(likelihood) if marginalise_output is None else marginalise_output
-    if marginal and not has_marginal(likelihood):
-        raise ValueError(
-            "dgp_classification: marginalise_output=True needs a likelihood with a "
-            f"deterministic marginal (Bernoulli, robust-max); received {likelihood!r}"
-        )
-    data = numpyro.plate("data", X.shape[0], subsample_size=batch_size, dim=-1)
-    with data as idx:
-        H = X[idx]
-        yb = None if y is None else y[idx]
-    for l, spec in enumerate(layers[:-1]):
-        H = gp_layer(f"layer{l}", H, spec, plate=data)
-    last = f"layer{len(layers) - 1}"
-    if marginal:
-        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
-        likelihood_site("y", likelihood, F, yb, plate=data, F_var=F_var, output_site="f")
-    else:
-        F = gp_layer(last, H, layers[-1], plate=data)
-        likelihood_site("y", likelihood, F, yb, plate=data, layer=last, output_site="f")
-    return F
+    return dgp_likelihood_model(
+        X, y, layers=layers, likelihood=likelihood, batch_size=batch_size,
+        marginalise_output=marginalise_output, output_site="f", owner="dgp_classification",
+    )  # fmt: skip
 
 
 def svgp_classification(X: Array, y: Array | None = None, **config: Any) -> Array:

@@ -13,9 +13,14 @@ every model and method.
   ``numpy.histogram``'s, ``[lo, hi)`` with the last one closed, as in netcal's ``ECE`` that
   laplace-torch's calibration example uses, so our figures compare with the peers' (the
   shared benchmark's two-moons ECE: 15 bins on ``max(p, 1 - p)``).
+- The Brier score is the mean squared error of the probability vector against the one-hot
+  label, ``(1/N) sum_n sum_k (p_nk - [y_n = k])^2`` (Brier 1950; in ``[0, 2]``; a binary
+  ``p [N]`` counts both classes, as scikit-learn's ``brier_score_loss`` times 2).
 
 References:
     Guo, Pleiss, Sun & Weinberger (2017), "On Calibration of Modern Neural Networks", ICML.
+    Brier (1950), "Verification of forecasts expressed in terms of probability", Monthly
+    Weather Review.
 
 Example:
     Three correct predictions with confidences 0.9, 0.8 and 0.7, each alone in its bin, are
@@ -36,6 +41,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "brier_score",
+    "classification_metrics",
     "coverage_table",
     "expected_calibration_error",
     "interval_coverage",
@@ -108,3 +115,51 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, num_bins: 
     full = c["count"] > 0
     gaps = np.abs(c["accuracy"][full] - c["confidence"][full])
     return float(np.sum(c["count"][full] * gaps) / np.sum(c["count"]))
+
+
+def _class_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(probs [N, K], labels [N])`` checked; binary ``p [N]`` becomes ``[1 - p, p]``."""
+    _confidence(probs, labels)  # the same checks as the ECE's
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        probs = np.stack([1.0 - probs, probs], axis=1)
+    labels = np.asarray(labels)
+    if not np.all(np.isin(labels, np.arange(probs.shape[1]))):
+        raise ValueError(f"labels must be integers in range({probs.shape[1]})")
+    return probs, labels.astype(np.int64)
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """``(1/N) sum_n sum_k (p_nk - [y_n = k])^2`` for ``probs [N]`` (binary) or ``[N, K]``."""
+    probs, labels = _class_probs(probs, labels)
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(np.mean(np.sum(np.square(probs - onehot), axis=1)))
+
+
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, num_bins: int = 10
+) -> dict[str, float]:
+    """Accuracy, NLL, ECE and Brier score of predictive class probabilities.
+
+    ``nll = -(1/N) sum_n log p_n(y_n)`` (from the averaged probabilities; clipped at
+    ``1e-300``), ``accuracy`` of the most probable class, ``ece``
+    (:func:`expected_calibration_error`, ``num_bins`` bins) and ``brier``
+    (:func:`brier_score`).
+
+    Args:
+        probs: ``[N]`` probability of class 1, or ``[N, K]`` class probabilities.
+        labels: ``[N]`` integer labels.
+
+    Example:
+        >>> m = classification_metrics(np.array([0.9, 0.2]), np.array([1, 0]))
+        >>> m["accuracy"], round(m["brier"], 4), round(m["nll"], 4)
+        (1.0, 0.05, 0.1643)
+    """
+    P, y = _class_probs(probs, labels)
+    p_true = P[np.arange(len(y)), y]
+    return {
+        "accuracy": float(np.mean(P.argmax(1) == y)),
+        "nll": float(-np.mean(np.log(np.maximum(p_true, 1e-300)))),
+        "ece": expected_calibration_error(probs, labels, num_bins),
+        "brier": brier_score(probs, labels),
+    }

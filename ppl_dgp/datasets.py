@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +31,12 @@ import numpy as np
 __all__ = [
     "load_regression",
     "BENCH_NAMES",
+    "CLASSIFICATION_NAMES",
+    "load_breast_cancer",
+    "load_classification",
+    "load_digits",
+    "load_linnerud",
+    "split",
     "Standardizer",
     "load_bench",
     "load_csv",
@@ -65,6 +73,123 @@ def load_motorcycle() -> tuple[np.ndarray, np.ndarray]:
     X = np.array([[float(r["times"])] for r in rows], dtype=np.float64)  # [N, 1]
     y = np.array([float(r["accel"]) for r in rows], dtype=np.float64)  # [N]
     return X, y
+
+
+def _read_table(name: str) -> tuple[list[str], np.ndarray]:
+    """``(header, values [rows, cols] float64)`` of a bundled CSV (``.csv`` or ``.csv.gz``)."""
+    raw = _data_file(name).read_bytes()
+    text = gzip.decompress(raw).decode() if name.endswith(".gz") else raw.decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], np.asarray(rows[1:], dtype=np.float64)
+
+
+def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+    """The Wisconsin Diagnostic Breast Cancer data (UCI; Street, Wolberg & Mangasarian 1993).
+
+    30 features of cell nuclei (mean, standard error and worst value of ten measurements) from
+    569 digitised fine-needle aspirates; label 1 = benign (357), 0 = malignant (212), as
+    scikit-learn's ``load_breast_cancer``. Licence: CC BY 4.0 (see ``ppl_dgp/data/README.md``).
+
+    Returns:
+        ``(X [569, 30] float64, y [569] int64)`` in original units.
+
+    Example:
+        >>> X, y = load_breast_cancer()
+        >>> X.shape, int(y.sum())
+        ((569, 30), 357)
+    """
+    _, a = _read_table("breast_cancer.csv.gz")
+    return a[:, :-1], a[:, -1].astype(np.int64)
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 optical handwritten digits (UCI; Alpaydin & Kaynak 1998): 1,797 images of
+    ``8 x 8`` pixel counts in ``0..16``, ten classes, as scikit-learn's ``load_digits``.
+    Licence: CC BY 4.0 (see ``ppl_dgp/data/README.md``).
+
+    Returns:
+        ``(X [1797, 64] float64, y [1797] int64)``; ``X`` row-major pixels, unscaled.
+
+    Example:
+        >>> X, y = load_digits()
+        >>> X.shape, sorted(set(y.tolist())) == list(range(10)), float(X.max())
+        ((1797, 64), True, 16.0)
+    """
+    _, a = _read_table("digits.csv.gz")
+    return a[:, :-1], a[:, -1].astype(np.int64)
+
+
+def load_linnerud() -> tuple[np.ndarray, np.ndarray]:
+    """Linnerud's exercise counts (Tenenhaus 1998): 20 middle-aged men, physiological
+    measurements (weight in lb, waist in in, pulse) and three exercise counts (chin-ups,
+    sit-ups, jumps). A small count data set (``dgp_poisson`` on one column) and a multi-output
+    one (three outputs). From scikit-learn's ``load_linnerud`` (BSD-3-Clause).
+
+    Returns:
+        ``(X [20, 3] float64: weight, waist, pulse; Y [20, 3] int64: chins, situps, jumps)``.
+
+    Example:
+        >>> X, Y = load_linnerud()
+        >>> X.shape, Y.shape, Y[0].tolist()
+        ((20, 3), (20, 3), [5, 162, 60])
+    """
+    _, a = _read_table("linnerud.csv")
+    return a[:, :3], a[:, 3:].astype(np.int64)
+
+
+#: Names accepted by :func:`load_classification`.
+CLASSIFICATION_NAMES: tuple[str, ...] = ("breast_cancer", "digits", "moons")
+
+
+def split(
+    X: np.ndarray, y: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded random train/test split: ``round(test_fraction * N)`` rows held out by
+    ``numpy.random.default_rng(seed).permutation`` (each part in the original row order).
+
+    Returns:
+        ``(X_train, y_train, X_test, y_test)``.
+    """
+    N = len(y)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"split: test_fraction must be in (0, 1); received {test_fraction}")
+    n_test = max(1, int(round(test_fraction * N)))
+    if N - n_test < 2:
+        raise ValueError(f"split: {N} rows are too few to split into train and test")
+    perm = np.random.default_rng(seed).permutation(N)
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return X[tr], y[tr], X[te], y[te]
+
+
+def load_classification(
+    name: str, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """A bundled classification set split into training and test parts (original units).
+
+    ``breast_cancer`` and ``digits`` are split by :func:`split` (``test_fraction``, ``seed``);
+    ``moons`` keeps its own train/test arrays (:func:`load_bench`).
+
+    Returns:
+        ``(X_train, y_train, X_test, y_test, description)``, labels ``int64``.
+
+    Example:
+        >>> X_tr, y_tr, X_te, y_te, what = load_classification("digits")
+        >>> X_tr.shape, X_te.shape
+        ((1438, 64), (359, 64))
+    """
+    if name == "moons":
+        d = load_bench("moons")
+        return (d["X_train"], d["y_train"].astype(np.int64), d["X_test"],
+                d["y_test"].astype(np.int64), "`moons` (bundled split)")  # fmt: skip
+    loaders = {"breast_cancer": load_breast_cancer, "digits": load_digits}
+    if name not in loaders:
+        raise ValueError(
+            f"load_classification: name must be one of {CLASSIFICATION_NAMES}; received {name!r}"
+        )
+    X, y = loaders[name]()
+    pct = round(100 * test_fraction)
+    what = f"`{name}` ({100 - pct}/{pct} split, seed {seed})"
+    return (*split(X, y, test_fraction=test_fraction, seed=seed), what)
 
 
 def load_bench(name: str) -> dict[str, np.ndarray]:

@@ -26,9 +26,11 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -37,7 +39,7 @@ from jax import Array
 
 from ppl_dgp.layers import ROLE
 
-__all__ = ["DENSE", "dense", "torch_default_init"]
+__all__ = ["DENSE", "dense", "dropout", "torch_default_init"]
 
 #: The ``infer[ROLE]`` tag of a dense layer's weight and bias sites.
 DENSE = "dense"
@@ -107,3 +109,48 @@ def dense(
     )
     numpyro.deterministic(f"{name}.input", X)
     return X @ W + b
+
+
+def dropout(H: Array, rate: float) -> Array:  # [N, D] -> [N, D]
+    """Inverted dropout, ``H * m / (1 - rate)`` with ``m_nd ~ Bernoulli(1 - rate)`` per entry.
+
+    The mask is drawn from ``numpyro.prng_key()``, so it is fresh in every seeded run of the
+    program (each MC-dropout training step and each stochastic prediction pass). Where no key
+    is given (a log density evaluated by NUTS, MAP or Laplace outside a ``seed`` handler) the
+    layer is the identity, dropout's expectation (``E[m / (1 - rate)] = 1``, the "weight
+    scaling" network). ``rate = 0`` is the identity and draws nothing.
+
+    Args:
+        H: activations ``[N, D]``.
+        rate: the drop probability ``p`` in ``[0, 1)``.
+
+    Returns:
+        ``[N, D]``.
+
+    Raises:
+        ValueError: ``rate`` is not in ``[0, 1)``.
+
+    References:
+        Srivastava et al. (2014), "Dropout", JMLR; Gal & Ghahramani (2016), "Dropout as a
+        Bayesian Approximation", ICML.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from numpyro.handlers import seed
+        >>> H = seed(lambda: dropout(jnp.ones((2, 4)), 0.5), 0)()
+        >>> sorted(set(H.ravel().tolist()))  # dropped or scaled by 1 / (1 - p)
+        [0.0, 2.0]
+        >>> bool(jnp.all(dropout(jnp.ones((2, 4)), 0.0) == 1.0))
+        True
+    """
+    if not (isinstance(rate, float | int) and 0.0 <= rate < 1.0) or isinstance(rate, bool):
+        raise ValueError(f"dropout: rate must be a number in [0, 1); received {rate!r}")
+    if rate == 0.0:
+        return H
+    with warnings.catch_warnings():  # outside every handler NumPyro warns and returns None
+        warnings.simplefilter("ignore", UserWarning)
+        key = numpyro.prng_key()
+    if key is None:
+        return H
+    keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(H))
+    return jnp.where(keep, H / (1.0 - rate), jnp.zeros_like(H))

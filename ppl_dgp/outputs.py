@@ -55,8 +55,12 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax import Array
@@ -65,10 +69,25 @@ from jax.scipy.stats import norm
 
 from ppl_dgp.collapse import is_collapsed, record, recorded_moments
 from ppl_dgp.layers import gaussian_likelihood
-from ppl_dgp.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, gauss_hermite
+from ppl_dgp.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    Likelihood,
+    gauss_hermite,
+    gaussian_variational_expectations,
+)
 from ppl_dgp.observe import check_observations, to_distribution
 
-__all__ = ["likelihood_site", "marginal_distribution", "has_marginal"]
+__all__ = [
+    "LMC",
+    "check_output_width",
+    "has_marginal",
+    "likelihood_site",
+    "lmc_moments",
+    "marginal_distribution",
+    "multi_gaussian_site",
+]
 
 
 def has_marginal(likelihood: Likelihood) -> bool:
@@ -219,5 +238,187 @@ def likelihood_site(
         record(f"{name}.var_exp", var_exp, role="var_exp", of=name)
     if output_site is not None:
         numpyro.deterministic(output_site, _logits(d))
+    with plate:
+        return numpyro.sample(name, d, obs=y)
+
+
+# -- several outputs: independent, or mixed by a linear model of coregionalisation -------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LMC:
+    """The linear model of coregionalisation on a last layer of ``Q`` latent GPs.
+
+    ``P`` outputs mix ``Q`` independent latent functions through ``W [P, Q]``:
+
+    .. math:: f_p(x) = \\sum_{q=1}^Q W_{pq}\\, g_q(x), \\qquad
+        \\operatorname{Cov}[f(x), f(x')] = \\sum_q k_q(x, x')\\, w_q w_q^\\top
+
+    (Journel & Huijbregts 1978; Álvarez, Rosasco & Lawrence 2012, section 4.2; GPflow's
+    ``LinearCoregionalization``). ``W`` is the sample site ``name`` with a
+    ``Normal(0, prior_scale)`` prior per entry (a proper joint), a ``param`` when
+    ``prior_scale`` is ``None``, or the constant ``W_init`` when ``fixed``.
+
+    Args:
+        num_outputs: ``P``.
+        W_init: initial (or fixed) ``W [P, Q]``; ``None``: standard normal entries from a
+            fixed seed (GPflow's examples' ``np.random.randn(P, Q)``).
+        prior_scale: prior standard deviation of each entry, or ``None`` for a param.
+        fixed: keep ``W_init`` constant (no site).
+    """
+
+    num_outputs: int
+    W_init: Any = None
+    prior_scale: float | None = 1.0
+    fixed: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_outputs, int | np.integer) or self.num_outputs < 1:
+            raise ValueError(f"LMC.num_outputs must be an int >= 1; received {self.num_outputs!r}")
+        if self.W_init is not None and np.ndim(self.W_init) != 2:
+            raise ValueError(f"LMC.W_init must have shape [P, Q]; received {np.shape(self.W_init)}")
+        if self.W_init is not None and np.shape(self.W_init)[0] != self.num_outputs:
+            raise ValueError(
+                f"LMC.W_init must have shape [P, Q] with P = num_outputs = {self.num_outputs}; "
+                f"received {np.shape(self.W_init)}"
+            )
+        if self.fixed and self.W_init is None:
+            raise ValueError("LMC(fixed=True) needs W_init")
+
+    def initial(self, num_latent: int) -> np.ndarray:  # [P, Q]
+        """``W_init`` (checked against ``Q = num_latent``) or the seeded default."""
+        if self.W_init is None:
+            return np.random.default_rng(0).normal(size=(self.num_outputs, num_latent))
+        W = np.asarray(self.W_init, dtype=float)
+        if W.shape[1] != num_latent:
+            raise ValueError(
+                f"LMC.W_init must have shape [P, Q] = [{self.num_outputs}, {num_latent}] (Q: the "
+                f"last layer's num_outputs); received {W.shape}"
+            )
+        return W
+
+    def sample(self, name: str, num_latent: int) -> Array:  # [P, Q]
+        """Declare ``W`` (see the class) and return its value."""
+        W0 = jnp.asarray(self.initial(num_latent))
+        if self.fixed:
+            return W0
+        if self.prior_scale is None:
+            return numpyro.param(name, W0)
+        prior = dist.Normal(jnp.zeros_like(W0), self.prior_scale).to_event(2)
+        return numpyro.sample(name, prior, infer={"init": W0})
+
+
+def lmc_moments(
+    mean: Array,  # [N, Q]
+    var: Array,  # [N, Q]
+    W: Array,  # [P, Q]
+) -> tuple[Array, Array, Array]:  # [N, P], [N, P], [N, P, P]
+    """Moments of ``f_n = W g_n`` for independent ``g_nq ~ N(mean_nq, var_nq)``.
+
+    .. math:: E[f_n] = W m_n, \\quad \\operatorname{Cov}[f_n] = W \\operatorname{diag}(v_n)
+        W^\\top, \\quad \\operatorname{Var}[f_{np}] = \\sum_q W_{pq}^2 v_{nq}
+
+    Returns:
+        ``(mean [N, P], marginal variance [N, P], covariance [N, P, P])``.
+    """
+    f_mean = mean @ W.T
+    f_var = var @ jnp.square(W).T
+    f_cov = jnp.einsum("pq,nq,rq->npr", W, var, W)
+    return f_mean, f_var, f_cov
+
+
+def check_output_width(owner: str, y: Any, num_latent: int, lmc: LMC | None = None) -> int | None:
+    """The number of outputs ``P`` a regression model has, checked against ``y``'s width.
+
+    ``P`` is ``lmc.num_outputs`` with an LMC, else the last layer's ``num_latent``. ``y [N]``
+    goes with one output (returns ``None``: the single-output program); ``y [N, P]`` or
+    ``y = None`` with ``P > 1`` (or an LMC) returns ``P``.
+
+    Raises:
+        ValueError: ``y`` of the wrong width (naming ``y``: expected and received shapes).
+    """
+    P = num_latent if lmc is None else lmc.num_outputs
+    shape = None if y is None else np.shape(y)
+    if shape is not None and len(shape) == 1 and (P > 1 or lmc is not None):
+        if lmc is None:
+            raise ValueError(
+                f"y must have shape [N, P] = [{shape[0]}, {P}] ({owner}: the last layer has "
+                f"num_outputs={P}; for y of shape [N], the last layer must have num_outputs=1); "
+                f"received {shape}"
+            )
+        raise ValueError(
+            f"y must have shape [N, P] = [{shape[0]}, {P}] ({owner}: an LMC of P = {P} "
+            f"outputs); received {shape}"
+        )
+    if shape is not None and len(shape) == 2 and shape[1] != P:
+        raise ValueError(
+            f"y must have shape [N, P] = [{shape[0]}, {P}] ({owner}: P = {P} outputs); "
+            f"received {shape}"
+        )
+    if shape is not None and len(shape) not in (1, 2):
+        raise ValueError(f"y must have shape [N] or [N, P]; received {shape}")
+    if lmc is None and P == 1 and (shape is None or len(shape) == 1):
+        return None
+    return P
+
+
+def multi_gaussian_site(
+    name: str,
+    F: Array,  # [N, Q]
+    y: Array | None,  # [N, P]
+    noise_variance: Array,  # [] or [P]
+    *,
+    plate: numpyro.plate,
+    F_var: Array | None = None,  # [N, Q]
+    layer: str | None = None,
+    W: Array | None = None,  # [P, Q]
+) -> Array:  # [N, P]
+    """Observe ``P`` Gaussian outputs per datum: ``y_n ~ N(f_n, diag(s2))``, ``f_n = F_n`` or
+    ``W F_n`` (LMC).
+
+    With ``F_var`` (the last layer marginalised) the site is the exact marginal
+    ``N(W m_n, W diag(v_n) W^T + diag(s2))`` (a ``MultivariateNormal``; independent Normals
+    without ``W``); otherwise ``F`` is layer ``layer``'s sample and the site
+    ``N(W F_n, diag(s2))``. Under :class:`~ppl_dgp.collapse.collapse` with ``y`` observed it
+    records the bound's term (Hensman et al. 2013, eq. 9, per output)
+
+    .. math:: \\mathbb E_{q}[\\log p(y_n \\mid f_n)] = \\sum_p \\log N(y_{np} \\mid
+        \\bar m_{np}, s^2_p) - \\frac{\\bar v_{np}}{2 s^2_p},
+
+    ``(bar m, bar v)`` the moments of ``f`` (:func:`lmc_moments`), as ``{name}.var_exp``
+    ``[N]``; and, always, the latent variance ``bar v`` as ``{name}.latent_var`` ``[N, P]``
+    (the predictive's ``f_variances``).
+
+    Returns:
+        The site's value ``[N, P]``.
+    """
+    if F.ndim != 2:
+        raise ValueError(f"{name}: F must have shape [N, Q]; received {F.shape}")
+    if F_var is not None and F_var.shape != F.shape:
+        raise ValueError(f"{name}: F_var must have F's shape {F.shape}; received {F_var.shape}")
+    s2 = jnp.asarray(noise_variance)
+    if is_collapsed():
+        if F_var is not None:
+            mean, var = F, F_var
+        elif layer is not None:
+            mean, var = recorded_moments(layer)
+        else:
+            mean, var = F, jnp.zeros_like(F)
+        if W is not None:
+            mean, var, _ = lmc_moments(mean, var, W)
+        record(f"{name}.latent_var", var, role="latent_var", of=name)
+        if y is not None:
+            var_exp = jnp.sum(gaussian_variational_expectations(y, mean, var, s2), axis=-1)
+            record(f"{name}.var_exp", var_exp, role="var_exp", of=name)
+    if F_var is None:
+        loc = F if W is None else F @ W.T
+        d = dist.Normal(loc, jnp.broadcast_to(jnp.sqrt(s2), loc.shape)).to_event(1)
+    elif W is None:
+        d = dist.Normal(F, jnp.sqrt(F_var + s2)).to_event(1)
+    else:
+        loc, _, cov = lmc_moments(F, F_var, W)
+        P = W.shape[0]
+        cov = cov + jnp.broadcast_to(s2, (P,)) * jnp.eye(P, dtype=cov.dtype)
+        d = dist.MultivariateNormal(loc, covariance_matrix=cov)
     with plate:
         return numpyro.sample(name, d, obs=y)

@@ -16,7 +16,13 @@ A :class:`Posterior` holds
 - ``method``: the method's configuration object itself (``NUTS(...)``, ``SVI(...)``);
 - ``timings``: ``compile_seconds`` (JAX tracing, lowering and compiling inside ``fit``) and
   ``run_seconds`` (the rest of ``fit``'s wall time), the same meaning for every method, plus
-  method-specific phases.
+  method-specific phases;
+- ``model``: the program that was fitted (``fit`` records it). A zoo model, or any
+  ``functools.partial(fn, **config)`` of a function registered with
+  :func:`ppl_dgp.zoo.register_program`, is saved with the Posterior (the function by name, its
+  configuration in the same open format: arrays, layer specs, kernels, mean functions,
+  likelihoods, priors), so :func:`load` gives back a model that predicts identically. A user's
+  own function is saved by description only (an :class:`Opaque`): pass it to ``predict``.
 
 On-disk format (version :data:`FORMAT`): two files side by side, no pickle.
 
@@ -31,9 +37,12 @@ On-disk format (version :data:`FORMAT`): two files side by side, no pickle.
     scalars of a method's configuration and of the timings as plain numbers; a non-finite float
     as ``{"__float__": "nan"}``), arrays as ``{"__array__": key}`` into the npz, registered
     types (methods, approximations, precision structures) as
-    ``{"__type__": name, "fields": {...}}``. A value JSON cannot hold (a user's guide function,
-    an optax transformation) is stored by description, ``{"__opaque__": "<function g>"}``.
-    Files of format ``ppl_dgp.posterior/2`` (no digest) are still read.
+    ``{"__type__": name, "fields": {...}}``, and so are the dataclasses of ``ppl_dgp`` modules
+    (by ``module.qualname``); a NumPyro distribution is ``{"__dist__": class, "args": {...}}``;
+    the model is ``{"__program__": "module:qualname", "args": [...], "keywords": {...}}``. A
+    value JSON cannot hold (a user's guide function, an optax transformation, a user's model)
+    is stored by description, ``{"__opaque__": "<function g>"}``. Files of format
+    ``ppl_dgp.posterior/3`` (no model) and ``/2`` (no model, no digest) are still read.
 
 Example:
     >>> import numpy as np
@@ -53,21 +62,26 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib
 import json
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "Opaque", "Posterior", "register_type"]
+__all__ = ["FORMAT", "Opaque", "Posterior", "load", "register_type"]
 
 #: Identifier and version of the on-disk format, stored in the JSON sidecar.
-FORMAT = "ppl_dgp.posterior/3"
-_READABLE = (FORMAT, "ppl_dgp.posterior/2")  # /2: the same tree, without the npz digest
+FORMAT = "ppl_dgp.posterior/4"
+#: /3: the same tree without the model; /2: without the model and the npz digest.
+_READABLE = (FORMAT, "ppl_dgp.posterior/3", "ppl_dgp.posterior/2")
+_DIGESTED = (FORMAT, "ppl_dgp.posterior/3")
 _ARRAY_GROUPS = ("draws", "sample_stats", "traces", "params")
 
 #: Types a Posterior may hold (methods, approximations, structures), by class name.
@@ -87,9 +101,19 @@ def register_type(cls: type) -> type:
 
 @dataclasses.dataclass(frozen=True)
 class Opaque:
-    """A value the format could not store (a function, an optax transformation): its name."""
+    """A value the format could not store (a function, an optax transformation): its name.
+
+    Calling it raises a ``TypeError`` that says what was not saved (a loaded Posterior's
+    ``model`` is an ``Opaque`` when the model was a user's function: pass the function).
+    """
 
     description: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{self.description} was not saved with the Posterior (the format stores it by "
+            "description only); pass the function itself"
+        )
 
 
 # -- the codec -----------------------------------------------------------------------------
@@ -128,15 +152,99 @@ def _encode(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
         tag = "__tuple__" if isinstance(value, tuple) else "__list__"
         return {tag: [_encode(v, f"{path}/{i}", arrays) for i, v in enumerate(value)]}
     cls = type(value)
-    if dataclasses.is_dataclass(value) and _TYPES.get(cls.__name__) is cls:
+    type_name = _type_name(cls) if dataclasses.is_dataclass(value) else None
+    if type_name is not None:
         fields = {
             f.name: _encode(getattr(value, f.name), f"{path}/{f.name}", arrays)
             for f in dataclasses.fields(value)
             if f.init
         }
-        return {"__type__": cls.__name__, "fields": fields}
+        return {"__type__": type_name, "fields": fields}
+    dist = _encode_distribution(value, path, arrays)
+    if dist is not None:
+        return dist
     name = getattr(value, "__name__", None)
     return {"__opaque__": f"<function {name}>" if name else f"<{cls.__name__}>"}
+
+
+def _type_name(cls: type) -> str | None:
+    """The name a dataclass is stored under: its registered name, or ``module.qualname`` for a
+    value type of ``ppl_dgp`` (kernels, mean functions, likelihoods, layer specs); ``None``
+    for any other class (stored by description)."""
+    if _TYPES.get(cls.__name__) is cls:
+        return cls.__name__
+    module, qualname = cls.__module__, cls.__qualname__
+    if module.startswith("ppl_dgp.") and "<" not in qualname:
+        return f"{module}.{qualname}"
+    return None
+
+
+def _resolve_type(name: str) -> type:
+    """The class stored as ``name`` (see :func:`_type_name`); only ``ppl_dgp`` modules are
+    imported, and only dataclasses defined in them are returned."""
+    cls = _TYPES.get(name)
+    if cls is not None:
+        return cls
+    module, _, qualname = name.rpartition(".")
+    if module.startswith("ppl_dgp."):
+        try:
+            obj = getattr(importlib.import_module(module), qualname, None)
+        except ImportError:
+            obj = None
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and _type_name(obj) == name:
+            return obj
+    raise ValueError(
+        f"Posterior format: unknown type {name!r}; import the module that defines it "
+        f"(registered: {sorted(_TYPES)}, or a dataclass of a ppl_dgp module)"
+    )
+
+
+def _encode_distribution(value: Any, path: str, arrays: dict[str, np.ndarray]) -> dict | None:
+    """A NumPyro distribution of ``numpyro.distributions``' namespace as
+    ``{"__dist__": class name, "args": {...}}`` (its constructor's positional arguments, read
+    back from the attributes of the same names), or ``None`` when it cannot be rebuilt that way
+    (checked by rebuilding it and comparing)."""
+    try:
+        import numpyro.distributions as nd
+    except ImportError:  # pragma: no cover - numpyro is a dependency
+        return None
+    cls = type(value)
+    if not isinstance(value, nd.Distribution) or getattr(nd, cls.__name__, None) is not cls:
+        return None
+    import inspect
+
+    params = [
+        p.name
+        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    if not all(hasattr(value, p) for p in params):
+        return None
+    args = {p: getattr(value, p) for p in params}
+    scratch: dict[str, np.ndarray] = {}
+    node = {"__dist__": cls.__name__, "args": _encode(args, f"{path}/{cls.__name__}", scratch)}
+    try:  # the constructor must give back the same distribution
+        rebuilt = _decode(node, scratch)
+        again = _encode(args, f"{path}/{cls.__name__}", {})
+        ok = (
+            type(rebuilt) is cls
+            and _encode({p: getattr(rebuilt, p) for p in params}, f"{path}/{cls.__name__}", {})
+            == again
+        )
+    except Exception:  # noqa: BLE001 - any failure: not rebuildable, store by description
+        ok = False
+    if not ok or _has_opaque(node):
+        return None
+    arrays.update(scratch)
+    return node
+
+
+def _has_opaque(node: Any) -> bool:
+    if isinstance(node, dict):
+        return "__opaque__" in node or any(_has_opaque(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_opaque(v) for v in node)
+    return False
 
 
 def _decode(node: Any, arrays: Any) -> Any:
@@ -155,14 +263,22 @@ def _decode(node: Any, arrays: Any) -> Any:
     if "__list__" in node:
         return [_decode(v, arrays) for v in node["__list__"]]
     if "__type__" in node:
-        cls = _TYPES.get(node["__type__"])
-        if cls is None:
-            raise ValueError(
-                f"Posterior format: unknown type {node['__type__']!r}; import the module that "
-                f"defines it (known: {sorted(_TYPES)})"
-            )
+        cls = _resolve_type(node["__type__"])
         fields = {k: _decode(v, arrays) for k, v in node["fields"].items()}
         return _construct(cls, fields)
+    if "__dist__" in node:
+        import numpyro.distributions as nd
+
+        cls = getattr(nd, str(node["__dist__"]), None)
+        if not (isinstance(cls, type) and issubclass(cls, nd.Distribution)):
+            raise ValueError(f"Posterior format: unknown distribution {node['__dist__']!r}")
+        return cls(**_decode(node["args"], arrays))
+    if "__program__" in node:
+        from ppl_dgp.zoo import resolve_program
+
+        fn = resolve_program(node["__program__"])
+        args, keywords = _decode(node["args"], arrays), _decode(node["keywords"], arrays)
+        return functools.partial(fn, *args, **keywords) if args or keywords else fn
     raise ValueError(f"Posterior format: unexpected node {sorted(node)}")
 
 
@@ -175,6 +291,43 @@ def _construct(cls: type, fields: dict[str, Any]) -> Any:
     for k, v in fields.items():
         object.__setattr__(obj, k, v)
     return obj
+
+
+def _encode_model(model: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """The model as ``{"__program__": "module:qualname", "args": ..., "keywords": ...}`` when it
+    is a registered program (a zoo model function, or one registered with
+    :func:`ppl_dgp.zoo.register_program`), bare or in a ``functools.partial`` whose arguments the
+    format stores (arrays, layer specs, kernels, mean functions, likelihoods, ``Hyper`` values
+    with NumPyro priors); otherwise ``{"__opaque__": why}`` (a user's function is not saved)."""
+    if model is None:
+        return None
+    if isinstance(model, Opaque):
+        return {"__opaque__": model.description}
+    from ppl_dgp.zoo import program_name
+
+    fn, args, keywords = model, (), {}
+    if isinstance(model, functools.partial):
+        fn, args, keywords = model.func, tuple(model.args), dict(model.keywords)
+    label = getattr(fn, "__qualname__", type(fn).__name__)
+    name = program_name(fn)
+    if name is None:
+        return {"__opaque__": f"the model <function {label}> (not a registered program: see "
+                              "ppl_dgp.zoo.register_program)"}  # fmt: skip
+    scratch: dict[str, np.ndarray] = {}
+    try:
+        node = {
+            "__program__": name,
+            "args": _encode(args, "model/args", scratch),
+            "keywords": _encode(keywords, "model/keywords", scratch),
+        }
+    except TypeError as err:  # a dict with non-str keys
+        return {"__opaque__": f"the model <function {label}> ({err})"}
+    if _has_opaque(node):
+        what = [k for k, v in keywords.items() if _has_opaque(_encode(v, "", {}))]
+        return {"__opaque__": f"the model <function {label}> (its argument(s) {what or 'args'} "
+                              "cannot be stored)"}  # fmt: skip
+    arrays.update(scratch)
+    return node
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -199,6 +352,8 @@ class Posterior:
         params: the model's ``param`` sites ``{name: array}`` (e.g. ``layer0.Z``).
         approx: the method's typed approximation (``None`` for samplers).
         timings: ``compile_seconds``, ``run_seconds`` and method-specific phases.
+        model: the fitted program (see the module docstring), ``None`` when not recorded, or
+            an :class:`Opaque` when loaded from a file that could not store it.
     """
 
     draws: dict[str, np.ndarray]
@@ -208,8 +363,11 @@ class Posterior:
     params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     approx: Any = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    model: Callable | None = None
 
     def __post_init__(self) -> None:
+        if self.model is not None and not callable(self.model):
+            raise TypeError(f"Posterior.model must be the fitted program; received {self.model!r}")
         if not hasattr(type(self.method), "name"):
             raise TypeError(
                 f"Posterior.method must be a method configuration (with a name); "
@@ -262,13 +420,14 @@ class Posterior:
         tree = {
             f.name: _encode(getattr(self, f.name), f.name, arrays)
             for f in dataclasses.fields(self)
-            if timings or f.name != "timings"
+            if (timings or f.name != "timings") and f.name != "model"
         }
+        tree["model"] = _encode_model(self.model, arrays)
         return tree, arrays
 
     def __eq__(self, other: object) -> bool:
-        """Equal draws, statistics, traces, params, approximation and method (not timings);
-        arrays must agree in dtype, shape and every value."""
+        """Equal draws, statistics, traces, params, approximation, method and model (not
+        timings); arrays must agree in dtype, shape and every value."""
         if not isinstance(other, Posterior):
             return NotImplemented
         (ta, aa), (tb, ab) = self._tree(timings=False), other._tree(timings=False)
@@ -342,7 +501,7 @@ class Posterior:
         if fmt not in _READABLE:
             raise ValueError(f"{sidecar}: unknown format {fmt!r}; expected {FORMAT!r}")
         digest = meta.get("npz_sha256")
-        if fmt == FORMAT and digest != _sha256(npz):
+        if fmt in _DIGESTED and digest != _sha256(npz):
             raise ValueError(
                 f"Posterior.load: {npz} does not belong to {sidecar} (its SHA-256 differs from "
                 "the one recorded at saving: an interrupted save, or a file replaced or edited)"
@@ -355,8 +514,10 @@ class Posterior:
                 f"Posterior.load: {npz} is not a readable npz archive (truncated?): {err}"
             ) from None
         tree = meta.get("posterior")
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "model"]
         absent = [n for n in names if not isinstance(tree, dict) or n not in tree]
+        if fmt == FORMAT and isinstance(tree, dict) and "model" not in tree:
+            absent.append("model")
         if absent:
             raise ValueError(
                 f"Posterior.load: {sidecar} has no entry for {absent} (every field is stored; "
@@ -364,6 +525,7 @@ class Posterior:
             )
         try:
             fields = {k: _decode(tree[k], arrays) for k in names}
+            fields["model"] = _decode_model(tree.get("model"), arrays)
             return cls(**fields)
         except KeyError as err:
             raise ValueError(
@@ -372,6 +534,54 @@ class Posterior:
             ) from None
         except (TypeError, ValueError) as err:
             raise ValueError(f"Posterior.load: {sidecar}: {err}") from err
+
+
+def _decode_model(node: Any, arrays: Any) -> Any:
+    """The stored model, or an :class:`Opaque` saying why it cannot be rebuilt here (a program
+    whose module is not imported); a configuration that fails its checks raises."""
+    if isinstance(node, dict) and "__program__" in node:
+        from ppl_dgp.zoo import resolve_program
+
+        try:
+            resolve_program(node["__program__"])
+        except ValueError as err:
+            return Opaque(f"the model {node['__program__']!r} ({err})")
+    return _decode(node, arrays)
+
+
+def load(path: str | Path) -> tuple[Callable, Posterior]:
+    """The model and the Posterior saved at ``path``: ``model, posterior = ppl_dgp.load(path)``.
+
+    The model is rebuilt from the file (its function by name, its configuration from the open
+    format), so ``predict(key, model, posterior, X)`` gives what it gave before saving.
+
+    Raises:
+        FileNotFoundError, ValueError: as :meth:`Posterior.load`.
+        ValueError: the file holds no model that can be rebuilt (a user's own function, saved
+            by description only, or a program whose module is not imported): the message
+            names it; load the posterior alone with :meth:`Posterior.load` and pass the model.
+
+    Example:
+        >>> import jax, numpy as np, pathlib, tempfile
+        >>> from ppl_dgp.infer import MAP, fit
+        >>> from ppl_dgp.models import MODELS
+        >>> X = np.linspace(-1.0, 1.0, 6)[:, None]; y = np.sin(X[:, 0])
+        >>> post = fit(MAP(num_steps=5), jax.random.key(0), MODELS["svgp"].make(X), X, y)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "svgp"
+        >>> _ = post.save(path)
+        >>> model, loaded = load(path)
+        >>> loaded == post, model.func.__name__
+        (True, 'svgp_regression')
+    """
+    post = Posterior.load(path)
+    if post.model is None or isinstance(post.model, Opaque):
+        what = "no model" if post.model is None else "no model that can be rebuilt here: "
+        what += "" if post.model is None else post.model.description
+        raise ValueError(
+            f"load: {_paths(path)[1]} holds {what}; load the posterior alone with "
+            "Posterior.load(path) and pass the model it was fitted to to predict"
+        )
+    return post.model, post
 
 
 def _sha256(path: Path) -> str:

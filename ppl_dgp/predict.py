@@ -1,4 +1,4 @@
-"""The Gaussian-mixture predictive of a GP-layer program fitted by SVI, and its metrics.
+"""The mixture predictives of a GP-layer program (Gaussian, and any likelihood), and metrics.
 
 ``S`` samples are pushed through the inner layers (one ``eps`` per datum and sample, ``u``
 integrated out against ``q(u)``); the last layer gives a Gaussian ``N(m_s(x), v_s(x) + s2)`` per
@@ -23,14 +23,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jax import Array
+from jax.scipy.special import logsumexp
 from numpyro.handlers import block, seed, substitute, trace
 
 from ppl_dgp.collapse import ROLE, collapse, gaussian_output
 
 __all__ = [
+    "LikelihoodMixture",
     "MixturePredictive",
+    "poisson_deviance",
+    "propagate_site",
+    "regression_metrics",
     "layer_moments",
     "propagate_layers",
     "mixture_metrics_original_units",
@@ -54,7 +60,8 @@ class MixturePredictive:
     quantile (bisection on the CDF), central intervals, test metrics and the change of units.
 
     Attributes:
-        means: component means ``m`` ``[S, N]``.
+        means: component means ``m`` ``[S, N]`` (``[S, N, P]`` for ``P`` outputs: the
+            per-output marginals, batch shape ``[N, P]``).
         variances: component variances ``v`` ``[S, N]`` (latent ``f`` variance plus noise for
             ``y``).
         f_variances: latent components' variances ``[S, N]`` (without noise).
@@ -79,7 +86,9 @@ class MixturePredictive:
         """The mixture as a NumPyro distribution, batch shape ``[N]``, components last."""
         S = self.means.shape[0]
         mixing = dist.Categorical(probs=jnp.full((S,), 1.0 / S, dtype=self.means.dtype))
-        components = dist.Normal(self.means.T, jnp.sqrt(self.variances.T))  # batch [N, S]
+        # batch [N, S] ([N, P, S] for P outputs): the components last
+        means, variances = (jnp.moveaxis(a, 0, -1) for a in (self.means, self.variances))
+        components = dist.Normal(means, jnp.sqrt(variances))
         return dist.MixtureSameFamily(mixing, components)
 
     @property
@@ -373,3 +382,246 @@ def mixture_metrics_original_units(
     y_std_units = (jnp.asarray(y) - y_mean) / y_std
     m = pred.metrics(y_std_units)
     return {"rmse": m["rmse"] * y_std, "mlpd": m["mlpd"] - math.log(y_std)}
+
+
+def regression_metrics(
+    pred: MixturePredictive, y: Array, probs: tuple[float, ...] = (0.5, 0.9, 0.95)
+) -> dict[str, Any]:
+    """RMSE, MLPD and central-interval coverage per output of a regression predictive.
+
+    ``rmse_p = sqrt(mean_n (y_np - E[y_np])^2)``, ``mlpd_p = mean_n log p(y_np)`` (the
+    mixture's marginal density: a log-sum-exp over components) and ``coverage_c_p`` the
+    fraction of ``y_np`` inside the central ``c`` interval (exact mixture quantiles).
+
+    Args:
+        pred: a :class:`MixturePredictive` with ``means [S, N]`` or ``[S, N, P]``.
+        y: held-out targets ``[N]`` or ``[N, P]``, the predictive's shape.
+        probs: interval probabilities ``c``.
+
+    Returns:
+        ``{"rmse", "mlpd", "coverage_<c>"}``: floats for one output, lists of ``P`` floats
+        otherwise.
+    """
+    y = jnp.asarray(y)
+    if y.shape != pred.means.shape[1:]:
+        raise ValueError(
+            f"y must have the predictive's shape {pred.means.shape[1:]}; received {y.shape}"
+        )
+    out: dict[str, Any] = {
+        "rmse": jnp.sqrt(jnp.mean(jnp.square(y - pred.mean), axis=0)),
+        "mlpd": jnp.mean(pred.log_density(y), axis=0),
+    }
+    for c in probs:
+        lo, hi = pred.interval(c)
+        out[f"coverage_{c:g}"] = jnp.mean((y >= lo) & (y <= hi), axis=0)
+    return {k: np.asarray(v, dtype=float).tolist() for k, v in out.items()}
+
+
+def poisson_deviance(y: Array, mu: Array) -> Array:  # [N]
+    """Poisson unit deviance ``2 (y log(y / mu) - (y - mu))`` (``y log y = 0`` at ``y = 0``).
+
+    References: McCullagh & Nelder (1989), *Generalized Linear Models*, table 2.1;
+    scikit-learn's ``mean_poisson_deviance``.
+    """
+    y, mu = jnp.asarray(y, dtype=jnp.result_type(mu)), jnp.asarray(mu)
+    ylogy = jnp.where(y > 0, y * jnp.log(jnp.where(y > 0, y, 1.0) / mu), 0.0)
+    return 2.0 * (ylogy - (y - mu))
+
+
+#: The arguments that rebuild each supported component family (after vmapping its pieces).
+_FAMILY_ARGS: dict[type, tuple[str, ...]] = {
+    dist.Normal: ("loc", "scale"),
+    dist.StudentT: ("df", "loc", "scale"),
+    dist.MultivariateNormal: ("loc", "scale_tril"),
+    dist.BernoulliLogits: ("logits",),
+    dist.BernoulliProbs: ("probs",),
+    dist.CategoricalLogits: ("logits",),
+    dist.CategoricalProbs: ("probs",),
+    dist.Poisson: ("rate",),
+}
+
+
+def _family_args(fn: dist.Distribution, site: str) -> tuple[type, int, dict[str, Array]]:
+    """``(family, reinterpreted event dims, {arg: array broadcast to its full shape})``."""
+    ndims = 0
+    if isinstance(fn, dist.Independent):
+        fn, ndims = fn.base_dist, fn.reinterpreted_batch_ndims
+    family = type(fn)
+    if family not in _FAMILY_ARGS:
+        raise NotImplementedError(
+            f"predict: the observation site {site!r} is a {family.__name__}; the components "
+            f"supported are {[c.__name__ for c in _FAMILY_ARGS]}"
+        )
+    args = {}
+    for k in _FAMILY_ARGS[family]:
+        v = jnp.asarray(getattr(fn, k))
+        event = fn.arg_constraints[k].event_dim
+        trailing = jnp.shape(v)[jnp.ndim(v) - event :] if event else ()
+        args[k] = jnp.broadcast_to(v, tuple(fn.batch_shape) + tuple(trailing))
+    return family, ndims, args
+
+
+@functools.lru_cache(maxsize=64)
+def _site_fn(model: Any, kw_items: tuple, site: str) -> tuple[Any, list]:
+    """Jitted, vmapped pass returning the observation site's distribution arguments and its
+    recorded latent variance (if any), built once per (model, keywords, site)."""
+    meta: list = []
+
+    def one(key: Array, values: dict, params: dict, X: Array) -> tuple[dict, dict]:
+        with collapse(params=params):
+            tr = trace(substitute(substitute(seed(model, key), data=values), data=params))
+            tr = tr.get_trace(X, None, **dict(kw_items))
+        if site not in tr:
+            raise ValueError(f"predict: the model has no observation site {site!r}")
+        family, ndims, args = _family_args(tr[site]["fn"], site)
+        meta[:] = [family, ndims]
+        extra = {}
+        if f"{site}.latent_var" in tr:
+            extra["latent_var"] = tr[f"{site}.latent_var"]["value"]
+        return args, extra
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None))), meta
+
+
+def propagate_site(
+    rng_key: Array,
+    model: Any,
+    values: dict[str, Array],
+    params: dict[str, Array],
+    X_new: Array,  # [N, D]
+    *,
+    num_samples: int,
+    site: str = "y",
+    **model_kwargs: Any,
+) -> tuple[dist.Distribution, dict[str, Array]]:
+    """The observation site's distribution in ``S = num_samples`` passes of the program.
+
+    Each pass runs ``model(X_new, None)`` under :class:`~ppl_dgp.collapse.collapse` with row
+    ``s`` of ``values`` and ``params`` substituted (as :func:`propagate_layers`: a layer with a
+    ``q(u)`` in ``params`` integrates ``u`` out against it, the others use ``p(f | u)`` given
+    the drawn ``u``; inner layers draw fresh ``eps``) and keeps ``p(y | pass s)``, the site's
+    distribution: the likelihood given the sampled last layer, or its marginal when the last
+    layer is integrated out.
+
+    Returns:
+        ``(components, extra)``: a distribution of the site's family with batch shape
+        ``[S, N]`` (the ``S`` components), and ``{"latent_var": [S, N, ...]}`` when the site
+        records its latent variance.
+    """
+    X_new = jnp.asarray(X_new)
+    items = _hashable(dict(model_kwargs))
+    key_items = items if items is not None else tuple(model_kwargs.items())
+    build = _site_fn if items is not None else _site_fn.__wrapped__
+    fn, meta = build(model, key_items, site)
+    args, extra = fn(jax.random.split(rng_key, num_samples), values, params, X_new)
+    family, ndims = meta
+    components = family(**args)
+    return (components.to_event(ndims) if ndims else components), extra
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LikelihoodMixture:
+    """The predictive of ``y`` as an equally weighted mixture of ``S`` likelihood components.
+
+    .. math:: p(y_n \\mid x_n) \\approx \\frac1S \\sum_{s=1}^S p(y_n \\mid \\theta_s, x_n),
+        \\qquad \\log p(y_n) = \\operatorname{logsumexp}_s \\log p(y_n \\mid \\theta_s)
+        - \\log S
+
+    for any likelihood: component ``s`` is the observation site's distribution in pass ``s``
+    (a posterior draw, or a pass through the layers with ``u`` integrated out against
+    ``q(u)``): Normal, Student-t, Bernoulli, categorical, Poisson, multivariate normal.
+
+    Attributes:
+        components: a NumPyro distribution with batch shape ``[S, N]`` (``S`` components).
+
+    Example:
+        >>> import jax.numpy as jnp, numpyro.distributions as dist
+        Two Poisson components, rates 1 and 3: ``log p(0) = log((e^-1 + e^-3) / 2)``.
+
+        >>> mix = LikelihoodMixture(dist.Poisson(jnp.array([[1.0], [3.0]])))
+        >>> float(mix.mean[0]), round(float(mix.log_density(jnp.array([0.0]))[0]), 4)
+        (2.0, -1.5662)
+    """
+
+    components: dist.Distribution
+
+    @property
+    def num_components(self) -> int:
+        return self.components.batch_shape[0]
+
+    def log_density(self, y: Array) -> Array:  # [N]
+        """``log (1/S) sum_s p(y_n | theta_s)`` per datum (a log-sum-exp over components)."""
+        lp = self.components.log_prob(jnp.asarray(y))
+        return logsumexp(lp, axis=0) - math.log(self.num_components)
+
+    @property
+    def mean(self) -> Array:  # [N, ...]
+        """``E[y_n] = (1/S) sum_s E[y_n | theta_s]`` (class probabilities for a classifier)."""
+        return jnp.mean(self._component_mean(), axis=0)
+
+    @property
+    def variance(self) -> Array:  # [N, ...]
+        """Total variance ``(1/S) sum_s Var_s + (1/S) sum_s (E_s - mean)^2``."""
+        m = self._component_mean()
+        return jnp.mean(self._component_variance(), axis=0) + jnp.var(m, axis=0)
+
+    def _component_mean(self) -> Array:
+        c = self.components
+        base = c.base_dist if isinstance(c, dist.Independent) else c
+        if isinstance(base, dist.CategoricalLogits | dist.CategoricalProbs):
+            return base.probs
+        return c.mean
+
+    def _component_variance(self) -> Array:
+        c = self.components
+        base = c.base_dist if isinstance(c, dist.Independent) else c
+        if isinstance(base, dist.CategoricalLogits | dist.CategoricalProbs):
+            return base.probs * (1.0 - base.probs)
+        return c.variance
+
+    @property
+    def probs(self) -> Array:
+        """Class probabilities: ``p(y = 1) [N]`` (Bernoulli) or ``[N, K]`` (categorical)."""
+        base = self.components
+        if not isinstance(base, dist.BernoulliLogits | dist.BernoulliProbs |
+                          dist.CategoricalLogits | dist.CategoricalProbs):  # fmt: skip
+            raise ValueError(f"probs: the components are {type(base).__name__}, not classes")
+        return self.mean
+
+    def sample(self, rng_key: Array, num: int = 1) -> Array:  # [num, N, ...]
+        """``num`` draws per datum: a component uniformly, then ``y`` from it."""
+        k1, k2 = jax.random.split(rng_key)
+        S = self.num_components
+        ys = self.components.sample(k2, (num,))  # [num, S, N, ...]
+        pick = jax.random.randint(k1, (num,), 0, S)
+        return ys[jnp.arange(num), pick]
+
+    def metrics(self, y: Array) -> dict[str, Any]:
+        """Held-out metrics for the components' family.
+
+        - classes: ``accuracy``, ``nll`` (= ``-mlpd``), ``ece`` (10 bins), ``brier``
+          (:func:`ppl_dgp.calibration.classification_metrics`);
+        - counts (Poisson): ``mlpd``, ``rmse`` and ``mean_deviance`` (mean Poisson deviance of
+          the predictive mean, :func:`poisson_deviance`);
+        - otherwise: ``mlpd`` and ``rmse`` (per output for ``y [N, P]``).
+        """
+        from ppl_dgp.calibration import classification_metrics  # math stratum, NumPy only
+
+        y = jnp.asarray(y)
+        mlpd = float(jnp.mean(self.log_density(y)))
+        base = self.components
+        base = base.base_dist if isinstance(base, dist.Independent) else base
+        if isinstance(base, dist.BernoulliLogits | dist.BernoulliProbs |
+                      dist.CategoricalLogits | dist.CategoricalProbs):  # fmt: skip
+            out = classification_metrics(np.asarray(self.probs), np.asarray(y))
+            return {**out, "nll": -mlpd}
+        err = jnp.square(y - self.mean)
+        out = {"mlpd": mlpd}
+        if isinstance(base, dist.Poisson):
+            out["mean_deviance"] = float(jnp.mean(poisson_deviance(y, self.mean)))
+            out["rmse"] = float(jnp.sqrt(jnp.mean(err)))
+            return out
+        rmse = jnp.sqrt(jnp.mean(err, axis=0))
+        out["rmse"] = float(rmse) if rmse.ndim == 0 else np.asarray(rmse).tolist()
+        return out

@@ -2,7 +2,11 @@
 
 - :func:`predict`: the Gaussian-mixture predictive of ``y`` (a
   :class:`~ppl_dgp.predict.MixturePredictive`, ``S`` components);
-- :func:`predict_proba`: class probabilities of a classifier.
+- :func:`predict_proba`: class probabilities of a classifier;
+- :func:`predict_distribution`: for any likelihood, the mixture of the observation site's
+  distributions over draws (or passes) (a :class:`~ppl_dgp.predict.LikelihoodMixture`): the
+  held-out log predictive density by log-sum-exp over components, and the task's metrics;
+  :func:`log_predictive_density` is its ``log_density``.
 
 Each dispatches on ``type(posterior.approx)`` (``functools.singledispatch``): the default uses
 the draws (NUTS, HMC, SGHMC, MAP, ensembles, Laplace draws, any guide's draws); the SVI
@@ -57,12 +61,14 @@ from ppl_dgp.collapse import ROLE, gaussian_output
 from ppl_dgp.infer.core import ModelSites, accepts_batch_size, positive_int
 from ppl_dgp.infer.svi import InducingApprox
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.predict import MixturePredictive, propagate_layers
+from ppl_dgp.predict import LikelihoodMixture, MixturePredictive, propagate_layers, propagate_site
 from ppl_dgp.validation import check_regression_data
 
 __all__ = [
     "check_posterior",
+    "log_predictive_density",
     "predict",
+    "predict_distribution",
     "predict_proba",
     "register_predict",
     "register_proba",
@@ -300,6 +306,13 @@ def _predict(
     if f"{likelihood_site}.f_mean" in sites:
         g = gaussian_output(sites, likelihood_site)
         return MixturePredictive(g.mean, g.var, g.f_var)
+    if any(name.endswith(".f_var") for name in sites):  # GP layers, another Gaussian site
+        components, extra = propagate_site(
+            rng_key, model, draws, params, X_new, num_samples=S, site=likelihood_site,
+            **model_kwargs,
+        )  # fmt: skip
+        loc, var = _normal_marginals(components, likelihood_site)
+        return MixturePredictive(loc, var, extra.get("latent_var", jnp.zeros_like(loc)))
 
     def one(key: Array, draw: dict[str, Array]) -> tuple[Array, Array, Array]:
         tr = trace(substitute(seed(model, key), data={**params, **draw})).get_trace(
@@ -307,15 +320,8 @@ def _predict(
         )
         site = tr.get(likelihood_site)
         fn = None if site is None else site["fn"]
-        if not isinstance(fn, numpyro.distributions.Normal):
-            raise NotImplementedError(
-                f"predict: site {likelihood_site!r} is not a Normal observation "
-                f"({type(fn).__name__}); this mixture predictive is for Gaussian likelihoods. "
-                "For a classifier use ppl_dgp.predictive.predict_proba (any method)"
-            )
-        loc = jnp.broadcast_to(fn.loc, fn.batch_shape)
-        scale = jnp.broadcast_to(fn.scale, fn.batch_shape)
-        return loc, scale**2, jnp.zeros_like(loc)
+        loc, var = _normal_marginals(fn, likelihood_site)
+        return loc, var, jnp.zeros_like(loc)
 
     keys = jax.random.split(rng_key, S)
     means, variances, f_variances = jax.jit(jax.vmap(one))(keys, draws)
@@ -339,13 +345,33 @@ def _predict_inducing(
     sites = propagate_layers(
         rng_key, model, values, params, X_new, num_samples=num_samples, **model_kwargs
     )
-    if f"{likelihood_site}.f_mean" not in sites:
-        raise NotImplementedError(
-            f"predict: site {likelihood_site!r} is not a Gaussian likelihood of the GP program; "
-            "for a classifier use ppl_dgp.predictive.predict_proba (any method)"
-        )
+    if f"{likelihood_site}.f_mean" not in sites:  # Normal marginals of another Gaussian site
+        components, extra = propagate_site(
+            rng_key, model, values, params, X_new, num_samples=num_samples,
+            site=likelihood_site, **model_kwargs,
+        )  # fmt: skip
+        loc, var = _normal_marginals(components, likelihood_site)
+        return MixturePredictive(loc, var, extra.get("latent_var", jnp.zeros_like(loc)))
     g = gaussian_output(sites, likelihood_site)
     return MixturePredictive(g.mean, g.var, g.f_var)
+
+
+def _normal_marginals(fn: Any, site: str) -> tuple[Array, Array]:
+    """``(loc, variance)`` per entry of a Normal (or independent Normals, or multivariate
+    normal: its marginals) observation; ``NotImplementedError`` for any other family."""
+    dist = numpyro.distributions
+    base = fn.base_dist if isinstance(fn, dist.Independent) else fn
+    if isinstance(base, dist.Normal):
+        shape = base.batch_shape
+        return jnp.broadcast_to(base.loc, shape), jnp.broadcast_to(base.scale, shape) ** 2
+    if isinstance(base, dist.MultivariateNormal):
+        return base.loc, jnp.sum(jnp.square(base.scale_tril), axis=-1)  # diag(L L^T)
+    raise NotImplementedError(
+        f"predict: site {site!r} is not a Normal observation ({type(fn).__name__}); this "
+        "mixture predictive is for Gaussian likelihoods. For a classifier use "
+        "ppl_dgp.predictive.predict_proba (any method); for any likelihood, "
+        "ppl_dgp.predictive.predict_distribution"
+    )
 
 
 #: Register a mixture predictive for an approximation type:
@@ -450,3 +476,92 @@ def _outputs_core(model: Callable, spec: tuple, params: dict, draws: dict, X_new
 
 #: Compiled once per (model object, output site and keywords), cached by ``jax.jit``.
 _outputs_jit = jax.jit(_outputs_core, static_argnums=(0, 1))
+
+
+# -- any likelihood: the mixture of the observation's distributions ---------------------------
+
+
+def predict_distribution(
+    rng_key: Array,
+    model: Callable,
+    posterior: Posterior,
+    X_new: Array,
+    *,
+    num_samples: int = 100,
+    likelihood_site: str = "y",
+    **model_kwargs: Any,
+) -> LikelihoodMixture:
+    """The predictive of ``y`` at ``X_new`` for any likelihood, as a mixture of components.
+
+    .. math:: p(y_* \\mid x_*) \\approx \\frac1S \\sum_{s=1}^S p(y_* \\mid \\theta_s, x_*)
+
+    Component ``s`` is the observation site's distribution in one run of the model at
+    ``X_new``: for draws (NUTS, HMC, SGHMC, MAP, ensembles, Laplace draws) with draw ``s``
+    substituted (``S = min(num_samples, chains * draws)`` spread over the chains); for the
+    inducing guide (SVI), ``u`` integrated out against ``q(u)`` in each of ``S = num_samples``
+    passes, the other sites at their medians. A marginalised last layer gives the exact
+    marginal per component (e.g. ``Phi(m / sqrt(1 + v))``); a sampled one, the likelihood
+    given the sample. The held-out log density
+    ``log p(y_n) = logsumexp_s log p(y_n | theta_s) - log S`` is
+    :meth:`~ppl_dgp.predict.LikelihoodMixture.log_density`, and
+    :meth:`~ppl_dgp.predict.LikelihoodMixture.metrics` gives the task's metrics.
+
+    Args:
+        rng_key: key for the layer noise.
+        model: the fitted program.
+        posterior: from :func:`~ppl_dgp.infer.fit`.
+        X_new: inputs ``[N, D]``.
+        num_samples: components ``S``.
+        likelihood_site: the observation site.
+        **model_kwargs: further model keywords (``batch_size`` is forced to ``None``).
+
+    Returns:
+        :class:`~ppl_dgp.predict.LikelihoodMixture` with components of batch ``[S, N]``.
+
+    Raises:
+        ValueError: the posterior does not fit ``model`` (:func:`check_posterior`).
+    """
+    positive_int("predict_distribution", num_samples=num_samples)
+    X_new = jnp.asarray(X_new)
+    check_regression_data(X_new, None)
+    if accepts_batch_size(model):
+        model_kwargs = {**model_kwargs, "batch_size": None}
+    check_posterior(model, posterior, X_new, owner="predict_distribution",
+                    likelihood_site=likelihood_site, **model_kwargs)  # fmt: skip
+    approx = posterior.approx
+    params = {k: jnp.asarray(v) for k, v in posterior.params.items()}
+    if isinstance(approx, InducingApprox):
+        for layer in approx.q_mu:
+            params[f"{layer}.q_mu"] = jnp.asarray(approx.q_mu[layer])
+            params[f"{layer}.q_sqrt"] = jnp.asarray(approx.q_sqrt[layer])
+        values = {
+            k: jnp.broadcast_to(jnp.asarray(v), (num_samples, *np.shape(v)))
+            for k, v in approx.medians.items()
+        }
+        S = num_samples
+    else:
+        values = _draws(posterior, num_samples, "predict_distribution")
+        S = next(iter(values.values())).shape[0]
+    components, _ = propagate_site(
+        rng_key, model, values, params, X_new, num_samples=S, site=likelihood_site,
+        **model_kwargs,
+    )  # fmt: skip
+    return LikelihoodMixture(components)
+
+
+def log_predictive_density(
+    rng_key: Array,
+    model: Callable,
+    posterior: Posterior,
+    X_new: Array,
+    y_new: Array,
+    *,
+    num_samples: int = 100,
+    likelihood_site: str = "y",
+    **model_kwargs: Any,
+) -> Array:  # [N]
+    """``log p(y_n | x_n, data)`` per held-out point for any likelihood and method: the
+    log-sum-exp over the components of :func:`predict_distribution`."""
+    pred = predict_distribution(rng_key, model, posterior, X_new, num_samples=num_samples,
+                                likelihood_site=likelihood_site, **model_kwargs)  # fmt: skip
+    return pred.log_density(y_new)

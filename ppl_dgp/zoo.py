@@ -15,13 +15,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MODELS", "ZooModel", "register_model"]
+__all__ = [
+    "MODELS",
+    "ZooModel",
+    "program_name",
+    "register_model",
+    "register_program",
+    "resolve_program",
+]
 
 #: Methods every zoo model supports unless it says otherwise.
 ALL_METHODS = ("svi", "nuts", "hmc", "sghmc", "laplace", "map", "ensemble")
@@ -36,8 +45,9 @@ class ZooModel:
         build: ``build(X, **options) -> model``: the NumPyro program (a ``functools.partial``
             of the model function) for standardised inputs ``X [N, D]``; it ignores no option
             silently (options it does not take are filtered out by :meth:`make`).
-        likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"categorical"``.
-        task: ``"regression"`` or ``"classification"``.
+        likelihood: ``"gaussian"``, ``"heteroscedastic_gaussian"``, ``"bernoulli"``,
+            ``"categorical"`` or ``"poisson"``.
+        task: ``"regression"``, ``"classification"`` or ``"counts"``.
         observed_site: the likelihood site (``"y"``).
         output_site: the deterministic network output (``"f"``) for models that record one
             (the Laplace GGN and the class-probability predictive read it), else ``None``.
@@ -63,9 +73,11 @@ class ZooModel:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.likelihood not in ("gaussian", "bernoulli", "categorical"):
+        if self.likelihood not in (
+            "gaussian", "heteroscedastic_gaussian", "bernoulli", "categorical", "poisson",
+        ):  # fmt: skip
             raise ValueError(f"ZooModel.likelihood: unknown {self.likelihood!r}")
-        if self.task not in ("regression", "classification"):
+        if self.task not in ("regression", "classification", "counts"):
             raise ValueError(f"ZooModel.task: unknown {self.task!r}")
 
     def make(self, X: Any, *, smoke: bool = False, **options: Any) -> Callable:
@@ -94,3 +106,77 @@ def register_model(entry: ZooModel) -> ZooModel:
         )
     MODELS[entry.name] = entry
     return entry
+
+
+# -- programs a saved Posterior may name ------------------------------------------------------
+
+#: ``{name: function}`` registered with :func:`register_program` (beside the zoo's own).
+_PROGRAMS: dict[str, Callable] = {}
+
+
+def _name_of(fn: Callable) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def register_program(fn: Callable) -> Callable:
+    """Decorator: a module-level model function that a saved Posterior may name, so that
+    :func:`ppl_dgp.load` rebuilds ``functools.partial(fn, **config)`` from the file.
+
+    The zoo's model functions (those of every module in ``models/``) need no registration;
+    register your own when its module is imported before loading (the name stored is
+    ``"module:qualname"``).
+
+    Raises:
+        ValueError: ``fn`` is not a module-level function (a lambda or a closure cannot be
+            found again by name).
+    """
+    if not inspect.isfunction(fn) or "<" in fn.__qualname__ or "." in fn.__qualname__:
+        raise ValueError(
+            f"register_program: {fn!r} must be a module-level function (found again by "
+            "module and name when a saved Posterior is loaded)"
+        )
+    _PROGRAMS[_name_of(fn)] = fn
+    return fn
+
+
+def _zoo_modules() -> set[str]:
+    """Modules of the registered zoo models (``ppl_dgp.models`` is imported to fill them)."""
+    importlib.import_module("ppl_dgp.models")
+    return {e.build.__module__ for e in MODELS.values()}
+
+
+def program_name(fn: Callable) -> str | None:
+    """The name a saved Posterior stores for the model function ``fn``: ``"module:qualname"``
+    when ``fn`` is a registered program or a module-level function of a zoo module, else
+    ``None`` (a user's function that is not registered cannot be rebuilt from a file)."""
+    if not inspect.isfunction(fn):
+        return None
+    name = _name_of(fn)
+    if _PROGRAMS.get(name) is fn:
+        return name
+    module = sys.modules.get(fn.__module__)
+    if fn.__module__ in _zoo_modules() and getattr(module, fn.__qualname__, None) is fn:
+        return name
+    return None
+
+
+def resolve_program(name: str) -> Callable:
+    """The function :func:`program_name` named ``name``: a registered program, or a
+    module-level function of a zoo module (nothing else is imported or called).
+
+    Raises:
+        ValueError: ``name`` names neither (a user's program whose module is not imported, a
+            model removed from the zoo, or an edited file).
+    """
+    if name in _PROGRAMS:
+        return _PROGRAMS[name]
+    module, _, qualname = str(name).partition(":")
+    zoo = _zoo_modules()
+    fn = getattr(sys.modules.get(module), qualname, None) if module in zoo else None
+    if fn is None or not inspect.isfunction(fn) or _name_of(fn) != name:
+        raise ValueError(
+            f"the model program {name!r} is neither a function of a zoo module "
+            f"({', '.join(sorted(zoo))}) nor registered with ppl_dgp.zoo.register_program "
+            "(import the module that registers it before loading)"
+        )
+    return fn

@@ -1,4 +1,5 @@
-"""The BNN zoo (``ppl_dgp.models.bnn``) and the dense layer: sites, shapes, priors, errors."""
+"""The BNN zoo (``ppl_dgp.models.bnn``), the dense and dropout layers and MC dropout: sites,
+shapes, priors, errors; MC dropout at rate 0 is the MAP BNN."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.handlers import seed, substitute, trace
 
-from ppl_dgp.dense import DENSE, dense
+from ppl_dgp.dense import DENSE, dense, dropout
 from ppl_dgp.layers import ROLE, Hyper
 from ppl_dgp.models import bnn
 
@@ -94,3 +95,78 @@ def test_dense_in_front_of_a_substituted_value_is_affine():
     W, b = np.arange(6.0).reshape(3, 2), np.array([1.0, -1.0])
     out = substitute(lambda: dense("d", jnp.asarray(X), 2), data={"d.W": W, "d.b": b})
     np.testing.assert_allclose(seed(out, 0)(), X @ W + b)
+
+
+# -- dropout and MC dropout ----------------------------------------------------------------------
+
+
+def test_dropout_masks_are_bernoulli_and_inverted():
+    """Seeded: entries dropped with probability p (within 5 binomial standard errors) and the
+    kept ones scaled by 1 / (1 - p); unseeded: the identity; rate 0: the identity."""
+    p, shape = 0.3, (200, 50)
+    H = seed(lambda: dropout(jnp.ones(shape), p), 0)()
+    frac = float(jnp.mean(H == 0.0))
+    se = np.sqrt(p * (1 - p) / H.size)
+    assert abs(frac - p) <= 5 * se
+    np.testing.assert_allclose(H[H != 0.0], 1.0 / (1.0 - p), rtol=1e-15)
+    H2 = seed(lambda: dropout(jnp.ones(shape), p), 1)()
+    assert not np.array_equal(H, H2)  # a fresh mask per seeded run
+    X0 = jnp.arange(6.0).reshape(2, 3)
+    assert dropout(X0, 0.0) is X0
+    # a log density evaluation (handlers, no seed) gets the expectation: the identity
+    tr = trace(lambda: dropout(X0, 0.5)).get_trace()
+    assert tr == {} and np.array_equal(trace(lambda: dropout(X0, 0.5))(), X0)
+    for bad in (-0.1, 1.0, True, "0.1"):
+        with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\)"):
+            dropout(X0, bad)
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\); received 1.5"):
+        _trace(bnn.mlp_regression, X, None, hidden=(), dropout=1.5)
+
+
+@pytest.fixture(scope="module")
+def moons_like():
+    rng = np.random.default_rng(0)
+    Xr = np.linspace(-2.0, 2.0, 30)[:, None]
+    return Xr, np.sin(2.0 * Xr[:, 0]) + 0.1 * rng.normal(size=30)
+
+
+@pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")  # 20 steps
+def test_mc_dropout_at_rate_zero_is_the_map_bnn(moons_like):
+    """Same key, rate 0: MC dropout's fit is MAP's, bit for bit, and its predictive (T
+    identical passes) is MAP's plug-in Gaussian."""
+    from ppl_dgp.infer import MAP, fit
+    from ppl_dgp.predictive import predict
+
+    Xr, yr = moons_like
+    plain = functools.partial(bnn.mlp_regression, hidden=(8,), noise_scale=0.2)
+    zero = functools.partial(bnn.mlp_regression, hidden=(8,), noise_scale=0.2, dropout=0.0)
+    post_map = fit(MAP(num_steps=20), jax.random.key(0), plain, Xr, yr)
+    post_mc = bnn.MCDropout(num_steps=20, num_passes=4).run(jax.random.key(0), zero, Xr, yr)
+    assert post_mc.name == "mc_dropout" and (post_mc.num_chains, post_mc.num_draws) == (1, 4)
+    np.testing.assert_array_equal(post_mc.traces["map_loss"], post_map.traces["map_loss"])
+    for k, v in post_map.draws.items():
+        for t in range(4):
+            np.testing.assert_array_equal(post_mc.draws[k][0, t], v[0, 0])
+    a = predict(jax.random.key(1), plain, post_map, Xr[:5])
+    b = predict(jax.random.key(1), zero, post_mc, Xr[:5], num_samples=4)
+    for t in range(4):
+        np.testing.assert_array_equal(b.means[t], a.means[0])
+        np.testing.assert_array_equal(b.variances[t], a.variances[0])
+
+
+def test_mc_dropout_trains_and_predicts_with_masks(moons_like):
+    """Rate 0.3: the loss trace is not MAP's (the masks act in training), and the T passes of
+    the predictive differ from each other (they act at prediction)."""
+    from ppl_dgp.predictive import predict
+
+    Xr, yr = moons_like
+    model = functools.partial(bnn.mlp_regression, hidden=(8,), noise_scale=0.2, dropout=0.3)
+    zero = functools.partial(bnn.mlp_regression, hidden=(8,), noise_scale=0.2)
+    post = bnn.MCDropout(num_steps=20, num_passes=6).run(jax.random.key(0), model, Xr, yr)
+    post0 = bnn.MCDropout(num_steps=20, num_passes=6).run(jax.random.key(0), zero, Xr, yr)
+    assert not np.array_equal(post.traces["map_loss"], post0.traces["map_loss"])
+    pred = predict(jax.random.key(1), model, post, Xr[:5], num_samples=6)
+    assert pred.means.shape == (6, 5)
+    assert np.unique(np.asarray(pred.means[:, 0])).size == 6
+    with pytest.raises(ValueError, match=r"MCDropout.num_passes must be an int >= 1"):
+        bnn.MCDropout(num_passes=0)

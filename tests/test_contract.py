@@ -5,11 +5,19 @@ For each ``(model, method)`` pair of :data:`ppl_dgp.models.MODELS` x
 returns a Posterior whose draws are the model's global latent sites shaped
 ``(chain, draw, ...)``, whose approximation has the type the method promises, whose
 predictives (the ones the model declares) are finite and well formed, and which survives
-save -> load -> predict bit for bit. A model or method added to a registry is in this matrix
-with no edit here.
+save -> load -> predict bit for bit with the model rebuilt from the file (``ppl_dgp.load``):
+in this process for each row, and once, at the end, in a fresh process that loads every row's
+file with nothing but the import and compares its predictions with the values the rows stored.
+A model or method added to a registry is in this matrix with no edit here.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -19,7 +27,7 @@ from ppl_dgp.infer import METHODS, fit, inspect_model, make_method
 from ppl_dgp.infer.svi import GuideApprox, InducingApprox
 from ppl_dgp.laplace import LaplaceApprox
 from ppl_dgp.models import MODELS
-from ppl_dgp.posterior import Posterior
+from ppl_dgp.posterior import load
 from ppl_dgp.predictive import predict, predict_proba
 
 # Smoke sizes stop MAPs short of convergence, which they say (the warnings are tested in
@@ -39,6 +47,15 @@ STATS = {
     "sghmc": {"log_density"},
 }
 PAIRS = [(m, k) for m, entry in MODELS.items() for k in entry.methods]
+#: Prediction inputs, key and sizes of every row (the fresh process repeats them).
+X_NEW = np.linspace(-3.0, 3.0, 7)[:, None]
+NUM_SAMPLES = 10
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder where each row saves its Posterior and the predictions it made."""
+    return tmp_path_factory.mktemp("contract")
 
 
 def _data(task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +77,7 @@ def test_every_registered_method_is_in_the_matrix():
 
 
 @pytest.mark.parametrize(("model_name", "method_name"), PAIRS, ids=[f"{m}-{k}" for m, k in PAIRS])
-def test_contract(model_name, method_name, tmp_path):
+def test_contract(model_name, method_name, saved):
     entry = MODELS[model_name]
     X, y = _data(entry.task)
     model = entry.make(X, smoke=True)
@@ -89,30 +106,86 @@ def test_contract(model_name, method_name, tmp_path):
     if method_name == "ensemble":  # members start apart and end apart
         assert np.unique(first).size == D
 
-    X_new = np.linspace(-3.0, 3.0, 7)[:, None]
+    X_new = X_NEW
     key = jax.random.key(2)
     outputs = {}
     if "mixture" in entry.predictives:
-        pred = predict(key, model, post, X_new, num_samples=10)
+        pred = predict(key, model, post, X_new, num_samples=NUM_SAMPLES)
         S = 10 if isinstance(post.approx, InducingApprox) else min(10, C * D)
         assert pred.means.shape == pred.variances.shape == (S, 7)
         assert np.all(np.isfinite(pred.means)) and np.all(pred.variances > pred.f_variances)
-        outputs["mixture"] = (pred.means, pred.variances)
+        outputs["means"], outputs["variances"] = pred.means, pred.variances
     else:
         with pytest.raises(NotImplementedError, match="use ppl_dgp.predictive.predict_proba"):
             predict(key, model, post, X_new)
     if "proba" in entry.predictives:
-        p = np.asarray(predict_proba(model, post, X_new, num_samples=10))
+        p = np.asarray(predict_proba(model, post, X_new, num_samples=NUM_SAMPLES))
         assert p.shape == (7,) and np.all((p >= 0) & (p <= 1))
-        outputs["proba"] = (p,)
+        outputs["proba"] = p
 
-    post.save(tmp_path / "post")
-    loaded = Posterior.load(tmp_path / "post")
-    assert loaded == post
-    if "mixture" in outputs:
-        again = predict(key, model, loaded, X_new, num_samples=10)
-        np.testing.assert_array_equal(again.means, outputs["mixture"][0])
-        np.testing.assert_array_equal(again.variances, outputs["mixture"][1])
+    # save -> load: the model comes back from the file, not from this test
+    path = saved / f"{model_name}-{method_name}"
+    post.save(path)
+    np.savez(saved / f"{model_name}-{method_name}.expected.npz", **outputs)
+    model_back, loaded = load(path)
+    assert model_back is not model and loaded == post
+    _assert_same_predictions(model_back, loaded, outputs)
+
+
+def _assert_same_predictions(model, post, outputs: dict) -> None:
+    """``predict`` / ``predict_proba`` at the rows' inputs give ``outputs`` bit for bit."""
+    if "means" in outputs:
+        again = predict(jax.random.key(2), model, post, X_NEW, num_samples=NUM_SAMPLES)
+        np.testing.assert_array_equal(again.means, outputs["means"])
+        np.testing.assert_array_equal(again.variances, outputs["variances"])
     if "proba" in outputs:
-        again = predict_proba(model, loaded, X_new, num_samples=10)
-        np.testing.assert_array_equal(np.asarray(again), outputs["proba"][0])
+        again = predict_proba(model, post, X_NEW, num_samples=NUM_SAMPLES)
+        np.testing.assert_array_equal(np.asarray(again), outputs["proba"])
+
+
+# The fresh process: only the import, ppl_dgp.load, and the predictives (float64 as the rows).
+_FRESH = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    import ppl_dgp
+    from ppl_dgp.predictive import predict, predict_proba
+
+    X_new = np.linspace(-3.0, 3.0, 7)[:, None]
+    checked = []
+    for expected in sorted(Path(sys.argv[1]).glob("*.expected.npz")):
+        row = expected.name.removesuffix(".expected.npz")
+        model, post = ppl_dgp.load(expected.with_name(row))
+        want = np.load(expected)
+        if "means" in want:
+            got = predict(jax.random.key(2), model, post, X_new, num_samples=10)
+            np.testing.assert_array_equal(got.means, want["means"], err_msg=row)
+            np.testing.assert_array_equal(got.variances, want["variances"], err_msg=row)
+        if "proba" in want:
+            got = predict_proba(model, post, X_new, num_samples=10)
+            np.testing.assert_array_equal(np.asarray(got), want["proba"], err_msg=row)
+        checked.append(row)
+    print(len(checked), "rows:", ",".join(checked))
+    """
+)
+
+
+def test_saved_models_predict_identically_in_a_fresh_process(saved):
+    """Every row's file, loaded in one new Python process (model and posterior from the file,
+    no test code), predicts what the row predicted before saving, bit for bit."""
+    rows = sorted(p.name.removesuffix(".expected.npz") for p in saved.glob("*.expected.npz"))
+    if not rows:
+        pytest.skip("no contract row ran in this session (run the whole file)")
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(saved)], capture_output=True, text=True, env=env,
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[:2] == [str(len(rows)), "rows:"]
+    assert run.stdout.split()[2].split(",") == rows

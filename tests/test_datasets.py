@@ -282,6 +282,43 @@ def test_kmeans_rejects_bad_M():
         kmeans(X[:, 0], 2)
 
 
+# --- classification and count sets (issue 11) ---------------------------------------------
+
+
+def test_breast_cancer_and_digits_equal_scikit_learn_bit_for_bit():
+    from sklearn import datasets as sk
+
+    from ppl_dgp.datasets import load_breast_cancer, load_digits, load_linnerud
+
+    for ours, theirs in ((load_breast_cancer, sk.load_breast_cancer),
+                         (load_digits, sk.load_digits)):  # fmt: skip
+        X, y = ours()
+        ref = theirs()
+        assert X.dtype == np.float64 and y.dtype == np.int64
+        np.testing.assert_array_equal(X, ref.data)
+        np.testing.assert_array_equal(y, ref.target)
+    X, Y = load_linnerud()
+    ref = sk.load_linnerud()  # sklearn's data are the exercises, its target the physiology
+    np.testing.assert_array_equal(X, ref.target)
+    np.testing.assert_array_equal(Y, ref.data)
+
+
+def test_classification_splits_are_seeded_and_disjoint():
+    from ppl_dgp.datasets import CLASSIFICATION_NAMES, load_breast_cancer, load_classification
+
+    X, y = load_breast_cancer()
+    X_tr, y_tr, X_te, y_te, what = load_classification("breast_cancer", seed=3)
+    assert (len(y_tr), len(y_te)) == (455, 114) and "80/20" in what
+    rows = {tuple(r) for r in X_tr} | {tuple(r) for r in X_te}
+    assert len(rows) == len({tuple(r) for r in X})  # every example once
+    again = load_classification("breast_cancer", seed=3)
+    np.testing.assert_array_equal(again[2], X_te)
+    assert not np.array_equal(load_classification("breast_cancer", seed=4)[3], y_te)
+    assert set(CLASSIFICATION_NAMES) == {"breast_cancer", "digits", "moons"}
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_classification("iris")
+
+
 def test_kmeans_on_many_rows_fits_a_seeded_subsample():
     rng = np.random.default_rng(1)
     means = np.array([[-10.0, 0.0], [0.0, 10.0], [10.0, -5.0]])

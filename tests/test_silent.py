@@ -263,9 +263,11 @@ def test_fit_warns_on_data_far_from_unit_scale(x_scale, y_scale, part, monkeypat
     X = np.linspace(-1.0, 1.0, 12)[:, None]
     y = np.sin(3.0 * X[:, 0])
     model = MODELS["svgp"].make(X * x_scale, smoke=True)
-    monkeypatch.setattr(MAP, "run", lambda *a, **k: "fitted")  # the warning comes before the fit
+    stub = Posterior(draws={}, method=MAP())
+    monkeypatch.setattr(MAP, "run", lambda *a, **k: stub)  # the warning comes before the fit
     with pytest.warns(DataScaleWarning, match=f"{part}.*Standardizer"):
-        assert fit(MAP(), jax.random.key(0), model, X * x_scale, y * y_scale) == "fitted"
+        post = fit(MAP(), jax.random.key(0), model, X * x_scale, y * y_scale)
+    assert post.draws == {} and post.model is model
 
 
 def test_fit_does_not_warn_on_the_bundled_uses(monkeypatch):
@@ -276,7 +278,7 @@ def test_fit_does_not_warn_on_the_bundled_uses(monkeypatch):
     from ppl_dgp.models import MODELS
     from ppl_dgp.validation import data_scale_issues
 
-    monkeypatch.setattr(MAP, "run", lambda *a, **k: "fitted")
+    monkeypatch.setattr(MAP, "run", lambda *a, **k: Posterior(draws={}, method=MAP()))
     X_raw, y_raw = load_motorcycle()
     X, y = Standardizer.fit(X_raw).transform(X_raw), Standardizer.fit(y_raw).transform(y_raw)
     fit(MAP(), jax.random.key(0), MODELS["dgp"].make(X, smoke=True), X, y)  # no warning

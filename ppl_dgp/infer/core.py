@@ -449,7 +449,10 @@ def fit(
         raise TypeError(f"fit: unknown method {method!r}; expected one of {sorted(METHODS)}")
     check_regression_data(X, y, batch_size=getattr(method, "batch_size", None))
     _warn_data_scale(rng_key, model, X, y, model_kwargs)
-    return method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
+    post = method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
+    # the fitted program travels with the Posterior (and is saved with it: ppl_dgp.load)
+    fitted = functools.partial(model, **model_kwargs) if model_kwargs else model
+    return post.replace(model=fitted)
 
 
 #: ``infer[ROLE]`` tags of the layers whose priors assume standardised data.

@@ -9,7 +9,9 @@ their joint MAP is degenerate (each ``eps`` fits its own point and the lengthsca
 The Laplace approximation starts from the same MAP.
 
 :class:`MAP` behind :func:`~ppl_dgp.infer.fit` keeps the estimate as a posterior of one
-draw, ``(1, 1, ...)``, and the loss trace as ``traces["map_loss"]``.
+draw, ``(1, 1, ...)``, and the loss trace as ``traces["map_loss"]``. With ``checkpoint_dir``
+it keeps a checkpoint and resumes from it, bit for bit (:mod:`ppl_dgp.checkpoint`, whose
+example is a MAP cut and continued).
 
 Example:
     >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
@@ -38,6 +40,7 @@ import optax
 from jax import Array
 from numpyro.infer.util import ModelInfo
 
+from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.infer.core import (
     ModelSites,
     constrain,
@@ -150,6 +153,7 @@ def map_estimate(
     z0: dict[str, Array] | None = None,
     members: int | None = None,
     owner: str = "MAP",
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[dict[str, Array], np.ndarray]:
     """The MAP of the model's latent sites in unconstrained space.
 
@@ -168,6 +172,8 @@ def map_estimate(
             a leading axis ``[K, ...]``.
         members: ``K`` MAPs at once, vectorised (``None``: one).
         owner: named in error messages.
+        checkpoint: resume from and write to this :class:`~ppl_dgp.checkpoint.Checkpoint`
+            (see :meth:`~ppl_dgp.infer.loop.Loop.run`).
 
     Returns:
         ``(z, losses)``: the MAP ``{site: array}`` (every latent site, the held ones at their
@@ -188,7 +194,8 @@ def map_estimate(
     opt = map_optimizer(optimizer)
     step = map_step(loss_fn, opt, members)
     init = map_init(opt, free, learning_rate, members)
-    res = run_loop(step, init, num_steps, rng_key, args=(fixed,), desc=owner, owner=owner)
+    res = run_loop(step, init, num_steps, rng_key, args=(fixed,), desc=owner, owner=owner,
+                   checkpoint=checkpoint)  # fmt: skip
     z = {**fixed, **res.state[0]}
     _warn_if_unconverged(res.losses, owner)
     return z, res.losses
@@ -221,12 +228,19 @@ class MAP:
         optimizer: ``"adam"`` or ``"lbfgs"``.
         local_latents: per-datum latent sites held at their initial value (``"fixed"``) or
             optimised (``"map"``).
+        checkpoint_dir: a directory for the fit's checkpoint (``None``: none); a fit given a
+            directory holding its checkpoint continues from it, bit for bit, and a longer
+            ``num_steps`` continues a shorter fit (see :mod:`ppl_dgp.checkpoint`).
+        checkpoint_every: steps between checkpoints (also written at the end and on
+            ``KeyboardInterrupt``).
     """
 
     num_steps: int = 2000
     learning_rate: float = 1e-2
     optimizer: str = "adam"
     local_latents: str = "fixed"
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
     name: ClassVar[str] = "map"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_steps": 2000},
@@ -235,17 +249,26 @@ class MAP:
 
     def __post_init__(self) -> None:
         check_map_fields("MAP", self)
+        check_checkpoint_fields("MAP", self)
 
     def run(
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
     ) -> Posterior:
         """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
         key_init, key_run = jax.random.split(rng_key)
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            fingerprint = fit_fingerprint(self, rng_key, model, X, y, model_kwargs,
+                                          ignore=("num_steps",))  # fmt: skip
+            checkpoint = Checkpoint(self.checkpoint_dir, every=self.checkpoint_every,
+                                    fingerprint=fingerprint, owner="MAP")  # fmt: skip
+            checkpoint.prepare()
         with timed() as timer:
             info, sites = initialize(key_init, model, X, y, owner="MAP", **model_kwargs)
             z, losses = map_estimate(
                 info, sites, key_run, num_steps=self.num_steps, learning_rate=self.learning_rate,
                 optimizer=self.optimizer, local_latents=self.local_latents, N=int(X.shape[0]),
+                checkpoint=checkpoint,
             )  # fmt: skip
             supports = {k: info.model_trace[k]["fn"].support for k in sites.global_latent}
             draws = constrain({k: jnp.asarray(z[k])[None, None] for k in supports}, supports)

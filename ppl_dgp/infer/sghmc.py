@@ -40,6 +40,9 @@ momentum, the preconditioner's running averages, the minibatch stream) and one t
 runs in the shared loop driver (:func:`~ppl_dgp.infer.loop.run_loop`), burn-in and sampling
 compiled once. Hyperparameters are sampled in the chain rather than
 optimised by Havasi et al.'s Monte Carlo EM; ``param`` sites (``Z``) stay at their values.
+With ``checkpoint_dir`` the chain keeps a checkpoint (burn-in or sampling, the kept draws
+included) every ``checkpoint_every`` thinned steps and on Ctrl-C, and a fit run again with the
+same directory continues it, bit for bit (:mod:`ppl_dgp.checkpoint`).
 
 References:
     Havasi, Hernández-Lobato & Murillo-Fuentes (2018), "Inference in Deep Gaussian Processes
@@ -82,6 +85,12 @@ from numpyro.distributions import Normal
 from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
+from ppl_dgp.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_checkpoint_fields,
+    fit_fingerprint,
+)
 from ppl_dgp.collapse import collapse, gaussian_output
 from ppl_dgp.infer.core import (
     ModelSites,
@@ -123,6 +132,13 @@ class SGHMC:
         preconditioned: scale-adapted integrator (else BlackJAX's ``sghmc``).
         num_integration_steps: BlackJAX integrator steps per momentum refresh (only with
             ``preconditioned=False``).
+        checkpoint_dir: a directory for the chain's checkpoint (``None``: none). A fit given a
+            directory holding its checkpoint continues from it (burn-in or sampling) and
+            equals the uninterrupted fit bit for bit; a larger ``num_samples`` continues a
+            finished fit (see :mod:`ppl_dgp.checkpoint`).
+        checkpoint_every: thinned steps (``thinning`` integrator steps each) between
+            checkpoints; one is also written at the end of burn-in and of sampling, and on
+            ``KeyboardInterrupt``.
     """
 
     step_size: float = 0.01
@@ -134,6 +150,8 @@ class SGHMC:
     num_chains: int = 1
     preconditioned: bool = True
     num_integration_steps: int = 1
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
     name: ClassVar[str] = "sghmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400},
@@ -150,6 +168,7 @@ class SGHMC:
             raise ValueError(f"SGHMC.step_size must be > 0; received {self.step_size}")
         if not 0 < self.friction <= 1:
             raise ValueError(f"SGHMC.friction must be in (0, 1]; received {self.friction}")
+        check_checkpoint_fields("SGHMC", self)
 
     def run(
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
@@ -265,6 +284,13 @@ def _fit_sghmc(
         raise ValueError("SGHMC.batch_size: the model takes no batch_size keyword")
     key_init, key_run = jax.random.split(rng_key)
     N = int(X.shape[0])
+    checkpoint = None
+    if method.checkpoint_dir is not None:  # num_burnin: checked against the checkpoint below
+        fingerprint = fit_fingerprint(method, rng_key, model, X, y, model_kwargs,
+                                      ignore=("num_burnin", "num_samples"))  # fmt: skip
+        checkpoint = Checkpoint(method.checkpoint_dir, every=method.checkpoint_every,
+                                fingerprint=fingerprint, owner="SGHMC")  # fmt: skip
+        checkpoint.prepare()
     with timed() as timer:
         # The shared derivation: sites, supports, checked initial point, on the full data.
         info, sites = initialize(key_init, model, X, y, owner="SGHMC", **model_kwargs)
@@ -339,11 +365,22 @@ def _fit_sghmc(
         state = jax.vmap(init_chain)(jax.random.split(key_init, C))
         n_burn = math.ceil(method.num_burnin / thin)
         key_burn, key_keep = jax.random.split(key_run)
-        common = dict(desc="SGHMC", owner="SGHMC", chunk_size=50)
-        state = run_loop(thinned, state, n_burn, key_burn, args=(jnp.asarray(True),),
-                         **common).state  # fmt: skip
-        res = run_loop(thinned, state, method.num_samples, key_keep,
-                       args=(jnp.asarray(False),), collect=True, **common)  # fmt: skip
+        common = dict(desc="SGHMC", owner="SGHMC", chunk_size=50, checkpoint=checkpoint,
+                      extra={"burnin_steps": n_burn})  # fmt: skip
+        saved = None if checkpoint is None else checkpoint.saved
+        if saved is not None and saved.stage == "sample":  # burn-in is over: sample on
+            if saved.extra.get("burnin_steps") != n_burn:
+                raise CheckpointError(
+                    f"SGHMC: the checkpoint {saved.path} samples after "
+                    f"{saved.extra.get('burnin_steps')} thinned burn-in steps, this fit asks "
+                    f"for {n_burn} (num_burnin={method.num_burnin}); use the checkpoint's "
+                    "num_burnin or another checkpoint_dir"
+                )
+        else:
+            state = run_loop(thinned, state, n_burn, key_burn, args=(jnp.asarray(True),),
+                             stage="burnin", **common).state  # fmt: skip
+        res = run_loop(thinned, state, method.num_samples, key_keep, args=(jnp.asarray(False),),
+                       collect=True, stage="sample", **common)  # fmt: skip
         # outputs: {site: [S, C, ...]} -> (chain, draw, ...)
         z = {k: np.swapaxes(v, 0, 1) for k, v in res.outputs.items()}
         draws = constrain(z, supports)

@@ -12,6 +12,12 @@ inducing-point guide and the doubly-stochastic bound for GP-layer programs (``Au
 fitted ``q(u)`` is kept as :class:`InducingApprox` (the predictive integrates ``u`` out against
 it), any other guide's parameters as :class:`GuideApprox`.
 
+Resuming: ``SVI(checkpoint_dir=..., checkpoint_every=K)`` keeps a checkpoint of the loop
+(NumPyro's state with its key, the minibatch stream, the losses) every ``K`` steps and on
+Ctrl-C; the same fit run again with the same directory continues from it and equals the
+uninterrupted fit bit for bit (see :class:`SVI`'s example and :mod:`ppl_dgp.checkpoint`).
+:func:`run_svi` takes the same :class:`~ppl_dgp.checkpoint.Checkpoint`, or an ``init_state``.
+
 References:
     Hoffman, Blei, Wang & Paisley (2013), "Stochastic Variational Inference", JMLR.
     Salimbeni & Deisenroth (2017), "Doubly Stochastic Variational Inference for Deep Gaussian
@@ -52,6 +58,7 @@ from numpyro.infer import SVI as NumPyroSVI
 from numpyro.infer import Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
+from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.elbo import DoublyStochasticELBO
 from ppl_dgp.guides import InducingPointGuide, compiled_init, init_to_model_init
 from ppl_dgp.infer.core import (
@@ -112,6 +119,7 @@ def run_svi(
     chunk_size: int = 100,
     progress: bool | None = None,
     init_state: Any = None,
+    checkpoint: Checkpoint | None = None,
     **kwargs: Any,
 ) -> SVIResult:
     """Fit ``guide`` to ``model`` by SVI in the shared compiled loop.
@@ -129,8 +137,15 @@ def run_svi(
         elbo: NumPyro ELBO (default :class:`~ppl_dgp.elbo.DoublyStochasticELBO`).
         chunk_size: updates per compiled ``lax.scan`` call (the progress bar's granularity).
         progress: show a progress bar (default: on, except under CI).
-        init_state: an ``SVIState`` to continue from (e.g. a previous result's ``state`` or a
-            :class:`~ppl_dgp.infer.loop.NonFiniteLossError`'s ``state.svi``).
+        init_state: a state to continue from: a previous result's ``state`` (NumPyro's
+            ``SVIState``; a minibatch stream starts afresh) or a
+            :class:`~ppl_dgp.infer.loop.NonFiniteLossError`'s ``state`` (an
+            :class:`SVIRunState`: the minibatch stream continues too). Its layout must be this
+            guide's and optimizer's.
+        checkpoint: a :class:`~ppl_dgp.checkpoint.Checkpoint` (see :mod:`ppl_dgp.checkpoint`):
+            resume from it if it holds this fit's checkpoint, and write one every
+            ``checkpoint.every`` steps, at the end and on ``KeyboardInterrupt``. Not together
+            with ``init_state``.
         **kwargs: model keyword arguments.
 
     Returns:
@@ -138,19 +153,48 @@ def run_svi(
 
     Raises:
         NonFiniteLossError: the loss became NaN or inf; the error keeps the last finite state
-            (``.state.svi``) and its constrained parameters (``.params``).
+            (``.state``, an :class:`SVIRunState`) and its constrained parameters (``.params``).
+        CheckpointError: the checkpoint belongs to another fit or is damaged.
+        ValueError: ``init_state`` does not fit this guide and optimizer, or comes with a
+            checkpoint.
+
+    Example:
+        Continue a fit from its result's state (without minibatches: the continuation equals
+        the longer run exactly, since NumPyro's state carries its key):
+
+        >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer import Trace_ELBO
+        >>> from numpyro.infer.autoguide import AutoNormal
+        >>> def model(X, y=None):
+        ...     w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+        ...     with numpyro.plate("data", X.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+        >>> X = np.ones((20, 1)); y = 2.0 * np.ones(20)
+        >>> guide, key = AutoNormal(model), jax.random.key(0)
+        >>> first = run_svi(key, model, guide, X, y, num_steps=100, elbo=Trace_ELBO(),
+        ...                 progress=False)
+        >>> more = run_svi(key, model, guide, X, y, num_steps=100, elbo=Trace_ELBO(),
+        ...                progress=False, init_state=first.state)
+        >>> whole = run_svi(key, model, guide, X, y, num_steps=200, elbo=Trace_ELBO(),
+        ...                 progress=False)
+        >>> bool(np.array_equal(np.r_[first.losses, more.losses], whole.losses))
+        True
     """
     positive_int("run_svi", num_steps=num_steps)
+    if init_state is not None and checkpoint is not None:
+        raise ValueError(
+            "run_svi: give init_state or checkpoint, not both (a checkpoint resumes by itself)"
+        )
     with timed() as timer:
         res = _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size,
-                       progress, init_state, kwargs)  # fmt: skip
+                       progress, init_state, checkpoint, kwargs)  # fmt: skip
         t = timer.timings()
     return dataclasses.replace(res, compile_seconds=t["compile_seconds"],
                                run_seconds=t["run_seconds"])  # fmt: skip
 
 
 def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size, progress,
-             init_state, kwargs) -> SVIResult:  # fmt: skip
+             init_state, checkpoint, kwargs) -> SVIResult:  # fmt: skip
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     elbo = DoublyStochasticELBO() if elbo is None else elbo
     key_init, key_run = jax.random.split(rng_key)
@@ -164,8 +208,7 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
         svi = NumPyroSVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
         svi_state = compiled_init(svi, guide, key_init, jnp.arange(B), *args, **kwargs)
         batches = init_batches(key_run, N)
-    if init_state is not None:
-        svi_state = init_state
+    state = _start(SVIRunState(svi_state, batches), init_state)
 
     def step(state: SVIRunState, key: Array, *args: Any) -> tuple[SVIRunState, Array, None]:
         del key  # NumPyro's SVIState carries its own key
@@ -178,13 +221,33 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
 
     try:
         res = run_loop(
-            step, SVIRunState(svi_state, batches), num_steps, key_run, args=args,
-            chunk_size=chunk_size, progress=progress, desc="SVI", owner="SVI",
+            step, state, num_steps, key_run, args=args, chunk_size=chunk_size,
+            progress=progress, desc="SVI", owner="SVI", checkpoint=checkpoint,
         )  # fmt: skip
     except NonFiniteLossError as err:  # the constrained parameters of the last finite state
         err.params = svi.get_params(err.state.svi)
         raise
     return SVIResult(svi.get_params(res.state.svi), res.losses, res.state.svi)
+
+
+def _start(fresh: SVIRunState, init_state: Any) -> SVIRunState:
+    """The loop's first state: ``fresh`` (from ``svi.init``), or ``init_state`` in its place
+    (an :class:`SVIRunState` whole; a bare ``SVIState`` with ``fresh``'s minibatch stream),
+    checked to have ``fresh``'s layout."""
+    if init_state is None:
+        return fresh
+    given = init_state
+    if not isinstance(init_state, SVIRunState):
+        given = SVIRunState(init_state, fresh.batches)
+    want, got = jax.tree.structure(fresh), jax.tree.structure(given)
+    shapes = lambda t: [(jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(t)]
+    if want != got or shapes(fresh) != shapes(given):
+        raise ValueError(
+            "run_svi: init_state does not fit this model, guide and optimizer (expected the "
+            f"layout {want}, received {got}); give a previous result's state or a "
+            "NonFiniteLossError's state of the same fit"
+        )
+    return given
 
 
 # -- what a fitted guide leaves ------------------------------------------------------------------
@@ -238,6 +301,35 @@ class SVI:
             GP-layer programs, ``AutoNormal`` with ``Trace_ELBO`` otherwise). A given guide is
             fitted with ``Trace_ELBO``; its sample sites must be latent sites of the model.
         optimizer: an optax transformation (``None``: ``optax.adam(learning_rate)``).
+        checkpoint_dir: a directory for the fit's checkpoint (``None``: none). A fit given a
+            directory that holds its checkpoint continues from it (the same ``rng_key``, model,
+            data and configuration; ``num_steps`` may be larger) and equals the uninterrupted
+            fit bit for bit; another fit's checkpoint is refused (see
+            :mod:`ppl_dgp.checkpoint`). A custom ``optimizer`` or ``guide`` is recognised by
+            its function names only.
+        checkpoint_every: steps between checkpoints (one is also written at the end and on
+            ``KeyboardInterrupt``).
+
+    Example:
+        Resume a minibatch fit (here: stopped after 60 steps, continued to 150):
+
+        >>> import jax, numpy as np, numpyro, numpyro.distributions as dist, tempfile
+        >>> from ppl_dgp.infer import fit
+        >>> def model(X, y=None, batch_size=None):
+        ...     w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+        ...     with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
+        ...         yb = None if y is None else y[idx]
+        ...         numpyro.sample("y", dist.Normal(w * X[idx, 0], 1.0), obs=yb)
+        >>> X = np.ones((20, 1)); y = 2.0 * np.ones(20)
+        >>> folder, key = tempfile.mkdtemp(), jax.random.key(0)
+        >>> cut = fit(SVI(num_steps=60, batch_size=5, checkpoint_dir=folder, checkpoint_every=25),
+        ...           key, model, X, y)
+        >>> resumed = fit(SVI(num_steps=150, batch_size=5, checkpoint_dir=folder), key, model, X, y)
+        >>> whole = fit(SVI(num_steps=150, batch_size=5), key, model, X, y)
+        >>> bool(np.array_equal(resumed.traces["loss"], whole.traces["loss"]))
+        True
+        >>> bool(np.array_equal(resumed.draws["w"], whole.draws["w"]))
+        True
     """
 
     num_steps: int = 2000
@@ -248,6 +340,8 @@ class SVI:
     num_samples: int = 100
     guide: Callable | None = None
     optimizer: optax.GradientTransformation | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
     name: ClassVar[str] = "svi"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_steps": 2000, "hyper": "normal", "num_samples": 400},
@@ -263,6 +357,22 @@ class SVI:
             raise ValueError(f"SVI.learning_rate must be > 0; received {self.learning_rate}")
         if self.hyper not in ("delta", "normal"):
             raise ValueError(f"SVI.hyper must be 'delta' or 'normal'; received {self.hyper!r}")
+        check_checkpoint_fields("SVI", self)
+
+    def checkpointer(
+        self, rng_key: Array, model: Callable, X: Array, y: Array, model_kwargs: dict
+    ) -> Checkpoint | None:
+        """The fit's :class:`~ppl_dgp.checkpoint.Checkpoint` (``None`` without a directory):
+        its fingerprint leaves out ``num_steps`` and ``num_samples`` (how long to run, how many
+        draws after), so a longer fit continues a shorter one."""
+        if self.checkpoint_dir is None:
+            return None
+        fingerprint = fit_fingerprint(self, rng_key, model, X, y, model_kwargs,
+                                      ignore=("num_steps", "num_samples"))  # fmt: skip
+        ckpt = Checkpoint(self.checkpoint_dir, every=self.checkpoint_every,
+                          fingerprint=fingerprint, owner="SVI")  # fmt: skip
+        ckpt.prepare()
+        return ckpt
 
     def run(
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
@@ -321,6 +431,7 @@ def _fit_svi(
         optimizer=method.optimizer or optax.adam(method.learning_rate),
         num_steps=method.num_steps,
         elbo=elbo,
+        checkpoint=method.checkpointer(rng_key, model, X, y, model_kwargs),
         **model_kwargs,
     )
     params = {k: np.asarray(v) for k, v in result.params.items()}

@@ -8,6 +8,10 @@
    chunks, a progress bar, a non-finite loss stops with a clear error). Per-datum latents
    (a DGP's inner-layer ``eps``) are held at ``eps = 0`` by default
    (``local_latents="fixed"``; their joint MAP is degenerate) or optimised too (``"map"``).
+   With ``checkpoint_dir`` the MAP keeps a checkpoint every ``checkpoint_every`` steps and on
+   Ctrl-C; a fit run again with the same directory continues the MAP, bit for bit, and a fit
+   that differs only after the MAP (curvature, structure, tuning) starts from the saved MAP
+   (:mod:`ppl_dgp.checkpoint`).
 2. **Curvature** over a subset ``theta`` of the global latent sites (``subset_of_weights``:
    ``"all"``, ``"last_layer"`` or a tuple of site names); every other latent site is held at
    its MAP value (the Gaussian is the conditional
@@ -74,6 +78,7 @@ from jax import Array
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
+from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
 from ppl_dgp.infer.loop import Loop, NonFiniteLossError
 from ppl_dgp.infer.map import map_init, map_optimizer, map_step
@@ -92,6 +97,10 @@ _STRUCTURES = tuple(STRUCTURES)
 _CURVATURES = ("auto", "ggn", "ef", "hessian")
 _TUNES = ("none", "marglik", "fixed_point", "grid")
 _PRIOR_STRUCTURES = ("scalar", "layer")
+
+
+#: The configuration the MAP reads (its checkpoint's fingerprint; num_steps is its length).
+_MAP_FIELDS = ("learning_rate", "local_latents")
 
 
 class NotPositiveDefiniteWarning(UserWarning):
@@ -130,6 +139,14 @@ class Laplace:
             model with a latent per datum is degenerate (each ``eps`` fits its own point and
             the kernels' lengthscales collapse), so ``"fixed"`` is the default; either way the
             Gaussian is over the subset given the local sites, and prediction draws fresh ones.
+        checkpoint_dir: a directory for the MAP's checkpoint (``None``: none). A fit given a
+            directory holding its MAP's checkpoint continues the MAP from it (bit for bit; a
+            longer ``num_steps`` continues a shorter MAP) and then builds the Gaussian as
+            usual; the checkpoint depends only on what the MAP reads (``learning_rate``,
+            ``local_latents``, the ``rng_key``, the model and the data), so another curvature,
+            structure or tuning reuses it (see :mod:`ppl_dgp.checkpoint`).
+        checkpoint_every: MAP steps between checkpoints (also written at the end of the MAP
+            and on ``KeyboardInterrupt``).
     """
 
     subset_of_weights: str | tuple[str, ...] = "all"
@@ -147,6 +164,8 @@ class Laplace:
     output_site: str = "f"
     likelihood_site: str = "y"
     local_latents: str = "fixed"
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
     name: ClassVar[str] = "laplace"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400},
@@ -190,6 +209,7 @@ class Laplace:
                 )
         if not self.learning_rate > 0:
             raise ValueError(f"Laplace.learning_rate must be > 0; received {self.learning_rate}")
+        check_checkpoint_fields("Laplace", self)
         if not self.memory_limit_gb > 0:
             raise ValueError(
                 f"Laplace.memory_limit_gb must be > 0; received {self.memory_limit_gb}"
@@ -292,9 +312,16 @@ def _fit_laplace(
     method: Laplace, fitter: LaplaceFitter, rng_key: Array, X: Array, y: Array
 ) -> Posterior:
     key_init, key_draws = jax.random.split(rng_key)
-    key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps; the loop splits it
+    key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps
     if method.curvature == "auto" and method.tune != "none":  # a refusal before any compile
         _resolve_curvature(method, _site_types(fitter, X, y))
+    checkpoint = None
+    if method.checkpoint_dir is not None and method.num_steps:
+        fingerprint = fit_fingerprint(method, rng_key, fitter.model, X, y, fitter.model_kwargs,
+                                      only=_MAP_FIELDS)  # fmt: skip
+        checkpoint = Checkpoint(method.checkpoint_dir, every=method.checkpoint_every,
+                                fingerprint=fingerprint, owner="Laplace")  # fmt: skip
+        checkpoint.prepare()
     with timed() as timer:
         mtr, sites = fitter._structure(key_init, X, y)
         curvature = _resolve_curvature(method, mtr)  # before the MAP
@@ -308,7 +335,8 @@ def _fit_laplace(
             free = {k: v for k, v in z0.items() if k not in fixed}
             state = map_init(fitter._opt, free, method.learning_rate)
             try:
-                res = fitter._map.run(state, method.num_steps, key_map, args=(fixed, X, y))
+                res = fitter._map.run(state, method.num_steps, key_map, args=(fixed, X, y),
+                                      checkpoint=checkpoint, stage="map")  # fmt: skip
             except NonFiniteLossError as err:
                 raise ValueError(
                     f"Laplace: the MAP is not finite (the loss became non-finite at step "

@@ -1,0 +1,160 @@
+"""Multi-output deep GP regression: P independent outputs and the linear model of
+coregionalisation (LMC), against single-output programs and dense NumPy references."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.handlers import seed, substitute, trace
+from scipy.stats import multivariate_normal, norm
+
+from ppl_dgp.collapse import collapse
+from ppl_dgp.elbo import elbo_terms
+from ppl_dgp.guides import InducingPointGuide
+from ppl_dgp.infer import NUTS
+from ppl_dgp.layers import Hyper
+from ppl_dgp.models.dgp import dgp_regression, init_dgp
+from ppl_dgp.outputs import LMC, lmc_moments
+from ppl_dgp.posterior import Posterior
+from ppl_dgp.predict import regression_metrics
+from ppl_dgp.predictive import predict, predict_distribution
+
+N, M, P = 9, 4, 3
+X = np.linspace(-2.0, 2.0, N)[:, None]
+Y = np.stack([np.sin(2 * X[:, 0]), np.cos(X[:, 0]), X[:, 0] ** 2 - 1], axis=1)  # [N, P]
+S2 = np.array([0.1, 0.2, 0.05])
+HYPERS = {"layer0.variance": 1.3, "layer0.lengthscales": np.array([0.7])}
+
+
+def _q(Q: int, key: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(key)
+    S = 0.3 * rng.normal(size=(Q, M, M))
+    return {"layer0.q_mu": 0.5 * rng.normal(size=(M, Q)),
+            "layer0.q_sqrt": np.tril(S, -1) + 0.5 * np.eye(M)}  # fmt: skip
+
+
+def _config(num_outputs: int, **kw) -> dict:
+    config = init_dgp(X, num_layers=1, num_inducing=M, hyperpriors=False,
+                      num_outputs=num_outputs, **kw)  # fmt: skip
+    return config
+
+
+def _terms(model, y, params):
+    guide = InducingPointGuide(model)
+    elbo_terms(jax.random.key(0), params, model, guide, X, y)  # the guide's set-up call
+    return elbo_terms(jax.random.key(1), params, model, guide, X, y)
+
+
+def test_independent_outputs_are_the_sum_of_single_output_svgps():
+    """P outputs sharing a kernel, one noise each: the bound is the sum of P SVGP bounds
+    (each output's q(u_p), the single-output program's closed forms)."""
+    config = _config(P)
+    noise = Hyper(S2, fixed=True)
+    model = functools.partial(dgp_regression, layers=config["layers"], noise_variance=noise)
+    q = _q(P)
+    total = _terms(model, Y, {**q, **HYPERS})
+    one = dataclasses.replace(config["layers"][0], num_outputs=1)
+    expected = 0.0
+    for p in range(P):
+        single = functools.partial(dgp_regression, layers=(one,),
+                                   noise_variance=Hyper(S2[p], fixed=True))  # fmt: skip
+        qp = {"layer0.q_mu": q["layer0.q_mu"][:, p : p + 1],
+              "layer0.q_sqrt": q["layer0.q_sqrt"][p : p + 1]}  # fmt: skip
+        expected = expected + _terms(single, Y[:, p], {**qp, **HYPERS})["elbo"]
+    np.testing.assert_allclose(total["elbo"], expected, rtol=1e-10)
+
+
+def test_lmc_with_identity_mixing_equals_independent_outputs():
+    config = _config(P)
+    noise = Hyper(S2, fixed=True)
+    indep = functools.partial(dgp_regression, layers=config["layers"], noise_variance=noise)
+    lmc = functools.partial(dgp_regression, layers=config["layers"], noise_variance=noise,
+                            lmc=LMC(P, W_init=np.eye(P), fixed=True))  # fmt: skip
+    q = _q(P)
+    a, b = _terms(indep, Y, {**q, **HYPERS}), _terms(lmc, Y, {**q, **HYPERS})
+    np.testing.assert_allclose(a["elbo"], b["elbo"], rtol=1e-12)
+    # the proper joint (marginalised last layer): independent Normals vs the LMC's MVN
+    u = {"layer0.u": np.random.default_rng(4).normal(size=(P, M)), **HYPERS}
+    lp = [trace(substitute(seed(m, 0), data=u)).get_trace(X, Y)["y"] for m in (indep, lmc)]
+    np.testing.assert_allclose(lp[0]["fn"].log_prob(Y), lp[1]["fn"].log_prob(Y), rtol=1e-12)
+
+
+def test_lmc_site_is_the_dense_marginal_and_its_bound_the_closed_form():
+    Q = 2
+    W = np.array([[1.0, 0.5], [-0.3, 2.0], [0.7, 0.0]])
+    config = _config(P, num_latent=Q)
+    model = functools.partial(dgp_regression, layers=config["layers"],
+                              noise_variance=Hyper(S2, fixed=True),
+                              lmc=LMC(P, W_init=W, fixed=True))  # fmt: skip
+    q = _q(Q, key=1)
+    with collapse(params=q):
+        tr = trace(substitute(seed(model, 0), data=HYPERS)).get_trace(X, Y)
+    m, v = (np.asarray(tr[f"layer0.{k}"]["value"]) for k in ("f_mean", "f_var"))  # [N, Q]
+    fm, fv = m @ W.T, v @ (W**2).T
+    by_hand = np.sum(norm.logpdf(Y, fm, np.sqrt(S2)) - fv / (2 * S2), axis=1)
+    np.testing.assert_allclose(tr["y.var_exp"]["value"], by_hand, rtol=1e-10)
+    # ... and Monte Carlo over q(g) (5 standard errors)
+    g = m + np.sqrt(v) * np.random.default_rng(2).standard_normal((100_000, N, Q))
+    lp = np.sum(norm.logpdf(Y, g @ W.T, np.sqrt(S2)), axis=-1)
+    assert np.all(np.abs(lp.mean(0) - by_hand) < 5 * lp.std(0) / np.sqrt(len(g)))
+    # outside collapse: y_n | u ~ N(W m_n, W diag(v_n) W^T + diag(s2)), a dense MVN
+    u = {"layer0.u": np.random.default_rng(5).normal(size=(Q, M)), **HYPERS}
+    tr = trace(substitute(seed(model, 0), data=u)).get_trace(X, Y)
+    with collapse(params={}):  # the same u: p(f | u)'s moments recorded
+        moments = trace(substitute(seed(model, 0), data=u)).get_trace(X, Y)
+    m, v = (np.asarray(moments[f"layer0.{k}"]["value"]) for k in ("f_mean", "f_var"))
+    dense = [multivariate_normal.logpdf(Y[n], W @ m[n], W @ np.diag(v[n]) @ W.T + np.diag(S2))
+             for n in range(N)]  # fmt: skip
+    np.testing.assert_allclose(tr["y"]["fn"].log_prob(Y), dense, rtol=1e-10)
+    _, mv, cov = lmc_moments(jnp.asarray(m), jnp.asarray(v), jnp.asarray(W))
+    np.testing.assert_allclose(np.diagonal(cov, axis1=1, axis2=2), mv, rtol=1e-12)
+
+
+def test_y_of_the_wrong_width_raises_naming_y():
+    config = _config(P)
+    model = functools.partial(dgp_regression, **config)
+    with pytest.raises(ValueError, match=r"^y must have shape \[N, P\] = \[9, 3\].*\(9, 2\)"):
+        model(X, Y[:, :2])
+    with pytest.raises(ValueError, match=r"^y must have shape \[N, P\] = \[9, 3\].*\(9,\)"):
+        model(X, Y[:, 0])
+    lmc = functools.partial(dgp_regression, **_config(P, num_latent=2))
+    with pytest.raises(ValueError, match=r"^y must have shape \[N, P\] = \[9, 3\].*LMC"):
+        lmc(X, Y[:, 0])
+    with pytest.raises(ValueError, match=r"LMC.W_init must have shape \[P, Q\] = \[3, 2\]"):
+        functools.partial(dgp_regression, layers=config["layers"][:0] + _config(
+            P, num_latent=2)["layers"], lmc=LMC(P, W_init=np.ones((3, 3))))(X, Y)  # fmt: skip
+
+
+def test_multi_output_predictive_per_output():
+    """Draws of u give one Gaussian per output and component; the generic mixture agrees."""
+    config = _config(P)
+    model = functools.partial(dgp_regression, layers=config["layers"],
+                              noise_variance=Hyper(S2, fixed=True))  # fmt: skip
+    S = 4
+    u = np.random.default_rng(6).normal(size=(1, S, P, M))
+    with seed(rng_seed=0):
+        Z = np.asarray(trace(model).get_trace(X, Y)["layer0.Z"]["value"])
+    post = Posterior(draws={"layer0.u": u}, method=NUTS(num_chains=1),
+                     params={"layer0.Z": Z, "layer0.variance": np.asarray(1.3),
+                             "layer0.lengthscales": np.array([0.7])})  # fmt: skip
+    pred = predict(jax.random.key(0), model, post, X, num_samples=S)
+    assert pred.means.shape == pred.variances.shape == (S, N, P)
+    assert np.all(pred.variances > pred.f_variances)
+    np.testing.assert_allclose(
+        pred.variances - pred.f_variances, np.broadcast_to(S2, (S, N, P)), rtol=1e-10
+    )
+    metrics = regression_metrics(pred, Y)
+    assert len(metrics["rmse"]) == P and len(metrics["coverage_0.95"]) == P
+    mix = predict_distribution(jax.random.key(0), model, post, X, num_samples=S)
+    # per datum the joint density of independent outputs is the mixture of products
+    lp = norm.logpdf(Y[None], pred.means, np.sqrt(pred.variances)).sum(-1)  # [S, N]
+    by_hand = np.log(np.mean(np.exp(lp), axis=0))
+    np.testing.assert_allclose(mix.log_density(Y), by_hand, rtol=1e-10)
+    np.testing.assert_allclose(
+        metrics["rmse"], np.sqrt(np.mean((Y - pred.means.mean(0)) ** 2, 0)), rtol=1e-10
+    )

@@ -39,6 +39,7 @@ from numpyro.infer.util import (
 )
 
 from ppl_dgp.guides import init_to_model_init, init_trace
+from ppl_dgp.infer.minibatch import numpy_to_jax
 from ppl_dgp.layers import ROLE
 from ppl_dgp.posterior import Posterior, register_type
 from ppl_dgp.validation import (
@@ -112,9 +113,11 @@ def inspect_model(
     """
     box: dict[str, dict] = {}
 
+    arrays = numpy_to_jax(args)  # NumPy data indexed by traced indices
+
     def run(key: Array) -> dict[str, Array]:
         with block():
-            box["trace"] = trace(seed(model, key)).get_trace(*args, **kwargs)
+            box["trace"] = trace(seed(model, key)).get_trace(*arrays, **kwargs)
         return _param_values(box["trace"])
 
     shapes = jax.eval_shape(run, rng_key)

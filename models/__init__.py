@@ -6,6 +6,7 @@
 - :mod:`ppl_dgp.models.heteroscedastic`: deep GP regression with input-dependent noise.
 - :mod:`ppl_dgp.models.counts`: deep GP for counts (Poisson).
 - :mod:`ppl_dgp.models.lv_dgp`: latent-variable deep GP regression (Salimbeni et al. 2019).
+- :mod:`ppl_dgp.models.hybrid`: dense layers feeding deep GP layers (hybrid NN -> GP).
 - :mod:`ppl_dgp.models.bnn`: Bayesian MLPs (regression, binary and multiclass classification).
 
 Each module registers its entries with :func:`ppl_dgp.zoo.register_model`; :data:`MODELS`
@@ -13,7 +14,16 @@ holds them all (the CLI, the compare report and the contract test iterate it). A
 is one module here plus its import line below.
 """
 
-from ppl_dgp.models import bnn, counts, dgp, gp_classification, heteroscedastic, lv_dgp, svgp
+from ppl_dgp.models import (
+    bnn,
+    counts,
+    dgp,
+    gp_classification,
+    heteroscedastic,
+    hybrid,
+    lv_dgp,
+    svgp,
+)
 from ppl_dgp.zoo import MODELS, ZooModel, register_model
 
 __all__ = [
@@ -24,6 +34,7 @@ __all__ = [
     "dgp",
     "gp_classification",
     "heteroscedastic",
+    "hybrid",
     "lv_dgp",
     "register_model",
     "svgp",

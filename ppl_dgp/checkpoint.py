@@ -309,6 +309,19 @@ def _rebuild(
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # -- the checkpoint directory -----------------------------------------------------------------
 
 
@@ -530,6 +543,7 @@ class Checkpoint:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_manifest, self.manifest)
+            _fsync_directory(self.directory)  # the renames themselves survive a power cut
         finally:
             tmp_data.unlink(missing_ok=True)
             tmp_manifest.unlink(missing_ok=True)

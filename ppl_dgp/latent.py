@@ -242,7 +242,8 @@ class LatentVariableGuide(InducingPointGuide):
             )
             return loc[idx], scale[idx]
         yb = jnp.zeros(X.shape[:1], X.dtype) if y is None else jnp.asarray(y, X.dtype)
-        H = jnp.concatenate([X[idx], yb[idx][:, None]], axis=-1)  # [B, D + 1]
+        yb = yb.reshape(yb.shape[0], -1)  # [N, P] (P = 1 for y [N])
+        H = jnp.concatenate([X[idx], yb[idx]], axis=-1)  # [B, D + P]
         widths = [H.shape[1], *self.hidden]
         for l in range(len(self.hidden)):
             W0, b0 = torch_default_init(f"{name}.encoder{l}", widths[l], widths[l + 1], self.seed)

@@ -59,6 +59,7 @@ from ppl_dgp.kl import prior_kl
 from ppl_dgp.likelihoods import gaussian_variational_expectations
 from ppl_dgp.linalg import DEFAULT_JITTER, cholesky
 from ppl_dgp.mean_functions import MeanFunction, Zero
+from ppl_dgp.validation import check_positive, check_positive_int
 
 __all__ = [
     "Hyper",
@@ -96,10 +97,35 @@ class Hyper:
     prior: dist.Distribution | None = None
     fixed: bool = False
 
+    def __post_init__(self) -> None:
+        check_positive("Hyper", "init", self.init)
+        if self.prior is not None:
+            if not isinstance(self.prior, dist.Distribution):
+                raise TypeError(
+                    f"Hyper.prior must be a NumPyro distribution or None; received {self.prior!r}"
+                )
+            support = getattr(self.prior.support, "base_constraint", self.prior.support)
+            lower = getattr(support, "lower_bound", None)
+            if lower is None or not np.all(np.asarray(lower) >= 0):
+                raise ValueError(
+                    f"Hyper.prior must have positive support (LogNormal, Gamma, HalfNormal, "
+                    f"...): the hyperparameter is positive; received {self.prior!r} with "
+                    f"support {self.prior.support}"
+                )
+        if not isinstance(self.fixed, bool | np.bool_):
+            raise TypeError(f"Hyper.fixed must be a bool; received {self.fixed!r}")
+
 
 def hyper(name: str, spec: Hyper | Any) -> Array:
-    """Declare hyperparameter ``name`` according to ``spec`` and return its value."""
+    """Declare hyperparameter ``name`` according to ``spec`` and return its value.
+
+    Raises:
+        ValueError: a fixed value (``spec`` not a :class:`Hyper`) that is not finite and
+            positive, naming ``name`` (a zero noise variance would otherwise surface as a NaN
+            loss).
+    """
     if not isinstance(spec, Hyper):
+        check_positive("hyper", name, spec)
         return jnp.asarray(spec)
     init = jnp.asarray(spec.init)
     if np.any(np.asarray(spec.init) <= 0):
@@ -153,10 +179,22 @@ class LayerSpec:
             raise ValueError(f"LayerSpec.Z must have shape [M, D]; received {Z.shape}")
         if not np.all(np.isfinite(Z)):
             raise ValueError("LayerSpec.Z contains NaN or inf")
-        if self.num_outputs < 1:
-            raise ValueError(f"LayerSpec.num_outputs must be >= 1; received {self.num_outputs}")
-        if not self.q_sqrt_init > 0:
-            raise ValueError(f"LayerSpec.q_sqrt_init must be > 0; received {self.q_sqrt_init}")
+        if Z.shape[0] < 1 or Z.shape[1] < 1:
+            raise ValueError(f"LayerSpec.Z must have M >= 1 rows and D >= 1; received {Z.shape}")
+        if Z.dtype.kind != "f":
+            raise TypeError(f"LayerSpec.Z must be a float array [M, D]; received dtype {Z.dtype}")
+        check_positive_int("LayerSpec", "num_outputs", self.num_outputs)
+        for name in ("variance", "lengthscales"):
+            value = getattr(self, name)
+            if not isinstance(value, Hyper):  # a Hyper checks itself
+                check_positive("LayerSpec", name, value)
+        check_positive("LayerSpec", "q_sqrt_init", self.q_sqrt_init)
+        check_positive("LayerSpec", "jitter", self.jitter, allow_zero=True)
+        if not callable(self.mean_function):
+            raise TypeError(
+                f"LayerSpec.mean_function must be a mean function m(X) -> [N, Q]; received "
+                f"{self.mean_function!r}"
+            )
 
     @property
     def M(self) -> int:

@@ -25,15 +25,44 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 __all__ = ["MeanFunction", "Zero", "Constant", "Identity", "Linear", "pca_projection"]
 
 
 def _register(cls: type, meta: tuple[str, ...] = ()) -> type:
+    """Frozen dataclass + pytree (``meta`` fields are auxiliary data) whose rebuild skips
+    ``__post_init__``: a user's values are checked when constructed, while JAX rebuilds mean
+    functions from tracers, gradients and tangents that must not be refused."""
     cls = dataclasses.dataclass(frozen=True)(cls)
-    fields = [f.name for f in dataclasses.fields(cls) if f.name not in meta]
-    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=list(meta))
+    data = tuple(f.name for f in dataclasses.fields(cls) if f.name not in meta)
+
+    def flatten(m: Any) -> tuple[tuple, tuple]:
+        return tuple(getattr(m, n) for n in data), tuple(getattr(m, n) for n in meta)
+
+    def unflatten(aux: tuple, leaves: tuple) -> Any:
+        obj = object.__new__(cls)
+        for n, v in (*zip(data, leaves, strict=True), *zip(meta, aux, strict=True)):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+    return cls
+
+
+def _check_array(owner: str, name: str, value: Any, ndims: tuple[int, ...]) -> None:
+    """A concrete parameter must be finite with one of the ranks ``ndims`` (tracers skipped)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiu" or a.ndim not in ndims:
+        raise ValueError(
+            f"{owner}: {name} must be a real array with {' or '.join(map(str, ndims))} axes; "
+            f"received {value!r}"
+        )
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{owner}: {name} contains NaN or inf; received {a.tolist()}")
 
 
 class MeanFunction:
@@ -49,6 +78,11 @@ class Zero(MeanFunction):
 
     output_dim: int = 1
 
+    def __post_init__(self) -> None:
+        d = self.output_dim
+        if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1:
+            raise ValueError(f"Zero: output_dim must be an int >= 1; received {d!r}")
+
     def __call__(self, X: Array) -> Array:
         return jnp.zeros((X.shape[0], self.output_dim), dtype=X.dtype)
 
@@ -58,6 +92,9 @@ class Constant(MeanFunction):
     """``m(X) = c`` with ``c`` of shape ``[]`` or ``[Q]``."""
 
     c: Any = 0.0
+
+    def __post_init__(self) -> None:
+        _check_array("Constant", "c", self.c, (0, 1))
 
     def __call__(self, X: Array) -> Array:
         c = jnp.atleast_1d(jnp.asarray(self.c, dtype=X.dtype))
@@ -78,6 +115,10 @@ class Linear(MeanFunction):
 
     A: Any
     b: Any = 0.0
+
+    def __post_init__(self) -> None:
+        _check_array("Linear mean", "A", self.A, (2,))
+        _check_array("Linear mean", "b", self.b, (0, 1))
 
     def __call__(self, X: Array) -> Array:
         A = jnp.asarray(self.A, dtype=X.dtype)

@@ -20,6 +20,11 @@ such a program can be marginalised as for regression (:func:`~ppl_dgp.layers.gp_
 a proper joint with ``N`` fewer latent dimensions). The softmax has no such form: sample the
 last layer (:func:`~ppl_dgp.layers.gp_layer`) and pass its ``layer`` name instead.
 
+Several Gaussian outputs per datum (``y [N, P]``) go through :func:`multi_gaussian_site`:
+``P`` independent outputs of the last layer, or ``Q`` latent GPs mixed by the linear model of
+coregionalisation ``f = W g`` (:class:`LMC`, :func:`lmc_moments`; exact MVN marginal, the
+bound's closed form per output).
+
 ``output_site`` records the logits of the observed distribution ``[N, K]`` (``K = 1`` for a
 Bernoulli) as a deterministic site: the class probabilities given the global latents are its
 ``sigmoid``/``softmax`` and the observed site's natural parameter equals it, which is what

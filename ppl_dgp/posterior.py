@@ -274,11 +274,11 @@ def _decode(node: Any, arrays: Any) -> Any:
             raise ValueError(f"Posterior format: unknown distribution {node['__dist__']!r}")
         return cls(**_decode(node["args"], arrays))
     if "__program__" in node:
-        from ppl_dgp.zoo import resolve_program
+        from ppl_dgp.zoo import Program, resolve_program
 
         fn = resolve_program(node["__program__"])
         args, keywords = _decode(node["args"], arrays), _decode(node["keywords"], arrays)
-        return functools.partial(fn, *args, **keywords) if args or keywords else fn
+        return Program(fn, *args, **keywords) if args or keywords else fn
     raise ValueError(f"Posterior format: unexpected node {sorted(node)}")
 
 

@@ -8,7 +8,13 @@ sample, and the predictive is their equally weighted mixture:
     p(y_* \\mid x_*) \\approx \\frac1S \\sum_{s=1}^S N(y_* \\mid m_s(x_*), v_s(x_*) + \\sigma^2)
 
 GPflux's ``predict`` pushes a single sample through the inner layers (one component); the full
-mixture is the default here, and its log density is a log-sum-exp over components.
+mixture is the default here, and its log density is a log-sum-exp over components
+(:class:`MixturePredictive`; ``[S, N, P]`` per-output marginals for ``P`` outputs).
+
+For any likelihood, :class:`LikelihoodMixture` holds the observation site's distribution of
+each pass (:func:`propagate_site`) and gives the same log-sum-exp density and the task's
+metrics; :func:`regression_metrics` (RMSE, MLPD and coverage per output) and
+:func:`poisson_deviance` are the regression and count metrics.
 
 References:
     Salimbeni & Deisenroth (2017), section 3.1 (prediction).

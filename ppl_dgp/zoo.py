@@ -15,8 +15,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib
 import inspect
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +28,17 @@ import numpy as np
 
 __all__ = [
     "MODELS",
+    "Program",
     "ZooModel",
     "program_name",
     "register_model",
     "register_program",
+    "regression_models",
     "resolve_program",
 ]
+
+#: Build options that are sizes (ints >= 1), checked by :meth:`ZooModel.make` for every model.
+SIZE_OPTIONS = ("num_inducing", "layers", "width", "num_layers", "hidden_width")
 
 #: Methods every zoo model supports unless it says otherwise.
 ALL_METHODS = ("svi", "nuts", "hmc", "sghmc", "laplace", "map", "ensemble")
@@ -83,14 +91,29 @@ class ZooModel:
     def make(self, X: Any, *, smoke: bool = False, **options: Any) -> Callable:
         """The program for ``X``: ``build`` with the smoke options (if asked) and ``options``
         (``None`` values dropped; options ``build`` does not take are dropped too, so one set
-        of command-line options can build every model)."""
+        of command-line options can build every model).
+
+        Raises:
+            ValueError, TypeError: ``X`` is not a finite float array ``[N, D]``
+                (:func:`~ppl_dgp.validation.check_inputs`), or a size option
+                (:data:`SIZE_OPTIONS`) is not an int ``>= 1``; checked before ``build`` runs.
+        """
+        from ppl_dgp.validation import check_inputs, check_positive_int
+
+        check_inputs(X)
+        for k in SIZE_OPTIONS:
+            if options.get(k) is not None:
+                check_positive_int(f"{self.name}", k, options[k])
         params = inspect.signature(self.build).parameters
         takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
         opts = {**(self.smoke if smoke else {}), **{k: v for k, v in options.items()
                                                      if v is not None}}  # fmt: skip
         if not takes_all:
             opts = {k: v for k, v in opts.items() if k in params}
-        return self.build(np.asarray(X), **opts)
+        model = self.build(np.asarray(X), **opts)
+        if type(model) is functools.partial:  # equal by value to the same model rebuilt
+            model = Program(model.func, *model.args, **model.keywords)
+        return model
 
 
 #: ``{name: ZooModel}`` of every registered model (filled by importing ``ppl_dgp.models``).
@@ -106,6 +129,53 @@ def register_model(entry: ZooModel) -> ZooModel:
         )
     MODELS[entry.name] = entry
     return entry
+
+
+def regression_models() -> list[str]:
+    """Zoo models the compare report can compare (regression with the mixture predictive)."""
+    return [k for k, m in MODELS.items() if m.task == "regression" and "mixture" in m.predictives]
+
+
+class Program(functools.partial):
+    """A model function with its configuration, ``functools.partial(fn, **config)``, that is
+    equal to (and hashes like) any other with the same function and the same configuration by
+    value (arrays by dtype, shape and bytes; layer specs, kernels, priors field by field).
+
+    :meth:`ZooModel.make` and :func:`ppl_dgp.load` return one, so a model rebuilt from a file
+    is *the same program* as the one fitted: the predictives' compiled functions, cached per
+    model, are reused instead of traced and compiled again. A configuration holding a value the
+    Posterior format stores by description only (a user's function) falls back to identity.
+    """
+
+    def _value_key(self) -> tuple:
+        key = self.__dict__.get("_key")
+        if key is None:
+            from ppl_dgp.posterior import _encode, _has_opaque
+
+            arrays: dict[str, np.ndarray] = {}
+            try:
+                tree = _encode((self.args, self.keywords), "program", arrays)
+            except TypeError:
+                tree = None
+            if tree is None or _has_opaque(tree):
+                key = ("id", id(self))
+            else:
+                h = hashlib.sha256(json.dumps(tree, sort_keys=True).encode())
+                for k in sorted(arrays):
+                    a = np.ascontiguousarray(arrays[k])
+                    h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
+                    h.update(a.tobytes())
+                key = (self.func, h.hexdigest())
+            self.__dict__["_key"] = key
+        return key
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        return self is other or self._value_key() == other._value_key()
+
+    def __hash__(self) -> int:
+        return hash(self._value_key())
 
 
 # -- programs a saved Posterior may name ------------------------------------------------------

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import pytest
 
+from ppl_dgp import predictive
 from ppl_dgp.infer import METHODS, fit, inspect_model, make_method
 from ppl_dgp.infer.svi import GuideApprox, InducingApprox
 from ppl_dgp.laplace import LaplaceApprox
@@ -62,6 +63,8 @@ def _data(task: str) -> tuple[np.ndarray, np.ndarray]:
     X = np.linspace(-2.0, 2.0, N)[:, None]
     if task == "classification":
         return X, (X[:, 0] > 0).astype(np.int32)
+    if task == "counts":
+        return X, np.random.default_rng(0).poisson(np.exp(np.sin(2.0 * X[:, 0])))
     return X, np.sin(2.0 * X[:, 0]) + 0.1 * np.random.default_rng(0).normal(size=N)
 
 
@@ -122,6 +125,11 @@ def test_contract(model_name, method_name, saved):
         p = np.asarray(predict_proba(model, post, X_new, num_samples=NUM_SAMPLES))
         assert p.shape == (7,) and np.all((p >= 0) & (p <= 1))
         outputs["proba"] = p
+    if "distribution" in entry.predictives:  # any likelihood: a mixture of its components
+        dist = predictive.predict_distribution(key, model, post, X_new, num_samples=NUM_SAMPLES)
+        mean, var = np.asarray(dist.mean), np.asarray(dist.variance)
+        assert mean.shape[0] == 7 and np.all(np.isfinite(mean)) and np.all(var >= 0)
+        outputs["dist_mean"], outputs["dist_variance"] = mean, var
 
     # save -> load: the model comes back from the file, not from this test
     path = saved / f"{model_name}-{method_name}"
@@ -129,6 +137,7 @@ def test_contract(model_name, method_name, saved):
     np.savez(saved / f"{model_name}-{method_name}.expected.npz", **outputs)
     model_back, loaded = load(path)
     assert model_back is not model and loaded == post
+    assert model_back == model  # the same program by value (its compiled predictives reused)
     _assert_same_predictions(model_back, loaded, outputs)
 
 
@@ -141,6 +150,12 @@ def _assert_same_predictions(model, post, outputs: dict) -> None:
     if "proba" in outputs:
         again = predict_proba(model, post, X_NEW, num_samples=NUM_SAMPLES)
         np.testing.assert_array_equal(np.asarray(again), outputs["proba"])
+    if "dist_mean" in outputs:
+        again = predictive.predict_distribution(
+            jax.random.key(2), model, post, X_NEW, num_samples=NUM_SAMPLES
+        )
+        np.testing.assert_array_equal(np.asarray(again.mean), outputs["dist_mean"])
+        np.testing.assert_array_equal(np.asarray(again.variance), outputs["dist_variance"])
 
 
 # The fresh process: only the import, ppl_dgp.load, and the predictives (float64 as the rows).
@@ -154,6 +169,7 @@ _FRESH = textwrap.dedent(
 
     jax.config.update("jax_enable_x64", True)
     import ppl_dgp
+    from ppl_dgp import predictive
     from ppl_dgp.predictive import predict, predict_proba
 
     X_new = np.linspace(-3.0, 3.0, 7)[:, None]
@@ -169,6 +185,14 @@ _FRESH = textwrap.dedent(
         if "proba" in want:
             got = predict_proba(model, post, X_new, num_samples=10)
             np.testing.assert_array_equal(np.asarray(got), want["proba"], err_msg=row)
+        if "dist_mean" in want:
+            got = predictive.predict_distribution(
+                jax.random.key(2), model, post, X_new, num_samples=10
+            )
+            np.testing.assert_array_equal(np.asarray(got.mean), want["dist_mean"], err_msg=row)
+            np.testing.assert_array_equal(
+                np.asarray(got.variance), want["dist_variance"], err_msg=row
+            )
         checked.append(row)
     print(len(checked), "rows:", ",".join(checked))
     """

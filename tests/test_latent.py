@@ -140,3 +140,22 @@ def test_guide_errors():
     params = _params(model, guide)
     with pytest.raises(ValueError, match="holds N=12 data; received X with 3 rows"):
         guide.q_latent(params, X[:3])
+
+
+def test_predictions_redraw_w_from_its_prior():
+    """SVI's predictive integrates w out by its passes: each component has its own prior draw
+    of w, so the components' means differ at a point (with latent_dim = 0, one layer, they are
+    all the same Gaussian)."""
+    from ppl_dgp.infer import SVI, fit
+    from ppl_dgp.predictive import predict
+
+    X_new = jnp.array([[-1.0], [0.5]])
+    spread = {}
+    for dim in (0, 1):
+        model = build_lv_dgp(X, num_inducing=4, layers=1, latent_dim=dim)
+        post = fit(SVI(num_steps=30, num_samples=5), jax.random.key(0), model, X, Y)
+        assert "latent.w" not in post.draws  # a per-datum site: not a posterior draw
+        pred = predict(jax.random.key(1), model, post, X_new, num_samples=16)
+        spread[dim] = np.ptp(np.asarray(pred.means), axis=0)
+    np.testing.assert_allclose(spread[0], 0.0, atol=1e-12)
+    assert np.all(spread[1] > 1e-3), spread[1]

@@ -9,6 +9,7 @@ data plate that subsamples ``batch_size`` points (the minibatch stream is part o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 
@@ -129,8 +130,9 @@ def test_sghmc_resumed_in_burnin_and_in_sampling_equals_uninterrupted(
     data, sghmc_whole, tmp_path, monkeypatch
 ):
     # 10 thinned burn-in steps, then 12 kept: with checkpoints every 4 the compiled chunks are
-    # burn-in 4, 4, 2 (calls 1-3) and sampling 4, 4, 4 (calls 4-6)
-    for call, stage, step in ((3, "burnin", 8), (5, "sample", 4)):
+    # burn-in 4, 4, 2 (calls 1-3) and sampling 4, 4, 4 (calls 4-6); Ctrl-C in burn-in, and at
+    # the start of sampling (no draw kept yet)
+    for call, stage, step in ((3, "burnin", 8), (4, "sample", 0)):
         folder = tmp_path / stage
         method = SGHMC(**SGHMC_CFG, checkpoint_dir=folder, checkpoint_every=4)
         _interrupt_at_call(monkeypatch, call)
@@ -225,6 +227,11 @@ def _same_fit(folder):
 
 def test_damaged_or_tampered_checkpoints_are_refused_naming_the_path(svi_checkpoint, tmp_path):
     assert _same_fit(_copy(svi_checkpoint, tmp_path / "ok")).saved.step == 25
+    # the fingerprint names the model and its arrays without memory addresses (another
+    # process recognises the same fit)
+    manifest = json.loads((svi_checkpoint / "checkpoint.json").read_text())
+    assert manifest["fingerprint"]["model"] == f"{__name__}.model"
+    assert "0x" not in json.dumps(manifest["fingerprint"])
 
     folder = _copy(svi_checkpoint, tmp_path / "flipped")
     (data_file,) = folder.glob("data-*.npz")
@@ -280,3 +287,42 @@ def test_another_fits_checkpoint_is_refused_naming_what_differs(data, svi_checkp
         SVI(checkpoint_dir=str(tmp_path), checkpoint_every=0)
     with pytest.raises(ValueError, match=r"SGHMC.checkpoint_dir must be a directory path"):
         SGHMC(checkpoint_dir=3)
+
+
+# -- a deep GP (slow: run with -m slow) --------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method",
+    [
+        SVI(num_steps=90, batch_size=8, num_samples=10, checkpoint_every=20),
+        SGHMC(
+            step_size=0.02,
+            batch_size=8,
+            num_burnin=30,
+            num_samples=20,
+            thinning=3,
+            checkpoint_every=5,
+        ),  # fmt: skip
+    ],
+    ids=["svi", "sghmc"],
+)
+def test_two_layer_dgp_resumed_after_ctrl_c_equals_uninterrupted(method, tmp_path, monkeypatch):
+    """The inducing-point guide, the per-datum layer noise and the minibatch stream resume."""
+    from ppl_dgp.models.dgp import dgp_regression, init_dgp
+
+    rng = np.random.default_rng(1)
+    X = np.linspace(-2.0, 2.0, 40)[:, None]
+    y = np.sin(2.0 * X[:, 0]) + 0.1 * rng.normal(size=40)
+    dgp = functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=5))
+    whole = fit(method, KEY, dgp, X, y)
+    cut = dataclasses.replace(method, checkpoint_dir=str(tmp_path))
+    _interrupt_at_call(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cut, KEY, dgp, X, y)
+    # SVI: 40 of 90 steps; SGHMC: burn-in done (10 thinned steps), sampling at its step 0
+    saved = Checkpoint(tmp_path).saved
+    assert (saved.stage, saved.step) in (("loop", 40), ("sample", 0))
+    monkeypatch.undo()
+    _equal(fit(cut, KEY, dgp, X, y), whole)

@@ -287,3 +287,28 @@ def test_fit_does_not_warn_on_the_bundled_uses(monkeypatch):
     fit(MAP(), jax.random.key(0), model, moons["X_train"], moons["y_train"])
     assert data_scale_issues(moons["X_train"], moons["y_train"].astype(float)) == []
     assert data_scale_issues(X_raw, None) == []  # motorcycle times in ms
+
+
+# -- degraded results are reported ---------------------------------------------------------------
+
+
+def test_every_draw_divergent_warns():
+    """HMC with a step far too large for the target: every draw diverges, and fit says so."""
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+
+    from ppl_dgp.infer import HMC, fit
+    from ppl_dgp.infer.mcmc import DivergentChainWarning
+
+    def model(X, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Normal(w * X[:, 0], 0.01), obs=y)
+
+    X = np.linspace(-1.0, 1.0, 8)[:, None]
+    method = HMC(num_warmup=2, num_samples=6, num_chains=1, step_size=50.0, num_steps=4,
+                 adapt_step_size=False, adapt_mass_matrix=False)  # fmt: skip
+    with pytest.warns(DivergentChainWarning, match=r"every one of the 6 draws of chain\(s\) \[0\]"):
+        post = fit(method, jax.random.key(0), model, X, 0.5 * X[:, 0])
+    assert post.sample_stats["diverging"].all()  # recorded, and now reported

@@ -450,6 +450,13 @@ def fit(
     cls = type(method)
     if METHODS.get(getattr(cls, "name", None)) is not cls:
         raise TypeError(f"fit: unknown method {method!r}; expected one of {sorted(METHODS)}")
+    from ppl_dgp.validation import check_rng_key
+
+    if not callable(model):
+        raise TypeError(f"fit: model must be a NumPyro program (a callable); received {model!r}")
+    check_rng_key(rng_key, owner="fit")
+    if y is None:
+        raise ValueError("fit: y must be the observed targets [N] or [N, P]; received None")
     check_regression_data(X, y, batch_size=getattr(method, "batch_size", None))
     _warn_data_scale(rng_key, model, X, y, model_kwargs)
     post = method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)

@@ -172,7 +172,7 @@ class Loop:
                         f"its loop {stage!r}, past this fit's {num_steps} steps; ask for at "
                         "least as many steps, or use another checkpoint_dir"
                     )
-                losses = [np.asarray(saved_losses)]
+                losses = [np.asarray(saved_losses)] if len(saved_losses) else []
                 if self.collect and saved_outputs is not None:
                     outputs = [saved_outputs]
         every = checkpoint.every if checkpoint is not None else num_steps

@@ -6,7 +6,8 @@ of the Gaussian likelihood); step size and (diagonal or dense) mass matrix are a
 warm-up and several chains run vectorised (or one per device). The per-datum ``{layer}.eps``
 draws are not kept (they are nuisance at the training inputs; prediction draws fresh ones at
 the new inputs). Divergences, acceptance, step size, leapfrog steps, energy and (NUTS) tree
-depth are recorded per draw.
+depth are recorded per draw; a chain whose every draw diverged raises a
+:class:`DivergentChainWarning` (its draws do not follow the posterior).
 
 Example:
     >>> import jax, numpy as np, numpyro, numpyro.distributions as dist
@@ -27,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -47,7 +49,31 @@ from ppl_dgp.infer.core import (
 )
 from ppl_dgp.posterior import Posterior
 
-__all__ = ["HMC", "NUTS"]
+__all__ = ["HMC", "NUTS", "DivergentChainWarning"]
+
+
+class DivergentChainWarning(UserWarning):
+    """Every post-warm-up draw of a chain diverged: the chain did not explore the posterior
+    (its draws are recorded, but a predictive or summary from them is meaningless)."""
+
+
+def _warn_divergent(owner: str, diverging: np.ndarray) -> None:
+    """A :class:`DivergentChainWarning` naming the chains whose draws ``(chain, draw)`` all
+    diverged."""
+    d = np.asarray(diverging, dtype=bool)
+    if d.ndim != 2 or d.shape[1] == 0:
+        return
+    chains = np.flatnonzero(d.all(axis=1)).tolist()
+    if chains:
+        warnings.warn(
+            f"{owner}: every one of the {d.shape[1]} draws of chain(s) {chains} (of "
+            f"{d.shape[0]}) diverged ({d.mean():.0%} of all draws): those chains did not "
+            "explore the posterior. Standardise the data (ppl_dgp.datasets.Standardizer), raise "
+            "num_warmup or target_accept_prob (smaller steps), or reparametrise the model",
+            DivergentChainWarning,
+            stacklevel=4,
+        )
+
 
 _CHAIN_METHODS = ("vectorized", "sequential", "parallel")
 
@@ -195,6 +221,7 @@ def _fit_mcmc(
     }
     if isinstance(method, NUTS):  # as ArviZ defines it for NumPyro
         stats["tree_depth"] = np.log2(np.maximum(stats["num_steps"], 1)).astype(np.int64) + 1
+    _warn_divergent(owner, stats["diverging"])
     return Posterior(
         draws=draws,
         method=method,

@@ -1,0 +1,199 @@
+"""Hybrid NN -> GP regression: dense layers feeding deep GP layers (GPflux's ``Sequential``
+of neural and GP layers).
+
+``hybrid_regression(X, y=None, *, hidden, layers, ...)``:
+
+.. math::
+    h_n = \\phi(x_n; W) = a(\\dots a(x_n W_1 + b_1) \\dots W_H + b_H), \\qquad
+    y_n = f^L(\\dots f^1(h_n)) + e_n, \\quad e_n \\sim N(0, s^2),
+
+with Bayesian dense layers (:func:`~ppl_dgp.dense.dense`, sites ``net{l}.W``, ``net{l}.b``,
+``N(0, 1/delta)`` priors) in front of the GP layers of
+:func:`~ppl_dgp.models.dgp.dgp_regression` (sites ``layer{l}.*``). The network weights are
+global latent sites like the kernel hyperparameters: NUTS and HMC sample them, the inducing
+guide gives them point estimates (or a mean-field normal), Laplace includes them.
+
+The first GP layer's inducing inputs live in *feature space*: :func:`init_hybrid` runs the
+network at its initial weights, infers the feature width from it and places ``Z`` by k-means
+on the features (users of GPflux hit shape errors when ``Z`` had the input width, GPflux
+#27/#36). With ``hidden=()`` the program is the deep GP itself.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from numpyro.handlers import seed, trace
+    >>> X = jnp.linspace(-1.0, 1.0, 8)[:, None]
+    >>> model = build_hybrid(X, num_inducing=4, layers=1, width=3)
+    >>> tr = trace(seed(model, 0)).get_trace(X)
+    >>> tr["net0.W"]["value"].shape, tr["layer0.Z"]["value"].shape  # Z in the 3-D features
+    ((1, 3), (4, 3))
+
+References:
+    Dutordoir et al. (2021), "GPflux: A Library for Deep Gaussian Processes", listing 1;
+    Wilson, Hu, Salakhutdinov & Xing (2016), "Deep Kernel Learning", AISTATS.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax import Array
+
+from ppl_dgp.dense import dense, torch_default_init
+from ppl_dgp.layers import Hyper, LayerSpec, gaussian_likelihood, gp_layer, gp_output_layer, hyper
+from ppl_dgp.models.bnn import ACTIVATIONS
+from ppl_dgp.models.dgp import init_dgp
+from ppl_dgp.validation import check_regression_data
+from ppl_dgp.zoo import ZooModel, register_model
+
+__all__ = ["build_hybrid", "hybrid_features", "hybrid_regression", "init_hybrid"]
+
+
+def _check_network(hidden: Sequence[int], activation: str, prior_precision: float) -> list[int]:
+    widths = [int(h) for h in hidden]
+    if any(h < 1 for h in widths) or len(widths) != len(tuple(hidden)):
+        raise ValueError(f"hidden widths must be positive ints; received {tuple(hidden)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)}; received {activation!r}"
+        )
+    if not float(prior_precision) > 0:
+        raise ValueError(f"prior_precision must be > 0; received {prior_precision!r}")
+    return widths
+
+
+def hybrid_regression(
+    X: Array,  # [N, D]
+    y: Array | None = None,  # [N]
+    *,
+    layers: tuple[LayerSpec, ...],
+    hidden: Sequence[int] = (10,),
+    activation: str = "tanh",
+    prior_precision: float = 1.0,
+    noise_variance: Hyper | float = Hyper(0.01),
+    batch_size: int | None = None,
+    marginalise_output: bool = True,
+    seed: int = 0,
+) -> Array:
+    """Dense layers ``net{l}`` (widths ``hidden``, activation after each) feeding GP layers.
+
+    Sites: ``net{l}.W`` ``[D_in, D_out]``, ``net{l}.b``, ``net{l}.input`` (deterministic),
+    ``layer{l}.*``, ``noise_variance``, observed ``y``. The first GP layer's ``Z`` must have the
+    feature width ``hidden[-1]`` (``D`` when ``hidden=()``); :func:`init_hybrid` builds it so.
+
+    Args:
+        X: inputs ``[N, D]``.
+        y: targets ``[N]`` or ``None`` to predict.
+        layers: GP :class:`~ppl_dgp.layers.LayerSpec` per layer; the last has one output.
+        hidden: the network's widths (``()``: no network, the deep GP).
+        activation: one of :data:`~ppl_dgp.models.bnn.ACTIVATIONS`.
+        prior_precision: ``delta`` of the weights' ``N(0, 1/delta)`` prior.
+        noise_variance: :class:`~ppl_dgp.layers.Hyper` (or fixed) for ``s2``.
+        batch_size: minibatch size ``B`` (``None`` = all ``N``).
+        marginalise_output: as in :func:`~ppl_dgp.models.dgp.dgp_regression`.
+        seed: seed of the weights' initial values (PyTorch's default draw).
+
+    Returns:
+        The last GP layer's output ``F [N, 1]`` for the plate's batch.
+    """
+    check_regression_data(X, y, batch_size=batch_size)
+    widths = _check_network(hidden, activation, prior_precision)
+    if layers[-1].num_outputs != 1:
+        raise ValueError(
+            f"hybrid_regression: the last layer must have num_outputs=1; received "
+            f"{layers[-1].num_outputs}"
+        )
+    feature_width = widths[-1] if widths else X.shape[1]
+    if np.shape(layers[0].Z)[1] != feature_width:
+        raise ValueError(
+            f"hybrid_regression: the first GP layer's Z must have the feature width "
+            f"{feature_width} (the network's last width); received Z of shape "
+            f"{np.shape(layers[0].Z)}; build the layers with init_hybrid"
+        )
+    act = ACTIVATIONS[activation]
+    N = X.shape[0]
+    s2 = hyper("noise_variance", noise_variance)
+    data = numpyro.plate("data", N, subsample_size=batch_size, dim=-1)
+    with data as idx:
+        H = X[idx]
+        yb = None if y is None else y[idx]
+    for l, width in enumerate(widths):
+        H = act(dense(f"net{l}", H, width, prior_precision=prior_precision, seed=seed))
+    for l, spec in enumerate(layers[:-1]):
+        H = gp_layer(f"layer{l}", H, spec, plate=data)
+    last = f"layer{len(layers) - 1}"
+    if marginalise_output:
+        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
+        gaussian_likelihood("y", F, yb, s2, plate=data, F_var=F_var)
+    else:
+        F = gp_layer(last, H, layers[-1], plate=data)
+        gaussian_likelihood("y", F, yb, s2, plate=data, layer=last)
+    return F
+
+
+def hybrid_features(
+    X: Array, *, hidden: Sequence[int], activation: str = "tanh", seed: int = 0
+) -> np.ndarray:  # [N, hidden[-1]]
+    """The network's features at its initial weights (those :func:`~ppl_dgp.dense.dense`
+    starts from: PyTorch's default draw seeded by ``(seed, "net{l}")``)."""
+    widths = _check_network(hidden, activation, 1.0)
+    act = ACTIVATIONS[activation]
+    H = jnp.asarray(X)
+    for l, width in enumerate(widths):
+        W0, b0 = torch_default_init(f"net{l}", H.shape[1], width, seed)
+        H = act(H @ jnp.asarray(W0, H.dtype) + jnp.asarray(b0, H.dtype))
+    return np.asarray(H)
+
+
+def init_hybrid(
+    X: Array,  # [N, D]
+    *,
+    hidden: Sequence[int] = (10,),
+    activation: str = "tanh",
+    prior_precision: float = 1.0,
+    seed: int = 0,
+    **options: Any,
+) -> dict[str, Any]:
+    """Configuration of :func:`hybrid_regression`: :func:`~ppl_dgp.models.dgp.init_dgp` on the
+    network's initial features (:func:`hybrid_features`), so that ``Z`` has the feature width,
+    inferred, and starts at k-means centres of the features.
+
+    Args:
+        X: standardised inputs ``[N, D]``.
+        hidden, activation, prior_precision, seed: the network (see :func:`hybrid_regression`).
+        **options: :func:`~ppl_dgp.models.dgp.init_dgp`'s options (``num_layers``,
+            ``num_inducing``, ``hyperpriors``, ...).
+
+    Returns:
+        The keywords of :func:`hybrid_regression` (``layers``, ``noise_variance``, ``hidden``,
+        ``activation``, ``prior_precision``, ``seed``).
+    """
+    check_regression_data(np.asarray(X), None)
+    features = hybrid_features(X, hidden=hidden, activation=activation, seed=seed)
+    config = init_dgp(features, seed=seed, **options)
+    return {**config, "hidden": tuple(int(h) for h in hidden), "activation": activation,
+            "prior_precision": float(prior_precision), "seed": seed}  # fmt: skip
+
+
+def build_hybrid(X: Array, *, num_inducing: int = 10, layers: int = 2, width: int = 10) -> Any:
+    """The zoo's ``hybrid_regression``: one tanh dense layer of ``width`` units feeding
+    ``layers`` GP layers (``M = min(num_inducing, N)``, ``Z`` on the features)."""
+    M = min(num_inducing, np.shape(X)[0])
+    config = init_hybrid(X, hidden=(width,), num_layers=layers, num_inducing=M)
+    return functools.partial(hybrid_regression, **config)
+
+
+register_model(
+    ZooModel(
+        name="hybrid_regression",
+        build=build_hybrid,
+        likelihood="gaussian",
+        task="regression",
+        smoke={"num_inducing": 4, "layers": 1, "width": 2},
+        description="dense layers feeding deep GP layers, Z in feature space",
+    )
+)

@@ -1,0 +1,100 @@
+"""Hybrid NN -> GP regression (``ppl_dgp.models.hybrid``): an identity network is the deep GP
+(log joint and doubly-stochastic bound), Z lives in the inferred feature space, errors."""
+
+import functools
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import numpyro  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+from numpyro.handlers import seed, trace  # noqa: E402
+from numpyro.infer.util import log_density  # noqa: E402
+
+from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms  # noqa: E402
+from ppl_dgp.guides import InducingPointGuide  # noqa: E402
+from ppl_dgp.models.dgp import dgp_regression, init_dgp  # noqa: E402
+from ppl_dgp.models.hybrid import (  # noqa: E402
+    build_hybrid,
+    hybrid_features,
+    hybrid_regression,
+    init_hybrid,
+)
+
+N = 12
+X = jnp.stack([jnp.linspace(-2.0, 2.0, N), jnp.cos(jnp.linspace(0.0, 3.0, N))], axis=1)
+Y = jnp.sin(2.0 * X[:, 0]) + X[:, 1]
+
+
+def _params(model, guide):
+    svi = numpyro.infer.SVI(model, guide, optax.adam(1e-2), DoublyStochasticELBO())
+    return dict(svi.get_params(svi.init(jax.random.key(0), X, Y)))
+
+
+def test_identity_network_is_the_dgp():
+    """W = I, b = 0, identity activation: the hybrid's log joint is the DGP's plus the weights'
+    log prior, and so is its doubly-stochastic bound at the same key (point-estimated
+    weights), to 1e-10; with hidden=() the programs are the same."""
+    config = init_dgp(X, num_layers=2, num_inducing=5)
+    plain = functools.partial(dgp_regression, **config)
+    hyb = functools.partial(hybrid_regression, **config, hidden=(2,), activation="identity",
+                            prior_precision=2.0)  # fmt: skip
+    tr = trace(seed(plain, 3)).get_trace(X, Y)
+    values = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "param")}
+    net = {"net0.W": jnp.eye(2), "net0.b": jnp.zeros(2)}
+    lp_plain, _ = log_density(plain, (X, Y), {}, values)
+    lp_hyb, tr_h = log_density(hyb, (X, Y), {}, {**values, **net})
+    # N(0, 1/2) priors: log N(I; 0, 1/2) over 4 entries and log N(0; 0, 1/2) over 2
+    log_prior = 6 * 0.5 * np.log(2.0 / (2 * np.pi)) - 0.5 * 2.0 * 2  # 2 ones in W
+    assert float(lp_hyb) - float(lp_plain) == pytest.approx(log_prior, abs=1e-10)
+
+    guide_p, guide_h = InducingPointGuide(plain), InducingPointGuide(hyb)
+    params = _params(plain, guide_p)
+    params_h = _params(hyb, guide_h)
+    assert set(params_h) - set(params) == {"net0.W.loc", "net0.b.loc"}
+    params_h = {**params, "net0.W.loc": net["net0.W"], "net0.b.loc": net["net0.b"]}
+    for s in range(2):
+        key = jax.random.key(20 + s)
+        a = elbo_terms(key, params, plain, guide_p, X, Y)["elbo"]
+        b = elbo_terms(key, params_h, hyb, guide_h, X, Y)["elbo"]
+        assert float(b) - float(a) == pytest.approx(log_prior, abs=1e-10)
+
+    none = functools.partial(hybrid_regression, **config, hidden=())
+    tr_n = trace(seed(none, 3)).get_trace(X, Y)
+    assert list(tr_n) == list(tr)
+    for k in tr:
+        np.testing.assert_array_equal(tr_n[k]["value"], tr[k]["value"])
+
+
+def test_inducing_points_live_in_the_inferred_feature_space():
+    config = init_hybrid(X, hidden=(5, 3), num_layers=2, num_inducing=4)
+    Z = config["layers"][0].Z
+    assert np.shape(Z) == (4, 3)
+    F = hybrid_features(X, hidden=(5, 3))
+    assert F.shape == (N, 3)
+    # every Z row is a k-means centre of the features: inside their bounding box
+    assert np.all(Z >= F.min(0) - 1e-12) and np.all(Z <= F.max(0) + 1e-12)
+    # the features are those of the program at its initial weights (dense's init values)
+    model = functools.partial(hybrid_regression, **config)
+    tr = trace(seed(model, 0)).get_trace(X, Y)
+    H = X
+    for l in range(2):
+        H = jnp.tanh(H @ tr[f"net{l}.W"]["infer"]["init"] + tr[f"net{l}.b"]["infer"]["init"])
+    np.testing.assert_allclose(H, F, rtol=1e-12)
+    assert tr["layer0.Z"]["value"].shape == (4, 3) and tr["layer1.Z"]["value"].shape == (4, 3)
+
+
+def test_errors_name_the_argument():
+    config = init_dgp(X, num_layers=1, num_inducing=4)  # Z has the input width 2
+    model = functools.partial(hybrid_regression, **config, hidden=(3,))
+    with pytest.raises(ValueError, match=r"feature width 3 .* received Z of shape \(4, 2\)"):
+        trace(seed(model, 0)).get_trace(X, Y)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        init_hybrid(X, hidden=(3,), activation="swish")
+    with pytest.raises(ValueError, match=r"hidden widths must be positive ints; received \(0,\)"):
+        init_hybrid(X, hidden=(0,))
+    assert build_hybrid(X, num_inducing=4, layers=1, width=2).keywords["hidden"] == (2,)

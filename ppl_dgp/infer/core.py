@@ -53,6 +53,7 @@ __all__ = [
     "METHODS",
     "ModelSites",
     "accepts_batch_size",
+    "check_observed_shapes",
     "compile_clock",
     "constrain",
     "fit",
@@ -121,6 +122,7 @@ def inspect_model(
         return _param_values(box["trace"])
 
     shapes = jax.eval_shape(run, rng_key)
+    check_observed_shapes(box["trace"])
     if values and shapes:
         params = jax.jit(_param_program(model, kwargs))(rng_key, args)
         params = {k: np.asarray(v) for k, v in params.items()}
@@ -131,6 +133,28 @@ def inspect_model(
 
 def _param_values(tr: dict) -> dict[str, Array]:
     return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
+
+
+def check_observed_shapes(tr: dict, owner: str = "fit") -> None:
+    """Each observed site's data must have the shape of its distribution there.
+
+    NumPyro broadcasts silently: ``y [N, 1]`` against a likelihood of batch shape ``[N]``
+    scores an ``[N, N]`` table of every pair (a wrong posterior, no error). Read from the
+    trace's shapes only (abstract traces included).
+
+    Raises:
+        ValueError: naming the site, the expected and the received shape.
+    """
+    for name, site in tr.items():
+        if site["type"] != "sample" or not site["is_observed"]:
+            continue
+        want, got = tuple(site["fn"].shape()), tuple(np.shape(site["value"]))
+        if got != want:
+            raise ValueError(
+                f"{owner}: observed site {name!r} received data of shape {got}, but the "
+                f"model's distribution there has shape {want}; give {name} with that shape "
+                "(e.g. y [N] for one output, [N, P] for P outputs)"
+            )
 
 
 def _param_program(model: Callable, kwargs: dict) -> Callable:
@@ -241,6 +265,7 @@ def _compiled_init_point(
     def program() -> tuple:
         tr = init_trace(key, model, args, kwargs)
         box["trace"] = tr
+        check_observed_shapes(tr, owner)
         sites = _sites_of(tr, params={})
         if sites.subsampled:
             raise ValueError(

@@ -413,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         from ppl_dgp.compile_cache import enable_compile_cache
 
         enable_compile_cache()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # one line, the shell's status for SIGINT (128 + 2)
+        print(f"ppl-dgp {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import inspect
 import json
 import math
 import os
@@ -211,8 +212,6 @@ def _encode_distribution(value: Any, path: str, arrays: dict[str, np.ndarray]) -
     cls = type(value)
     if not isinstance(value, nd.Distribution) or getattr(nd, cls.__name__, None) is not cls:
         return None
-    import inspect
-
     params = [
         p.name
         for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
@@ -223,20 +222,30 @@ def _encode_distribution(value: Any, path: str, arrays: dict[str, np.ndarray]) -
     args = {p: getattr(value, p) for p in params}
     scratch: dict[str, np.ndarray] = {}
     node = {"__dist__": cls.__name__, "args": _encode(args, f"{path}/{cls.__name__}", scratch)}
-    try:  # the constructor must give back the same distribution
+    try:  # the constructor must give back the same distribution, value for value
         rebuilt = _decode(node, scratch)
-        again = _encode(args, f"{path}/{cls.__name__}", {})
-        ok = (
-            type(rebuilt) is cls
-            and _encode({p: getattr(rebuilt, p) for p in params}, f"{path}/{cls.__name__}", {})
-            == again
-        )
+        ok = type(rebuilt) is cls and _same_values(args, {p: getattr(rebuilt, p) for p in params})
     except Exception:  # noqa: BLE001 - any failure: not rebuildable, store by description
         ok = False
     if not ok or _has_opaque(node):
         return None
     arrays.update(scratch)
     return node
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` encode to the same tree with the same arrays (dtype, shape, values)."""
+    ta, aa, tb, ab = *_encoded(a), *_encoded(b)
+    return ta == tb and aa.keys() == ab.keys() and all(
+        aa[k].dtype == ab[k].dtype and aa[k].shape == ab[k].shape
+        and np.array_equal(aa[k], ab[k], equal_nan=aa[k].dtype.kind in "fc")
+        for k in aa
+    )  # fmt: skip
+
+
+def _encoded(value: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {}
+    return _encode(value, "v", arrays), arrays
 
 
 def _has_opaque(node: Any) -> bool:

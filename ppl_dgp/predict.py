@@ -542,9 +542,9 @@ class LikelihoodMixture:
         components: a NumPyro distribution with batch shape ``[S, N]`` (``S`` components).
 
     Example:
-        >>> import jax.numpy as jnp, numpyro.distributions as dist
         Two Poisson components, rates 1 and 3: ``log p(0) = log((e^-1 + e^-3) / 2)``.
 
+        >>> import jax.numpy as jnp, numpyro.distributions as dist
         >>> mix = LikelihoodMixture(dist.Poisson(jnp.array([[1.0], [3.0]])))
         >>> float(mix.mean[0]), round(float(mix.log_density(jnp.array([0.0]))[0]), 4)
         (2.0, -1.5662)

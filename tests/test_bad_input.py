@@ -186,6 +186,16 @@ _add(
     r"noise_scale must be finite and > 0; received -0.1",
 )  # fmt: skip
 
+for _name, _y in (("bnn", Y), ("bnn_binary", LABELS)):  # y [N, 1] would broadcast to [N, N]
+    _add(
+        f"fit-{_name}-y-column",
+        lambda z, s, t, n=_name, y=_y: fit(
+            make_method("map", preset="smoke"), KEY, MODELS[n].make(X, smoke=True), X, y[:, None]
+        ),
+        ValueError,
+        r"y must have shape \[N\] = \[12\] \(the model has one output; pass y\[:, 0\]\)",
+    )
+
 # method configurations: non-positive and out-of-range settings
 for _m, _field, _value, _match in [
     ("svi", "num_steps", 0, "num_steps"),
@@ -260,6 +270,20 @@ _add("proba-num_samples-0",
      ValueError, r"num_samples")  # fmt: skip
 _add("proba-wrong-model", lambda z, s, t: predict_proba(z["svgp"], z["post_binary"], X),
      ValueError, r"does not fit the model")  # fmt: skip
+
+
+def _mixture():
+    from ppl_dgp.predict import MixturePredictive
+
+    return MixturePredictive(np.zeros((3, 5)), np.ones((3, 5)), np.zeros((3, 5)))
+
+
+_add("metrics-y-N-mismatch", lambda z, s, t: _mixture().metrics(np.zeros(4)), ValueError,
+     r"y must have shape \[N\] = \[5\]")  # fmt: skip
+_add("metrics-y-column", lambda z, s, t: _mixture().metrics(np.zeros((5, 1))), ValueError,
+     r"y must have shape \[N\] = \[5\]")  # fmt: skip
+_add("quantile-p-out-of-range", lambda z, s, t: _mixture().quantile(1.2), ValueError,
+     r"p must be in \(0, 1\); received p=1.2")  # fmt: skip
 
 # the values a model is built from: non-positive, non-finite, wrong rank
 _add("Hyper-init-zero", lambda z, s, t: Hyper(0.0), ValueError, r"Hyper: init must be finite")
@@ -529,6 +553,10 @@ PENDING = {
     "proba-X_new-nan": "predict_proba checks X_new before tracing (ppl_dgp/predictive.py)",
     "Standardizer-nan": "Standardizer.fit checks its data (ppl_dgp/datasets.py)",
     "Standardizer-empty": "Standardizer.fit checks its data (ppl_dgp/datasets.py)",
+    "fit-bnn-y-column": "mlp_regression checks y with num_outputs=1 (models/bnn.py)",
+    "fit-bnn_binary-y-column": "mlp_binary checks y with num_outputs=1 (models/bnn.py)",
+    "metrics-y-N-mismatch": "MixturePredictive.metrics checks y (ppl_dgp/predict.py)",
+    "metrics-y-column": "MixturePredictive.metrics checks y (ppl_dgp/predict.py)",
 }
 
 
@@ -583,7 +611,19 @@ def test_every_public_entry_point_is_probed():
     ids = [c[0] for c in CASES]
     assert {m for m in METHODS if any(i.startswith(f"fit-{m}-") for i in ids)} == set(METHODS)
     assert all(any(i.startswith(f"zoo-{n}-") for i in ids) for n in MODELS)
-    prefixes = ("predict-", "proba-", "load-", "Hyper-", "LayerSpec-", "kernel-", "mean-",
-                "Standardizer-", "load_csv-", "cli-run", "cli-compare", "cli-bench")  # fmt: skip
+    prefixes = ("predict-", "proba-", "metrics-", "load-", "Hyper-", "LayerSpec-", "kernel-",
+                "mean-", "Standardizer-", "load_csv-", "cli-run", "cli-compare",
+                "cli-bench")  # fmt: skip
     for prefix in prefixes:
         assert any(i.startswith(prefix) for i in ids), prefix
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
+    import ppl_dgp.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppl_dgp.cli, "_cmd_bench", interrupted)
+    assert cli(["--no-cache", "bench", "--steps", "1"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["ppl-dgp bench: interrupted"]

@@ -78,13 +78,20 @@ def dgp_heteroscedastic(
 
 
 def init_dgp_heteroscedastic(
-    X: Array, *, num_layers: int = 2, num_inducing: int = 20, **kwargs: Any
-) -> dict[str, Any]:
+    X: Array, *, num_layers: int = 2, num_inducing: int = 20, last_q_sqrt: float = 1e-3,
+    **kwargs: Any,
+) -> dict[str, Any]:  # fmt: skip
     """:func:`~ppl_dgp.models.dgp.init_dgp`'s layers with a two-output last layer;
-    ``{"layers": ...}``."""
+    ``{"layers": ...}``.
+
+    The last layer's ``q(u)`` starts narrow (``last_q_sqrt``): with the prior's spread the
+    bound's factor ``exp(2 v_1)`` on the squared error makes "all noise" (a large log-scale,
+    a flat mean) the optimiser's first and lasting answer.
+    """
     config = init_dgp(X, num_layers=num_layers, num_inducing=num_inducing, **kwargs)
     layers = config["layers"]
-    return {"layers": (*layers[:-1], dataclasses.replace(layers[-1], num_outputs=2))}
+    last = dataclasses.replace(layers[-1], num_outputs=2, q_sqrt_init=last_q_sqrt)
+    return {"layers": (*layers[:-1], last)}
 
 
 def build_dgp_heteroscedastic(X: Array, *, num_inducing: int = 10, layers: int = 2) -> Any:

@@ -289,8 +289,19 @@ class Standardizer:
 
         Returns:
             The fitted :class:`Standardizer`.
+
+        Raises:
+            ValueError: no rows, another rank, NaN or inf.
         """
         a = np.asarray(a, dtype=np.float64)
+        if a.ndim not in (1, 2) or a.shape[0] < 1:
+            raise ValueError(
+                f"Standardizer.fit: the data must be [N] or [N, D] with at least one row; "
+                f"received shape {a.shape}"
+            )
+        if not np.all(np.isfinite(a)):
+            bad = np.argwhere(~np.isfinite(a))[0].tolist()
+            raise ValueError(f"Standardizer.fit: the data contain NaN or inf (first at {bad})")
         mean = a.mean(axis=0)
         std = a.std(axis=0)
         std = np.where(std > 0.0, std, 1.0)

@@ -156,9 +156,25 @@ class MixturePredictive:
         return self.quantile(a), self.quantile(1.0 - a)
 
     def metrics(self, y: Array) -> dict[str, float]:
-        """Test RMSE and mean log predictive density of ``y [N]``."""
+        """Test RMSE and mean log predictive density of ``y [N]`` (``[N, P]``: over all
+        entries; per output see :func:`regression_metrics`).
+
+        Raises:
+            ValueError: ``y`` of another shape than the predictive's (naming ``y``).
+        """
+        y = jnp.asarray(y)
+        _check_y_shape(y, self.means.shape[1:])
         rmse = float(jnp.sqrt(jnp.mean((y - self.mean) ** 2)))
         return {"rmse": rmse, "mlpd": float(jnp.mean(self.log_density(y)))}
+
+
+def _check_y_shape(y: Array, shape: tuple[int, ...]) -> None:
+    """``y`` must have the predictive's shape ``[N]`` (or ``[N, P]``): no silent broadcast."""
+    if tuple(jnp.shape(y)) != tuple(shape):
+        want = f"[N] = [{shape[0]}]" if len(shape) == 1 else f"[N, P] = {list(shape)}"
+        raise ValueError(
+            f"y must have shape {want} (the predictive's points); received {jnp.shape(y)}"
+        )
 
 
 @jax.jit
@@ -409,10 +425,7 @@ def regression_metrics(
         otherwise.
     """
     y = jnp.asarray(y)
-    if y.shape != pred.means.shape[1:]:
-        raise ValueError(
-            f"y must have the predictive's shape {pred.means.shape[1:]}; received {y.shape}"
-        )
+    _check_y_shape(y, pred.means.shape[1:])
     out: dict[str, Any] = {
         "rmse": jnp.sqrt(jnp.mean(jnp.square(y - pred.mean), axis=0)),
         "mlpd": jnp.mean(pred.log_density(y), axis=0),

@@ -62,7 +62,7 @@ from ppl_dgp.infer.core import ModelSites, accepts_batch_size, positive_int
 from ppl_dgp.infer.svi import InducingApprox
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import LikelihoodMixture, MixturePredictive, propagate_layers, propagate_site
-from ppl_dgp.validation import check_regression_data
+from ppl_dgp.validation import check_regression_data, check_rng_key
 
 __all__ = [
     "check_posterior",
@@ -278,9 +278,10 @@ def predict(
             latent or param site of the model without a value in it, or a site the model does
             not have); only per-datum sites such as a DGP's ``{layer}.eps`` are drawn afresh.
     """
+    check_rng_key(rng_key, owner="predict")
     positive_int("predict", num_samples=num_samples)
-    X_new = jnp.asarray(X_new)
     check_regression_data(X_new, None)
+    X_new = jnp.asarray(X_new)
     if accepts_batch_size(model):
         model_kwargs = {**model_kwargs, "batch_size": None}
     check_posterior(model, posterior, X_new, likelihood_site=likelihood_site, **model_kwargs)
@@ -421,6 +422,7 @@ def predict_proba(
         raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
     positive_int("predict_proba", num_samples=num_samples)
     X_new = X_new if isinstance(X_new, np.ndarray | jax.Array) else np.asarray(X_new)
+    check_regression_data(X_new, None)  # X [N, D], float, finite: before any tracing
     check_posterior(model, posterior, X_new, owner="predict_proba", **model_kwargs)
     kw = dict(link=link, rng_key=rng_key, num_samples=num_samples, output_site=output_site,
               model_kwargs=model_kwargs)  # fmt: skip
@@ -521,9 +523,10 @@ def predict_distribution(
     Raises:
         ValueError: the posterior does not fit ``model`` (:func:`check_posterior`).
     """
+    check_rng_key(rng_key, owner="predict_distribution")
     positive_int("predict_distribution", num_samples=num_samples)
-    X_new = jnp.asarray(X_new)
     check_regression_data(X_new, None)
+    X_new = jnp.asarray(X_new)
     if accepts_batch_size(model):
         model_kwargs = {**model_kwargs, "batch_size": None}
     check_posterior(model, posterior, X_new, owner="predict_distribution",

@@ -549,14 +549,8 @@ def _a_file(t: Path) -> Path:
 #: Cases whose check belongs in a file another change owns (strict: each fails loudly, as an
 #: unexpected pass, once its check lands, and then leaves this list).
 PENDING = {
-    "predict-rng_key-int": "predict checks rng_key (ppl_dgp/predictive.py)",
-    "proba-X_new-nan": "predict_proba checks X_new before tracing (ppl_dgp/predictive.py)",
-    "Standardizer-nan": "Standardizer.fit checks its data (ppl_dgp/datasets.py)",
-    "Standardizer-empty": "Standardizer.fit checks its data (ppl_dgp/datasets.py)",
     "fit-bnn-y-column": "mlp_regression checks y with num_outputs=1 (models/bnn.py)",
     "fit-bnn_binary-y-column": "mlp_binary checks y with num_outputs=1 (models/bnn.py)",
-    "metrics-y-N-mismatch": "MixturePredictive.metrics checks y (ppl_dgp/predict.py)",
-    "metrics-y-column": "MixturePredictive.metrics checks y (ppl_dgp/predict.py)",
 }
 
 

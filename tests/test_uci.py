@@ -68,3 +68,21 @@ def test_a_run_scores_in_original_units(layout, capsys):
     assert rows[0]["rmse"] < 0.5 * np.std(y_te - 10.0) + 0.5
     assert rows[0]["test_loglik"] > -3.0
     assert "svgp" in out[-1] and "+-" in out[-1]
+
+
+def test_the_command_line_checks_its_arguments_first(layout, tmp_path, capsys):
+    from ppl_dgp.cli import main
+
+    folder, _, _ = layout
+    cases = [
+        (["bench", "uci"], "--data is required"),
+        (["bench", "uci", "--data", str(tmp_path / "none")], "no such file or folder"),
+        (["bench", "uci", "--data", str(folder), "--splits", "0"], "--splits"),
+        (["bench", "uci", "--data", str(folder), "--zoo", "nope"], "unknown regression model"),
+    ]
+    for argv, match in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err

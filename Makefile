@@ -34,11 +34,12 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/ppl-dgp compare --model dgp --data motorcycle --out out/compare
 
-# One pytest-xdist worker per core, each test file whole on one worker (its module-scoped fits
-# and compiled programs are built once), the longest files first (tests/conftest.py); a fixed
-# hash seed lets the workers and the notebooks share JAX's compilation cache.
-# PYTHONSAFEPATH=1 is `python -P` for the workers too: the repository root stays off sys.path.
-XDIST ?= -n auto --dist loadfile
+# One pytest-xdist worker per core. Each test file runs whole on one worker, its group, so its
+# module-scoped fits and compiled programs are built once; the contract matrix splits itself in
+# four (tests/conftest.py). The longest groups go first; a fixed hash seed lets the workers and
+# the notebooks share JAX's compilation cache. PYTHONSAFEPATH=1 is `python -P` for the workers
+# too: the repository root stays off sys.path.
+XDIST ?= -n auto --dist loadgroup
 
 test: $(STAMP)
 	PYTHONSAFEPATH=1 PYTHONHASHSEED=0 $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)

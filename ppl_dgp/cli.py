@@ -102,8 +102,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
         if args.seed < 0:
             raise _BadArgument(f"--seed must be >= 0; received {args.seed}")
-        method = make_method("svi", preset=None, num_steps=args.steps, learning_rate=args.lr)
+        _positive("--checkpoint-every", args.checkpoint_every)
+        method = make_method("svi", preset=None, num_steps=args.steps, learning_rate=args.lr,
+                             checkpoint_dir=args.checkpoint_dir,
+                             checkpoint_every=args.checkpoint_every)  # fmt: skip
         _writable_dir("--out", args.out)
+        if args.checkpoint_dir is not None:  # created, writable, its checkpoint readable
+            from ppl_dgp.checkpoint import Checkpoint
+
+            Checkpoint(args.checkpoint_dir, owner="--checkpoint-dir").prepare()
     except ValueError as err:
         _usage_error("run", str(err))
     sx, sy = Standardizer.fit(X_raw), Standardizer.fit(y_raw)
@@ -114,7 +121,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"Fitting a {args.layers}-layer deep GP (M={args.num_inducing} per layer) to the "
         f"motorcycle data (N={X.shape[0]}) by doubly-stochastic SVI, {args.steps} Adam steps"
     )
-    post = fit(method, jax.random.key(args.seed), model, X, y)
+    from ppl_dgp.checkpoint import CheckpointError
+
+    try:
+        post = fit(method, jax.random.key(args.seed), model, X, y)
+    except CheckpointError as err:  # a checkpoint of another fit: one line, nothing lost
+        _usage_error("run", str(err))
     q = post.approx
     pred_train = predict(jax.random.key(2), model, post, X)
     m = pred_train.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_raw))
@@ -296,12 +308,61 @@ def _check_bench(args: argparse.Namespace) -> list[int]:
     return seeds
 
 
+def _check_uci(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The ``bench uci`` arguments, before JAX starts; returns (models, methods)."""
+    if args.data is None:
+        raise _BadArgument("--data is required: a folder in the UCI layout or a CSV file")
+    path = Path(args.data)
+    if not path.exists():
+        raise _BadArgument(f"--data {args.data!r}: no such file or folder")
+    if path.is_file() and args.target is None:
+        raise _BadArgument("--target is required with a CSV file (the column to predict)")
+    for flag in ("splits", "num_inducing", "num_samples"):
+        _positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    if args.uci_steps is not None:
+        _positive("--uci-steps", args.uci_steps)
+    models = [m for m in args.zoo.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m]
+    import ppl_dgp.models  # noqa: F401  (registers the zoo; no report, no plotting)
+    from ppl_dgp.zoo import regression_models
+
+    known = regression_models()
+    bad = [m for m in models if m not in known]
+    if bad or not models:
+        raise _BadArgument(f"--zoo: unknown regression model(s) {bad}; choose from {known}")
+    return models, methods
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "coldstart":
+        from ppl_dgp.benchmarks import coldstart
+
+        coldstart.main()
+        return 0
     try:
-        seeds = _check_bench(args)
+        if args.suite == "uci":
+            models, methods = _check_uci(args)
+            seeds = []
+        else:
+            seeds = _check_bench(args)
     except ValueError as err:
         _usage_error("bench", str(err))
     _configure_jax(args.threads, args.dtype)
+    if args.suite == "uci":
+        from ppl_dgp.benchmarks import uci
+        from ppl_dgp.infer import METHODS
+
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            _usage_error("bench", f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
+        steps = {} if args.uci_steps is None else {"num_steps": args.uci_steps}
+        try:
+            uci.main(args.data, target=args.target, models=models, methods=methods,
+                     num_splits=args.splits, num_inducing=args.num_inducing,
+                     num_samples=args.num_samples, **steps)  # fmt: skip
+        except ValueError as err:
+            _usage_error("bench", str(err))
+        return 0
     if args.suite == "laplace":
         from ppl_dgp.benchmarks import laplace
 
@@ -338,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=0.01)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="out")
+    r.add_argument(
+        "--checkpoint-dir",
+        help="write a checkpoint there every --checkpoint-every steps and on Ctrl-C; running "
+        "the same command again continues the fit exactly where it stopped",
+    )
+    r.add_argument("--checkpoint-every", type=int, default=100)
     r.set_defaults(func=_cmd_run)
 
     c = sub.add_parser(
@@ -381,10 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "suite",
         nargs="?",
-        choices=("dgp", "laplace"),
+        choices=("dgp", "laplace", "uci", "coldstart"),
         default="dgp",
         help="dgp: DGP/SVGP regression vs GPflux/GPyTorch/GPflow (default); "
-        "laplace: two-moons Laplace vs laplace-torch",
+        "laplace: two-moons Laplace vs laplace-torch; uci: a UCI folder or CSV, Salimbeni & "
+        "Deisenroth's protocol; coldstart: fresh processes, empty and warm compile cache",
     )
     b.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     b.add_argument(
@@ -403,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repeats", type=int, default=10, help="warm calls timed after the first")
     g.add_argument("--nuts", action="store_true", help="add NUTS as the Bayesian reference")
     g.add_argument("--nuts-samples", type=int, default=500, help="warm-up = draws per chain")
+    g = b.add_argument_group("uci suite")
+    g.add_argument("--data", help="a folder in the standard UCI layout, or a CSV file")
+    g.add_argument("--target", help="CSV: the column to predict")
+    g.add_argument("--zoo", default="dgp", help="comma-separated zoo models (default dgp)")
+    g.add_argument("--methods", default="svi", help="comma-separated methods (default svi)")
+    g.add_argument("--splits", type=int, default=3, help="number of splits (default 3)")
+    g.add_argument("--num-inducing", type=int, default=100)
+    g.add_argument("--num-samples", type=int, default=100, help="mixture components S")
+    g.add_argument("--uci-steps", type=int, help="SVI/MAP steps (default: the method's)")
     b.set_defaults(func=_cmd_bench)
     return p
 
@@ -415,8 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         enable_compile_cache()
     try:
         return args.func(args)
-    except KeyboardInterrupt:  # one line, the shell's status for SIGINT (128 + 2)
-        print(f"ppl-dgp {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # one line, the shell's status for SIGINT (128 + 2)
+        notes = getattr(err, "__notes__", None)  # a checkpointed fit says where it stopped
+        print(f"ppl-dgp {args.command}: {notes[-1] if notes else 'interrupted'}",
+              file=sys.stderr)  # fmt: skip
         return 130
 
 

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 __all__ = ["cache_dir", "enable_compile_cache", "ENV_VAR"]
@@ -58,15 +59,23 @@ def enable_compile_cache(path: str | os.PathLike | None = None) -> Path | None:
         path: the folder; default as :func:`cache_dir` resolves it.
 
     Returns:
-        The folder in use, or ``None`` if the cache is turned off (or the folder cannot be
-        created: then JAX simply compiles, as without a cache).
+        The folder in use, or ``None`` if the cache is turned off, or the folder cannot be
+        created or written (a ``RuntimeWarning`` says so; JAX then simply compiles).
     """
     folder = cache_dir(path)
     if folder is None:
         return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"{folder} is not writable")
+    except OSError as err:
+        warnings.warn(
+            f"compile cache off: cannot use {folder} ({err}); every process compiles afresh "
+            f"(set {ENV_VAR} to a writable folder, or to 'off' to silence this)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     import jax
 

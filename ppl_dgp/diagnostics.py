@@ -155,7 +155,7 @@ def pointwise_log_likelihood(
         ``(log_lik, y_rep)``, both ``(chain, draw, N)`` NumPy arrays.
 
     Raises:
-        ValueError: the posterior lacks a global latent site of the model.
+        ValueError: the posterior lacks a global latent or param site of the model.
     """
     X, y = jnp.asarray(X), jnp.asarray(y)
     if accepts_batch_size(model):
@@ -168,7 +168,13 @@ def pointwise_log_likelihood(
             f"pointwise_log_likelihood: the {posterior.name!r} posterior has no draws of "
             f"site(s) {missing}"
         )
-    params = {k: jnp.asarray(posterior.params.get(k, v)) for k, v in sites.params.items()}
+    missing = [k for k in sites.params if k not in posterior.params]
+    if missing:  # never the model's initial values in place of fitted ones
+        raise ValueError(
+            f"pointwise_log_likelihood: the {posterior.name!r} posterior has no value of the "
+            f"model's param site(s) {missing}: was it fitted to this model?"
+        )
+    params = {k: jnp.asarray(posterior.params[k]) for k in sites.params}
     flat = {k: jnp.asarray(v) for k, v in posterior.flat().items() if k in sites.global_latent}
     C, D, N = posterior.num_chains, posterior.num_draws, X.shape[0]
     S = C * D

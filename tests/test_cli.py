@@ -23,6 +23,27 @@ def test_run_prints_fit_and_writes_the_figure(tmp_path, capsys):
     assert (tmp_path / "motorcycle_dgp.png").stat().st_size > 10_000
 
 
+def test_run_resumes_from_its_checkpoint_and_refuses_another_fits(tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt")
+    argv = ["run", "--steps", "30", "--num-inducing", "8", "--out", str(tmp_path),
+            "--checkpoint-dir", ckpt, "--checkpoint-every", "10"]  # fmt: skip
+    losses = []
+    for _ in range(2):  # the second run finds the finished fit and does no step
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        losses.append(json.loads(out[out.index("{") : out.index("}\n") + 1])["final_loss"])
+    assert losses[0] == losses[1]
+    assert any(p.name == "checkpoint.json" for p in (tmp_path / "ckpt").iterdir())
+    with pytest.raises(SystemExit) as exc:  # another learning rate: another fit
+        main([*argv, "--lr", "0.02"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learning_rate" in err[0], err
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:-1], "0"])  # --checkpoint-every 0
+    assert exc.value.code == 2
+
+
 def test_bench_prints_the_peer_fields(capsys):
     assert main(["bench", "--datasets", "step1d", "--models", "svgp", "--steps", "3"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

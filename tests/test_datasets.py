@@ -317,3 +317,22 @@ def test_classification_splits_are_seeded_and_disjoint():
     assert set(CLASSIFICATION_NAMES) == {"breast_cancer", "digits", "moons"}
     with pytest.raises(ValueError, match="name must be one of"):
         load_classification("iris")
+
+
+def test_kmeans_on_many_rows_fits_a_seeded_subsample():
+    rng = np.random.default_rng(1)
+    means = np.array([[-10.0, 0.0], [0.0, 10.0], [10.0, -5.0]])
+    labels = rng.integers(0, 3, size=5000)
+    X = means[labels] + 0.1 * rng.normal(size=(len(labels), 2))
+    Z = kmeans(X, 3, seed=2, max_points=500)
+    # the subsample's clusters are the data's clusters: each centre near one true mean
+    nearest = np.argmin(np.sum((Z[:, None, :] - means[None]) ** 2, axis=-1), axis=1)
+    assert sorted(nearest) == [0, 1, 2]
+    np.testing.assert_allclose(Z, means[nearest], atol=0.05)
+    np.testing.assert_array_equal(kmeans(X, 3, seed=2, max_points=500), Z)
+    # under the limit the whole data are used: the same centres as with a larger limit
+    np.testing.assert_array_equal(
+        kmeans(X[:400], 3, seed=2, max_points=500), kmeans(X[:400], 3, seed=2)
+    )
+    with pytest.raises(ValueError, match="max_points must be an int >= M=3"):
+        kmeans(X, 3, max_points=2)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
 
 from ppl_dgp.infer import fit
@@ -403,3 +405,19 @@ def test_per_layer_prior_and_latent_noise_are_read_from_the_program():
     assert post.draws["noise_scale"].shape == (1, 3)
     np.testing.assert_allclose(post.approx.sigma_noise, 0.3)
     np.testing.assert_allclose(post.draws["noise_scale"], 0.3)
+
+
+def _linear_with_output(X, y=None):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    f = numpyro.deterministic("f", X @ w)
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(f, 0.5), obs=y)
+
+
+def test_an_output_site_typo_warns_before_falling_back_to_the_hessian():
+    X = np.linspace(-1.0, 1.0, 8)[:, None]
+    y = 0.3 * X[:, 0]
+    with pytest.warns(UserWarning, match=r"output_site='logits' is not a deterministic site"):
+        post = fit(Laplace(output_site="logits", num_steps=5), jax.random.key(0),
+                   _linear_with_output, X, y)  # fmt: skip
+    assert post.approx.curvature == "hessian"

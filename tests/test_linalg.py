@@ -115,6 +115,15 @@ def test_vmap_escalation_values_are_right():
     np.testing.assert_allclose(L[1], np.linalg.cholesky(K[1] + 1e-5 * np.eye(3)), rtol=1e-12)
 
 
+def test_vmap_escalation_is_reported_once_with_the_largest_jitter():
+    # one batch element needs 1e-5, the other factorises with 1e-6: a single warning
+    K = jnp.asarray(np.stack([spd(1)[:3, :3], needs_1e5()]))
+    with pytest.warns(RuntimeWarning, match="succeeded with jitter 1e-05") as record:
+        jax.jit(jax.vmap(cholesky))(K).block_until_ready()
+        jax.effects_barrier()
+    assert len([w for w in record if "succeeded with jitter" in str(w.message)]) == 1
+
+
 @pytest.mark.parametrize("K", [-np.eye(3), -spd(3), np.diag([1.0, 1.0, -1.0])])
 def test_not_positive_definite_raises_eagerly(K):
     with pytest.raises(CholeskyError, match="not positive definite even with jitter 0.01"):

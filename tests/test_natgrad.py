@@ -237,3 +237,26 @@ def test_bad_layers_and_gamma_are_named(small_dgp):
         natgrad_svi_step(svi, ["layer0", "layer1"], gamma={"layer0": -1.0, "layer1": 0.1})
     with pytest.raises(ValueError, match=r"layer9\.q_mu"):
         natgrad_svi_step(svi, ["layer9"])(state, X, y)
+
+
+def test_svi_takes_natural_gradients_through_fit():
+    """``SVI(natgrad="last")`` runs the mixed step inside ``fit``; its options are checked."""
+    from ppl_dgp.infer import SVI as SVIMethod
+    from ppl_dgp.infer import fit
+    from ppl_dgp.models.svgp import init_svgp, svgp_regression
+
+    rng = np.random.default_rng(0)
+    X = np.linspace(-2.0, 2.0, 30)[:, None]
+    y = np.sin(2.0 * X[:, 0]) + 0.1 * rng.normal(size=30)
+    model = functools.partial(svgp_regression, **init_svgp(X, num_inducing=8))
+    key = jax.random.key(0)
+    nat = fit(SVIMethod(num_steps=20, num_samples=2, natgrad="last"), key, model, X, y)
+    adam = fit(SVIMethod(num_steps=20, num_samples=2), key, model, X, y)
+    loss_nat, loss_adam = nat.traces["loss"], adam.traces["loss"]
+    assert np.all(np.isfinite(loss_nat))
+    # the first step already puts q(u) at its optimum given the hyperparameters
+    assert loss_nat[1] < loss_adam[1] and loss_nat[-1] < loss_adam[-1]
+    with pytest.raises(ValueError, match="SVI.natgrad must be None, 'last' or 'all'"):
+        SVIMethod(natgrad="first")
+    with pytest.raises(ValueError, match="SVI.natgrad_gamma must be > 0"):
+        SVIMethod(natgrad="last", natgrad_gamma=0.0)

@@ -292,7 +292,7 @@ def test_bad_config_is_named():
         init_dgp(X, num_inducing=20)
     with pytest.raises(ValueError, match=r"Z_init must have shape \[M, 2\]"):
         init_dgp(X, Z_init=np.zeros((3, 1)))
-    with pytest.raises(ValueError, match=r"layer0.variance: the initial value must be positive"):
+    with pytest.raises(ValueError, match=r"Hyper: init must be finite and > 0; received -1.0"):
         spec = LayerSpec(1, X[:3], variance=Hyper(-1.0))
         _run(functools.partial(svgp_regression, layers=(spec,)), jnp.asarray(X), jnp.zeros(10))
     with pytest.raises(ValueError, match=r"layer0: input X must have shape \[N, 3\]"):

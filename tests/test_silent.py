@@ -227,6 +227,17 @@ def test_predict_refuses_a_loaded_file_with_a_renamed_or_missing_site(one_layer,
         predict(jax.random.key(1), model, no_z, X[:3], num_samples=3)
 
 
+def test_pointwise_log_likelihood_refuses_a_posterior_without_a_param(one_layer):
+    import jax
+
+    from ppl_dgp.diagnostics import pointwise_log_likelihood
+
+    X, y, model, post = one_layer
+    no_z = post.replace(params={k: v for k, v in post.params.items() if k != "layer0.Z"})
+    with pytest.raises(ValueError, match=r"no value of the model's param site\(s\) \['layer0.Z'\]"):
+        pointwise_log_likelihood(jax.random.key(1), model, no_z, X, y)
+
+
 def test_predict_proba_refuses_a_posterior_without_a_site():
     import jax
 

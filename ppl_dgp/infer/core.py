@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from numpyro.distributions.transforms import biject_to
-from numpyro.handlers import block, seed, substitute, trace
+from numpyro.handlers import block, seed, trace
 from numpyro.infer.util import (
     ModelInfo,
     ParamInfo,
@@ -38,7 +38,8 @@ from numpyro.infer.util import (
     potential_energy,
 )
 
-from ppl_dgp.guides import init_to_model_init
+from ppl_dgp.guides import init_to_model_init, init_trace
+from ppl_dgp.infer.minibatch import numpy_to_jax
 from ppl_dgp.layers import ROLE
 from ppl_dgp.posterior import Posterior, register_type
 from ppl_dgp.validation import (
@@ -52,6 +53,7 @@ __all__ = [
     "METHODS",
     "ModelSites",
     "accepts_batch_size",
+    "check_observed_shapes",
     "compile_clock",
     "constrain",
     "fit",
@@ -100,20 +102,78 @@ class ModelSites:
     subsampled: tuple[str, ...]
 
 
-def inspect_model(rng_key: Array, model: Callable, *args: Any, **kwargs: Any) -> ModelSites:
-    """Trace ``model(*args, **kwargs)`` once and sort its sites (see :class:`ModelSites`)."""
-    with block():
-        tr = trace(seed(model, rng_key)).get_trace(*args, **kwargs)
-    return _sites_of(tr)
+def inspect_model(
+    rng_key: Array, model: Callable, *args: Any, values: bool = True, **kwargs: Any
+) -> ModelSites:
+    """Trace ``model(*args, **kwargs)`` once and sort its sites (see :class:`ModelSites`).
+
+    The trace is abstract (``jax.eval_shape``: nothing is compiled) with the arguments as
+    they are, so the model's own checks of concrete data run; the params' initial values are
+    then computed by one compiled call (not op by op), or left out with ``values=False``
+    (``ModelSites.params`` then maps each name to its ``jax.ShapeDtypeStruct``).
+    """
+    box: dict[str, dict] = {}
+
+    arrays = numpy_to_jax(args)  # NumPy data indexed by traced indices
+
+    def run(key: Array) -> dict[str, Array]:
+        with block():
+            box["trace"] = trace(seed(model, key)).get_trace(*arrays, **kwargs)
+        return _param_values(box["trace"])
+
+    shapes = jax.eval_shape(run, rng_key)
+    check_observed_shapes(box["trace"])
+    if values and shapes:
+        params = jax.jit(_param_program(model, kwargs))(rng_key, args)
+        params = {k: np.asarray(v) for k, v in params.items()}
+    else:
+        params = shapes
+    return _sites_of(box["trace"], params)
 
 
-def _sites_of(tr: dict) -> ModelSites:
-    glob, local, layers, sub = [], [], [], []
-    params = {}
+def _param_values(tr: dict) -> dict[str, Array]:
+    return {name: site["value"] for name, site in tr.items() if site["type"] == "param"}
+
+
+def check_observed_shapes(tr: dict, owner: str = "fit") -> None:
+    """Each observed site's data must have the shape of its distribution there.
+
+    NumPyro broadcasts silently: ``y [N, 1]`` against a likelihood of batch shape ``[N]``
+    scores an ``[N, N]`` table of every pair (a wrong posterior, no error). Read from the
+    trace's shapes only (abstract traces included).
+
+    Raises:
+        ValueError: naming the site, the expected and the received shape.
+    """
     for name, site in tr.items():
-        if site["type"] == "param":
-            params[name] = np.asarray(site["value"])
-        elif site["type"] == "plate":
+        if site["type"] != "sample" or not site["is_observed"]:
+            continue
+        want, got = tuple(site["fn"].shape()), tuple(np.shape(site["value"]))
+        if got != want:
+            raise ValueError(
+                f"{owner}: observed site {name!r} received data of shape {got}, but the "
+                f"model's distribution there has shape {want}; give {name} with that shape "
+                "(e.g. y [N] for one output, [N, P] for P outputs)"
+            )
+
+
+def _param_program(model: Callable, kwargs: dict) -> Callable:
+    """``(key, args) -> {param: initial value}``: the arrays are arguments, not constants."""
+
+    def program(key: Array, args: tuple) -> dict[str, Array]:
+        with block():
+            return _param_values(trace(seed(model, key)).get_trace(*args, **kwargs))
+
+    return program
+
+
+def _sites_of(tr: dict, params: dict[str, Any] | None = None) -> ModelSites:
+    """Sort the sites of ``tr``; ``params`` replaces the trace's param values if given."""
+    glob, local, layers, sub = [], [], [], []
+    if params is None:
+        params = {k: np.asarray(v) for k, v in _param_values(tr).items()}
+    for name, site in tr.items():
+        if site["type"] == "plate":
             size, subsample = site["args"][:2]
             if subsample is not None and subsample != size:
                 sub.append(name)
@@ -126,10 +186,7 @@ def _sites_of(tr: dict) -> ModelSites:
 
 def _init_trace(rng_key: Array, model: Callable, args: tuple, kwargs: dict) -> dict:
     """One trace at the initial values (:data:`~ppl_dgp.guides.init_to_model_init`)."""
-    with block():
-        return trace(substitute(seed(model, rng_key), substitute_fn=init_to_model_init)).get_trace(
-            *args, **kwargs
-        )
+    return init_trace(rng_key, model, args, kwargs)
 
 
 def _nonfinite_sites(tr: dict) -> list[str]:
@@ -169,27 +226,19 @@ def initialize(
         )
     # the key NumPyro's ``find_valid_initial_params`` seeds its first try with: the same
     # initial point as ``initialize_model`` where the init strategy draws (prior medians)
-    tr = _init_trace(jax.random.split(rng_key)[1], model, (X, y), model_kwargs)
-    sites = _sites_of(tr)
-    if sites.subsampled:
-        raise ValueError(
-            f"{owner} needs the full data: the model subsamples plate(s) {list(sites.subsampled)} "
-            "(was it built with batch_size?)"
-        )
-    latent = sites.global_latent + sites.local_latent
-    if not latent:
-        raise ValueError(
-            f"{owner} needs at least one latent sample site; the model has only params: "
-            f"{sorted(sites.params)}"
-        )
-    if any(tr[k]["fn"].has_enumerate_support for k in latent):
-        return _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs, tr), sites
-    z = {k: biject_to(tr[k]["fn"].support).inv(tr[k]["value"]) for k in latent}
+    key = jax.random.split(rng_key)[1]
     potential_fn = functools.partial(potential_energy, model, (X, y), model_kwargs, enum=False)
-    pe, grad = jax.jit(jax.value_and_grad(potential_fn))(z)  # one compile, once per fit
+    try:
+        tr, z, pe, grad = _compiled_init_point(
+            key, model, (X, y), model_kwargs, potential_fn, owner
+        )
+    except _Discrete:
+        tr = _init_trace(key, model, (X, y), model_kwargs)
+        return _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs, tr), _sites_of(tr)
+    sites = _sites_of(tr)
     ok = bool(np.isfinite(pe)) and all(bool(np.all(np.isfinite(g))) for g in grad.values())
     if not ok:
-        _raise_not_finite(tr, owner)
+        _raise_not_finite(_init_trace(key, model, (X, y), model_kwargs), owner)
     info = ModelInfo(
         ParamInfo(z, pe, grad),
         potential_fn,
@@ -197,6 +246,54 @@ def initialize(
         tr,
     )
     return info, sites
+
+
+class _Discrete(Exception):
+    """A latent site with enumerable support: NumPyro's ``initialize_model`` handles it."""
+
+
+def _compiled_init_point(
+    key: Array, model: Callable, args: tuple, kwargs: dict, potential_fn: Callable, owner: str
+) -> tuple[dict, dict[str, Array], Array, dict[str, Array]]:
+    """The trace at the initial point, the unconstrained point ``z``, and the potential with
+    its gradient there, in one compiled call (an eager trace compiles every operation on its
+    own: ~60 compilations for a 2-layer DGP). The data are closed over, so the model's checks
+    of concrete data run while it is traced. The trace's values and distributions are those
+    computed; its other entries are structure (names, plates, ``infer``)."""
+    box: dict[str, dict] = {}
+
+    def program() -> tuple:
+        tr = init_trace(key, model, args, kwargs)
+        box["trace"] = tr
+        check_observed_shapes(tr, owner)
+        sites = _sites_of(tr, params={})
+        if sites.subsampled:
+            raise ValueError(
+                f"{owner} needs the full data: the model subsamples plate(s) "
+                f"{list(sites.subsampled)} (was it built with batch_size?)"
+            )
+        latent = sites.global_latent + sites.local_latent
+        if not latent:
+            raise ValueError(
+                f"{owner} needs at least one latent sample site; the model has only params: "
+                f"{sorted(_param_values(tr))}"
+            )
+        if any(tr[k]["fn"].has_enumerate_support for k in latent):
+            raise _Discrete
+        z = {k: biject_to(tr[k]["fn"].support).inv(tr[k]["value"]) for k in latent}
+        pe, grad = jax.value_and_grad(potential_fn)(z)
+        concrete = {
+            k: {"value": s["value"], "fn": s["fn"]}
+            if s["type"] == "sample"
+            else {"value": s["value"]}
+            for k, s in tr.items()
+            if s["type"] in ("sample", "param", "deterministic")
+        }
+        return z, pe, grad, concrete
+
+    z, pe, grad, concrete = jax.jit(program)()
+    tr = {name: {**site, **concrete.get(name, {})} for name, site in box["trace"].items()}
+    return tr, z, pe, grad
 
 
 def _numpyro_initialize(rng_key, model, X, y, owner, model_kwargs, tr) -> ModelInfo:

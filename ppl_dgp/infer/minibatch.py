@@ -22,10 +22,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from numpyro.handlers import block, seed, substitute, trace
 
-__all__ = ["BatchState", "init_batches", "next_batch", "subsampled_plate", "with_batch"]
+__all__ = [
+    "BatchState",
+    "init_batches",
+    "next_batch",
+    "numpy_to_jax",
+    "subsampled_plate",
+    "with_batch",
+]
 
 
 class BatchState(NamedTuple):
@@ -61,12 +69,26 @@ def with_batch(fn: Callable, plate: str) -> Callable:
     return batched
 
 
+def numpy_to_jax(tree: Any) -> Any:
+    """``tree`` with its NumPy arrays as (concrete) JAX arrays, so that an abstract trace can
+    index them with traced indices; other leaves as they are."""
+    return jax.tree.map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, tree)
+
+
 def subsampled_plate(
     model: Callable, rng_key: Array, args: tuple, kwargs: dict
 ) -> tuple[str, int, int] | None:
     """``(name, N, B)`` of the model's subsampled plate, if it has exactly one."""
-    with block():
-        tr = trace(seed(model, rng_key)).get_trace(*args, **kwargs)
+    box: dict[str, dict] = {}
+
+    arrays = numpy_to_jax(args)
+
+    def run(key: Array) -> None:  # abstract: nothing is computed or compiled
+        with block():
+            box["trace"] = trace(seed(model, key)).get_trace(*arrays, **kwargs)
+
+    jax.eval_shape(run, rng_key)
+    tr = box["trace"]
     plates = [
         (name, int(site["args"][0]), int(site["args"][1]))
         for name, site in tr.items()

@@ -60,7 +60,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.elbo import DoublyStochasticELBO
-from ppl_dgp.guides import InducingPointGuide, init_to_model_init
+from ppl_dgp.guides import InducingPointGuide, compiled_init, init_to_model_init
 from ppl_dgp.infer.core import (
     ModelSites,
     accepts_batch_size,
@@ -77,6 +77,7 @@ from ppl_dgp.infer.minibatch import (
     subsampled_plate,
     with_batch,
 )
+from ppl_dgp.natgrad import natgrad_layers, natgrad_svi_step
 from ppl_dgp.posterior import Posterior, approx_type
 
 __all__ = ["SVI", "GuideApprox", "InducingApprox", "SVIResult", "run_svi"]
@@ -120,6 +121,8 @@ def run_svi(
     progress: bool | None = None,
     init_state: Any = None,
     checkpoint: Checkpoint | None = None,
+    natgrad: str | None = None,
+    natgrad_gamma: Any = 1.0,
     **kwargs: Any,
 ) -> SVIResult:
     """Fit ``guide`` to ``model`` by SVI in the shared compiled loop.
@@ -187,36 +190,45 @@ def run_svi(
         )
     with timed() as timer:
         res = _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size,
-                       progress, init_state, checkpoint, kwargs)  # fmt: skip
+                       progress, init_state, checkpoint, kwargs, natgrad,
+                       natgrad_gamma)  # fmt: skip
         t = timer.timings()
     return dataclasses.replace(res, compile_seconds=t["compile_seconds"],
                                run_seconds=t["run_seconds"])  # fmt: skip
 
 
 def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size, progress,
-             init_state, checkpoint, kwargs) -> SVIResult:  # fmt: skip
+             init_state, checkpoint, kwargs, natgrad=None,
+             natgrad_gamma=1.0) -> SVIResult:  # fmt: skip
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     elbo = DoublyStochasticELBO() if elbo is None else elbo
     key_init, key_run = jax.random.split(rng_key)
     plate = subsampled_plate(model, key_init, args, kwargs)
     if plate is None:
         svi = NumPyroSVI(model, guide, optimizer, elbo)
-        svi_state = svi.init(key_init, *args, **kwargs)  # sets up the guide (and constrain_fn)
+        svi_state = compiled_init(svi, guide, key_init, *args, **kwargs)  # and constrain_fn
         batches = None
     else:
         name, N, B = plate
         svi = NumPyroSVI(with_batch(model, name), with_batch(guide, name), optimizer, elbo)
-        svi_state = svi.init(key_init, jnp.arange(B), *args, **kwargs)
+        svi_state = compiled_init(svi, guide, key_init, jnp.arange(B), *args, **kwargs)
         batches = init_batches(key_run, N)
     state = _start(SVIRunState(svi_state, batches), init_state)
+    update = svi.update
+    if natgrad is not None:  # natural gradients on q(u), the optax optimizer on the rest
+        if not isinstance(guide, InducingPointGuide):
+            raise ValueError(
+                f"run_svi: natgrad needs the InducingPointGuide; received {type(guide).__name__}"
+            )
+        update = natgrad_svi_step(svi, natgrad_layers(guide, natgrad), natgrad_gamma)
 
     def step(state: SVIRunState, key: Array, *args: Any) -> tuple[SVIRunState, Array, None]:
         del key  # NumPyro's SVIState carries its own key
         if plate is None:
-            new, loss = svi.update(state.svi, *args, **kwargs)
+            new, loss = update(state.svi, *args, **kwargs)
             return SVIRunState(new, None), loss, None
         idx, bt = next_batch(state.batches, plate[1], plate[2])
-        new, loss = svi.update(state.svi, idx, *args, **kwargs)
+        new, loss = update(state.svi, idx, *args, **kwargs)
         return SVIRunState(new, bt), loss, None
 
     try:
@@ -309,6 +321,14 @@ class SVI:
             its function names only.
         checkpoint_every: steps between checkpoints (one is also written at the end and on
             ``KeyboardInterrupt``).
+        natgrad: natural-gradient steps on ``q(u)`` (:mod:`ppl_dgp.natgrad`; Salimbeni,
+            Eleftheriadis & Hensman 2018) of the ``"last"`` GP layer or of ``"all"``, the
+            optimizer on every other parameter, one step of each per iteration (GPflux's
+            ``NatGradModel``); ``None``: the optimizer on everything. With a Gaussian
+            likelihood and the full batch, ``natgrad_gamma=1`` moves the last layer's ``q(u)``
+            to its optimum given the rest in one step; with minibatches or inner layers use a
+            smaller step (0.01-0.1).
+        natgrad_gamma: the natural-gradient step size.
 
     Example:
         Resume a minibatch fit (here: stopped after 60 steps, continued to 150):
@@ -342,6 +362,8 @@ class SVI:
     optimizer: optax.GradientTransformation | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
+    natgrad: str | None = None
+    natgrad_gamma: float = 1.0
     name: ClassVar[str] = "svi"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_steps": 2000, "hyper": "normal", "num_samples": 400},
@@ -358,6 +380,12 @@ class SVI:
         if self.hyper not in ("delta", "normal"):
             raise ValueError(f"SVI.hyper must be 'delta' or 'normal'; received {self.hyper!r}")
         check_checkpoint_fields("SVI", self)
+        if self.natgrad not in (None, "last", "all"):
+            raise ValueError(
+                f"SVI.natgrad must be None, 'last' or 'all'; received {self.natgrad!r}"
+            )
+        if not self.natgrad_gamma > 0:
+            raise ValueError(f"SVI.natgrad_gamma must be > 0; received {self.natgrad_gamma}")
 
     def checkpointer(
         self, rng_key: Array, model: Callable, X: Array, y: Array, model_kwargs: dict
@@ -412,7 +440,7 @@ def _fit_svi(
             raise ValueError("SVI.batch_size: the model takes no batch_size keyword")
         model_kwargs = {**model_kwargs, "batch_size": method.batch_size}
     key_fit, key_draws = jax.random.split(rng_key)
-    sites = inspect_model(key_fit, model, X, y, **model_kwargs)
+    sites = inspect_model(key_fit, model, X, y, values=False, **model_kwargs)
     if method.guide is not None:
         _check_guide_sites(key_fit, method.guide, sites, X, y, model_kwargs)
         guide, elbo = method.guide, Trace_ELBO(num_particles=method.num_particles)
@@ -432,10 +460,18 @@ def _fit_svi(
         num_steps=method.num_steps,
         elbo=elbo,
         checkpoint=method.checkpointer(rng_key, model, X, y, model_kwargs),
+        natgrad=method.natgrad,
+        natgrad_gamma=method.natgrad_gamma,
         **model_kwargs,
     )
     params = {k: np.asarray(v) for k, v in result.params.items()}
-    if hasattr(guide, "sample_posterior"):
+    if isinstance(guide, InducingPointGuide):  # set up: one compiled call, not op by op
+        draws = jax.jit(
+            lambda key, params: guide.sample_posterior(
+                key, params, sample_shape=(method.num_samples,)
+            )
+        )(key_draws, result.params)
+    elif hasattr(guide, "sample_posterior"):
         draws = guide.sample_posterior(
             key_draws, result.params, X, y, sample_shape=(method.num_samples,), **model_kwargs
         )

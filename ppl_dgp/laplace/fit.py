@@ -419,6 +419,16 @@ def _resolve_curvature(method: Laplace, mtr: dict) -> str:
     if curvature == "auto":
         has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
         curvature = "ggn" if has_f else "hessian"
+        if not has_f and method.output_site != "f":  # a name the user gave, not found
+            warnings.warn(
+                f"Laplace: output_site={method.output_site!r} is not a deterministic site of "
+                "the model (it records "
+                f"{sorted(k for k, s in mtr.items() if s['type'] == 'deterministic')}); "
+                "curvature='auto' falls back to the exact Hessian over every global latent "
+                "site: correct the name, or set curvature='hessian'",
+                UserWarning,
+                stacklevel=4,
+            )
         if curvature == "hessian" and method.tune != "none":
             raise ValueError(
                 f"Laplace(tune={method.tune!r}) needs curvature 'ggn' or 'ef', but "

@@ -159,3 +159,28 @@ def test_predictions_redraw_w_from_its_prior():
         spread[dim] = np.ptp(np.asarray(pred.means), axis=0)
     np.testing.assert_allclose(spread[0], 0.0, atol=1e-12)
     assert np.all(spread[1] > 1e-3), spread[1]
+
+
+@pytest.mark.parametrize("encoder", ["free", "amortised"])
+def test_fit_gives_latent_inputs_their_own_q_and_iwvi(encoder):
+    """``fit(SVI)`` on a latent-variable program uses the LatentVariableGuide (its q(w) params
+    are in the fit), and ``num_importance > 1`` the importance-weighted bound."""
+    from ppl_dgp.infer import SVI, fit
+
+    model = build_lv_dgp(X, num_inducing=4, layers=1)
+    sites = inspect_model(jax.random.key(0), model, X, Y)
+    assert sites.latent_inputs == ("latent.w",)
+    losses = {}
+    for K in (1, 3):
+        method = SVI(num_steps=20, num_samples=2, latent_encoder=encoder, num_importance=K)
+        post = fit(method, jax.random.key(0), model, X, Y)
+        losses[K] = post.traces["loss"]
+        assert np.all(np.isfinite(losses[K]))
+        names = set(post.approx.guide_params)
+        assert any(k.startswith("latent.w.") for k in names), sorted(names)
+    assert not np.array_equal(losses[1], losses[3])  # another bound was optimised
+    with pytest.raises(ValueError, match="SVI.latent_encoder must be 'free' or 'amortised'"):
+        SVI(latent_encoder="mlp")
+    plain = functools.partial(dgp_regression, **init_dgp(X, num_layers=1, num_inducing=4))
+    with pytest.raises(ValueError, match="num_importance=3 needs per-datum latent inputs"):
+        fit(SVI(num_steps=5, num_importance=3), jax.random.key(0), plain, X, Y)

@@ -40,6 +40,7 @@ from numpyro.infer.util import (
 
 from ppl_dgp.guides import init_to_model_init, init_trace
 from ppl_dgp.infer.minibatch import numpy_to_jax
+from ppl_dgp.latent import latent_sites
 from ppl_dgp.layers import ROLE
 from ppl_dgp.posterior import Posterior, register_type
 from ppl_dgp.validation import (
@@ -93,6 +94,8 @@ class ModelSites:
         params: the model's ``param`` sites and their (initial) constrained values.
         gp_layers: names of the GP layers (sites tagged ``inducing``).
         subsampled: names of plates that subsample the data.
+        latent_inputs: the per-datum latent inputs of :func:`~ppl_dgp.latent.latent_layer`
+            (among ``local_latent``).
     """
 
     global_latent: tuple[str, ...]
@@ -100,6 +103,7 @@ class ModelSites:
     params: dict[str, np.ndarray]
     gp_layers: tuple[str, ...]
     subsampled: tuple[str, ...]
+    latent_inputs: tuple[str, ...] = ()
 
 
 def inspect_model(
@@ -181,7 +185,8 @@ def _sites_of(tr: dict, params: dict[str, Any] | None = None) -> ModelSites:
             (local if site["cond_indep_stack"] else glob).append(name)
             if site["infer"].get(ROLE) == "inducing":
                 layers.append(name.rsplit(".", 1)[0])
-    return ModelSites(tuple(glob), tuple(local), params, tuple(layers), tuple(sub))
+    inputs = tuple(latent_sites(tr))
+    return ModelSites(tuple(glob), tuple(local), params, tuple(layers), tuple(sub), inputs)
 
 
 def _init_trace(rng_key: Array, model: Callable, args: tuple, kwargs: dict) -> dict:

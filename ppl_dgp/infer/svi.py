@@ -59,7 +59,7 @@ from numpyro.infer import Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
-from ppl_dgp.elbo import DoublyStochasticELBO
+from ppl_dgp.elbo import DoublyStochasticELBO, ImportanceWeightedELBO
 from ppl_dgp.guides import InducingPointGuide, compiled_init, init_to_model_init
 from ppl_dgp.infer.core import (
     ModelSites,
@@ -77,6 +77,7 @@ from ppl_dgp.infer.minibatch import (
     subsampled_plate,
     with_batch,
 )
+from ppl_dgp.latent import LatentVariableGuide
 from ppl_dgp.natgrad import natgrad_layers, natgrad_svi_step
 from ppl_dgp.posterior import Posterior, approx_type
 
@@ -329,6 +330,12 @@ class SVI:
             to its optimum given the rest in one step; with minibatches or inner layers use a
             smaller step (0.01-0.1).
         natgrad_gamma: the natural-gradient step size.
+        latent_encoder: ``q(w_n)`` of the model's latent inputs (``latent_layer``): ``"free"``
+            (a mean and scale per datum) or ``"amortised"`` (an MLP of ``(x_n, y_n)``), in
+            :class:`~ppl_dgp.latent.LatentVariableGuide`.
+        num_importance: ``K`` importance samples of the latent inputs per datum: the
+            importance-weighted bound (:class:`~ppl_dgp.elbo.ImportanceWeightedELBO`,
+            Salimbeni et al. 2019) for ``K > 1``, the doubly-stochastic bound for ``K = 1``.
 
     Example:
         Resume a minibatch fit (here: stopped after 60 steps, continued to 150):
@@ -364,6 +371,8 @@ class SVI:
     checkpoint_every: int = 100
     natgrad: str | None = None
     natgrad_gamma: float = 1.0
+    latent_encoder: str = "free"
+    num_importance: int = 1
     name: ClassVar[str] = "svi"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_steps": 2000, "hyper": "normal", "num_samples": 400},
@@ -386,6 +395,12 @@ class SVI:
             )
         if not self.natgrad_gamma > 0:
             raise ValueError(f"SVI.natgrad_gamma must be > 0; received {self.natgrad_gamma}")
+        if self.latent_encoder not in ("free", "amortised"):
+            raise ValueError(
+                "SVI.latent_encoder must be 'free' or 'amortised'; received "
+                f"{self.latent_encoder!r}"
+            )
+        positive_int("SVI", num_importance=self.num_importance)
 
     def checkpointer(
         self, rng_key: Array, model: Callable, X: Array, y: Array, model_kwargs: dict
@@ -445,8 +460,19 @@ def _fit_svi(
         _check_guide_sites(key_fit, method.guide, sites, X, y, model_kwargs)
         guide, elbo = method.guide, Trace_ELBO(num_particles=method.num_particles)
     elif sites.gp_layers:
-        guide = InducingPointGuide(model, hyper=method.hyper)
-        elbo = DoublyStochasticELBO(num_particles=method.num_particles)
+        if sites.latent_inputs:  # a real q(w_n), free-form or amortised
+            guide = LatentVariableGuide(model, hyper=method.hyper, encoder=method.latent_encoder)
+        else:
+            guide = InducingPointGuide(model, hyper=method.hyper)
+        if method.num_importance > 1:
+            if not sites.latent_inputs:
+                raise ValueError(
+                    f"SVI.num_importance={method.num_importance} needs per-datum latent inputs "
+                    "(ppl_dgp.latent.latent_layer); this model has none"
+                )
+            elbo = ImportanceWeightedELBO(method.num_importance, method.num_particles)
+        else:
+            elbo = DoublyStochasticELBO(num_particles=method.num_particles)
     else:
         guide = AutoNormal(model, init_loc_fn=init_to_model_init)
         elbo = Trace_ELBO(num_particles=method.num_particles)

@@ -156,7 +156,7 @@ def mlp_regression(
 
     Sites: ``layer{l}.W``, ``layer{l}.b``, ``f``, ``noise_scale`` (when a Hyper), ``y``.
     """
-    check_regression_data(X, y)
+    check_regression_data(X, y, num_outputs=1)
     f = mlp(X, 1, hidden=hidden, activation=activation, prior_precision=prior_precision,
             seed=seed, init_values=init_values, dropout=dropout)  # fmt: skip
     sigma = hyper("noise_scale", noise_scale)
@@ -190,7 +190,7 @@ def mlp_binary(
     dropout: float = 0.0,
 ) -> Array:
     """``y_n ~ Bernoulli(sigmoid(f(x_n)))`` on one logit ``f [N, 1]``."""
-    check_regression_data(X, y)
+    check_regression_data(X, y, num_outputs=1)
     _check_labels(y, 2)
     f = mlp(X, 1, hidden=hidden, activation=activation, prior_precision=prior_precision,
             seed=seed, init_values=init_values, dropout=dropout)  # fmt: skip
@@ -214,7 +214,7 @@ def mlp_multiclass(
     """``y_n ~ Categorical(softmax(f(x_n)))``, ``f [N, K]``, ``K = num_classes >= 2``."""
     if not isinstance(num_classes, int | np.integer) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2; received {num_classes!r}")
-    check_regression_data(X, y)
+    check_regression_data(X, y, num_outputs=1)
     _check_labels(y, num_classes)
     f = mlp(X, num_classes, hidden=hidden, activation=activation,
             prior_precision=prior_precision, seed=seed, init_values=init_values,

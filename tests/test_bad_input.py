@@ -548,10 +548,7 @@ def _a_file(t: Path) -> Path:
 
 #: Cases whose check belongs in a file another change owns (strict: each fails loudly, as an
 #: unexpected pass, once its check lands, and then leaves this list).
-PENDING = {
-    "fit-bnn-y-column": "mlp_regression checks y with num_outputs=1 (models/bnn.py)",
-    "fit-bnn_binary-y-column": "mlp_binary checks y with num_outputs=1 (models/bnn.py)",
-}
+PENDING: dict[str, str] = {}
 
 
 def _params() -> list:

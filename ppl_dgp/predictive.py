@@ -408,7 +408,8 @@ def predict_proba(
         posterior: from :func:`~ppl_dgp.infer.fit`.
         X_new: inputs ``[N, D]``.
         link: the Laplace link (ignored for draws).
-        rng_key: key for ``link="mc"``.
+        rng_key: key for ``link="mc"`` and for each draw's per-datum noise (a DGP's
+            inner-layer ``eps``, dropout masks; default ``jax.random.key(0)``).
         num_samples: MC samples / draws used.
         output_site: the network output site (logits) ``[N, K]``.
 
@@ -436,8 +437,10 @@ def _proba_draws(
     rng_key: Array | None, num_samples: int, output_site: str, model_kwargs: dict,
 ) -> Array:  # fmt: skip
     """The mean of sigmoid/softmax of ``f`` over the draws."""
-    del approx, link, rng_key
+    del approx, link
     draws = _draws(posterior, num_samples, "predict_proba")
+    S = next(iter(draws.values())).shape[0]
+    keys = jax.random.split(jax.random.key(0) if rng_key is None else rng_key, S)
     params = {k: v for k, v in posterior.params.items()}
     spec = (output_site, tuple(sorted(model_kwargs.items())))
     try:
@@ -445,7 +448,7 @@ def _proba_draws(
         fn = functools.partial(_outputs_jit, model, spec)
     except TypeError:  # unhashable model keywords: compile for this call only
         fn = jax.jit(functools.partial(_outputs_core, model, spec))
-    f = fn(params, draws, X_new)
+    f = fn(params, draws, X_new, keys)
     return jnp.mean(_probs(f), axis=0)
 
 
@@ -461,19 +464,22 @@ def _probs(f: Array) -> Array:  # [..., N, K] -> [..., N] (K = 1) or [..., N, K]
     return jax.nn.sigmoid(f[..., 0]) if f.shape[-1] == 1 else jax.nn.softmax(f, axis=-1)
 
 
-def _outputs_core(model: Callable, spec: tuple, params: dict, draws: dict, X_new: Array) -> Array:
-    """``f`` at ``X_new`` per draw ``[S, N, K]``."""
+def _outputs_core(
+    model: Callable, spec: tuple, params: dict, draws: dict, X_new: Array, keys: Array
+) -> Array:
+    """``f`` at ``X_new`` per draw ``[S, N, K]``; draw ``s`` runs with its own key ``keys[s]``
+    (fresh per-datum noise per draw: a DGP's inner-layer ``eps``, dropout masks)."""
     output_site, kwargs = spec
 
-    def one(draw: dict) -> Array:
-        tr = trace(substitute(seed(model, 0), data={**params, **draw})).get_trace(
+    def one(key: Array, draw: dict) -> Array:
+        tr = trace(substitute(seed(model, key), data={**params, **draw})).get_trace(
             X_new, None, **dict(kwargs)
         )
         if output_site not in tr:
             raise ValueError(f"predict_proba: the model has no output site {output_site!r}")
         return tr[output_site]["value"]
 
-    return jax.vmap(one)(draws)
+    return jax.vmap(one)(keys, draws)
 
 
 #: Compiled once per (model object, output site and keywords), cached by ``jax.jit``.

@@ -323,3 +323,34 @@ def test_every_draw_divergent_warns():
     with pytest.warns(DivergentChainWarning, match=r"every one of the 6 draws of chain\(s\) \[0\]"):
         post = fit(method, jax.random.key(0), model, X, 0.5 * X[:, 0])
     assert post.sample_stats["diverging"].all()  # recorded, and now reported
+
+
+def _noisy_classifier(X, y=None):
+    """A logit with per-datum noise: its predictive must average over the noise too."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", X.shape[0]):
+        e = numpyro.sample("e", dist.Normal(0.0, 3.0))
+        f = numpyro.deterministic("f", (w * X[:, 0] + e)[:, None])
+        numpyro.sample("y", dist.Bernoulli(logits=f[:, 0]), obs=y)
+
+
+def test_predict_proba_draws_fresh_noise_for_every_draw():
+    """Every draw runs with its own key (a DGP's inner-layer eps, dropout masks): with 200
+    draws at w = 0 the probability is the noise's average, near 1/2; one key for all draws
+    (the old behaviour) gave the same logit 200 times, far from 1/2."""
+    import jax
+
+    from ppl_dgp.predictive import predict_proba
+
+    post = _post(draws={"w": np.zeros((1, 200))})
+    X = np.zeros((50, 1))
+    p = np.asarray(predict_proba(_noisy_classifier, post, X, num_samples=200))
+    assert p.shape == (50,)
+    # the mean of sigmoid(3 z) over 200 draws: sd about 0.4 / sqrt(200) = 0.03 per point
+    assert np.all(np.abs(p - 0.5) < 0.15), p
+    q = np.asarray(predict_proba(_noisy_classifier, post, X, num_samples=200,
+                                 rng_key=jax.random.key(7)))  # fmt: skip
+    assert not np.array_equal(p, q)  # the key reaches the noise

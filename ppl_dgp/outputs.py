@@ -336,8 +336,9 @@ def check_output_width(owner: str, y: Any, num_latent: int, lmc: LMC | None = No
     """The number of outputs ``P`` a regression model has, checked against ``y``'s width.
 
     ``P`` is ``lmc.num_outputs`` with an LMC, else the last layer's ``num_latent``. ``y [N]``
-    goes with one output (returns ``None``: the single-output program); ``y [N, P]`` or
-    ``y = None`` with ``P > 1`` (or an LMC) returns ``P``.
+    goes with one output (returns ``None``: the single-output program; ``y [N, 1]`` is refused
+    there, so that fit and predict run the same program); ``y [N, P]`` or ``y = None`` with
+    ``P > 1`` (or an LMC) returns ``P``.
 
     Raises:
         ValueError: ``y`` of the wrong width (naming ``y``: expected and received shapes).
@@ -354,6 +355,12 @@ def check_output_width(owner: str, y: Any, num_latent: int, lmc: LMC | None = No
         raise ValueError(
             f"y must have shape [N, P] = [{shape[0]}, {P}] ({owner}: an LMC of P = {P} "
             f"outputs); received {shape}"
+        )
+    if shape is not None and len(shape) == 2 and P == 1 and lmc is None:
+        # one output is the single-output program at fit and at predict time alike
+        raise ValueError(
+            f"y must have shape [N] = [{shape[0]}]; received {shape} ({owner}: the last layer "
+            "has one output; pass y[:, 0], or build the model with num_outputs=P for y [N, P])"
         )
     if shape is not None and len(shape) == 2 and shape[1] != P:
         raise ValueError(

@@ -282,7 +282,12 @@ class LaplaceFitter:
         if not isinstance(method, Laplace):
             raise TypeError(f"LaplaceFitter.fit needs a Laplace method; received {method!r}")
         check_regression_data(X, y)
-        return _fit_laplace(method, self, rng_key, jnp.asarray(X), jnp.asarray(y))
+        post = _fit_laplace(method, self, rng_key, jnp.asarray(X), jnp.asarray(y))
+        # the fitted program travels with the Posterior, as from ``fit``
+        fitted = (
+            functools.partial(self.model, **self.model_kwargs) if self.model_kwargs else self.model
+        )
+        return post.replace(model=fitted)
 
     def compiled_sizes(self) -> dict[str, int]:
         """How many compilations each piece holds (``jax.jit``'s cache sizes)."""

@@ -29,6 +29,7 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -66,6 +67,7 @@ __all__ = [
     "dgp_likelihood_model",
     "dgp_regression",
     "init_dgp",
+    "single_gaussian_output",
 ]
 
 
@@ -88,6 +90,7 @@ def dgp_layers(
     *,
     batch_size: int | None = None,
     marginalise_output: bool = True,
+    inputs: Callable[[Array, Any], Array] | None = None,
 ) -> DGPOutput:
     """The data plate and the ``L`` GP layers that every DGP program of the zoo shares.
 
@@ -101,6 +104,8 @@ def dgp_layers(
         layers: one :class:`~ppl_dgp.layers.LayerSpec` per layer.
         batch_size: minibatch size ``B`` (``None`` = all ``N``).
         marginalise_output: return the last layer's moments instead of a sample.
+        inputs: ``inputs(X[idx], plate) -> H^0`` in front of the GP layers (a latent input,
+            a network); ``None``: ``H^0 = X[idx]``.
 
     Returns:
         :class:`DGPOutput` ``(plate, y[idx], F, F_var, last)``.
@@ -109,6 +114,8 @@ def dgp_layers(
     with data as idx:
         H = X[idx]
         yb = None if y is None else y[idx]
+    if inputs is not None:
+        H = inputs(H, data)
     for l, spec in enumerate(layers[:-1]):
         H = gp_layer(f"layer{l}", H, spec, plate=data)
     last = f"layer{len(layers) - 1}"
@@ -116,6 +123,17 @@ def dgp_layers(
         F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
         return DGPOutput(data, yb, F, F_var, last)
     return DGPOutput(data, yb, gp_layer(last, H, layers[-1], plate=data), None, last)
+
+
+def single_gaussian_output(out: DGPOutput, noise_variance: Array) -> Array:
+    """The observed site ``y [N]`` of one Gaussian output after :func:`dgp_layers`: the
+    marginalised last layer's ``N(F, F_var + s2)``, or ``N(F, s2)`` given a sampled ``F``.
+    Returns ``F``."""
+    if out.F_var is not None:
+        gaussian_likelihood("y", out.F, out.y, noise_variance, plate=out.plate, F_var=out.F_var)
+    else:
+        gaussian_likelihood("y", out.F, out.y, noise_variance, plate=out.plate, layer=out.last)
+    return out.F
 
 
 def dgp_likelihood_model(
@@ -228,11 +246,7 @@ def dgp_regression(
     if P is None:  # one output, y [N]: GPflow's/GPflux's sites and closed forms
         out = dgp_layers(X, y, layers, batch_size=batch_size,
                          marginalise_output=marginalise_output)  # fmt: skip
-        if marginalise_output:
-            gaussian_likelihood("y", out.F, out.y, s2, plate=out.plate, F_var=out.F_var)
-        else:
-            gaussian_likelihood("y", out.F, out.y, s2, plate=out.plate, layer=out.last)
-        return out.F
+        return single_gaussian_output(out, s2)
     W = None if lmc is None else lmc.sample("W", layers[-1].num_outputs)
     out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output)
     multi_gaussian_site("y", out.F, out.y, s2, plate=out.plate, F_var=out.F_var,

@@ -40,13 +40,12 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 from jax import Array
 
 from ppl_dgp.dense import dense, torch_default_init
-from ppl_dgp.layers import Hyper, LayerSpec, gaussian_likelihood, gp_layer, gp_output_layer, hyper
+from ppl_dgp.layers import Hyper, LayerSpec, hyper
 from ppl_dgp.models.bnn import ACTIVATIONS
-from ppl_dgp.models.dgp import init_dgp
+from ppl_dgp.models.dgp import dgp_layers, init_dgp, single_gaussian_output
 from ppl_dgp.validation import check_regression_data
 from ppl_dgp.zoo import ZooModel, register_model
 
@@ -100,7 +99,7 @@ def hybrid_regression(
     Returns:
         The last GP layer's output ``F [N, 1]`` for the plate's batch.
     """
-    check_regression_data(X, y, batch_size=batch_size)
+    check_regression_data(X, y, batch_size=batch_size, num_outputs=1)
     widths = _check_network(hidden, activation, prior_precision)
     if layers[-1].num_outputs != 1:
         raise ValueError(
@@ -115,24 +114,17 @@ def hybrid_regression(
             f"{np.shape(layers[0].Z)}; build the layers with init_hybrid"
         )
     act = ACTIVATIONS[activation]
-    N = X.shape[0]
     s2 = hyper("noise_variance", noise_variance)
-    data = numpyro.plate("data", N, subsample_size=batch_size, dim=-1)
-    with data as idx:
-        H = X[idx]
-        yb = None if y is None else y[idx]
-    for l, width in enumerate(widths):
-        H = act(dense(f"net{l}", H, width, prior_precision=prior_precision, seed=seed))
-    for l, spec in enumerate(layers[:-1]):
-        H = gp_layer(f"layer{l}", H, spec, plate=data)
-    last = f"layer{len(layers) - 1}"
-    if marginalise_output:
-        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data, F_var=F_var)
-    else:
-        F = gp_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data, layer=last)
-    return F
+
+    def network(H: Array, plate: Any) -> Array:  # [B, D] -> [B, hidden[-1]]
+        del plate  # the weights are global
+        for l, width in enumerate(widths):
+            H = act(dense(f"net{l}", H, width, prior_precision=prior_precision, seed=seed))
+        return H
+
+    out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output,
+                     inputs=network)  # fmt: skip
+    return single_gaussian_output(out, s2)
 
 
 def hybrid_features(

@@ -39,12 +39,11 @@ import functools
 from typing import Any
 
 import numpy as np
-import numpyro
 from jax import Array
 
 from ppl_dgp.latent import latent_layer
-from ppl_dgp.layers import Hyper, LayerSpec, gaussian_likelihood, gp_layer, gp_output_layer, hyper
-from ppl_dgp.models.dgp import init_dgp
+from ppl_dgp.layers import Hyper, LayerSpec, hyper
+from ppl_dgp.models.dgp import dgp_layers, init_dgp, single_gaussian_output
 from ppl_dgp.validation import check_regression_data
 from ppl_dgp.zoo import ZooModel, register_model
 
@@ -81,7 +80,7 @@ def lv_dgp_regression(
     Returns:
         The last layer's output ``F [N, 1]`` for the plate's batch.
     """
-    check_regression_data(X, y, batch_size=batch_size)
+    check_regression_data(X, y, batch_size=batch_size, num_outputs=1)
     if layers[-1].num_outputs != 1:
         raise ValueError(
             f"lv_dgp_regression: the last layer must have num_outputs=1; received "
@@ -93,23 +92,12 @@ def lv_dgp_regression(
             f"lv_dgp_regression: the first layer's Z must have D + latent_dim = "
             f"{X.shape[1]} + {latent_dim} columns; received {D_first}"
         )
-    N = X.shape[0]
     s2 = hyper("noise_variance", noise_variance)
-    data = numpyro.plate("data", N, subsample_size=batch_size, dim=-1)
-    with data as idx:
-        H = X[idx]
-        yb = None if y is None else y[idx]
-    H = latent_layer(latent_name, H, latent_dim, plate=data)
-    for l, spec in enumerate(layers[:-1]):
-        H = gp_layer(f"layer{l}", H, spec, plate=data)
-    last = f"layer{len(layers) - 1}"
-    if marginalise_output:
-        F, F_var = gp_output_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data, F_var=F_var)
-    else:
-        F = gp_layer(last, H, layers[-1], plate=data)
-        gaussian_likelihood("y", F, yb, s2, plate=data, layer=last)
-    return F
+    out = dgp_layers(
+        X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output,
+        inputs=lambda H, plate: latent_layer(latent_name, H, latent_dim, plate=plate),
+    )  # fmt: skip
+    return single_gaussian_output(out, s2)
 
 
 def init_lv_dgp(

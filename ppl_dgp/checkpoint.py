@@ -73,6 +73,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppl_dgp.posterior import sha256_file
+
 __all__ = [
     "FORMAT",
     "Checkpoint",
@@ -116,14 +118,6 @@ def check_checkpoint_fields(owner: str, cfg: Any) -> None:
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_key(x: Any) -> bool:
@@ -438,7 +432,7 @@ class Checkpoint:
         data = self.directory / name
         if not data.is_file():
             raise CheckpointError(f"{bad} names {data}, which is missing")
-        if _sha256_file(data) != meta.get("sha256"):
+        if sha256_file(data) != meta.get("sha256"):
             raise CheckpointError(
                 f"{self.owner}: the checkpoint data {data} does not match {m} (its SHA-256 "
                 "differs from the one recorded: a tampered, truncated or replaced file)"
@@ -534,7 +528,7 @@ class Checkpoint:
                 np.savez(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
-            digest = _sha256_file(tmp_data)
+            digest = sha256_file(tmp_data)
             name = f"data-{digest[:16]}.npz"
             os.replace(tmp_data, self.directory / name)
             manifest = {"format": FORMAT, "data": name, "sha256": digest, **described}

@@ -76,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "Opaque", "Posterior", "load", "register_type"]
+__all__ = ["FORMAT", "Opaque", "Posterior", "load", "register_type", "sha256_file"]
 
 #: Identifier and version of the on-disk format, stored in the JSON sidecar.
 FORMAT = "ppl_dgp.posterior/4"
@@ -473,7 +473,7 @@ class Posterior:
         try:
             with open(tmp_npz, "wb") as f:
                 np.savez(f, **arrays)
-            meta = {"format": FORMAT, "npz_sha256": _sha256(tmp_npz), "posterior": tree}
+            meta = {"format": FORMAT, "npz_sha256": sha256_file(tmp_npz), "posterior": tree}
             tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n")
             tmp_npz.replace(npz)
             tmp_json.replace(sidecar)
@@ -510,7 +510,7 @@ class Posterior:
         if fmt not in _READABLE:
             raise ValueError(f"{sidecar}: unknown format {fmt!r}; expected {FORMAT!r}")
         digest = meta.get("npz_sha256")
-        if fmt in _DIGESTED and digest != _sha256(npz):
+        if fmt in _DIGESTED and digest != sha256_file(npz):
             raise ValueError(
                 f"Posterior.load: {npz} does not belong to {sidecar} (its SHA-256 differs from "
                 "the one recorded at saving: an interrupted save, or a file replaced or edited)"
@@ -593,7 +593,8 @@ def load(path: str | Path) -> tuple[Callable, Posterior]:
     return post.model, post
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks (the open format's checksum)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

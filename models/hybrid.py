@@ -34,6 +34,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -44,12 +45,24 @@ from jax import Array
 
 from ppl_dgp.dense import dense, torch_default_init
 from ppl_dgp.layers import Hyper, LayerSpec, hyper
+from ppl_dgp.likelihoods import Bernoulli, Likelihood
 from ppl_dgp.models.bnn import ACTIVATIONS
 from ppl_dgp.models.dgp import dgp_layers, init_dgp, single_gaussian_output
+from ppl_dgp.models.gp_classification import classification_likelihood
+from ppl_dgp.observe import check_observations
+from ppl_dgp.outputs import has_marginal, likelihood_site
 from ppl_dgp.validation import check_regression_data
 from ppl_dgp.zoo import ZooModel, register_model
 
-__all__ = ["build_hybrid", "hybrid_features", "hybrid_regression", "init_hybrid"]
+__all__ = [
+    "build_hybrid",
+    "build_hybrid_classification",
+    "hybrid_classification",
+    "hybrid_features",
+    "hybrid_regression",
+    "init_hybrid",
+    "init_hybrid_classification",
+]
 
 
 def _check_network(hidden: Sequence[int], activation: str, prior_precision: float) -> list[int]:
@@ -106,25 +119,104 @@ def hybrid_regression(
             f"hybrid_regression: the last layer must have num_outputs=1; received "
             f"{layers[-1].num_outputs}"
         )
-    feature_width = widths[-1] if widths else X.shape[1]
-    if np.shape(layers[0].Z)[1] != feature_width:
-        raise ValueError(
-            f"hybrid_regression: the first GP layer's Z must have the feature width "
-            f"{feature_width} (the network's last width); received Z of shape "
-            f"{np.shape(layers[0].Z)}; build the layers with init_hybrid"
-        )
-    act = ACTIVATIONS[activation]
+    _check_feature_width("hybrid_regression", layers, widths, X)
     s2 = hyper("noise_variance", noise_variance)
+    network = _network(widths, activation, prior_precision, seed)
+    out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output,
+                     inputs=network)  # fmt: skip
+    return single_gaussian_output(out, s2)
 
-    def network(H: Array, plate: Any) -> Array:  # [B, D] -> [B, hidden[-1]]
+
+def _network(widths: list[int], activation: str, prior_precision: float, seed: int) -> Any:
+    """``network(H, plate) -> features``: the dense layers ``net{l}`` (global weights)."""
+    act = ACTIVATIONS[activation]
+
+    def network(H: Array, plate: Any) -> Array:  # [B, D] -> [B, widths[-1]]
         del plate  # the weights are global
         for l, width in enumerate(widths):
             H = act(dense(f"net{l}", H, width, prior_precision=prior_precision, seed=seed))
         return H
 
-    out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output,
+    return network
+
+
+def _check_feature_width(owner: str, layers: tuple[LayerSpec, ...], widths: list[int],
+                         X: Array) -> None:  # fmt: skip
+    feature_width = widths[-1] if widths else X.shape[1]
+    if np.shape(layers[0].Z)[1] != feature_width:
+        raise ValueError(
+            f"{owner}: the first GP layer's Z must have the feature width "
+            f"{feature_width} (the network's last width); received Z of shape "
+            f"{np.shape(layers[0].Z)}; build the layers with init_hybrid"
+        )
+
+
+def hybrid_classification(
+    X: Array,  # [N, D]
+    y: Array | None = None,  # [N] labels
+    *,
+    layers: tuple[LayerSpec, ...],
+    likelihood: Likelihood = Bernoulli(link="probit"),
+    hidden: Sequence[int] = (10,),
+    activation: str = "tanh",
+    prior_precision: float = 1.0,
+    batch_size: int | None = None,
+    marginalise_output: bool | None = None,
+    seed: int = 0,
+) -> Array:  # [N, K]
+    """Dense layers ``net{l}`` feeding GP layers, labels through a Bernoulli or categorical.
+
+    .. math:: y_n \\sim p(y \\mid f^L(\\dots f^1(\\phi(x_n; W))))
+
+    The classifier of :func:`~ppl_dgp.models.gp_classification.dgp_classification` with the
+    network of :func:`hybrid_regression` in front: sites ``net{l}.*``, ``layer{l}.*``, the
+    logits ``f`` ``[N, K]`` (``K = 1`` binary) and observed ``y``. Where the likelihood has a
+    deterministic marginal (Bernoulli, robust-max) the last layer is integrated out by default
+    (the proper joint NUTS, HMC and Laplace see); the softmax samples it.
+
+    Args:
+        X: inputs ``[N, D]``.
+        y: labels ``[N]`` (``{0, 1}`` Bernoulli, ``range(K)`` categorical) or ``None``.
+        layers: GP specs; the first ``Z`` of the feature width (:func:`init_hybrid`), the
+            last with ``likelihood.latent_dim`` outputs.
+        likelihood: :class:`~ppl_dgp.likelihoods.Bernoulli` or
+            :class:`~ppl_dgp.likelihoods.Categorical`.
+        hidden, activation, prior_precision, seed: the network (see :func:`hybrid_regression`).
+        batch_size: minibatch size ``B`` (``None`` = all ``N``).
+        marginalise_output: integrate the last layer out (``None``: where the likelihood has a
+            deterministic marginal).
+
+    Returns:
+        The last layer's output ``[N, K]`` for the plate's batch.
+
+    Raises:
+        ValueError: labels outside the likelihood's support (naming ``y``), a last layer of
+            the wrong width, ``Z`` not of the feature width, or ``marginalise_output=True``
+            without a deterministic marginal.
+    """
+    owner = "hybrid_classification"
+    check_regression_data(X, y, batch_size=batch_size, num_outputs=1)
+    widths = _check_network(hidden, activation, prior_precision)
+    _check_feature_width(owner, layers, widths, X)
+    check_observations(likelihood, y, name="y")
+    K = likelihood.latent_dim
+    if layers[-1].num_outputs != K:
+        raise ValueError(
+            f"{owner}: the last layer must have num_outputs={K} (the latent functions of "
+            f"{type(likelihood).__name__}); received {layers[-1].num_outputs}"
+        )
+    marginal = has_marginal(likelihood) if marginalise_output is None else marginalise_output
+    if marginal and not has_marginal(likelihood):
+        raise ValueError(
+            f"{owner}: marginalise_output=True needs a likelihood with a deterministic "
+            f"marginal (Bernoulli, robust-max); received {likelihood!r}"
+        )
+    network = _network(widths, activation, prior_precision, seed)
+    out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginal,
                      inputs=network)  # fmt: skip
-    return single_gaussian_output(out, s2)
+    likelihood_site("y", likelihood, out.F, out.y, plate=out.plate, F_var=out.F_var,
+                    layer=None if marginal else out.last, output_site="f")  # fmt: skip
+    return out.F
 
 
 def hybrid_features(
@@ -179,6 +271,54 @@ def build_hybrid(X: Array, *, num_inducing: int = 10, layers: int = 2, width: in
     return functools.partial(hybrid_regression, **config)
 
 
+def init_hybrid_classification(
+    X: Array, *, likelihood: Likelihood, **options: Any
+) -> dict[str, Any]:  # [N, D]
+    """Configuration of :func:`hybrid_classification`: :func:`init_hybrid` (``Z`` inferred in
+    feature space) with a last layer of ``likelihood.latent_dim`` outputs and no noise.
+
+    Args:
+        X: standardised inputs ``[N, D]``.
+        likelihood: the classification likelihood.
+        **options: :func:`init_hybrid`'s options (``hidden``, ``num_layers``, ``num_inducing``,
+            ``width``, ...).
+    """
+    config = init_hybrid(X, **options)
+    layers = config.pop("layers")
+    config.pop("noise_variance", None)
+    last = dataclasses.replace(layers[-1], num_outputs=likelihood.latent_dim)
+    return {**config, "layers": (*layers[:-1], last), "likelihood": likelihood}
+
+
+def build_hybrid_classification(
+    X: Array, *, num_inducing: int = 10, layers: int = 2, width: int = 10,
+    num_classes: int | None = None, y: Array | None = None, link: str | None = None,
+) -> Any:  # fmt: skip
+    """The zoo's ``hybrid_classification``: one tanh dense layer of ``width`` units feeding
+    ``layers`` GP layers; the likelihood from ``num_classes`` or the labels ``y`` (Bernoulli
+    probit for two classes, robust-max for more; see
+    :func:`~ppl_dgp.models.gp_classification.classification_likelihood`)."""
+    lik = classification_likelihood(num_classes=num_classes, y=y, link=link)
+    M = min(num_inducing, np.shape(X)[0])
+    config = init_hybrid_classification(X, likelihood=lik, hidden=(width,), num_layers=layers,
+                                        num_inducing=M)  # fmt: skip
+    return functools.partial(hybrid_classification, **config)
+
+
+register_model(
+    ZooModel(
+        name="hybrid_classification",
+        build=build_hybrid_classification,
+        likelihood="bernoulli",
+        task="classification",
+        output_site="f",
+        predictives=("proba",),
+        smoke={"num_inducing": 4, "layers": 1, "width": 2},
+        # as dgp_classification: f is a GP marginal's logit, the exact Hessian over every site
+        method_overrides={"laplace": {"curvature": "hessian"}},
+        description="dense layers feeding deep GP layers, Bernoulli or robust-max labels",
+    )
+)
 register_model(
     ZooModel(
         name="hybrid_regression",

@@ -1,5 +1,6 @@
-"""Hybrid NN -> GP regression (``ppl_dgp.models.hybrid``): an identity network is the deep GP
-(log joint and doubly-stochastic bound), Z lives in the inferred feature space, errors."""
+"""Hybrid NN -> GP regression and classification (``ppl_dgp.models.hybrid``): an identity
+network is the deep GP (log joint and doubly-stochastic bound), Z lives in the inferred feature
+space, errors."""
 
 import functools
 
@@ -20,6 +21,8 @@ from ppl_dgp.guides import InducingPointGuide  # noqa: E402
 from ppl_dgp.models.dgp import dgp_regression, init_dgp  # noqa: E402
 from ppl_dgp.models.hybrid import (  # noqa: E402
     build_hybrid,
+    build_hybrid_classification,
+    hybrid_classification,
     hybrid_features,
     hybrid_regression,
     init_hybrid,
@@ -98,3 +101,58 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"hidden widths must be positive ints; received \(0,\)"):
         init_hybrid(X, hidden=(0,))
     assert build_hybrid(X, num_inducing=4, layers=1, width=2).keywords["hidden"] == (2,)
+
+
+# -- hybrid_classification -----------------------------------------------------------------------
+
+LABELS = (X[:, 0] > 0).astype(jnp.int32)
+LABELS3 = jnp.asarray(np.arange(N) % 3, dtype=jnp.int32)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_classifier_with_identity_network_is_the_dgp_classifier(num_classes):
+    """W = I, b = 0, identity activation: the hybrid classifier's log joint is the DGP
+    classifier's (Bernoulli probit / robust-max, last layer marginalised) plus the weights' log
+    prior, to 1e-10; with hidden=() the sites and values are the DGP classifier's."""
+    from ppl_dgp.models.gp_classification import (
+        classification_likelihood,
+        dgp_classification,
+        init_dgp_classification,
+    )
+
+    y = LABELS if num_classes == 2 else LABELS3
+    lik = classification_likelihood(num_classes=num_classes)
+    config = init_dgp_classification(X, likelihood=lik, num_layers=2, num_inducing=5)
+    plain = functools.partial(dgp_classification, **config)
+    hyb = functools.partial(hybrid_classification, **config, hidden=(2,),
+                            activation="identity", prior_precision=2.0)  # fmt: skip
+    tr = trace(seed(plain, 3)).get_trace(X, y)
+    values = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "param")}
+    values = {k: v for k, v in values.items() if k != "y"}
+    net = {"net0.W": jnp.eye(2), "net0.b": jnp.zeros(2)}
+    lp_plain, _ = log_density(plain, (X, y), {}, values)
+    lp_hyb, tr_h = log_density(hyb, (X, y), {}, {**values, **net})
+    log_prior = 6 * 0.5 * np.log(2.0 / (2 * np.pi)) - 0.5 * 2.0 * 2
+    assert float(lp_hyb) - float(lp_plain) == pytest.approx(log_prior, abs=1e-10)
+    np.testing.assert_allclose(tr_h["f"]["value"], tr["f"]["value"], rtol=1e-12)
+
+    none = functools.partial(hybrid_classification, **config, hidden=())
+    tr_n = trace(seed(none, 3)).get_trace(X, y)
+    assert list(tr_n) == list(tr)
+    for k in tr:
+        np.testing.assert_array_equal(tr_n[k]["value"], tr[k]["value"])
+
+
+def test_classifier_builds_z_in_feature_space_and_checks_labels():
+    model = build_hybrid_classification(X, num_inducing=4, layers=2, width=3, y=LABELS3)
+    assert model.keywords["likelihood"].num_classes == 3
+    assert model.keywords["layers"][-1].num_outputs == 3
+    assert np.shape(model.keywords["layers"][0].Z) == (4, 3)
+    tr = trace(seed(model, 0)).get_trace(X, LABELS3)
+    assert tr["f"]["value"].shape == (N, 3) and tr["net0.W"]["value"].shape == (2, 3)
+    with pytest.raises(ValueError, match="y"):
+        trace(seed(model, 0)).get_trace(X, LABELS3 + 5)
+    config = init_dgp(X, num_layers=1, num_inducing=4)
+    bad = functools.partial(hybrid_classification, layers=config["layers"], hidden=(3,))
+    with pytest.raises(ValueError, match=r"hybrid_classification: the first GP layer's Z"):
+        trace(seed(bad, 0)).get_trace(X, LABELS)

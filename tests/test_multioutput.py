@@ -158,3 +158,92 @@ def test_multi_output_predictive_per_output():
     np.testing.assert_allclose(
         metrics["rmse"], np.sqrt(np.mean((Y - pred.means.mean(0)) ** 2, 0)), rtol=1e-10
     )
+
+
+# -- a kernel per latent GP (models/lmc.py) ------------------------------------------------------
+
+
+def _lmc_config(lengthscales, W):
+    from ppl_dgp.models.lmc import init_lmc
+
+    config = init_lmc(X, num_outputs=P, num_latent=len(lengthscales), num_inducing=M,
+                      lengthscales=lengthscales, hyperpriors=False, W_init=W)  # fmt: skip
+    return {**config, "noise_variance": Hyper(S2, fixed=True),
+            "lmc": LMC(P, W_init=W, fixed=True)}  # fmt: skip
+
+
+def test_lmc_with_equal_kernels_equals_the_shared_kernel_lmc():
+    """Q latent GPs with equal kernels and Z: the bound and the joint are dgp_regression's LMC
+    on one Q-output layer (split q(u) and u per latent GP)."""
+    from ppl_dgp.models.lmc import lmc_regression
+
+    Q = 2
+    W = np.array([[1.0, 0.5], [-0.3, 2.0], [0.7, 0.0]])
+    config = _lmc_config([0.7, 0.7], W)
+    per_latent = functools.partial(lmc_regression, **config)
+    shared = functools.partial(dgp_regression, layers=_config(P, num_latent=Q)["layers"],
+                               noise_variance=Hyper(S2, fixed=True),
+                               lmc=LMC(P, W_init=W, fixed=True))  # fmt: skip
+    assert np.array_equal(config["latents"][0].Z, _config(P, num_latent=Q)["layers"][0].Z)
+    q = _q(Q, key=3)
+    split = {}
+    for k in range(Q):
+        split[f"latent{k}.q_mu"] = q["layer0.q_mu"][:, k : k + 1]
+        split[f"latent{k}.q_sqrt"] = q["layer0.q_sqrt"][k : k + 1]
+        split[f"latent{k}.variance"] = HYPERS["layer0.variance"]
+    # init_lmc fixes each latent GP's variance at 1: compare at variance 1
+    hyp = {"layer0.variance": 1.0, "layer0.lengthscales": np.array([0.7])}
+    a = _terms(shared, Y, {**q, **hyp})
+    b = _terms(per_latent, Y, {k: v for k, v in split.items() if "variance" not in k})
+    np.testing.assert_allclose(b["elbo"], a["elbo"], rtol=1e-12)
+    u = np.random.default_rng(6).normal(size=(Q, M))
+    lp_shared = trace(substitute(seed(shared, 0), data={"layer0.u": u, **hyp})).get_trace(X, Y)
+    data = {f"latent{k}.u": u[k : k + 1] for k in range(Q)}
+    lp_per = trace(substitute(seed(per_latent, 0), data=data)).get_trace(X, Y)
+    np.testing.assert_allclose(lp_per["y"]["fn"].log_prob(Y), lp_shared["y"]["fn"].log_prob(Y),
+                               rtol=1e-12)  # fmt: skip
+
+
+def test_lmc_latent_gps_have_their_own_kernels():
+    """Each latent GP's moments are those of a one-output layer with its own lengthscale, and
+    y_n | u is the dense N(W m_n, W diag(v_n) W^T + diag(s2))."""
+    from ppl_dgp.models.lmc import lmc_regression
+
+    W = np.array([[1.0, 0.5], [-0.3, 2.0], [0.7, 0.0]])
+    lengthscales = [0.3, 2.0]
+    model = functools.partial(lmc_regression, **_lmc_config(lengthscales, W))
+    u = np.random.default_rng(7).normal(size=(2, M))
+    data = {f"latent{k}.u": u[k : k + 1] for k in range(2)}
+    tr = trace(substitute(seed(model, 0), data=data)).get_trace(X, Y)
+    m, v = [], []
+    for k, ls in enumerate(lengthscales):
+        one = dataclasses.replace(_config(1)["layers"][0], num_outputs=1)
+        single = functools.partial(dgp_regression, layers=(one,), noise_variance=0.1)
+        with collapse(params={}):
+            mk = trace(substitute(seed(single, 0), data={
+                "layer0.u": u[k : k + 1], "layer0.variance": 1.0,
+                "layer0.lengthscales": np.array([ls])})).get_trace(X, Y[:, 0])  # fmt: skip
+        m.append(np.asarray(mk["layer0.f_mean"]["value"])[:, 0])
+        v.append(np.asarray(mk["layer0.f_var"]["value"])[:, 0])
+    m, v = np.stack(m, 1), np.stack(v, 1)
+    assert not np.allclose(v[:, 0], v[:, 1])  # two kernels, two different conditionals
+    dense = [multivariate_normal.logpdf(Y[n], W @ m[n], W @ np.diag(v[n]) @ W.T + np.diag(S2))
+             for n in range(N)]  # fmt: skip
+    np.testing.assert_allclose(tr["y"]["fn"].log_prob(Y), dense, rtol=1e-10)
+    assert tr["latent0.lengthscales"]["value"] != tr["latent1.lengthscales"]["value"]
+
+
+def test_lmc_bad_input_is_named():
+    from ppl_dgp.models.lmc import init_lmc, lmc_regression
+
+    model = functools.partial(lmc_regression, **_lmc_config([0.3, 2.0], np.ones((P, 2))))
+    with pytest.raises(ValueError, match=r"^y must have shape \[N, P\] = \[9, 3\].*\(9,\)"):
+        model(X, Y[:, 0])
+    with pytest.raises(ValueError, match=r"^y must have shape \[N, P\] = \[9, 3\].*\(9, 2\)"):
+        model(X, Y[:, :2])
+    config = _lmc_config([0.3, 2.0], np.ones((P, 2)))
+    wide = (dataclasses.replace(config["latents"][0], num_outputs=2), config["latents"][1])
+    with pytest.raises(ValueError, match=r"latents\[0\] must have num_outputs=1.*received 2"):
+        lmc_regression(X, Y, **{**config, "latents": wide})
+    with pytest.raises(ValueError, match=r"lengthscales must have shape \[Q\] = \[2\].*\(3,\)"):
+        init_lmc(X, num_outputs=P, num_latent=2, num_inducing=M, lengthscales=[1.0, 2.0, 3.0])

@@ -311,8 +311,11 @@ def test_predict_proba_for_nuts_draws_is_mean_of_sigmoid():
 # -- the Posterior contract on the GP zoo ------------------------------------------------------
 
 
-@pytest.mark.parametrize("zoo", ["svgp", "dgp"])
-def test_laplace_on_the_gp_zoo_returns_a_posterior_that_predicts_and_round_trips(zoo, tmp_path):
+@pytest.mark.parametrize(("zoo", "curvature"), [("svgp", "auto"), ("dgp", "auto"),
+                                               ("dgp", "hessian")])  # fmt: skip
+def test_laplace_on_the_gp_zoo_returns_a_posterior_that_predicts_and_round_trips(
+    zoo, curvature, tmp_path
+):
     X = np.linspace(-2.0, 2.0, 12)[:, None]
     y = np.sin(2.0 * X[:, 0]) + 0.1 * np.random.default_rng(0).normal(size=12)
     if zoo == "svgp":
@@ -321,9 +324,18 @@ def test_laplace_on_the_gp_zoo_returns_a_posterior_that_predicts_and_round_trips
         model = functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=3))
     with warnings.catch_warnings():  # a smoke-size MAP may need its Hessian repaired
         warnings.simplefilter("ignore", NotPositiveDefiniteWarning)
-        post = fit(Laplace(num_steps=300, num_samples=8), jax.random.key(0), model, X, y)
+        post = fit(Laplace(num_steps=300, num_samples=8, curvature=curvature),
+                   jax.random.key(0), model, X, y)  # fmt: skip
     layers = ["layer0"] if zoo == "svgp" else ["layer0", "layer1"]
-    assert post.name == "laplace" and post.approx.curvature == "hessian"
+    # the default linearises the program in u (hyperparameters at their MAP); the exact
+    # Hessian covers every global site and predicts from the draws
+    glm = curvature == "auto"
+    assert post.name == "laplace"
+    assert (post.approx.curvature, post.approx.predictive) == (
+        ("ggn", "glm") if glm else ("hessian", "sampled")
+    )
+    if glm:
+        assert post.approx.layout.names == tuple(f"{layer}.u" for layer in layers)
     for layer in layers:
         assert f"{layer}.u" in post.draws
         assert not any(k.endswith(".eps") for k in post.draws)  # per-datum: held at the MAP
@@ -333,7 +345,8 @@ def test_laplace_on_the_gp_zoo_returns_a_posterior_that_predicts_and_round_trips
     for v in post.draws.values():
         assert np.all(np.isfinite(v))
     pred = predict(jax.random.key(1), model, post, X[:4], num_samples=8)
-    assert pred.means.shape == (8, 4) and np.all(np.isfinite(pred.variance))
+    assert pred.means.shape == ((1, 4) if glm else (8, 4))  # GLM: one Gaussian per input
+    assert np.all(np.isfinite(pred.variance))
     post.save(tmp_path / "lap")
     assert Posterior.load(tmp_path / "lap") == post
 

@@ -40,7 +40,7 @@ class Layout:
 
 
 @approx_type(static=("layout", "likelihood", "curvature", "dense_layers", "output_site",
-                     "num_clipped", "prior_groups"))  # fmt: skip
+                     "num_clipped", "prior_groups", "predictive"))  # fmt: skip
 @dataclasses.dataclass(frozen=True)
 class LaplaceApprox:
     """The Laplace Gaussian at the MAP and what its predictives need.
@@ -62,6 +62,9 @@ class LaplaceApprox:
         output_site: the network output site ``f``.
         num_clipped: eigenvalues repaired to make the Hessian positive definite.
         prior_groups: names of the tuned prior-precision groups.
+        predictive: what :func:`~ppl_dgp.predictive.predict` and the LOO's pointwise
+            log-likelihood use: ``"glm"``, the GP-layer program linearised in ``u`` at the
+            MAP (:mod:`ppl_dgp.laplace.gp`), or ``"sampled"``, the program at the draws.
     """
 
     theta_map: Any
@@ -79,3 +82,20 @@ class LaplaceApprox:
     output_site: str
     num_clipped: int
     prior_groups: tuple[str, ...]
+    predictive: str = "sampled"
+
+    def pointwise_log_likelihood(
+        self, rng_key: Any, model: Any, posterior: Any, X: Any, y: Any, *,
+        likelihood_site: str = "y", **model_kwargs: Any,
+    ) -> tuple[Any, Any] | None:  # fmt: skip
+        """The LOO's ``(log_lik, y_rep)`` ``(chain, draw, N)`` for ``predictive="glm"``: the
+        linearised program's likelihood at the draws
+        (:func:`~ppl_dgp.laplace.predictive.glm_pointwise_log_likelihood`); ``None``
+        otherwise (the program at the draws, as for any method)."""
+        if self.predictive != "glm":
+            return None
+        from ppl_dgp.laplace.predictive import glm_pointwise_log_likelihood
+
+        return glm_pointwise_log_likelihood(
+            rng_key, model, posterior, X, y, likelihood_site=likelihood_site, **model_kwargs
+        )

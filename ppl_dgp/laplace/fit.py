@@ -82,11 +82,19 @@ from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerpr
 from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
 from ppl_dgp.infer.loop import Loop, NonFiniteLossError
 from ppl_dgp.infer.map import map_init, map_optimizer, map_step
+from ppl_dgp.laplace import gp as G
 from ppl_dgp.laplace import traced as T
 from ppl_dgp.laplace.approx import LaplaceApprox, Layout
 from ppl_dgp.laplace.curvature import hessian_curvature
 from ppl_dgp.laplace.structures import STRUCTURES, check_memory
-from ppl_dgp.laplace.subset import _dense_layers, _groups, _Layout, _likelihood_name, _normal_base
+from ppl_dgp.laplace.subset import (
+    _dense_layers,
+    _groups,
+    _Layout,
+    _likelihood_name,
+    _normal_base,
+    _normal_prior,
+)
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.validation import check_regression_data
 
@@ -97,6 +105,7 @@ _STRUCTURES = tuple(STRUCTURES)
 _CURVATURES = ("auto", "ggn", "ef", "hessian")
 _TUNES = ("none", "marglik", "fixed_point", "grid")
 _PRIOR_STRUCTURES = ("scalar", "layer")
+_PREDICTIVES = ("glm", "sampled")
 
 
 #: The configuration the MAP reads (its checkpoint's fingerprint; num_steps is its length).
@@ -147,6 +156,12 @@ class Laplace:
             structure or tuning reuses it (see :mod:`ppl_dgp.checkpoint`).
         checkpoint_every: MAP steps between checkpoints (also written at the end of the MAP
             and on ``KeyboardInterrupt``).
+        predictive: for a GP-layer program with a Gaussian likelihood (fitted with the GGN of
+            :mod:`ppl_dgp.laplace.gp`), what :func:`~ppl_dgp.predictive.predict` and the
+            LOO's pointwise log-likelihood use: ``"glm"`` (default, as laplace-torch's
+            ``pred_type="glm"``), the program linearised in ``u`` at the MAP (closed-form
+            Gaussian predictive, smooth bands), or ``"sampled"``, the nonlinear program run
+            at the draws. Networks keep their own choice (``predict_proba``'s ``link``).
     """
 
     subset_of_weights: str | tuple[str, ...] = "all"
@@ -166,6 +181,7 @@ class Laplace:
     local_latents: str = "fixed"
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
+    predictive: str = "glm"
     name: ClassVar[str] = "laplace"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400},
@@ -202,6 +218,7 @@ class Laplace:
             ("tune", _TUNES),
             ("prior_structure", _PRIOR_STRUCTURES),
             ("local_latents", ("fixed", "map")),
+            ("predictive", _PREDICTIVES),
         ):
             if getattr(self, field) not in allowed:
                 raise ValueError(
@@ -276,6 +293,7 @@ class LaplaceFitter:
         self._draws = jax.jit(functools.partial(T._draws), static_argnums=3)
         self._hessian = jax.jit(functools.partial(T._hessian, model, kw), static_argnums=0)
         self._potential = jax.jit(functools.partial(T._potential, model, kw))
+        self._gp_core = jax.jit(functools.partial(G._gp_core, model, kw), static_argnums=0)
 
     def fit(self, method: Laplace, rng_key: Array, X: Any, y: Any) -> Posterior:
         """``fit(method, rng_key, model, X, y)`` with this fitter's compiled pieces."""
@@ -298,6 +316,7 @@ class LaplaceFitter:
             "draws": self._draws,
             "hessian": self._hessian,
             "potential": self._potential,
+            "gp_core": self._gp_core,
         }
         return {k: int(f._cache_size()) for k, f in pieces.items()}
 
@@ -355,7 +374,9 @@ def _fit_laplace(
         z_map = jax.device_get(z_map)
         timer.mark("map")
         layers_all = _dense_layers(mtr)
-        names = _select_subset(method, curvature, sites, layers_all)
+        gp = _is_gp_path(method, curvature, mtr)
+        names = (_select_gp_subset(method, mtr) if gp
+                 else _select_subset(method, curvature, sites, layers_all))  # fmt: skip
         layout = _Layout(names, tuple(tuple(np.shape(z_map[n])) for n in names))
         layers = {k: v for k, v in layers_all.items() if set(v) <= set(names)}
         if method.hessian_structure == "kron":
@@ -372,7 +393,7 @@ def _fit_laplace(
                     f"declared together, layer after layer; the subset's order is {names}"
                 )
         groups, G, group_names = _groups(method.prior_structure, layout, layers)
-        path = _fit_hessian if curvature == "hessian" else _fit_ggn
+        path = _fit_gp if gp else _fit_hessian if curvature == "hessian" else _fit_ggn
         res = path(method, fitter, curvature, mtr, sites, z_map, params, layout, layers,
                    groups, G, X, y, key_draws)  # fmt: skip
         timings = timer.timings()
@@ -383,12 +404,13 @@ def _fit_laplace(
         dense_layers=tuple((k, tuple(v)) for k, v in layers.items()),
         output_site=method.output_site,
         prior_groups=tuple(group_names),
+        predictive=method.predictive if gp else "sampled",
         **res.pop("approx"),
     )
     return Posterior(
         draws=res["draws"],
         method=method,
-        traces={"map_loss": np.asarray(losses)},
+        traces={"map_loss": np.asarray(losses), **res.pop("traces", {})},
         params={k: np.asarray(v) for k, v in params.items()},
         approx=approx,
         timings=timings,
@@ -405,7 +427,11 @@ def _site_types(fitter: LaplaceFitter, X: Array, y: Array) -> dict[str, dict[str
             tr = handlers.trace(handlers.seed(fitter.model, 0)).get_trace(
                 X, y, **fitter.model_kwargs
             )
-        types.update({k: {"type": site["type"]} for k, site in tr.items()})
+        types.update({
+            k: {"type": site["type"], "infer": dict(site.get("infer") or {}), "fn": site.get("fn"),
+                "ndim": len(jnp.shape(site["value"]))}
+            for k, site in tr.items()
+        })  # fmt: skip
         return jnp.zeros(())
 
     jax.eval_shape(run, X, y)
@@ -421,6 +447,20 @@ def _resolve_curvature(method: Laplace, mtr: dict) -> str:
             and a tune that did not happen must not be recorded).
     """
     curvature = method.curvature
+    if _is_gp_path(method, "ggn" if curvature == "auto" else curvature, mtr):
+        if method.tune not in ("none", "marglik"):
+            raise ValueError(
+                f"Laplace(tune={method.tune!r}) is not available for a GP-layer program's "
+                "linearised Laplace: its prior precision and noise are the kernel variances "
+                "and noise_variance, hyperparameters of the program, tuned by the evidence "
+                "with tune='marglik' (or held at their MAP with tune='none')"
+            )
+        if method.hessian_structure == "kron":
+            raise ValueError(
+                "Laplace(hessian_structure='kron') needs dense layers; a GP-layer program's "
+                "linearised Laplace takes 'full' or 'diag'"
+            )
+        return "ggn"
     if curvature == "auto":
         has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
         curvature = "ggn" if has_f else "hessian"
@@ -610,3 +650,95 @@ def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict
             f"name the sites in subset_of_weights instead (global latent sites: {glob})"
         )
     return tuple(n for n in glob if n in dense_sites)
+
+
+# -- GP-layer programs: the linearised Laplace of ppl_dgp.laplace.gp -------------------------
+
+
+def _is_gp_path(method: Laplace, curvature: str, mtr: dict) -> bool:
+    """The GGN of a GP-layer program with a Gaussian likelihood (no network output site)."""
+    return (
+        curvature == "ggn"
+        and method.output_site not in mtr
+        and G.is_gp_regression(mtr, method.likelihood_site)
+    )
+
+
+def _select_gp_subset(method: Laplace, mtr: dict) -> tuple[str, ...]:
+    """The inducing values the linearised Laplace covers: every layer's ``u`` (``"all"``), the
+    last layer's (``"last_layer"``) or the named ones; the hyperparameters stay at their MAP."""
+    us = G.inducing_sites(mtr)
+    s = method.subset_of_weights
+    if s == "all":
+        return us
+    if s == "last_layer":
+        return us[-1:]
+    stray = [n for n in s if n not in us]
+    if stray:
+        raise ValueError(
+            f"Laplace(curvature='ggn') on a GP-layer program linearises in the inducing values "
+            f"{list(us)}; subset_of_weights names other sites: {stray} (use curvature="
+            "'hessian' for a Gaussian over hyperparameters)"
+        )
+    return tuple(n for n in us if n in s)
+
+
+def _fit_gp(method, fitter, curvature, mtr, sites, z_map, params, layout, layers, groups, G_,
+            X, y, key_draws) -> dict:  # fmt: skip
+    """The GGN of the program linearised in ``u`` (:mod:`ppl_dgp.laplace.gp`): the compiled
+    core, the draws ``u_s ~ N(u_MAP, P^-1)`` (hyperparameters at their MAP)."""
+    del curvature, layers, groups, G_
+    glob = tuple(sites.global_latent)
+    spec = G._GPSpec(
+        structure=STRUCTURES[method.hessian_structure],
+        layout=layout,
+        global_latent=glob,
+        likelihood_site=method.likelihood_site,
+    )
+    check_memory("the Jacobian d m / d u", (X.shape[0], layout.P), method.memory_limit_gb)
+    traces = {}
+    if method.tune == "marglik":  # the hyperparameters by the Laplace evidence
+        z_map, traces["evidence_loss"] = _tune_gp_evidence(method, fitter, spec, mtr, z_map,
+                                                           params, X, y)  # fmt: skip
+    values = {n: biject_to(mtr[n]["fn"].support)(z_map[n]) for n in glob}
+    out = fitter._gp_core(spec, values, params, X, y)
+    thetas = fitter._draws(out["precision"], out["theta_map"], key_draws, method.num_samples)
+    out, thetas, values = jax.device_get((out, thetas, values))
+    draws, maps = _draws_of(glob, layout, thetas, values)
+    approx = {
+        "theta_map": out["theta_map"],
+        "precision": out["precision"],
+        "prior_precision": out["delta"],
+        "prior_mean": out["mu0"],
+        "sigma_noise": out["sigma"],
+        "log_marglik": out["lml"],
+        "curvature_scale": np.asarray(1.0),
+        "likelihood": "gaussian",
+        "num_clipped": 0,
+    }
+    return {"draws": draws, "map": maps, "approx": approx, "traces": traces}
+
+
+def _tune_gp_evidence(method, fitter, spec, mtr, z_map, params, X, y) -> tuple[dict, np.ndarray]:
+    """``tune_steps`` Adam steps (``learning_rate``) from the MAP on
+    :func:`ppl_dgp.laplace.gp._evidence_loss`: the hyperparameters (noise included) to a
+    stationary point of the Laplace evidence with their hyperpriors, ``u`` to its MAP given
+    them; the per-datum sites stay fixed. Returns the new point and the loss per step."""
+    glob = set(spec.global_latent)
+    free = {k: v for k, v in z_map.items() if k in glob}
+    fixed = {k: v for k, v in z_map.items() if k not in glob}
+    delta = jnp.concatenate(
+        [jnp.reshape(_normal_prior(mtr[n]["fn"], n)[1], -1) for n in spec.layout.names]
+    )
+    loss = functools.partial(G._evidence_loss, fitter.model, dict(fitter.model_kwargs), spec)
+    loop = Loop(map_step(loss, fitter._opt), desc="Laplace evidence", owner="Laplace")
+    state = map_init(fitter._opt, free, method.learning_rate)
+    try:
+        res = loop.run(state, method.tune_steps, jax.random.key(0),
+                       args=(fixed, params, delta, X, y))  # fmt: skip
+    except NonFiniteLossError as err:
+        raise ValueError(
+            f"Laplace(tune='marglik'): the evidence became non-finite at step {err.step}; try "
+            "a smaller learning_rate"
+        ) from err
+    return jax.device_get({**fixed, **res.state[0]}), np.asarray(res.losses)

@@ -5,6 +5,11 @@
   for dense layers ``d f / d W[i, o] = a_i d f / d z_o``, so the Jacobian is assembled from the
   layer inputs and ``d f / d z`` (no Jacobian through the whole network).
 - :func:`predict_regression`: the Gaussian closed form ``N(f*, v* + sigma^2)``.
+- GP-layer programs (:mod:`ppl_dgp.laplace.gp`): the program linearised in ``u`` at the MAP,
+  registered with :func:`ppl_dgp.predictive.predict` for Laplace posteriors fitted with
+  ``predictive="glm"`` (one Gaussian per input, ``N(m*, J* P^-1 J*^T + v*)``), and
+  :func:`glm_pointwise_log_likelihood`, the same linearised model's likelihood at the draws,
+  which the LOO reads.
 - class probabilities (registered for :class:`~ppl_dgp.laplace.approx.LaplaceApprox` with
   :func:`ppl_dgp.predictive.predict_proba`): probit, MC, Laplace bridge, the plug-in MAP, or
   the weight draws (``link="nn"``, the generic predictive of the draws).
@@ -44,13 +49,15 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
 from ppl_dgp import curvature as C
+from ppl_dgp.laplace import gp as G
 from ppl_dgp.laplace.approx import LaplaceApprox
 from ppl_dgp.laplace.curvature import output_jacobian
 from ppl_dgp.laplace.subset import _Layout
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.predictive import register_proba
+from ppl_dgp.predict import MixturePredictive
+from ppl_dgp.predictive import _predict, register_predict, register_proba
 
-__all__ = ["glm_predictive", "predict_regression"]
+__all__ = ["glm_pointwise_log_likelihood", "glm_predictive", "predict_regression"]
 
 
 def _trace_at(model: Callable, data: dict, X_new: Array, model_kwargs: dict) -> dict:
@@ -219,8 +226,109 @@ def _laplace_proba(
     return core(base, arrays, _as_array(X_new), key)
 
 
+# -- GP-layer programs: the linearised program (ppl_dgp.laplace.gp) ------------------------------
+
+
+def _gp_inputs(posterior: Posterior, site: str, model_kwargs: dict, owner: str) -> tuple:
+    """The static spec and arrays of a GP-layer Laplace fit's linearisation."""
+    q = posterior.approx
+    if not isinstance(q, LaplaceApprox) or q.predictive != "glm":
+        how = f", predictive={q.predictive!r}" if isinstance(q, LaplaceApprox) else ""
+        raise ValueError(
+            f"{owner} needs a Laplace posterior of a GP-layer program fitted with "
+            f"predictive='glm'; received a {posterior.name!r} posterior (approx "
+            f"{type(q).__name__}{how})"
+        )
+    layout = _Layout(tuple(q.layout.names), tuple(tuple(s) for s in q.layout.shapes))
+    spec = (layout, site, tuple(sorted(model_kwargs.items())))
+    return spec, dict(q.map), dict(posterior.params), q.precision
+
+
+def _gp_glm_core(model: Callable, spec: tuple, values: dict, params: dict, precision: Any,
+                 X: Array) -> tuple:  # fmt: skip
+    """``(mean [N], layer_var [N], glm_var [N], noise_variance [], J [N, P])`` of the
+    linearised program at ``X``: ``layer_var = sigma_L^2(x)`` the last layer's variance given
+    ``u``, ``glm_var = J P^-1 J^T`` the Laplace posterior's, in the linearisation."""
+    layout, site, kwargs = spec
+    g, J, cov = G.glm_moments(model, dict(kwargs), layout, values, params, precision, X, site)
+    return g.mean, g.f_var, cov, g.noise_variance, J
+
+
+@register_predict(LaplaceApprox)
+def _laplace_predict(
+    approx: LaplaceApprox, rng_key: Array, model: Callable, posterior: Posterior, X_new: Array,
+    *, num_samples: int, likelihood_site: str, model_kwargs: dict,
+) -> MixturePredictive:  # fmt: skip
+    """``predict`` for a Laplace posterior: with ``predictive="glm"`` (a GP-layer program) the
+    linearised program's Gaussian ``N(m*, J* P^-1 J*^T + sigma_L^2(x*) + s2)`` (one component;
+    the inner layers' ``eps`` at its mean, as in the fit); otherwise the draws."""
+    if approx.predictive != "glm":
+        return _predict.dispatch(object)(
+            approx, rng_key, model, posterior, X_new, num_samples=num_samples,
+            likelihood_site=likelihood_site, model_kwargs=model_kwargs,
+        )  # fmt: skip
+    spec, values, params, precision = _gp_inputs(posterior, likelihood_site, model_kwargs,
+                                                 "predict")  # fmt: skip
+    mean, layer_var, cov, s2, _ = _compiled(_gp_glm_core, model, spec)(
+        values, params, precision, _as_array(X_new)
+    )
+    f_var = layer_var + cov
+    return MixturePredictive(mean[None], (f_var + s2)[None], f_var[None])
+
+
+def glm_pointwise_log_likelihood(
+    rng_key: Array,
+    model: Callable,
+    posterior: Posterior,
+    X: Array,  # [N, D]
+    y: Array,  # [N]
+    *,
+    likelihood_site: str = "y",
+    **model_kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``log p(y_n | u_s)`` of the linearised program per draw ``u_s`` and datum, and a replicate.
+
+    .. math::
+        \\log p(y_n \\mid u_s) = \\log N\\big(y_n \\mid m_n(\\hat u) + J_n (u_s - \\hat u),\\;
+        \\sigma_L^2(x_n) + s^2\\big)
+
+    at the MAP's hyperparameters with the inner layers' ``eps = 0``: the likelihood of the
+    model whose exact posterior the GGN Laplace is (:mod:`ppl_dgp.laplace.gp`), so PSIS-LOO
+    on the draws ``u_s ~ N(u_hat, P^-1)`` is the LOO of the GLM predictive that
+    :func:`~ppl_dgp.predictive.predict` returns.
+
+    Args:
+        rng_key: key for the replicates.
+        model: the fitted program.
+        posterior: a Laplace posterior fitted with ``predictive="glm"``.
+        X: training inputs ``[N, D]``; y: targets ``[N]``.
+        likelihood_site: the Gaussian observed site.
+        **model_kwargs: further model keywords.
+
+    Returns:
+        ``(log_lik, y_rep)``, both ``(chain, draw, N)`` NumPy arrays.
+    """
+    spec, values, params, precision = _gp_inputs(posterior, likelihood_site, model_kwargs,
+                                                 "glm_pointwise_log_likelihood")  # fmt: skip
+    mean, layer_var, _, s2, J = _compiled(_gp_glm_core, model, spec)(
+        values, params, precision, _as_array(X)
+    )
+    q = posterior.approx
+    flat = posterior.flat()
+    S = posterior.num_chains * posterior.num_draws
+    thetas = np.concatenate([np.reshape(flat[n], (S, -1)) for n in q.layout.names], axis=1)
+    m = mean + (jnp.asarray(thetas) - jnp.asarray(q.theta_map)) @ J.T  # [S, N]
+    v = layer_var + s2  # [N]: the likelihood's variance at the MAP (not linearised)
+    y = jnp.asarray(y)
+    log_lik = -0.5 * (jnp.log(2 * jnp.pi * v) + (y - m) ** 2 / v)
+    y_rep = m + jnp.sqrt(v) * jax.random.normal(rng_key, m.shape, dtype=m.dtype)
+    shape = (posterior.num_chains, posterior.num_draws, X.shape[0])
+    return np.asarray(log_lik).reshape(shape), np.asarray(y_rep).reshape(shape)
+
+
 #: The compiled predictives, cached per (model object, static spec, link) by ``jax.jit``.
 _JITTED = {
+    _gp_glm_core: jax.jit(_gp_glm_core, static_argnums=(0, 1)),
     _glm_core: jax.jit(_glm_core, static_argnums=(0, 1)),
     _proba_core: jax.jit(_proba_core, static_argnums=(0, 1, 2, 3)),
 }

@@ -1,0 +1,130 @@
+"""Laplace on GP-layer programs: the linearised (GLM) predictive of :mod:`ppl_dgp.laplace.gp`.
+
+A one-layer program with fixed hyperparameters is linear in its whitened inducing values
+``v``: ``y_n | v ~ N(a_n^T v, sigma_L^2(x_n) + s2)`` with ``a_n = L^{-1} k(Z, x_n)``. There the
+GGN Laplace is the exact Gaussian posterior of ``v`` and the GLM predictive is the dense closed
+form, checked here against an O(N^3) NumPy computation from the kernel formula. The flagship
+k-hat figure (2-layer DGP on the motorcycle data) is a ``slow`` test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from ppl_dgp.infer import fit
+from ppl_dgp.laplace import Laplace, LaplaceFitter
+from ppl_dgp.laplace.predictive import glm_pointwise_log_likelihood
+from ppl_dgp.linalg import DEFAULT_JITTER
+from ppl_dgp.models.dgp import dgp_regression, init_dgp
+from ppl_dgp.models.svgp import init_svgp, svgp_regression
+from ppl_dgp.predictive import predict
+
+VARIANCE, LENGTHSCALE, NOISE = 1.3, 0.7, 0.05
+
+
+def _se(A: np.ndarray, B: np.ndarray) -> np.ndarray:  # [N, 1], [M, 1] -> [N, M]
+    return VARIANCE * np.exp(-0.5 * (A[:, None, 0] - B[None, :, 0]) ** 2 / LENGTHSCALE**2)
+
+
+def _dense(Z: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a_n = L^{-1} k(Z, x_n)`` ``[N, M]`` and ``sigma_L^2(x_n) = k(x_n, x_n) - |a_n|^2``."""
+    L = np.linalg.cholesky(_se(Z, Z) + DEFAULT_JITTER * np.eye(len(Z)))
+    A = np.linalg.solve(L, _se(Z, X)).T
+    return A, VARIANCE - np.sum(A**2, axis=1)
+
+
+@pytest.fixture(scope="module")
+def one_layer():
+    """A one-layer program with fixed hyperparameters (params, not latents), its Laplace fit."""
+    rng = np.random.default_rng(0)
+    X = np.sort(rng.uniform(-2.0, 2.0, 25))[:, None]
+    y = np.sin(2.0 * X[:, 0]) + 0.2 * rng.normal(size=25)
+    Z = np.linspace(-2.0, 2.0, 6)[:, None]
+    config = init_svgp(X, num_inducing=6, Z_init=Z, hyperpriors=False, lengthscale=LENGTHSCALE,
+                       noise_variance=NOISE)  # fmt: skip
+    config["layers"] = tuple(dataclasses.replace(s, variance=VARIANCE) for s in config["layers"])
+    model = functools.partial(svgp_regression, **config)
+    post = fit(Laplace(num_steps=200, learning_rate=0.05, num_samples=50), jax.random.key(0),
+               model, X, y)  # fmt: skip
+    return model, X, y, Z, post
+
+
+def test_one_layer_glm_predictive_is_the_dense_gaussian_posterior_predictive(one_layer):
+    model, X, y, Z, post = one_layer
+    q = post.approx
+    assert q.curvature == "ggn" and q.predictive == "glm"
+    assert q.layout.names == ("layer0.u",)
+    A, s2L = _dense(Z, X)
+    V = s2L + NOISE
+    P = A.T @ (A / V[:, None]) + np.eye(len(Z))  # exact posterior precision of v
+    np.testing.assert_allclose(np.asarray(q.precision.matrix()), P, rtol=1e-9)
+    Xs = np.linspace(-2.5, 2.5, 7)[:, None]
+    As, s2s = _dense(Z, Xs)
+    v_map = np.asarray(q.theta_map)
+    pred = predict(jax.random.key(1), model, post, Xs)
+    assert pred.means.shape == (1, 7)  # one Gaussian per input, closed form
+    # the predictive mean is the program's mean at the MAP ...
+    np.testing.assert_allclose(np.asarray(pred.mean), As @ v_map, rtol=1e-9, atol=1e-12)
+    # ... and the variance J P^-1 J^T + sigma_L^2 + s2, with J = A for a linear program
+    var = np.einsum("nm,mk,nk->n", As, np.linalg.inv(P), As) + s2s + NOISE
+    np.testing.assert_allclose(np.asarray(pred.variance), var, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(pred.f_variances[0]), var - NOISE, rtol=1e-9)
+
+
+def test_one_layer_map_is_the_posterior_mean(one_layer):
+    """The MAP of a linear-Gaussian program is the posterior mean ``P^-1 A^T V^-1 y``; the
+    Adam MAP reaches it to the precision its gradient allows."""
+    _, X, y, Z, post = one_layer
+    A, s2L = _dense(Z, X)
+    V = s2L + NOISE
+    P = A.T @ (A / V[:, None]) + np.eye(len(Z))
+    mean = np.linalg.solve(P, A.T @ (y / V))
+    v_map = np.asarray(post.approx.theta_map)
+    grad = P @ v_map - A.T @ (y / V)  # the potential's gradient at the MAP
+    np.testing.assert_allclose(v_map, mean, atol=float(np.linalg.norm(np.linalg.solve(P, grad)))
+                               + 1e-12)  # fmt: skip
+    assert np.linalg.norm(grad) < 1e-3 * np.linalg.norm(A.T @ (y / V))
+
+
+def test_pointwise_log_likelihood_is_the_linearised_models(one_layer):
+    model, X, y, Z, post = one_layer
+    log_lik, y_rep = glm_pointwise_log_likelihood(jax.random.key(2), model, post, X, y)
+    assert log_lik.shape == y_rep.shape == (1, 50, 25)
+    A, s2L = _dense(Z, X)
+    V = s2L + NOISE
+    m = np.reshape(post.draws["layer0.u"], (50, -1)) @ A.T  # [S, N]: exact for one layer
+    ref = -0.5 * (np.log(2 * np.pi * V) + (y - m) ** 2 / V)
+    np.testing.assert_allclose(log_lik[0], ref, rtol=1e-9)
+    # the LOO hook of the approximation says the same
+    hook, _ = post.approx.pointwise_log_likelihood(jax.random.key(2), model, post, X, y)
+    np.testing.assert_allclose(hook, log_lik, rtol=0)
+
+
+def test_dgp_defaults_to_the_glm_and_keeps_the_sampled_predictive():
+    X = np.linspace(-2.0, 2.0, 12)[:, None]
+    y = np.sin(2.0 * X[:, 0]) + 0.1 * np.random.default_rng(0).normal(size=12)
+    model = functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=3))
+    laplace = LaplaceFitter(model)  # one compilation of each piece for the fits below
+    glm = laplace.fit(Laplace(num_steps=100, num_samples=8), jax.random.key(0), X, y)
+    assert glm.approx.layout.names == ("layer0.u", "layer1.u")
+    assert glm.approx.curvature == "ggn" and glm.approx.predictive == "glm"
+    np.testing.assert_allclose(glm.draws["noise_variance"][0], glm.approx.map["noise_variance"])
+    Xs = np.linspace(-2.0, 2.0, 5)[:, None]
+    pred = predict(jax.random.key(1), model, glm, Xs, num_samples=8)
+    assert pred.means.shape == (1, 5) and np.all(pred.variances > glm.approx.sigma_noise**2)
+    sampled = laplace.fit(Laplace(num_steps=100, num_samples=8, predictive="sampled"),
+                          jax.random.key(0), X, y)  # fmt: skip
+    np.testing.assert_allclose(sampled.approx.theta_map, glm.approx.theta_map, rtol=0)
+    assert sampled.approx.predictive == "sampled"
+    assert predict(jax.random.key(1), model, sampled, Xs, num_samples=8).means.shape == (8, 5)
+    with pytest.raises(ValueError, match=r"needs a Laplace posterior .* predictive='glm'"):
+        glm_pointwise_log_likelihood(jax.random.key(0), model, sampled, X, y)
+    with pytest.raises(ValueError, match=r"tune='grid'.*GP-layer program"):
+        laplace.fit(Laplace(num_steps=0, tune="grid"), jax.random.key(0), X, y)
+    with pytest.raises(ValueError, match=r"subset_of_weights names other sites.*noise_var"):
+        laplace.fit(Laplace(("layer0.u", "noise_variance"), num_steps=0), jax.random.key(0), X, y)

@@ -84,8 +84,14 @@ def main() -> None:
     p.add_argument("--laplace", nargs="*", default=[], help="key=value Laplace overrides")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default=None, help="write the bands to this PNG")
+    p.add_argument(
+        "--no-hook",
+        action="store_true",
+        help="LOO as diagnostics.py computes it today (the program at the draws)",
+    )
     args = p.parse_args()
-    _with_approx_hook()
+    if not args.no_hook:
+        _with_approx_hook()
     model, X, y, Xt, yt_raw, X_tr, sx, sy = flagship(args.seed)
     over = dict(kv.split("=", 1) for kv in args.laplace)
     over = {k: _value(v) for k, v in over.items()}

@@ -71,11 +71,15 @@ __all__ = [
     "ESS_BULK_MIN",
     "MIN_PREDICTIVE_INPUTS",
     "RHAT_MAX",
+    "WITHIN_RHAT_MAX",
+    "ChainView",
     "ReferenceCheck",
+    "chain_view",
     "compare",
     "diagnostic_warnings",
     "load_datatree",
     "loo",
+    "loo_per_chain",
     "plot_forest",
     "plot_khat",
     "plot_marginals",
@@ -403,7 +407,7 @@ def diagnostic_warnings(
         k = np.asarray(elpd.pareto_k).ravel()
         bad = int(np.sum(k > khat_max))
         if bad:
-            out.append(f"{bad} of {k.size} observations have Pareto k > {khat_max}")
+            out.append(f"{bad} of {k.size} observations have Pareto k > {khat_max:.2f}")
     return out
 
 
@@ -582,6 +586,200 @@ def reference_check(
     return ReferenceCheck(tuple(reasons), rhat, ess, divergences, int(C), int(D))
 
 
+# -- chains that disagree: separate modes or no convergence? --------------------------------
+
+#: Largest split-R-hat of one chain on its own (:func:`chain_view`) for the chain to count as
+#: stationary. Looser than :data:`RHAT_MAX`: each chain alone is a fraction of the draws, so
+#: the statistic is noisier (1.05 is the older threshold of Gelman et al. 2013).
+WITHIN_RHAT_MAX = 1.05
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainView:
+    """Each chain of an MCMC posterior on its own (:func:`chain_view`).
+
+    Attributes:
+        quantities: names of the ``Q`` quantities (``site[i]``, or a predictive label).
+        means: per-chain means ``[Q, C]``.
+        sds: per-chain standard deviations ``[Q, C]``.
+        rhat: R-hat across the chains ``[Q]`` (rank-normalised split R-hat).
+        within_rhat: split-R-hat of each chain alone ``[Q, C]`` (its two halves as chains).
+        rhat_max: the threshold on ``rhat``.
+        within_max: the threshold on ``within_rhat``.
+    """
+
+    quantities: tuple[str, ...]
+    means: np.ndarray
+    sds: np.ndarray
+    rhat: np.ndarray
+    within_rhat: np.ndarray
+    rhat_max: float = RHAT_MAX
+    within_max: float = WITHIN_RHAT_MAX
+
+    @property
+    def num_chains(self) -> int:
+        """Chains ``C``."""
+        return int(self.means.shape[1])
+
+    @property
+    def drifting(self) -> list[int]:
+        """Chains not stationary on their own (some quantity's within-chain split-R-hat above
+        ``within_max``; NaN, a chain that never moves, counts as drifting)."""
+        bad = ~(self.within_rhat <= self.within_max)  # [Q, C]
+        return [int(c) for c in np.flatnonzero(bad.any(axis=0))]
+
+    @property
+    def verdict(self) -> str:
+        """``"mixing"`` (the chains agree: every R-hat at most ``rhat_max``), ``"separate
+        modes"`` (they disagree, each chain stationary: each sits in its own place) or ``"not
+        converged"`` (they disagree and some chain drifts: warm-up did not finish)."""
+        if np.all(self.rhat <= self.rhat_max):
+            return "mixing"
+        return "not converged" if self.drifting else "separate modes"
+
+
+def chain_view(
+    reference: Posterior | xr.DataTree,
+    var_names: Sequence[str] | None = None,
+    *,
+    predictive: np.ndarray | None = None,  # [chain, draw, P]
+    predictive_labels: Sequence[str] | None = None,
+    rhat_max: float = RHAT_MAX,
+    within_max: float = WITHIN_RHAT_MAX,
+) -> ChainView:
+    """Per-chain means and sds, R-hat across chains and split-R-hat within each chain.
+
+    When R-hat across the chains is high, two things look alike in the pooled summary and call
+    for different cures:
+
+    - **separate modes**: each chain is stationary (its split-R-hat alone, the chain's two
+      halves given to ArviZ's rank-normalised split R-hat, which splits each again, is at most
+      ``within_max``) but the chains sit in different places. More draws do not help; the
+      chains can be stacked (:mod:`ppl_dgp.stacking`).
+    - **not converged**: some chain drifts within itself (its own split-R-hat is high; its
+      rank plot is not flat). A longer warm-up is the cure.
+
+    Quantities whose draws are all equal (no spread anywhere) get R-hat 1.
+
+    Args:
+        reference: an MCMC :class:`~ppl_dgp.posterior.Posterior` or its DataTree
+            (``C >= 2`` chains of ``D >= 4`` draws).
+        var_names: the sites (default: every posterior variable).
+        predictive: a per-draw predictive quantity ``(chain, draw', P)`` (e.g. the mean of
+            ``y`` at a few test inputs given each draw; ``draw'`` may be a thinned subset).
+        predictive_labels: a name per predictive input (default ``predictive[i]``).
+        rhat_max: the threshold on R-hat across chains (:data:`RHAT_MAX`).
+        within_max: the threshold on a chain's own split-R-hat (:data:`WITHIN_RHAT_MAX`).
+
+    Returns:
+        A :class:`ChainView` (``.verdict``, ``.drifting``, the tables).
+
+    Raises:
+        ValueError: fewer than two chains or four draws, an unknown site, or a predictive of
+            another shape.
+
+    References:
+        Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021), Rank-normalization, folding, and
+        localization: an improved R-hat, Bayesian Analysis 16(2).
+        Yao, Vehtari & Gelman (2022), Stacking for non-mixing Bayesian computations, JMLR
+        23(79), section 2.
+
+    Example:
+        Two stationary chains two sds apart are separate modes, a trending one is not:
+
+        >>> import numpy as np
+        >>> from ppl_dgp.infer import NUTS
+        >>> rng = np.random.default_rng(0)
+        >>> apart = rng.normal(size=(2, 400)) + [[0.0], [2.0]]
+        >>> chain_view(Posterior(draws={"s": apart}, method=NUTS(num_chains=2))).verdict
+        'separate modes'
+        >>> drift = rng.normal(size=(2, 400)) + np.linspace(0, 4, 400) * [[0.0], [1.0]]
+        >>> view = chain_view(Posterior(draws={"s": drift}, method=NUTS(num_chains=2)))
+        >>> view.verdict, view.drifting
+        ('not converged', [1])
+    """
+    dt = to_datatree(reference) if isinstance(reference, Posterior) else reference
+    post = dt["posterior"].to_dataset()
+    names = list(post.data_vars) if var_names is None else list(var_names)
+    missing = [v for v in names if v not in post.data_vars]
+    if missing:
+        raise ValueError(f"chain_view: the posterior has no site(s) {missing}")
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    if C < 2 or D < 4:
+        raise ValueError(
+            f"chain_view: needs at least 2 chains of 4 draws; received {C} x {D} (chain, draw)"
+        )
+    blocks, labels = [], []
+    for name in names:
+        blocks.append(post[name].transpose("chain", "draw", ...).values.reshape(C, D, -1))
+        labels += list(_components(np.zeros(post[name].shape[2:]), name))
+    stats = [_chain_stats(np.concatenate(blocks, axis=2))] if blocks else []
+    if predictive is not None:
+        p = np.asarray(predictive, dtype=np.float64)
+        if p.ndim != 3 or p.shape[0] != C or p.shape[1] < 4:
+            raise ValueError(
+                f"chain_view: predictive must be (chain, draw, P) with {C} chains of at least 4 "
+                f"draws; received {p.shape}"
+            )
+        plabels = list(predictive_labels or [f"predictive[{i}]" for i in range(p.shape[2])])
+        if len(plabels) != p.shape[2]:
+            raise ValueError(f"chain_view: {len(plabels)} predictive labels for {p.shape[2]}")
+        stats.append(_chain_stats(p))
+        labels += plabels
+    if not stats:
+        raise ValueError("chain_view: no quantities to view (no sites and no predictive)")
+    means, sds, rhat, within = (np.concatenate(z, axis=0) for z in zip(*stats, strict=True))
+    return ChainView(tuple(labels), means, sds, rhat, within, rhat_max, within_max)
+
+
+def _chain_stats(
+    x: np.ndarray,  # [C, D, Q]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-chain means and sds ``[Q, C]``, R-hat across chains ``[Q]`` and each chain's own
+    split-R-hat ``[Q, C]`` (its halves as two chains; a chain that never moves: NaN; a
+    quantity with no spread at all: 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    C, D, _ = x.shape
+    half = D // 2
+    halves = x[:, : 2 * half].reshape(C, 2, half, -1)  # [C, 2, half, Q]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant draws: NaN R-hat
+        rhat = azs.rhat(xr.Dataset({"x": (("chain", "draw", "q"), x)}))["x"].values
+        within = azs.rhat(xr.Dataset({"x": (("src", "chain", "draw", "q"), halves)}))["x"]
+        within = within.transpose("q", "src").values
+    flat = np.ptp(x.reshape(C * D, -1), axis=0) == 0  # [Q]
+    rhat = np.where(flat, 1.0, rhat)
+    stuck = np.ptp(x, axis=1).T == 0  # [Q, C]
+    within = np.where(flat[:, None], 1.0, np.where(stuck, np.nan, within))
+    return x.mean(axis=1).T, x.std(axis=1, ddof=1).T, rhat, within
+
+
+def loo_per_chain(dt: xr.DataTree, var_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """PSIS-LOO of each chain on its own, as :func:`ppl_dgp.stacking.stacking_weights` needs.
+
+    Args:
+        dt: a DataTree with ``log_likelihood`` (:func:`to_datatree` with the data), ``C``
+            chains.
+        var_name: the observed variable.
+
+    Returns:
+        ``(elpd_i, pareto_k)``, both ``[C, N]``: ``log p_k(y_i | y_{-i})`` from chain ``k``'s
+        draws alone, and the Pareto ``k`` of that estimate.
+    """
+    if "log_likelihood" not in dt.children:
+        raise ValueError("loo_per_chain: the DataTree has no log_likelihood group")
+    C = dt["posterior"].sizes["chain"]
+    elpd_i, k = [], []
+    for c in range(C):
+        sub = xr.DataTree.from_dict(
+            {g: dt[g].to_dataset().isel(chain=[c]) for g in ("posterior", "log_likelihood")}
+        )
+        e = loo(sub, var_name)
+        elpd_i.append(np.asarray(e.elpd_i.values).ravel())
+        k.append(np.asarray(e.pareto_k.values).ravel())
+    return np.stack(elpd_i), np.stack(k)
+
+
 # -- plots (arviz-plots; each returns the PlotCollection and saves when given a path) ------
 
 
@@ -685,56 +883,55 @@ def plot_rank(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None
     """Rank plot (fractional-rank ECDF difference per chain) of an MCMC posterior, a panel per
     scalar component (``site[i]``), chains in colour."""
     pc = azp.plot_rank(_components_tree(dt, var_names), figure_kwargs={"layout": "constrained"})
+    for ax in pc.viz["figure"].item().axes:  # the p-value text sits on the title and curves
+        for text in list(ax.texts):  # (arviz-plots 1.3 rejects visuals={"p_value_text": False})
+            text.remove()
     pc.add_legend("chain")
     return _save(pc, path)
 
 
 def plot_trace(dt: xr.DataTree, var_names: Sequence[str], path: str | Path | None = None) -> Any:
-    """Trace and per-chain density of an MCMC posterior (divergences marked), a row per
-    scalar component (``site[i]``)."""
-    pc = azp.plot_trace_dist(
-        _components_tree(dt, var_names), figure_kwargs={"layout": "constrained"}
-    )
-    return _save(pc, path)
+    """Trace and per-chain density of an MCMC posterior, a row per scalar component
+    (``site[i]``), a colour per chain, divergences marked (:func:`ppl_dgp.plotting.plot_chains`).
+
+    Returns:
+        The matplotlib figure.
+    """
+    from ppl_dgp import plotting
+
+    div = None
+    if "sample_stats" in dt.children and "diverging" in dt["sample_stats"].data_vars:
+        div = dt["sample_stats"]["diverging"].transpose("chain", "draw").values
+    draws = _draws_of({"_": dt}, var_names)["_"]
+    return plotting.plot_chains(draws, list(var_names), path, diverging=div)
 
 
 def plot_khat(elpds: Mapping[str, Any], path: str | Path | None = None) -> Any:
-    """PSIS-LOO Pareto ``k`` per observation, one panel per method (arviz-plots' ``plot_khat``).
+    """PSIS-LOO Pareto ``k`` per observation, one panel per method
+    (:func:`ppl_dgp.plotting.plot_khat_panels`).
 
-    Lines at ``k = 0``, ``good_k`` and ``1`` (the counts above ``good_k`` are in the report's
-    table: arviz-plots' per-range percentages overlap each other and the next panel).
-    ``good_k = min(1 - 1 / log10(S), 0.7)`` is ArviZ's threshold for ``S`` draws (Vehtari et
-    al., 2024); with several methods the panels share the strictest one (the fewest draws), as
-    arviz-plots draws one set of lines. Observations are not labelled with their index (the
-    labels of neighbouring observations overlap).
+    Each panel draws its method's own ``good_k = min(1 - 1 / log10(S), 0.7)`` (ArviZ's
+    threshold for ``S`` draws; Vehtari et al., 2024), ``k = 0.7`` and ``k = 1``, and counts
+    the observations above ``good_k`` and 0.7 in its title.
 
     Args:
-        elpds: ``{method: ELPDData}`` from :func:`loo` (pointwise, the same observations).
+        elpds: ``{method: ELPDData}`` from :func:`loo` (pointwise).
         path: where to save the figure (not saved when ``None``).
 
     Returns:
-        The ``PlotCollection``.
+        The matplotlib figure.
 
     References:
         Vehtari, Simpson, Gelman, Yao & Gabry (2024), Pareto smoothed importance sampling,
         JMLR 25(72).
     """
+    from ppl_dgp import plotting
+
     elpds = dict(elpds)
     if not elpds:
         raise ValueError("plot_khat: no methods given")
-    visuals = {"hlines": {}, "bin_text": False, "threshold_text": False}
-    layout = {"figure_kwargs": {"layout": "constrained"}}
-    if len(elpds) == 1:
-        (elpd,) = elpds.values()
-        pc = azp.plot_khat(elpd, threshold=elpd.good_k, visuals=visuals, **layout)
-        return _save(pc, path)
-    k = xr.concat([e.pareto_k for e in elpds.values()], dim="model")
-    combined = dataclasses.replace(  # arviz-plots reads only pareto_k and good_k
-        next(iter(elpds.values())),
-        pareto_k=k.assign_coords(model=list(elpds)),
-        good_k=min(e.good_k for e in elpds.values()),
+    return plotting.plot_khat_panels(
+        {k: np.asarray(e.pareto_k.values).ravel() for k, e in elpds.items()},
+        {k: float(e.good_k) for k, e in elpds.items()},
+        path,
     )
-    pc = azp.plot_khat(
-        combined, cols=["model"], legend=False, visuals={**visuals, "title": {}}, **layout
-    )
-    return _save(pc, path)

@@ -25,6 +25,8 @@ __all__ = [
     "plot_predictive_1d",
     "plot_predictive_bands",
     "plot_reliability",
+    "plot_chains",
+    "plot_khat_panels",
 ]
 
 
@@ -196,14 +198,14 @@ def marginal_components(
     return out
 
 
-def _log_axis(ax: Any) -> None:
-    """A log x-axis labelled in plain numbers, more per decade the fewer decades it spans
-    (matplotlib's default labels the minor ticks of a short range as colliding ``a x 10^b``).
-    Call it after the data are drawn."""
+def _log_axis(ax: Any, which: str = "x") -> None:
+    """A log axis (``which``: ``"x"`` or ``"y"``) labelled in plain numbers, more per decade the
+    fewer decades it spans (matplotlib's default labels the minor ticks of a short range as
+    colliding ``a x 10^b``). Call it after the data are drawn."""
     from matplotlib import ticker
 
-    ax.set_xscale("log")
-    lo, hi = ax.get_xlim()
+    getattr(ax, f"set_{which}scale")("log")
+    lo, hi = getattr(ax, f"get_{which}lim")()
     decades = np.log10(hi / lo)
     subs = (
         (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
@@ -212,9 +214,10 @@ def _log_axis(ax: Any) -> None:
         if decades < 3
         else (1.0,)
     )
-    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _style(ax: Any, title: str) -> None:
@@ -278,10 +281,10 @@ def plot_marginals(
         for m, v in per_method.items():
             t = np.log(v) if log else v
             if t.size >= min_density_draws and np.ptp(t) > 0:
-                lo, hi = t.min(), t.max()
-                pad = 0.15 * (hi - lo)
-                g = np.linspace(lo - pad, hi + pad, 256)
-                ax.plot(np.exp(g) if log else g, gaussian_kde(t)(g), color=colors[m], lw=1.6)
+                kde = gaussian_kde(t)
+                pad = 3.0 * float(np.sqrt(kde.covariance[0, 0]))  # the density reaches ~0
+                g = np.linspace(t.min() - pad, t.max() + pad, 256)
+                ax.plot(np.exp(g) if log else g, kde(g), color=colors[m], lw=1.6)
             else:
                 for x in v:
                     ax.axvline(x, color=colors[m], lw=1.4, ls="--")
@@ -361,3 +364,145 @@ def _save_only(fig: Any, path: Any) -> Any:
         fig.savefig(path, dpi=100)
         _plt().close(fig)
     return fig
+
+
+# -- chains and Pareto k ---------------------------------------------------------------------
+
+
+def plot_chains(
+    draws: dict[str, np.ndarray],
+    sites: list[str],
+    path: Any = None,
+    *,
+    diverging: np.ndarray | None = None,  # [chain, draw]
+    title: str | None = None,
+) -> Any:
+    """Trace and per-chain density of every scalar component of ``sites``, a row each.
+
+    Left: the draws of each chain against the draw index (one colour per chain; divergent
+    transitions as black ticks under the trace). Right: each chain's density (Gaussian KDE)
+    on the same value axis, so chains stuck in separate modes show as separate bumps and a
+    drifting chain as a trend. Components positive in every chain are on a log value axis.
+
+    Args:
+        draws: ``{site: (chain, draw, *shape)}`` (``Posterior.draws``).
+        sites: the sites to draw.
+        path: where to save the PNG (not saved when ``None``).
+        diverging: divergent transitions ``(chain, draw)`` (marked when given).
+        title: the figure's title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    from matplotlib.lines import Line2D
+    from scipy.stats import gaussian_kde
+
+    comps: dict[str, np.ndarray] = {}  # label -> [C, D]
+    C = None
+    for site in sites:
+        v = np.asarray(draws[site], dtype=np.float64)
+        C, D = v.shape[:2]
+        flat = v.reshape(C, D, -1)
+        shape = v.shape[2:]
+        for j, idx in enumerate(np.ndindex(shape) if shape else [()]):
+            comps[f"{site}[{', '.join(map(str, idx))}]" if shape else site] = flat[:, :, j]
+    if not comps:
+        raise ValueError(f"plot_chains: no draws of {sites}")
+    n = len(comps)
+    fig, axes = new_figure(n, 2, figsize=(9.5, 1.55 * n + 0.7), squeeze=False,
+                           gridspec_kw={"width_ratios": [4, 1]}, sharey="row",
+                           layout="constrained")  # fmt: skip
+    for (ax, ax_d), (label, x) in zip(axes, comps.items(), strict=True):
+        log = bool(np.all(x > 0))
+        for c in range(x.shape[0]):
+            ax.plot(x[c], color=f"C{c}", lw=0.7, alpha=0.85)
+            t = np.log(x[c]) if log else x[c]
+            if np.ptp(t) > 0 and t.size > 2:
+                kde = gaussian_kde(t)
+                pad = 3.0 * float(np.sqrt(kde.covariance[0, 0]))
+                g = np.linspace(t.min() - pad, t.max() + pad, 200)
+                ax_d.plot(kde(g), np.exp(g) if log else g, color=f"C{c}", lw=1.4)
+        if diverging is not None and np.any(diverging):
+            d = np.nonzero(np.asarray(diverging))[1]  # draw index of each divergence
+            ax.plot(d, np.full(d.size, np.nanmin(x)), marker="|", color="k", ms=8, ls="")
+        if log:
+            _log_axis(ax, "y")
+        ax.set_title(label, fontsize=10, loc="left")
+        ax.tick_params(labelsize=8)
+        ax_d.set_xticks([])
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        for side in ("top", "right", "bottom"):
+            ax_d.spines[side].set_visible(False)
+    axes[-1, 0].set_xlabel("draw", fontsize=9)
+    axes[-1, 1].set_xlabel("density per chain", fontsize=9)
+    handles = [Line2D([], [], color=f"C{c}", lw=2) for c in range(C)]
+    names = [f"chain {c}" for c in range(C)]
+    if diverging is not None and np.any(diverging):
+        handles.append(Line2D([], [], color="k", marker="|", ls="", ms=8))
+        names.append(f"divergent ({int(np.sum(diverging))})")
+    fig.legend(handles, names, loc="outside upper center", ncol=len(names), frameon=False,
+               fontsize=9)  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save_only(fig, path)
+
+
+def plot_khat_panels(
+    pareto_k: dict[str, np.ndarray],  # {method: [N]}
+    good_k: dict[str, float],
+    path: Any = None,
+    *,
+    ncols: int = 4,
+) -> Any:
+    """PSIS-LOO Pareto ``k`` per observation, a panel per method.
+
+    Each panel marks its own ``good_k = min(1 - 1 / log10(S), 0.7)`` (ArviZ's threshold for
+    ``S`` draws) and ``k = 0.7`` and ``k = 1``, and its title counts the observations above
+    ``good_k`` and above 0.7; points above ``good_k`` are drawn in red. Shared ``k`` axis.
+
+    Args:
+        pareto_k: ``k`` per observation ``[N]`` of each method.
+        good_k: each method's threshold.
+        path: where to save the PNG (not saved when ``None``).
+        ncols: panels per row.
+
+    Returns:
+        The matplotlib figure.
+
+    References:
+        Vehtari, Simpson, Gelman, Yao & Gabry (2024), Pareto smoothed importance sampling,
+        JMLR 25(72).
+    """
+    from matplotlib.lines import Line2D
+
+    if not pareto_k:
+        raise ValueError("plot_khat_panels: no methods given")
+    nrows, ncols = _grid(len(pareto_k), ncols)
+    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows + 0.5), squeeze=False,
+                           sharey=True, layout="constrained")  # fmt: skip
+    for ax, (name, k) in zip(axes.flat, pareto_k.items(), strict=False):
+        k = np.asarray(k, dtype=np.float64).ravel()
+        g = float(good_k[name])
+        bad = k > g
+        i = np.arange(k.size)
+        ax.scatter(i[~bad], k[~bad], s=9, color="C0")
+        ax.scatter(i[bad], k[bad], s=9, color="C3")
+        ax.axhline(g, color="C1", ls="--", lw=1)
+        ax.axhline(0.7, color="0.4", ls=":", lw=1)
+        ax.axhline(1.0, color="k", ls="-", lw=0.6)
+        ax.set_title(f"{name}: {int(bad.sum())} > good_k, {int(np.sum(k > 0.7))} > 0.7 "
+                     f"(of {k.size})", fontsize=9)  # fmt: skip
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel("observation", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Pareto k", fontsize=9)
+    for ax in axes.flat[len(pareto_k) :]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color="C1", ls="--"), Line2D([], [], color="0.4", ls=":"),
+               Line2D([], [], color="k", lw=0.6),
+               Line2D([], [], color="C3", marker="o", ls="", ms=4)]  # fmt: skip
+    fig.legend(handles, ["good_k (per method: its number of draws)", "k = 0.7", "k = 1",
+                         "above good_k: LOO unreliable there"],
+               loc="outside upper center", ncol=4, frameon=False, fontsize=9)  # fmt: skip
+    return _save_only(fig, path)

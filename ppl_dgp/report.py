@@ -17,6 +17,14 @@ R-hat and bulk ESS of every hyperparameter and of the predictive at the test inp
 divergences); otherwise the report and an :class:`UnreliableReferenceWarning` say which check
 failed and what to run.
 
+**Chains side by side.** For every method of several chains (NUTS, HMC, SGHMC) the report
+has a "Chains of ..." section (:func:`ppl_dgp.diagnostics.chain_view`): when the chains
+disagree, each chain's means of the hyperparameters and of the predictive mean at a few test
+inputs, R-hat across chains and each chain's own split-R-hat, which tells chains stuck in
+separate modes (each stationary) from chains still drifting (warm-up unfinished); and the
+stacking of the chains (:mod:`ppl_dgp.stacking`, Yao, Vehtari & Gelman 2022): weights
+maximising the PSIS-LOO log score of the chain mixture, and the stacked predictive's test MLPD.
+
 Methods come from the method registry (their ``"compare"`` and ``"smoke"`` presets), models
 from the zoo registry (:data:`ppl_dgp.models.MODELS`: its builder and per-method overrides): a
 method or model registered there is in the report with no edit here. The computation
@@ -46,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl_dgp import agreement, calibration, diagnostics
+from ppl_dgp import agreement, calibration, diagnostics, stacking
 from ppl_dgp.datasets import Standardizer, load_regression
 from ppl_dgp.infer import METHODS, fit, make_method
 from ppl_dgp.infer.core import progress_enabled
@@ -72,6 +80,8 @@ CI_PROB = 0.9
 MIN_LOO_DRAWS = 50
 #: Fewest draws a method needs for a density in the marginals plot (else a line per draw).
 MIN_PLOT_DRAWS = 5
+#: Fewest draws per chain for the trace and rank figures of a method of several chains.
+MIN_CHAIN_PLOT_DRAWS = 20
 #: Components of each method's mixture predictive at the test inputs.
 PREDICTIVE_COMPONENTS = 200
 #: The method whose fit is the reference the others are scored against.
@@ -82,6 +92,8 @@ REFERENCE = "nuts"
 #: :func:`~ppl_dgp.predictive.predict` with every draw (chain-major; a DGP's inner layers are
 #: one sample per draw).
 REFERENCE_PREDICTIVE_INPUTS = 10
+#: Test inputs (evenly spread) whose predictive mean the per-chain view shows chain by chain.
+CHAIN_VIEW_INPUTS = 5
 
 
 class UnreliableReferenceWarning(UserWarning):
@@ -143,7 +155,9 @@ def run_compare(
 
     Returns:
         ``{"methods": {name: {...metrics...}}, "compare": DataFrame, "agreement": {...},
-        "reference_check": ReferenceCheck or None, "report": Path, ...}``.
+        "reference_check": ReferenceCheck or None, "chains": {name: {...}}, "report": Path,
+        ...}``; ``chains`` has an entry per method of several chains (:func:`_per_chain`: the
+        :class:`~ppl_dgp.diagnostics.ChainView` and the stacking of its chains).
 
     Raises:
         ValueError: unknown model or method, bad data, or a reference that does not match
@@ -207,14 +221,23 @@ def run_compare(
         dt = diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.fold_in(key, 100 + i))
         diagnostics.save_datatree(dt, out / f"{name}.nc")
         k_pred = jax.random.fold_in(key, 200 + i)
-        if name == ref_name:  # every draw: the reference's checks need its chains
+        if name == ref_name or post.num_chains > 1:
+            # every draw: the reference's checks and the per-chain view need the chains
             per_draw = predict(
                 k_pred, model, post, Xt, num_samples=post.num_chains * post.num_draws
             )
             pred = _subset(per_draw, spread(per_draw.means.shape[0], PREDICTIVE_COMPONENTS))
-            ref_means = np.asarray(per_draw.means)
+            if name == ref_name:
+                ref_means = np.asarray(per_draw.means)
+            components, drawn = per_draw, np.arange(post.num_chains * post.num_draws)
         else:
             pred = predict(k_pred, model, post, Xt, num_samples=PREDICTIVE_COMPONENTS)
+            components = pred
+            drawn = spread(post.num_chains * post.num_draws, PREDICTIVE_COMPONENTS)
+        # the chain of each component (draws are taken chain-major); none when the
+        # components are not one per draw (a predictive that integrates u out)
+        comp_chain = (drawn // post.num_draws if len(drawn) == components.means.shape[0]
+                      else None)  # fmt: skip
         enough = post.num_chains * post.num_draws >= MIN_LOO_DRAWS
         elpd = diagnostics.loo(dt) if enough else None
         m = pred.rescale(float(sy.mean), float(sy.std)).metrics(jnp.asarray(y_te))
@@ -223,6 +246,8 @@ def run_compare(
             "source": sources.get(name),
             "datatree": dt,
             "pred": pred,
+            "components": components,
+            "component_chain": comp_chain,
             "loo": elpd,
             "wall_seconds": wall,
             "test": {
@@ -240,19 +265,25 @@ def run_compare(
     # the summarised sites: hyperparameters, not inducing values or network weights
     weights = (".u", ".W", ".b")
     hyper = [k for k in res[next(iter(res))]["posterior"].draws if not k.endswith(weights)]
+    few = spread(len(X_te), CHAIN_VIEW_INPUTS)
+    chains = {
+        k: c
+        for k, r in res.items()
+        if (c := _per_chain(r, hyper, few, _input_labels(X_te, few), yt, sy)) is not None
+    }
     agree, gate = {}, None
     if ref_name in res:
         ref = res[ref_name]
         idx = spread(len(X_te), REFERENCE_PREDICTIVE_INPUTS)
-        labels = [f"E[y | x = {X_te[i, 0]:.3g}]" if X_te.shape[1] == 1 else f"E[y | x_test[{i}]]"
-                  for i in idx]  # fmt: skip
+        labels = _input_labels(X_te, idx)
         C, D = ref["posterior"].num_chains, ref["posterior"].num_draws
         check = diagnostics.reference_check(
             ref["datatree"], hyper, predictive=ref_means[:, idx].reshape(C, D, -1),
             predictive_labels=labels,
         )  # fmt: skip
         gate = {"name": ref_name, "check": check, "source": ref["source"],
-                "advice": _advice(check, ref["posterior"], model_name, data)}  # fmt: skip
+                "advice": _advice(check, ref["posterior"], model_name, data,
+                                  chains.get(ref_name, {}).get("view"))}  # fmt: skip
         if check.ok:
             for name, r in res.items():
                 if name == ref_name:
@@ -276,12 +307,13 @@ def run_compare(
     figures = _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) if figures else []
     report = out / "report.md"
     report.write_text(
-        _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hyper, figures)
-    )
+        _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hyper, figures,
+                  chains)
+    )  # fmt: skip
     log(f"Wrote {report}")
     return {"methods": res, "compare": table, "agreement": agree, "report": report,
             "reference_check": None if gate is None else gate["check"], "figures": figures,
-            "summarised_sites": hyper}  # fmt: skip
+            "summarised_sites": hyper, "chains": chains}  # fmt: skip
 
 
 def load_reference(
@@ -346,8 +378,67 @@ def _subset(pred: MixturePredictive, idx: np.ndarray) -> MixturePredictive:
     return MixturePredictive(pred.means[idx], pred.variances[idx], pred.f_variances[idx])
 
 
-def _advice(check: Any, post: Posterior, model_name: str, data: str) -> list[str]:
-    """What to run when the reference fails: longer chains, or a reference run once."""
+def _input_labels(X_te: np.ndarray, idx: np.ndarray) -> list[str]:
+    """``E[y | x = 12.5]`` per test input ``idx`` (``E[y | x_test[i]]`` for ``D > 1``)."""
+    if X_te.shape[1] == 1:
+        return [f"E[y | x = {X_te[i, 0]:.3g}]" for i in idx]
+    return [f"E[y | x_test[{i}]]" for i in idx]
+
+
+def _per_chain(
+    r: dict[str, Any], hyper: list[str], idx: np.ndarray, labels: list[str], y_te: np.ndarray,
+    sy: Standardizer,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The chains of one method side by side, and their stacking (Yao et al. 2022).
+
+    For a method of ``C >= 2`` chains (each with at least 4 draws and 4 predictive
+    components): the :class:`~ppl_dgp.diagnostics.ChainView` of its hyperparameters and of
+    the predictive mean at the test inputs ``idx`` (original units), and the stacking weights
+    of its chains (:func:`ppl_dgp.stacking.stacking_weights` on each chain's PSIS-LOO,
+    :func:`ppl_dgp.diagnostics.loo_per_chain`) with the test MLPD (original units) of the
+    stacked predictive ``sum_k w_k p_k``, of the chains pooled by their draws, and of each
+    chain. ``None`` for other methods.
+    """
+    post = r["posterior"]
+    C, D = post.num_chains, post.num_draws
+    if C < 2 or D < 4 or r["component_chain"] is None:
+        return None
+    chain = np.asarray(r["component_chain"])
+    counts = np.bincount(chain, minlength=C)
+    if counts.min() < 4:
+        return None
+    comps = r["components"].rescale(float(sy.mean), float(sy.std))
+    means = np.asarray(comps.means)[:, idx]  # [S, P]
+    n = int(counts.min())
+    per_chain = np.stack([means[chain == c][:n] for c in range(C)])  # [C, n, P]
+    view = diagnostics.chain_view(r["datatree"], hyper, predictive=per_chain,
+                                  predictive_labels=labels)  # fmt: skip
+    out: dict[str, Any] = {"view": view}
+    if "log_likelihood" not in r["datatree"].children:
+        return out
+    elpd_i, k = diagnostics.loo_per_chain(r["datatree"])  # [C, N]
+    w = stacking.stacking_weights(elpd_i.T)
+    y = jnp.asarray(y_te)
+    lpd = np.stack([np.asarray(_subset(comps, np.flatnonzero(chain == c)).log_density(y))
+                    for c in range(C)], axis=1)  # [T, C]  # fmt: skip
+    pooled = counts / counts.sum()
+    out |= {
+        "weights": w,
+        "loo_chain": elpd_i.sum(axis=1),
+        "k_bad_chain": (k > 0.7).sum(axis=1),
+        "loo_stacked": float(stacking.stacked_log_density(elpd_i.T, w).sum()),
+        "loo_equal": float(stacking.stacked_log_density(elpd_i.T, np.full(C, 1 / C)).sum()),
+        "test_chain": lpd.mean(axis=0),
+        "test_stacked": stacking.stacked_log_score(lpd, w),
+        "test_pooled": stacking.stacked_log_score(lpd, pooled),
+    }
+    return out
+
+
+def _advice(check: Any, post: Posterior, model_name: str, data: str, view: Any = None) -> list[str]:
+    """What to run when the reference fails: longer chains, or a reference run once; with the
+    reference's :class:`~ppl_dgp.diagnostics.ChainView`, whether its chains sit in separate
+    modes or drift."""
     if check.ok:
         return []
     cfg = post.method
@@ -357,7 +448,21 @@ def _advice(check: Any, post: Posterior, model_name: str, data: str) -> list[str
     min_e = min(check.ess_bulk.values(), default=math.nan)
     out = []
     if C < 2 or not worst_r <= diagnostics.RHAT_MAX:
-        if worst_r > 1.1:
+        verdict = None if view is None else view.verdict
+        if worst_r > 1.1 and verdict == "separate modes":
+            out.append(
+                f"R-hat up to {worst_r:.2f}: each chain is stationary but they sit in separate "
+                f"modes (see 'Chains of {post.name}'): more draws do not cure that; a better "
+                "parameterisation or initialisation may, and meanwhile the stacking of the "
+                "chains there is the principled predictive."
+            )
+        elif worst_r > 1.1 and verdict == "not converged":
+            out.append(
+                f"R-hat up to {worst_r:.2f}: chain(s) "
+                f"{', '.join(map(str, view.drifting))} still drift (see 'Chains of "
+                f"{post.name}' and the rank figure): warm-up has not finished; run a longer one."
+            )
+        elif worst_r > 1.1:
             out.append(
                 f"R-hat up to {worst_r:.2f}: the chains sit in different places (modes or "
                 "unfinished warm-up; compare the chains in the trace figure): more draws do "
@@ -397,7 +502,7 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
         )
         files += ["forest.png", "marginals.png"]
     for name, r in res.items():
-        if "diverging" in r["posterior"].sample_stats and r["posterior"].num_chains > 1:
+        if r["posterior"].num_chains > 1 and r["posterior"].num_draws >= MIN_CHAIN_PLOT_DRAWS:
             diagnostics.plot_rank(r["datatree"], hyper, out / f"rank_{name}.png")
             diagnostics.plot_trace(r["datatree"], hyper, out / f"trace_{name}.png")
             files += [f"rank_{name}.png", f"trace_{name}.png"]
@@ -429,7 +534,16 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
 # -- markdown ----------------------------------------------------------------------------------
 
 
-def _agreement_section(model_name: str, agree: dict, gate: dict) -> str:
+def _loo_counts(elpd: Any) -> tuple[str, str, str]:
+    """``elpd_loo (se)`` and the counts of Pareto k above 0.7 and above good_k, as text."""
+    if elpd is None:
+        return "n/a", "", ""
+    k = np.asarray(elpd.pareto_k).ravel()
+    return (f"{elpd.elpd:.1f} ({elpd.se:.1f})", f"{int(np.sum(k > 0.7))} / {k.size}",
+            f"{int(np.sum(k > elpd.good_k))} / {k.size}")  # fmt: skip
+
+
+def _agreement_section(model_name: str, agree: dict, gate: dict, res: dict) -> str:
     name, check = gate["name"], gate["check"]
     label = "NUTS" if name == "nuts" else name
     s = [f"\n## Agreement with {label}\n\n"]
@@ -452,8 +566,35 @@ def _agreement_section(model_name: str, agree: dict, gate: dict) -> str:
     min_e = min(check.ess_bulk.values(), default=float("nan"))
     s.append(
         f"The {label} reference{src} passes its checks ({rule}): max R-hat {worst_r:.3f}, "
-        f"min bulk ESS {min_e:.0f}, {check.num_chains} chains x {check.num_draws} draws.\n\n"
-        "Per site: largest |standardised mean difference|, median sd ratio (< 1: "
+        f"min bulk ESS {min_e:.0f}, {check.num_chains} chains x {check.num_draws} draws.\n"
+    )
+    s.append(
+        f"\n### The predictive against {label}\n\nOn the test split; the predictive is "
+        "identifiable where the per-site rows below are not (inner layers can be permuted and "
+        "their signs flipped without changing y). Columns: W1, the 1-D Wasserstein-1 distance "
+        f"between the method's and {label}'s predictive distributions of y at each test input "
+        "(exact mixture CDFs on a grid, `ppl_dgp.agreement.mixture_wasserstein`) in units of "
+        f"{label}'s predictive sd there, mean and worst input (0 = the same predictive); the "
+        f"{label} predictive mass inside the method's {CI_PROB:.0%} interval, mean and worst "
+        f"input ({CI_PROB:.2f} when they agree; less: the method's intervals are too narrow or "
+        f"misplaced); the MLPD gap (method - {label}: mean test log predictive density, the "
+        f"same in any units); test coverage of the method's {CI_PROB:.0%} interval ({label}'s "
+        "in brackets); the method's PSIS-LOO elpd (se) on the training split and its counts "
+        "of Pareto k above 0.7 and above good_k (n/a: too few draws for LOO).\n\n"
+    )
+    s.append(_table(
+        ["method", "W1 / sd (mean)", "W1 / sd (max)", f"{label} mass in {CI_PROB:.0%} "
+         "interval (mean)", "(min)", "MLPD gap", "coverage (ref)", "elpd_loo (se)", "k > 0.7",
+         "k > good_k"],
+        [[k, _f(p["w1"], ".3f"), _f(p["w1_max"], ".3f"), _f(p["ref_mass"], ".2f"),
+          _f(p["ref_mass_min"], ".2f"), _f(p["mlpd_gap"], ".3f"),
+          f"{p['coverage']:.2f} ({p['ref_coverage']:.2f})", *_loo_counts(res[k]["loo"])]
+         for k, a in agree.items() for p in [a["predictive"]]]
+        + [[f"{name} (reference)", "0", "0", f"{CI_PROB:.2f}", f"{CI_PROB:.2f}", "0",
+            f"{res[name]['test']['coverage'][CI_PROB]:.2f}", *_loo_counts(res[name]["loo"])]],
+    ))  # fmt: skip
+    s.append(
+        "\n### Per site\n\nLargest |standardised mean difference|, median sd ratio (< 1: "
         "over-confident) and mean 1-D Wasserstein distance in reference sd units, over the "
         "site's components (0, 1, 0 = perfect agreement).\n\n"
     )
@@ -461,7 +602,7 @@ def _agreement_section(model_name: str, agree: dict, gate: dict) -> str:
         s.append(
             "A network's weights are not identifiable (hidden units can be permuted and "
             "their signs flipped), so two correct posteriors can disagree per weight: read "
-            "the predictive table below.\n\n"
+            "the predictive table above.\n\n"
         )
     rows = []
     for k, a in agree.items():
@@ -470,27 +611,79 @@ def _agreement_section(model_name: str, agree: dict, gate: dict) -> str:
                          _f(v["median_sd_ratio"], ".2f"), _f(v["mean_w1"], ".2f")])  # fmt: skip
     s.append(_table(["method", "site", "components", "max abs SMD", "median sd ratio",
                      "mean W1"], rows))  # fmt: skip
+    return "".join(s)
+
+
+def _chains_section(name: str, c: dict[str, Any]) -> str:
+    """The per-chain view and the stacking of one method's chains (:func:`_per_chain`)."""
+    v = c["view"]
+    C = v.num_chains
+    s = [f"\n## Chains of {name}\n\n"]
+    rule = (
+        f"R-hat across chains <= {v.rhat_max} for every hyperparameter and for the predictive "
+        f"mean at {CHAIN_VIEW_INPUTS} test inputs"
+    )
+    if v.verdict == "mixing":
+        worst = np.nanmax(v.rhat)
+        s.append(f"The {C} chains agree ({rule}; max {worst:.3f}): their draws are pooled.\n")
+        return "".join(s)
+    worst = int(np.nanargmax(np.where(np.isnan(v.rhat), np.inf, v.rhat)))
     s.append(
-        f"\nPredictive, on the test split (identifiable where the per-site rows are not: "
-        f"inner layers can be permuted and their signs flipped without changing y): W1, the "
-        f"1-D Wasserstein-1 distance between the method's and {label}'s predictive "
-        f"distributions of y at each test input (exact mixture CDFs on a grid, "
-        f"`ppl_dgp.agreement.mixture_wasserstein`) in units of {label}'s predictive sd there, "
-        f"mean and worst input (0 = the same predictive); the {label} predictive mass inside "
-        f"the method's {CI_PROB:.0%} interval, mean and worst input ({CI_PROB:.2f} when they "
-        "agree; less: the method's intervals are too narrow or misplaced); the MLPD gap "
-        f"(method - {label}, standardised units); test coverage of the method's "
-        f"{CI_PROB:.0%} interval ({label}'s in brackets).\n\n"
+        f"**The {C} chains disagree** (R-hat up to {v.rhat[worst]:.2f}, at "
+        f"`{v.quantities[worst]}`). "
+    )
+    if v.verdict == "separate modes":
+        s.append(
+            f"Each chain is stationary on its own (its split-R-hat, its two halves as "
+            f"chains, <= {v.within_max} everywhere): the chains sit in **separate modes**. "
+            "More draws will not mix them; the pooled draws weight each mode by how many "
+            "chains landed there, the stacking below by how well it predicts.\n"
+        )
+    else:
+        drift = ", ".join(str(k) for k in v.drifting)
+        s.append(
+            f"Chain(s) {drift} are **not converged**: they drift within themselves (a "
+            f"split-R-hat of the chain alone above {v.within_max}; their rank plots are "
+            "not flat). A longer warm-up is the cure; stacking does not make a drifting "
+            "chain a sample of anything.\n"
+        )
+    s.append(
+        "\nPer chain: mean (sd) of each hyperparameter and of the predictive mean of y at "
+        "test inputs (original units); R-hat across the chains; the largest split-R-hat of a "
+        "chain on its own (its halves as two chains).\n\n"
+    )
+    heads = [f"chain {k}" + (" (drifting)" if k in v.drifting else "") for k in range(C)]
+    s.append(_table(
+        ["quantity", *heads, "R-hat", "within-chain R-hat (max)"],
+        [[f"`{q}`", *(f"{_f(v.means[i, k])} ({_f(v.sds[i, k], '.2g')})" for k in range(C)),
+          _f(v.rhat[i], ".3f"), _within(v.within_rhat[i])]
+         for i, q in enumerate(v.quantities)],
+    ))  # fmt: skip
+    if "weights" not in c:
+        return "".join(s)
+    s.append(
+        "\n**Stacking of chains** (Yao, Vehtari & Gelman 2022): weights on the chains "
+        "maximising the PSIS-LOO log score of the chain mixture, sum_i log sum_k w_k "
+        "p_k(y_i | y_-i), with p_k the predictive of chain k alone "
+        "(`ppl_dgp.stacking.stacking_weights`). Per chain: its weight, its own PSIS-LOO elpd "
+        "and Pareto k > 0.7 count, its test MLPD.\n\n"
     )
     s.append(_table(
-        ["method", "W1 / sd (mean)", "W1 / sd (max)", f"{label} mass in interval (mean)",
-         "(min)", "MLPD gap", "coverage (ref)"],
-        [[k, _f(p["w1"], ".3f"), _f(p["w1_max"], ".3f"), _f(p["ref_mass"], ".2f"),
-          _f(p["ref_mass_min"], ".2f"), _f(p["mlpd_gap"], ".3f"),
-          f"{p['coverage']:.2f} ({p['ref_coverage']:.2f})"]
-         for k, a in agree.items() for p in [a["predictive"]]],
+        ["chain", "weight", "elpd_loo (chain alone)", "k > 0.7", "test MLPD (chain alone)"],
+        [[k, _f(c["weights"][k], ".3f"), _f(c["loo_chain"][k], ".1f"),
+          int(c["k_bad_chain"][k]), _f(c["test_chain"][k], ".3f")] for k in range(C)],
     ))  # fmt: skip
+    s.append(
+        f"\nTest MLPD of the stacked predictive {c['test_stacked']:.3f}, of the chains pooled "
+        f"by their draws {c['test_pooled']:.3f}; LOO log score (sum over training points) of "
+        f"the stacking {c['loo_stacked']:.1f}, of equal weights {c['loo_equal']:.1f}.\n"
+    )
     return "".join(s)
+
+
+def _within(r: np.ndarray) -> str:
+    """The largest within-chain split-R-hat of a quantity; ``stuck`` when a chain never moves."""
+    return "stuck" if np.isnan(r).any() else f"{np.max(r):.3f}"
 
 
 def _f(x: Any, spec: str = ".3g") -> str:
@@ -517,7 +710,7 @@ def _settings(config: Any) -> str:
 
 
 def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hyper,
-              figures) -> str:  # fmt: skip
+              figures, chains) -> str:  # fmt: skip
     s = [f"# Inference comparison: `{model_name}` on {what}\n\n"]
     s.append(
         f"N = {len(X_tr)} training and {len(X_te)} test points, D = {X_tr.shape[1]}; data "
@@ -566,7 +759,9 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hy
               _f(row["dse"], ".1f"), _f(row["weight"], ".2f")] for k, row in table.iterrows()],
         ))  # fmt: skip
     if gate is not None:
-        s.append(_agreement_section(model_name, agree, gate))
+        s.append(_agreement_section(model_name, agree, gate, res))
+    for k, c in chains.items():
+        s.append(_chains_section(k, c))
     mcmc = [k for k, r in res.items() if r["posterior"].num_chains > 1]
     for k in mcmc:
         summ = diagnostics.summary(res[k]["datatree"], hyper)

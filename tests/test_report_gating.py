@@ -115,6 +115,31 @@ def test_the_report_refuses_agreement_against_a_non_converged_reference(refused,
         assert reason in message and reason in section
 
 
+def test_the_refused_reference_is_shown_chain_by_chain_and_its_chains_stacked(refused):
+    """The bad reference's chains are independent draws around two noise variances (each chain
+    stationary, the two apart): separate modes, not a drifting chain; stacking weighs them."""
+    result, _ = refused
+    c = result["chains"]["nuts"]
+    view = c["view"]
+    assert view.verdict == "separate modes" and view.drifting == []
+    i = view.quantities.index("noise_variance")
+    assert view.rhat[i] > 1.5  # the chains sit apart
+    np.testing.assert_allclose(view.means[i], 0.05 * np.exp([0.005, 1.005]), rtol=0.05)
+    assert sum(q.startswith("E[y | x = ") for q in view.quantities) == report.CHAIN_VIEW_INPUTS
+    w = c["weights"]
+    assert w.shape == (2,) and np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+    # the stacking's LOO score is at least that of any fixed weighting, equal ones included
+    assert c["loo_stacked"] >= max(c["loo_equal"], *c["loo_chain"]) - 1e-6
+    text = result["report"].read_text()
+    section = text.split("## Chains of nuts")[1].split("\n## ")[0]
+    assert "**The 2 chains disagree** (R-hat up to " in section
+    assert "the chains sit in **separate modes**" in section
+    assert f"| 0 | {w[0]:.3f} | {c['loo_chain'][0]:.1f} |" in section
+    assert f"Test MLPD of the stacked predictive {c['test_stacked']:.3f}" in section
+    advice = text.split("What to run:")[1]
+    assert "each chain is stationary but they sit in separate modes" in advice
+
+
 def test_the_report_computes_agreement_against_a_converged_reference(accepted, setup):
     check = accepted["reference_check"]
     assert check.ok, check.reasons
@@ -126,7 +151,22 @@ def test_the_report_computes_agreement_against_a_converged_reference(accepted, s
     assert 0 < pred["w1"] <= pred["w1_max"] and 0 < pred["ref_mass_min"] <= pred["ref_mass"] < 1
     text = accepted["report"].read_text()
     assert "passes its checks" in text and "| map | `noise_variance` |" in text
-    assert f"| map | {pred['w1']:.3f} | {pred['w1_max']:.3f} |" in text
+    # must-show 2's columns in one row: W1, NUTS mass in the 90% interval, MLPD gap, LOO
+    assert (
+        f"| map | {pred['w1']:.3f} | {pred['w1_max']:.3f} | {pred['ref_mass']:.2f} | "
+        f"{pred['ref_mass_min']:.2f} | {pred['mlpd_gap']:.3f} | "
+    ) in text
+    assert "| map |" in text and "| n/a |  |  |" in text  # a MAP has no LOO
+    ref = accepted["methods"]["nuts"]["loo"]
+    k = np.asarray(ref.pareto_k)
+    assert (
+        f"| {ref.elpd:.1f} ({ref.se:.1f}) | {int(np.sum(k > 0.7))} / {k.size} | "
+        f"{int(np.sum(k > ref.good_k))} / {k.size} |"
+    ) in text.split("### The predictive against NUTS")[1]
+    # chains that agree: one line, no per-chain table
+    assert accepted["chains"]["nuts"]["view"].verdict == "mixing"
+    section = text.split("## Chains of nuts")[1].split("\n## ")[0]
+    assert "The 2 chains agree" in section and "| quantity |" not in section
 
 
 def test_a_reference_path_round_trips_without_fitting_nuts(accepted, setup):

@@ -109,3 +109,23 @@ def test_marginal_discrepancies_reject_mismatched_sites_and_skip_constants():
     assert [r["site"] for r in marginal_discrepancies(a, a)] == ["w", "w"]
     with pytest.raises(ValueError, match="components"):
         marginal_discrepancies(a, {"w": np.zeros((1, 10, 3))}, sites=["w"])
+
+
+def test_predictive_w1_of_equal_variance_gaussians_is_the_mean_gap_in_sds():
+    # W1(N(m1, s^2), N(m2, s^2)) = |m1 - m2| (a shift); predictive_discrepancies reports it in
+    # the reference's sd units, so |m1 - m2| / s per input; the same predictive gives 0.
+    from ppl_dgp.agreement import mixture_wasserstein
+
+    m_ref, m = np.array([0.0, 1.0, -2.0, 5.0]), np.array([0.5, -1.0, -2.0, 8.0])
+    s = np.array([1.0, 2.0, 0.5, 3.0])
+    w = mixture_wasserstein(m_ref[None], s[None] ** 2, m[None], s[None] ** 2)
+    np.testing.assert_allclose(w, np.abs(m - m_ref), atol=1e-4)  # trapezoid rule, h = s / 50
+    ref = MixturePredictive(jnp.asarray(m_ref[None]), jnp.asarray(s[None] ** 2), jnp.zeros((1, 4)))
+    other = MixturePredictive(jnp.asarray(m[None]), jnp.asarray(s[None] ** 2), jnp.zeros((1, 4)))
+    d = predictive_discrepancies(other, ref, m_ref, prob=0.9)
+    gaps = np.abs(m - m_ref) / s
+    assert d["w1"] == pytest.approx(gaps.mean(), abs=1e-4)
+    assert d["w1_max"] == pytest.approx(gaps.max(), abs=1e-4)
+    same = predictive_discrepancies(ref, ref, m_ref, prob=0.9)
+    assert same["w1"] == 0.0 and same["mlpd_gap"] == 0.0
+    assert same["ref_mass"] == pytest.approx(0.9, abs=1e-6)

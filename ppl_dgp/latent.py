@@ -127,6 +127,10 @@ class LatentVariableGuide(InducingPointGuide):
         encoder: ``"free"`` or ``"amortised"``.
         hidden: the encoder's hidden widths.
         init_latent_scale: initial ``s_n``.
+        init_latent_loc: ``{site: m0 [N, dim]}``, initial free-form means (``encoder="free"``
+            only; default ``0``). A Bayesian GPLVM starts them at the data's principal
+            components (:func:`~ppl_dgp.models.gplvm.init_gplvm`): at ``m = 0`` every datum
+            has the same input, a saddle of the bound.
         seed: seed of the encoder's initial weights.
         **kwargs: the :class:`~ppl_dgp.guides.InducingPointGuide` options.
 
@@ -150,6 +154,7 @@ class LatentVariableGuide(InducingPointGuide):
         encoder: str = "free",
         hidden: tuple[int, ...] = (20,),
         init_latent_scale: float = 0.5,
+        init_latent_loc: dict[str, Any] | None = None,
         seed: int = 0,
         **kwargs: Any,
     ):
@@ -166,6 +171,12 @@ class LatentVariableGuide(InducingPointGuide):
             raise ValueError(
                 f"LatentVariableGuide: hidden widths must be >= 1; received {tuple(hidden)}"
             )
+        if init_latent_loc is not None and encoder != "free":
+            raise ValueError(
+                "LatentVariableGuide: init_latent_loc sets the free-form means; received it "
+                f"with encoder={encoder!r}"
+            )
+        self.init_latent_loc = dict(init_latent_loc or {})
         self.encoder = encoder
         self.hidden = tuple(int(h) for h in hidden)
         self.init_latent_scale = float(init_latent_scale)
@@ -195,6 +206,18 @@ class LatentVariableGuide(InducingPointGuide):
                 "LatentVariableGuide: the model has no latent-input site (latent_layer); use "
                 "InducingPointGuide"
             )
+        for name, m0 in self.init_latent_loc.items():
+            info = self._latent.get(name)
+            if info is None:
+                raise ValueError(
+                    f"LatentVariableGuide: init_latent_loc names {name!r}, not a latent-input "
+                    f"site of the model ({sorted(self._latent)})"
+                )
+            if np.shape(m0) != (info["N"], info["dim"]):
+                raise ValueError(
+                    f"LatentVariableGuide: init_latent_loc[{name!r}] must have shape "
+                    f"[N, dim] = {(info['N'], info['dim'])}; received {np.shape(m0)}"
+                )
         # The parent samples layer noise with q = p: the latent inputs are ours.
         self._noise_sites = [k for k in self._noise_sites if k not in self._latent]
 
@@ -234,7 +257,9 @@ class LatentVariableGuide(InducingPointGuide):
         N, dim = info["N"], info["dim"]
         X = jnp.asarray(X)
         if self.encoder == "free":
-            loc = numpyro.param(f"{name}.loc", jnp.zeros((N, dim), X.dtype))
+            m0 = self.init_latent_loc.get(name)
+            m0 = jnp.zeros((N, dim), X.dtype) if m0 is None else jnp.asarray(m0, X.dtype)
+            loc = numpyro.param(f"{name}.loc", m0)
             scale = numpyro.param(
                 f"{name}.scale",
                 jnp.full((N, dim), self.init_latent_scale, X.dtype),

@@ -1,0 +1,151 @@
+"""Bayesian GPLVM (``ppl_dgp.models.gplvm``): its log joint at given latents is the multi-output
+SVGP's on ``X = w`` plus the latents' standard-normal log prior; its bound with a free q(w)
+equals a dense NumPy evaluation of the uncollapsed Titsias-Lawrence bound at the same draw;
+PCA initial means; errors."""
+
+import functools
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from numpyro.handlers import seed, substitute, trace  # noqa: E402
+from numpyro.infer.util import log_density  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+from ppl_dgp.latent import LatentVariableGuide  # noqa: E402
+from ppl_dgp.models.dgp import dgp_regression  # noqa: E402
+from ppl_dgp.models.gplvm import (  # noqa: E402
+    bayesian_gplvm,
+    gplvm_inputs,
+    init_gplvm,
+    pca_latents,
+)
+
+RNG = np.random.default_rng(0)
+N, P, Q = 9, 3, 2
+T = np.linspace(0.0, 3.0, N)
+Y = np.stack([np.sin(T), np.cos(T), T - 1.5], axis=1) + 0.05 * RNG.normal(size=(N, P))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config, W0 = init_gplvm(Y, latent_dim=Q, num_inducing=5)
+    return config, W0, functools.partial(bayesian_gplvm, **config)
+
+
+def test_log_joint_is_the_svgp_on_the_latents_plus_their_prior(setup):
+    config, W0, model = setup
+    X = gplvm_inputs(N)
+    tr = trace(seed(model, 1)).get_trace(X, Y)
+    values = {k: v["value"] for k, v in tr.items() if v["type"] in ("sample", "param")}
+    values.pop("y")
+    w = values.pop("latent.w")
+    svgp = functools.partial(dgp_regression, layers=(config["layer"],),
+                             noise_variance=config["noise_variance"])  # fmt: skip
+    lp, _ = log_density(model, (X, Y), {}, {**values, "latent.w": w})
+    lp_svgp, _ = log_density(svgp, (w, Y), {}, values)
+    log_prior_w = float(np.sum(norm.logpdf(np.asarray(w))))
+    assert float(lp) - float(lp_svgp) == pytest.approx(log_prior_w, abs=1e-10)
+    # the placeholder's values are not read
+    lp2, _ = log_density(model, (X + 7.0, Y), {}, {**values, "latent.w": w})
+    assert float(lp2) == float(lp)
+
+
+def _se(A, B, variance, ls):
+    d = (A[:, None, :] - B[None, :, :]) / ls
+    return variance * np.exp(-0.5 * np.sum(d * d, -1))
+
+
+def test_bound_equals_a_dense_evaluation_at_the_same_draw(setup):
+    """The guide's draw of w, then the bound by hand (NumPy, whitened q(u)): sum_n E_q(f_n)
+    log N(y_n | f_n, s2) - KL(q(v) || N(0, I)) + sum_n [log N(w_n; 0, I) - log q(w_n)]."""
+    import numpyro
+    import optax
+
+    from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
+
+    config, W0, model = setup
+    X = gplvm_inputs(N)
+    guide = LatentVariableGuide(model, encoder="free", init_latent_loc={"latent.w": W0})
+    svi = numpyro.infer.SVI(model, guide, optax.adam(1e-2), DoublyStochasticELBO())
+    params = dict(svi.get_params(svi.init(jax.random.key(0), X, Y)))
+    np.testing.assert_array_equal(params["latent.w.loc"], W0)
+    # move q off its initial point so every term is exercised
+    params["layer0.q_mu"] = jnp.asarray(0.3 * RNG.normal(size=np.shape(params["layer0.q_mu"])))
+    params["latent.w.loc"] = params["latent.w.loc"] + 0.1
+    key = jax.random.key(4)
+    got = float(elbo_terms(key, params, model, guide, X, Y)["elbo"])
+
+    key_guide, _ = jax.random.split(key)  # the guide's key inside elbo_terms
+    gtr = trace(substitute(seed(guide, key_guide), params)).get_trace(X, Y)
+    w = np.asarray(gtr["latent.w"]["value"])  # [N, Q]
+    m, s = np.asarray(params["latent.w.loc"]), np.asarray(gtr["latent.w"]["fn"].base_dist.scale)
+    med = {k: np.asarray(v["value"]) for k, v in gtr.items() if v["type"] == "sample"}
+    var, ls = med["layer0.variance"], med["layer0.lengthscales"]
+    s2 = med["noise_variance"]
+    Z = np.asarray(params["layer0.Z"])
+    q_mu = np.asarray(params["layer0.q_mu"])  # [M, P]
+    q_sqrt = np.tril(np.asarray(params["layer0.q_sqrt"]))  # [P, M, M]
+    Kmm = _se(Z, Z, var, ls) + 1e-6 * np.eye(len(Z))
+    L = np.linalg.cholesky(Kmm)
+    Kmn = _se(Z, w, var, ls)
+    A = np.linalg.solve(L, Kmn)  # [M, N]
+    mean = A.T @ q_mu  # [N, P]
+    fvar = (
+        var
+        - np.sum(A * A, 0)[:, None]
+        + np.stack([np.sum((q_sqrt[p].T @ A) ** 2, 0) for p in range(P)], 1)
+    )
+    ve = -0.5 * np.log(2 * np.pi * s2) - 0.5 * ((Y - mean) ** 2 + fvar) / s2
+    kl_u = sum(
+        0.5 * (np.sum(q_sqrt[p] ** 2) + q_mu[:, p] @ q_mu[:, p] - len(Z))
+        - np.sum(np.log(np.abs(np.diag(q_sqrt[p]))))
+        for p in range(P)
+    )
+    log_pw = np.sum(norm.logpdf(w))
+    log_qw = np.sum(norm.logpdf(w, m, s))
+    # the hyperparameters' point estimates enter through their priors (MAP-style: the
+    # guide's point mass contributes log p(theta))
+    log_p_theta = sum(
+        float(np.sum(gtr_site["fn"].log_prob(gtr_site["value"])))
+        for gtr_site in [trace(substitute(seed(model, 0), {**params, **med})).get_trace(X, Y)[k]
+                         for k in ("layer0.variance", "layer0.lengthscales", "noise_variance")]
+    )  # fmt: skip
+    want = np.sum(ve) - kl_u + log_pw - log_qw + log_p_theta
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-8)
+
+
+def test_pca_latents_and_errors():
+    W = pca_latents(Y, 2)
+    np.testing.assert_allclose(W.std(0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(W.mean(0), 0.0, atol=1e-12)
+    assert abs(float(np.corrcoef(W.T)[0, 1])) < 1e-10  # principal components: uncorrelated
+    with pytest.raises(ValueError, match="latent_dim"):
+        pca_latents(Y, 4)
+    config, _ = init_gplvm(Y, latent_dim=1, num_inducing=4)
+    with pytest.raises(ValueError, match=r"Z must have latent_dim = 2 columns"):
+        trace(seed(functools.partial(bayesian_gplvm, layer=config["layer"], latent_dim=2),
+                   0)).get_trace(gplvm_inputs(N), Y)  # fmt: skip
+    with pytest.raises(ValueError, match="latent_dim must be an int >= 1"):
+        bayesian_gplvm(gplvm_inputs(N), Y, layer=config["layer"], latent_dim=0)
+    with pytest.raises(ValueError, match="N must be an int >= 1"):
+        gplvm_inputs(0)
+    model = functools.partial(bayesian_gplvm, **config)
+    with pytest.raises(ValueError, match=r"init_latent_loc\['latent.w'\] must have shape"):
+        seed(LatentVariableGuide(model, init_latent_loc={"latent.w": np.zeros((N, 2))}), 0)(
+            gplvm_inputs(N), Y
+        )
+    with pytest.raises(ValueError, match="init_latent_loc names 'w'"):
+        seed(LatentVariableGuide(model, init_latent_loc={"w": np.zeros((N, 1))}), 0)(
+            gplvm_inputs(N), Y
+        )
+    with pytest.raises(ValueError, match="init_latent_loc sets the free-form means"):
+        LatentVariableGuide(model, encoder="amortised", init_latent_loc={"w": np.zeros((N, 1))})
+    with pytest.raises(ValueError, match="y"):
+        trace(seed(functools.partial(bayesian_gplvm, **config), 0)).get_trace(
+            gplvm_inputs(N), Y[:, :2]
+        )

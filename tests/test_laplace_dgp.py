@@ -130,6 +130,41 @@ def test_dgp_defaults_to_the_glm_and_keeps_the_sampled_predictive():
         laplace.fit(Laplace(("layer0.u", "noise_variance"), num_steps=0), jax.random.key(0), X, y)
 
 
+@pytest.mark.slow  # ~15 s: the evidence loop's compilation
+def test_evidence_tuning_reaches_the_exact_evidences_maximum():
+    """One layer, linear in ``v``: the Laplace evidence is the exact
+    ``log p(y | s2) = log N(y | 0, A A^T + diag(sigma_L^2 + s2))``. ``tune="marglik"`` moves
+    the noise (LogNormal hyperprior; the kernel fixed) from 0.5 to the maximiser of that plus
+    the hyperprior's log density in ``z = log s2`` (the potential's coordinates)."""
+    import numpyro.distributions as dist
+
+    from ppl_dgp.layers import Hyper
+
+    rng = np.random.default_rng(1)
+    X = np.sort(rng.uniform(-2.0, 2.0, 30))[:, None]
+    y = np.sin(2.0 * X[:, 0]) + 0.2 * rng.normal(size=30)
+    Z = np.linspace(-2.0, 2.0, 6)[:, None]
+    config = init_svgp(X, num_inducing=6, Z_init=Z, hyperpriors=False, lengthscale=LENGTHSCALE)
+    config["layers"] = tuple(dataclasses.replace(s, variance=VARIANCE) for s in config["layers"])
+    config["noise_variance"] = Hyper(0.5, prior=dist.LogNormal(np.log(0.1), 1.0))
+    model = functools.partial(svgp_regression, **config)
+    post = fit(Laplace(num_steps=300, learning_rate=0.05, tune="marglik", tune_steps=600,
+                       num_samples=4), jax.random.key(0), model, X, y)  # fmt: skip
+    A, s2L = _dense(Z, X)
+
+    def evidence(z: float) -> float:  # log p(y | s2) + log LogNormal(s2) + z, s2 = exp(z)
+        K = A @ A.T + np.diag(s2L + np.exp(z))
+        _, logdet = np.linalg.slogdet(K)
+        ll = -0.5 * (y @ np.linalg.solve(K, y) + logdet + len(y) * np.log(2 * np.pi))
+        return ll - 0.5 * (z - np.log(0.1)) ** 2 - 0.5 * np.log(2 * np.pi)
+
+    z = float(np.log(post.approx.map["noise_variance"]))
+    assert abs(z - np.log(0.5)) > 1.0  # it moved
+    assert len(post.traces["evidence_loss"]) == 600
+    for dz in (-0.05, 0.05):  # the maximum within Adam's step size (learning_rate 0.05)
+        assert evidence(z) >= evidence(z + dz)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto:UserWarning")  # counted
 def test_flagship_dgp_laplace_loo_has_few_large_pareto_k():

@@ -13,8 +13,11 @@
 - :mod:`~ppl_dgp.laplace.fit`: the :class:`Laplace` method behind :func:`ppl_dgp.infer.fit`
   and :class:`LaplaceFitter`, the caller-held compiled pieces of
   :mod:`~ppl_dgp.laplace.traced` (MAP, curvature core, draws);
+- :mod:`~ppl_dgp.laplace.gp`: the linearised Laplace of a GP-layer program (a DGP) in its
+  inducing values, the default there;
 - :mod:`~ppl_dgp.laplace.predictive`: the linearised (GLM) predictive, registered with
-  :func:`ppl_dgp.predictive.predict_proba` for Laplace posteriors.
+  :func:`ppl_dgp.predictive.predict_proba` and (GP-layer programs)
+  :func:`ppl_dgp.predictive.predict` for Laplace posteriors.
 
 The formulas are in :mod:`ppl_dgp.curvature` (math, no NumPyro).
 

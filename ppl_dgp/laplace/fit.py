@@ -23,7 +23,17 @@
      built from the traced output site (``f``, ``[N, K]``) and the likelihood site's
      distribution (Normal, Bernoulli or Categorical on logits), plus the Gaussian prior's
      precision read from the subset sites' ``Normal`` priors;
-   - ``"auto"``: ``"ggn"`` when the model records the output site, else ``"hessian"``.
+   - ``"auto"``: ``"ggn"`` when the model records the output site or is a GP-layer program
+     with a Gaussian likelihood, else ``"hessian"``.
+
+   **GP-layer programs** (a DGP, an SVGP) with a Gaussian likelihood and curvature
+   ``"auto"``/``"ggn"`` take the linearised Laplace of :mod:`ppl_dgp.laplace.gp`: the GGN of
+   the program's mean linearised in the inducing values ``u`` of every layer
+   (``subset_of_weights`` ``"all"``; ``"last_layer"``: the last layer's ``u``), the
+   hyperparameters and noise held at their MAP (or tuned by the evidence with
+   ``tune="marglik"``), the inner layers' ``eps`` at 0 as in the MAP; its predictive
+   (``predictive="glm"``) is the closed-form Gaussian ``N(m*, J* P^-1 J*^T + v*)``.
+   ``curvature="hessian"`` keeps a Gaussian over every global site (hyperparameters included).
 
    ``hessian_structure``: ``"full"``, ``"diag"`` or ``"kron"`` (KFAC per
    :func:`~ppl_dgp.dense.dense` layer). A Hessian that is not positive definite is repaired
@@ -133,7 +143,9 @@ class Laplace:
         num_samples: draws of the Gaussian stored in the Posterior.
         tune: ``"none"``, ``"marglik"``, ``"fixed_point"`` or ``"grid"``; anything but
             ``"none"`` needs curvature ``"ggn"``/``"ef"`` (``fit`` refuses it, before the MAP,
-            when ``"auto"`` resolves to the Hessian: a GP program records no output site).
+            when ``"auto"`` resolves to the Hessian). On a GP-layer program only
+            ``"marglik"``: ``tune_steps`` Adam steps (``learning_rate``) of every
+            hyperparameter (noise included) on the Laplace evidence with its hyperprior.
         prior_structure: tuned prior precision: ``"scalar"`` or one per ``"layer"``.
         tune_noise: also tune a Gaussian likelihood's noise scale (``marglik``/``fixed_point``).
         tune_steps: Adam steps (``marglik``) or iterations (``fixed_point``).

@@ -252,7 +252,8 @@ def plot_marginals(
 
     One panel per component (:func:`marginal_components`). A method with at least
     ``min_density_draws`` draws is drawn as a Gaussian KDE (``scipy.stats.gaussian_kde``,
-    Scott's bandwidth); one with fewer (a MAP, a small ensemble) as a vertical line per draw.
+    Scott's bandwidth); one with fewer (a MAP, a small ensemble) as a dashed vertical line per
+    draw, and so is a quantity a method holds at one value (fixed hyperparameters).
     A component positive in every method is drawn on a log axis (kernel variances and noise
     span orders of magnitude), its density taken on the log scale.
 
@@ -285,8 +286,8 @@ def plot_marginals(
                 pad = 3.0 * float(np.sqrt(kde.covariance[0, 0]))  # the density reaches ~0
                 g = np.linspace(t.min() - pad, t.max() + pad, 256)
                 ax.plot(np.exp(g) if log else g, kde(g), color=colors[m], lw=1.6)
-            else:
-                for x in v:
+            else:  # few draws, or one value (a point estimate, fixed hyperparameters)
+                for x in np.unique(v):
                     ax.axvline(x, color=colors[m], lw=1.4, ls="--")
         if log:
             _log_axis(ax)
@@ -295,8 +296,8 @@ def plot_marginals(
     for ax in axes.flat[len(comps) :]:
         ax.set_visible(False)
     fig.supxlabel(
-        f"marginal densities (dashed: one line per draw of a method with fewer than "
-        f"{min_density_draws} draws)",
+        f"marginal densities (dashed: a method's value where it has one, or one line per draw "
+        f"where it has fewer than {min_density_draws} draws)",
         fontsize=9,
     )
     _shared_legend(fig, methods, colors)
@@ -423,8 +424,11 @@ def plot_chains(
                 g = np.linspace(t.min() - pad, t.max() + pad, 200)
                 ax_d.plot(kde(g), np.exp(g) if log else g, color=f"C{c}", lw=1.4)
         if diverging is not None and np.any(diverging):
-            d = np.nonzero(np.asarray(diverging))[1]  # draw index of each divergence
-            ax.plot(d, np.full(d.size, np.nanmin(x)), marker="|", color="k", ms=8, ls="")
+            # a tick per divergence in a strip under the traces (x: draw, y: axes fraction)
+            d = np.nonzero(np.asarray(diverging))[1]
+            ax.set_ymargin(0.25)
+            ax.plot(d, np.full(d.size, 0.06), marker="|", color="k", ms=7, ls="",
+                    transform=ax.get_xaxis_transform())  # fmt: skip
         if log:
             _log_axis(ax, "y")
         ax.set_title(label, fontsize=10, loc="left")

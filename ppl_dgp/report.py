@@ -269,7 +269,7 @@ def run_compare(
     chains = {
         k: c
         for k, r in res.items()
-        if (c := _per_chain(r, hyper, few, _input_labels(X_te, few), yt, sy)) is not None
+        if (c := _per_chain(r, hyper, few, _input_labels(X_te, few), y_te, sy)) is not None
     }
     agree, gate = {}, None
     if ref_name in res:

@@ -16,6 +16,7 @@ from scipy.stats import wasserstein_distance
 
 from ppl_dgp import diagnostics, report
 from ppl_dgp.agreement import mixture_wasserstein
+from ppl_dgp.datasets import Standardizer, load_regression
 from ppl_dgp.infer import NUTS
 from ppl_dgp.models import MODELS
 from ppl_dgp.posterior import Posterior
@@ -115,7 +116,7 @@ def test_the_report_refuses_agreement_against_a_non_converged_reference(refused,
         assert reason in message and reason in section
 
 
-def test_the_refused_reference_is_shown_chain_by_chain_and_its_chains_stacked(refused):
+def test_the_refused_reference_is_shown_chain_by_chain_and_its_chains_stacked(refused, setup):
     """The bad reference's chains are independent draws around two noise variances (each chain
     stationary, the two apart): separate modes, not a drifting chain; stacking weighs them."""
     result, _ = refused
@@ -136,6 +137,11 @@ def test_the_refused_reference_is_shown_chain_by_chain_and_its_chains_stacked(re
     assert "the chains sit in **separate modes**" in section
     assert f"| 0 | {w[0]:.3f} | {c['loo_chain'][0]:.1f} |" in section
     assert f"Test MLPD of the stacked predictive {c['test_stacked']:.3f}" in section
+    # the chains pooled by their draws (equal chains) are the whole predictive, original units
+    _, y_tr, _, y_te, _ = load_regression(str(setup["csv"]), target="y", test_fraction=0.2)
+    sy = Standardizer.fit(y_tr)
+    whole = result["methods"]["nuts"]["components"].rescale(float(sy.mean), float(sy.std))
+    assert c["test_pooled"] == pytest.approx(float(np.mean(whole.log_density(y_te))), rel=1e-9)
     advice = text.split("What to run:")[1]
     assert "each chain is stationary but they sit in separate modes" in advice
 

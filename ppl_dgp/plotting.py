@@ -483,7 +483,8 @@ def plot_khat_panels(
     if not pareto_k:
         raise ValueError("plot_khat_panels: no methods given")
     nrows, ncols = _grid(len(pareto_k), ncols)
-    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows + 0.5), squeeze=False,
+    width = max(3.6 * ncols, 7.2)  # room for the legend above a single panel
+    fig, axes = new_figure(nrows, ncols, figsize=(width, 2.7 * nrows + 0.5), squeeze=False,
                            sharey=True, layout="constrained")  # fmt: skip
     for ax, (name, k) in zip(axes.flat, pareto_k.items(), strict=False):
         k = np.asarray(k, dtype=np.float64).ravel()
@@ -506,7 +507,8 @@ def plot_khat_panels(
     handles = [Line2D([], [], color="C1", ls="--"), Line2D([], [], color="0.4", ls=":"),
                Line2D([], [], color="k", lw=0.6),
                Line2D([], [], color="C3", marker="o", ls="", ms=4)]  # fmt: skip
-    fig.legend(handles, ["good_k (per method: its number of draws)", "k = 0.7", "k = 1",
+    fig.legend(handles, ["good_k (for the method's number of draws)", "k = 0.7", "k = 1",
                          "above good_k: LOO unreliable there"],
-               loc="outside upper center", ncol=4, frameon=False, fontsize=9)  # fmt: skip
+               loc="outside upper center", ncol=4 if width >= 12 else 2, frameon=False,
+               fontsize=9)  # fmt: skip
     return _save_only(fig, path)

@@ -411,7 +411,8 @@ def _per_chain(
     means = np.asarray(comps.means)[:, idx]  # [S, P]
     n = int(counts.min())
     per_chain = np.stack([means[chain == c][:n] for c in range(C)])  # [C, n, P]
-    view = diagnostics.chain_view(r["datatree"], hyper, predictive=per_chain,
+    sites = [h for h in hyper if h in post.draws]  # a method may hold some as params
+    view = diagnostics.chain_view(r["datatree"], sites, predictive=per_chain,
                                   predictive_labels=labels)  # fmt: skip
     out: dict[str, Any] = {"view": view}
     if "log_likelihood" not in r["datatree"].children:
@@ -503,8 +504,9 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
         files += ["forest.png", "marginals.png"]
     for name, r in res.items():
         if r["posterior"].num_chains > 1 and r["posterior"].num_draws >= MIN_CHAIN_PLOT_DRAWS:
-            diagnostics.plot_rank(r["datatree"], hyper, out / f"rank_{name}.png")
-            diagnostics.plot_trace(r["datatree"], hyper, out / f"trace_{name}.png")
+            sites = [h for h in hyper if h in r["posterior"].draws]
+            diagnostics.plot_rank(r["datatree"], sites, out / f"rank_{name}.png")
+            diagnostics.plot_trace(r["datatree"], sites, out / f"trace_{name}.png")
             files += [f"rank_{name}.png", f"trace_{name}.png"]
     if X_tr.shape[1] == 1:
         lo, hi = X_tr.min(), X_tr.max()
@@ -764,7 +766,9 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hy
         s.append(_chains_section(k, c))
     mcmc = [k for k, r in res.items() if r["posterior"].num_chains > 1]
     for k in mcmc:
-        summ = diagnostics.summary(res[k]["datatree"], hyper)
+        summ = diagnostics.summary(
+            res[k]["datatree"], [h for h in hyper if h in res[k]["posterior"].draws]
+        )
         s.append(f"\n## Posterior summary: {k} (94% HDI)\n\n")
         cols = ["mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat", "ess_bulk", "ess_tail",
                 "mcse_mean"]  # fmt: skip

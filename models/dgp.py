@@ -68,7 +68,34 @@ __all__ = [
     "dgp_regression",
     "init_dgp",
     "single_gaussian_output",
+    "STANDARDISED_PRIORS",
 ]
+
+#: LogNormal ``(median, sigma)`` hyperpriors for standardised data (zero-mean, unit-variance
+#: inputs and targets), what the zoo's ``dgp`` uses (``init_dgp(..., hyperpriors=
+#: "standardised")``):
+#:
+#: - ``noise_variance``: median 0.1 of the unit target variance, 95% in [0.014, 0.71].
+#: - last layer: kernel variance median 1 (the standardised signal), lengthscales median 1
+#:   (the inputs span about +-2), sigma 1 each: weakly informative.
+#: - inner layers: near the identity, as Salimbeni & Deisenroth (2017) initialise them (identity
+#:   mean function, ``q_sqrt`` 1e-5): kernel variance median 0.05 (the warp ``f(x) - x`` has a
+#:   prior sd of about 0.22 input units), lengthscales median 2 (smooth warps, 95% in [0.75,
+#:   5.3]), sigma 0.5. Without this, the inner layer's warping and the outer lengthscale trade
+#:   off (a short inner lengthscale with a long outer one, or the reverse) and the per-datum
+#:   inner ``eps`` soak up the noise: NUTS's chains then sit in different modes (R-hat 1.7 on
+#:   the motorcycle data; ``.bench/issue15_nuts.py``).
+#:
+#: The old default, LogNormal(log init, 1) around ``noise_variance=0.01``, put the noise median
+#: at 1% of the target variance: the motorcycle posterior then explained the noise by the inner
+#: ``eps`` (noise variance 0.007) and 113 of 400 NUTS transitions diverged.
+STANDARDISED_PRIORS: dict[str, tuple[float, float]] = {
+    "noise_variance": (0.1, 1.0),
+    "last.variance": (1.0, 1.0),
+    "last.lengthscales": (1.0, 1.0),
+    "inner.variance": (0.05, 0.5),
+    "inner.lengthscales": (2.0, 0.5),
+}
 
 
 class DGPOutput(NamedTuple):
@@ -264,7 +291,7 @@ def init_dgp(
     lengthscale: float = 1.0,
     inner_variance: float = 1.0,
     Z_init: Array | None = None,
-    hyperpriors: bool = True,
+    hyperpriors: bool | str = True,
     noise_variance: float = 0.01,
     inner_q_sqrt: float = 1e-5,
     seed: int = 0,
@@ -282,8 +309,12 @@ def init_dgp(
         lengthscale: initial ARD lengthscales.
         inner_variance: initial kernel variance of the inner layers.
         Z_init: initial inducing inputs ``[M, D]`` (default: k-means centres of ``X``).
-        hyperpriors: give kernel hyperparameters and noise LogNormal priors (a proper joint for
-            MCMC and Laplace); ``False`` makes them point parameters (GPflux's convention).
+        hyperpriors: ``True``: LogNormal(log init, 1) priors on the kernel hyperparameters and
+            the noise, centred on the initial values (a proper joint for MCMC and Laplace);
+            ``"standardised"``: the priors of :data:`STANDARDISED_PRIORS` for standardised
+            data (inner layers near the identity), which then also set the initial values of
+            ``lengthscale``, ``inner_variance`` and ``noise_variance`` (their medians);
+            ``False`` makes them point parameters (GPflux's convention).
         noise_variance: initial likelihood variance.
         inner_q_sqrt: initial ``q_sqrt`` scale of the inner layers.
         seed: seed of the k-means initialisation.
@@ -321,8 +352,19 @@ def init_dgp(
         raise ValueError(f"init_dgp: num_latent must be an int >= 1; received {num_latent!r}")
     last_width = num_outputs if num_latent is None else num_latent
 
-    def hp(value: float, shape: tuple[int, ...] = ()) -> Hyper:
-        """Positive hyperparameter at ``value``: LogNormal(log value, 1) prior, or a param."""
+    if hyperpriors not in (True, False, "standardised"):
+        raise ValueError(
+            f"init_dgp: hyperpriors must be True, False or 'standardised'; received {hyperpriors!r}"
+        )
+
+    def hp(value: float, shape: tuple[int, ...] = (), role: str | None = None) -> Hyper:
+        """Positive hyperparameter at ``value``: LogNormal(log value, 1) prior, or a param;
+        with ``hyperpriors="standardised"`` the prior (and its median as the value) of
+        ``role`` in :data:`STANDARDISED_PRIORS`."""
+        if hyperpriors == "standardised" and role is not None:
+            median, sigma = STANDARDISED_PRIORS[role]
+            init = np.full(shape, median) if shape else median
+            return Hyper(init, prior=dist.LogNormal(float(np.log(median)), sigma))
         init = np.full(shape, value) if shape else value
         if not hyperpriors:
             return Hyper(init)
@@ -338,13 +380,14 @@ def init_dgp(
         else:
             mean_function = Identity() if Q == D_in else pca_projection(jnp.asarray(H), Q)
             q_out, var0, q0 = Q, inner_variance, inner_q_sqrt
+        where = "last" if last else "inner"
         specs.append(
             LayerSpec(
                 num_outputs=q_out,
                 Z=Z,
                 kernel=kernel,
-                variance=hp(var0),
-                lengthscales=hp(lengthscale, (D_in,)),
+                variance=hp(var0, role=f"{where}.variance"),
+                lengthscales=hp(lengthscale, (D_in,), role=f"{where}.lengthscales"),
                 mean_function=mean_function,
                 whiten=True,
                 q_sqrt_init=q0,
@@ -355,7 +398,9 @@ def init_dgp(
             Z = np.asarray(mean_function(jnp.asarray(Z)))
     config = {
         "layers": tuple(specs),
-        "noise_variance": hp(noise_variance, (num_outputs,) if num_outputs > 1 else ()),
+        "noise_variance": hp(
+            noise_variance, (num_outputs,) if num_outputs > 1 else (), role="noise_variance"
+        ),
     }
     if num_latent is not None:
         config["lmc"] = LMC(num_outputs)
@@ -367,11 +412,12 @@ def build_dgp(
     num_latent: int | None = None,
 ) -> Any:  # fmt: skip
     """The zoo's ``dgp``: :func:`dgp_regression` with :func:`init_dgp`'s recipe on ``X``
-    (``M = min(num_inducing, N)``); ``num_outputs`` ``P`` for ``y [N, P]``, mixed from
-    ``num_latent`` latent GPs by an LMC when given."""
+    (``M = min(num_inducing, N)``) and the hyperpriors for standardised data
+    (:data:`STANDARDISED_PRIORS`: the zoo's data are standardised); ``num_outputs`` ``P`` for
+    ``y [N, P]``, mixed from ``num_latent`` latent GPs by an LMC when given."""
     M = min(num_inducing, np.shape(X)[0])
     config = init_dgp(X, num_layers=layers, num_inducing=M, num_outputs=num_outputs,
-                      num_latent=num_latent)  # fmt: skip
+                      num_latent=num_latent, hyperpriors="standardised")  # fmt: skip
     return functools.partial(dgp_regression, **config)
 
 

@@ -77,6 +77,40 @@ def _warn_divergent(owner: str, diverging: np.ndarray) -> None:
 
 _CHAIN_METHODS = ("vectorized", "sequential", "parallel")
 
+#: ``dense_mass="global"``: one dense block over every global latent site (hyperparameters,
+#: inducing values, weights), a diagonal over the per-datum ones (a DGP's ``{layer}.eps``).
+GLOBAL_BLOCK = "global"
+
+
+def _check_dense_mass(owner: str, dense_mass: Any) -> None:
+    if isinstance(dense_mass, bool | np.bool_) or dense_mass == GLOBAL_BLOCK:
+        return
+    ok = isinstance(dense_mass, tuple) and all(
+        isinstance(g, tuple) and g and all(isinstance(n, str) for n in g) for g in dense_mass
+    )
+    if not ok:
+        raise ValueError(
+            f"{owner}.dense_mass must be a bool, {GLOBAL_BLOCK!r} or a tuple of tuples of site "
+            f"names (dense blocks, e.g. (('noise_variance', 'layer0.variance'),)); received "
+            f"{dense_mass!r}"
+        )
+
+
+def _mass_structure(owner: str, dense_mass: Any, sites: Any) -> bool | list[tuple[str, ...]]:
+    """NumPyro's ``dense_mass`` for the model's sites: a bool, or a list of dense blocks."""
+    if isinstance(dense_mass, bool | np.bool_):
+        return bool(dense_mass)
+    if dense_mass == GLOBAL_BLOCK:
+        return [tuple(sites.global_latent)] if sites.global_latent else False
+    latent = set(sites.global_latent) | set(sites.local_latent)
+    unknown = sorted({n for g in dense_mass for n in g} - latent)
+    if unknown:
+        raise ValueError(
+            f"{owner}.dense_mass names site(s) {unknown} that the model does not sample; its "
+            f"latent sites: {sorted(latent)}"
+        )
+    return [tuple(g) for g in dense_mass]
+
 
 def _check_mcmc(owner: str, cfg: Any) -> None:
     positive_int(owner, num_warmup=cfg.num_warmup, num_samples=cfg.num_samples,
@@ -89,6 +123,7 @@ def _check_mcmc(owner: str, cfg: Any) -> None:
         raise ValueError(
             f"{owner}.chain_method must be one of {_CHAIN_METHODS}; received {cfg.chain_method!r}"
         )
+    _check_dense_mass(owner, cfg.dense_mass)
 
 
 @register_method
@@ -102,7 +137,11 @@ class NUTS:
         num_chains: independent chains.
         target_accept_prob: step-size adaptation target.
         max_tree_depth: at most ``2**max_tree_depth - 1`` leapfrog steps per iteration.
-        dense_mass: adapt a dense (else diagonal) mass matrix.
+        dense_mass: adapt a dense (``True``) or diagonal (``False``) mass matrix, or a
+            block-structured one: ``"global"`` (one dense block over the global latent sites,
+            hyperparameters and inducing values, and a diagonal over per-datum sites such as a
+            DGP's ``{layer}.eps``) or a tuple of tuples of site names (NumPyro's dense blocks;
+            the other sites diagonal).
         chain_method: ``"vectorized"``, ``"sequential"`` or ``"parallel"`` (one device each).
     """
 
@@ -111,7 +150,7 @@ class NUTS:
     num_chains: int = 4
     target_accept_prob: float = 0.8
     max_tree_depth: int = 10
-    dense_mass: bool = False
+    dense_mass: bool | str | tuple[tuple[str, ...], ...] = False
     chain_method: str = "vectorized"
     name: ClassVar[str] = "nuts"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -152,7 +191,7 @@ class HMC:
     adapt_step_size: bool = True
     adapt_mass_matrix: bool = True
     target_accept_prob: float = 0.8
-    dense_mass: bool = False
+    dense_mass: bool | str | tuple[tuple[str, ...], ...] = False
     chain_method: str = "vectorized"
     name: ClassVar[str] = "hmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -184,7 +223,7 @@ def _fit_mcmc(
         common = dict(
             potential_fn=jax.jit(info.potential_fn),  # one compile, not op by op
             target_accept_prob=method.target_accept_prob,
-            dense_mass=method.dense_mass,
+            dense_mass=_mass_structure(owner, method.dense_mass, sites),
         )
         if isinstance(method, NUTS):
             kernel = numpyro.infer.NUTS(max_tree_depth=method.max_tree_depth, **common)

@@ -89,6 +89,7 @@ from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
+from ppl_dgp.collapse import ROLE
 from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
 from ppl_dgp.infer.loop import Loop, NonFiniteLossError
 from ppl_dgp.infer.map import map_init, map_optimizer, map_step
@@ -441,7 +442,8 @@ def _site_types(fitter: LaplaceFitter, X: Array, y: Array) -> dict[str, dict[str
             )
         types.update({
             k: {"type": site["type"], "infer": dict(site.get("infer") or {}), "fn": site.get("fn"),
-                "ndim": len(jnp.shape(site["value"]))}
+                "ndim": len(jnp.shape(site["value"])), "is_observed": site.get("is_observed"),
+                "cond_indep_stack": site.get("cond_indep_stack", ())}
             for k, site in tr.items()
         })  # fmt: skip
         return jnp.zeros(())
@@ -668,10 +670,18 @@ def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict
 
 
 def _is_gp_path(method: Laplace, curvature: str, mtr: dict) -> bool:
-    """The GGN of a GP-layer program with a Gaussian likelihood (no network output site)."""
+    """The GGN of a GP-layer program with a Gaussian likelihood (no network output site) whose
+    per-datum latents are all layer noise held at 0 (``local_latents="fixed"``): the
+    linearisation's ``eps = 0`` is then the MAP's."""
+    local = [
+        s for s in mtr.values()
+        if s["type"] == "sample" and not s.get("is_observed") and s.get("cond_indep_stack")
+    ]  # fmt: skip
     return (
         curvature == "ggn"
         and method.output_site not in mtr
+        and method.local_latents == "fixed"
+        and all(s.get("infer", {}).get(ROLE) == "layer_noise" for s in local)
         and G.is_gp_regression(mtr, method.likelihood_site)
     )
 

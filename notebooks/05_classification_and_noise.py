@@ -36,7 +36,7 @@
 #    e^{2 f_1(x_n)})$, against the usual DGP with one noise variance.
 #
 # `PPL_DGP_SMOKE=1` shrinks every fit to a few seconds and leaves NUTS out of part 2 (the tests
-# figures are then only indicative.
+# run it that way); the figures are then only indicative.
 
 # %%
 import functools

@@ -65,7 +65,11 @@ Hyperparameters, two ways (``hyper``):
 
 Several chains (``num_chains``) run vectorised from the same initial point with their own keys;
 the draws are shaped ``(chain, draw, ...)`` so ArviZ's R-hat and ESS apply (with ``"mcem"`` on
-the sampled sites and the predictive; a hyperparameter is one number per chain).
+the sampled sites and the predictive; a hyperparameter is one number). With ``"mcem"`` the
+chains share the hyperparameters by default (``pool_chains``): each M-step averages the
+gradient at one window sample per chain, a ``C``-sample Monte Carlo E-step, so the chains sample
+``u`` from one conditional posterior :math:`p(u \\mid y, \\theta)` and R-hat compares like with
+like; ``pool_chains=False`` fits one set per chain.
 
 Havasi et al.'s settings on UCI (their ``RegressionModel``): step size 0.01, ``mdecay`` 0.05,
 Adam at 0.01 for the hyperparameters, 10,000 burn-in steps, then 100 samples 50 steps apart,
@@ -147,6 +151,7 @@ __all__ = ["HYPER_MODES", "SGHMC", "SGHMCState", "hyperparameter_sites", "miniba
 
 #: ``SGHMC.hyper``: sample the hyperparameters in the chain, or Havasi et al.'s MW-MCEM.
 HYPER_MODES = ("sample", "mcem")
+CHAIN_AXIS = "chain"  # the vmapped chains' axis name (MW-MCEM pools its M-step over it)
 
 
 @register_method
@@ -179,6 +184,9 @@ class SGHMC:
         window: MW-MCEM's window ``m``, the number of recent ``u`` samples the hyperparameters
             are fitted to (Havasi et al.: 100).
         hyper_learning_rate: MW-MCEM's Adam step size (Havasi et al.: 0.01).
+        pool_chains: with ``"mcem"`` and several chains, one set of hyperparameters for all
+            chains, each M-step's gradient averaged over one window sample per chain (a
+            ``C``-sample E-step); ``False``: every chain fits its own.
     """
 
     step_size: float = 0.01
@@ -195,6 +203,7 @@ class SGHMC:
     hyper: str = "sample"
     window: int = 100
     hyper_learning_rate: float = 0.01
+    pool_chains: bool = True
     name: ClassVar[str] = "sghmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400},
@@ -451,7 +460,10 @@ def _fit_sghmc(
             else:
                 idx, batches = next_batch(state.batches, N, B)
             theta = {k: state.z[k] for k in hypers}
-            updates, opt = adam.update(hyper_grad(theta, u, key_eps, idx), state.opt, theta)
+            grad = hyper_grad(theta, u, key_eps, idx)
+            if method.pool_chains:  # identical theta and Adam state in every chain stay so
+                grad = jax.lax.pmean(grad, CHAIN_AXIS)
+            updates, opt = adam.update(grad, state.opt, theta)
             theta = optax.apply_updates(theta, updates)
             return state._replace(z={**state.z, **theta}, opt=opt, window=window, count=count,
                                   batches=batches)  # fmt: skip
@@ -488,7 +500,7 @@ def _fit_sghmc(
                                       jax.random.split(k, thin))  # fmt: skip
                 return s, lps[-1]
 
-            states, lp = jax.vmap(one_chain)(states, jax.random.split(key, C))
+            states, lp = jax.vmap(one_chain, axis_name=CHAIN_AXIS)(states, jax.random.split(key, C))
             return states, -lp, states.z
 
         state = jax.vmap(init_chain)(jax.random.split(key_init, C))

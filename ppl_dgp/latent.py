@@ -301,6 +301,7 @@ class LatentVariableGuide(InducingPointGuide):
                     f"q_latent: the free-form q(w) holds N={info['N']} data; received X with "
                     f"{X.shape[0]} rows"
                 )
-            with numpyro.handlers.substitute(data=params), numpyro.handlers.block():
+            # block outermost: substitute (innermost) must see the params first
+            with numpyro.handlers.block(), numpyro.handlers.substitute(data=params):
                 out[name] = self._q_w(name, info, X, y, idx)
         return out

@@ -111,6 +111,9 @@ def test_guide_q_w(encoder):
     if encoder == "free":
         assert params["latent.w.loc"].shape == (N, 2)
         params["latent.w.loc"] = jnp.asarray(np.random.default_rng(0).normal(size=(N, 2)))
+        # q_latent reads the fitted params (not the initial values)
+        np.testing.assert_array_equal(guide.q_latent(params, X, Y)["latent.w"][0],
+                                      params["latent.w.loc"])  # fmt: skip
         batched = functools.partial(model, batch_size=5)
         g = LatentVariableGuide(batched, encoder=encoder)
         tr = trace(seed(substitute(g, data=params), 1)).get_trace(X, Y)

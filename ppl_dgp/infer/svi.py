@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
+from jax.sharding import Mesh
 from numpyro.handlers import block, seed, trace
 from numpyro.infer import SVI as NumPyroSVI
 from numpyro.infer import Predictive, Trace_ELBO
@@ -80,6 +81,7 @@ from ppl_dgp.infer.minibatch import (
 from ppl_dgp.latent import LatentVariableGuide
 from ppl_dgp.natgrad import natgrad_layers, natgrad_svi_step
 from ppl_dgp.posterior import Posterior, approx_type
+from ppl_dgp.sharding import batch_mesh, check_divisible, replicate, shard_batch
 
 __all__ = ["SVI", "GuideApprox", "InducingApprox", "SVIResult", "run_svi"]
 
@@ -124,6 +126,7 @@ def run_svi(
     checkpoint: Checkpoint | None = None,
     natgrad: str | None = None,
     natgrad_gamma: Any = 1.0,
+    mesh: Mesh | None = None,
     **kwargs: Any,
 ) -> SVIResult:
     """Fit ``guide`` to ``model`` by SVI in the shared compiled loop.
@@ -150,6 +153,8 @@ def run_svi(
             resume from it if it holds this fit's checkpoint, and write one every
             ``checkpoint.every`` steps, at the end and on ``KeyboardInterrupt``. Not together
             with ``init_state``.
+        mesh: a one-axis device mesh (:func:`ppl_dgp.sharding.batch_mesh`) to split each
+            minibatch over (data parallel, :mod:`ppl_dgp.sharding`); needs a subsampled plate.
         **kwargs: model keyword arguments.
 
     Returns:
@@ -192,7 +197,7 @@ def run_svi(
     with timed() as timer:
         res = _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size,
                        progress, init_state, checkpoint, kwargs, natgrad,
-                       natgrad_gamma)  # fmt: skip
+                       natgrad_gamma, mesh)  # fmt: skip
         t = timer.timings()
     return dataclasses.replace(res, compile_seconds=t["compile_seconds"],
                                run_seconds=t["run_seconds"])  # fmt: skip
@@ -200,11 +205,16 @@ def run_svi(
 
 def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size, progress,
              init_state, checkpoint, kwargs, natgrad=None,
-             natgrad_gamma=1.0) -> SVIResult:  # fmt: skip
+             natgrad_gamma=1.0, mesh=None) -> SVIResult:  # fmt: skip
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     elbo = DoublyStochasticELBO() if elbo is None else elbo
     key_init, key_run = jax.random.split(rng_key)
     plate = subsampled_plate(model, key_init, args, kwargs)
+    if mesh is not None and plate is None:
+        raise ValueError(
+            "run_svi: mesh splits minibatches over devices, but the model has no subsampled "
+            "plate (give it a batch_size)"
+        )
     if plate is None:
         svi = NumPyroSVI(model, guide, optimizer, elbo)
         svi_state = compiled_init(svi, guide, key_init, *args, **kwargs)  # and constrain_fn
@@ -215,6 +225,8 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
         svi_state = compiled_init(svi, guide, key_init, jnp.arange(B), *args, **kwargs)
         batches = init_batches(key_run, N)
     state = _start(SVIRunState(svi_state, batches), init_state)
+    # data parallel: data and state whole on every device, each minibatch split over them
+    state, args = replicate(state, mesh), replicate(args, mesh)
     update = svi.update
     if natgrad is not None:  # natural gradients on q(u), the optax optimizer on the rest
         if not isinstance(guide, InducingPointGuide):
@@ -229,7 +241,7 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
             new, loss = update(state.svi, *args, **kwargs)
             return SVIRunState(new, None), loss, None
         idx, bt = next_batch(state.batches, plate[1], plate[2])
-        new, loss = update(state.svi, idx, *args, **kwargs)
+        new, loss = update(state.svi, shard_batch(idx, mesh), *args, **kwargs)
         return SVIRunState(new, bt), loss, None
 
     try:
@@ -336,6 +348,10 @@ class SVI:
         num_importance: ``K`` importance samples of the latent inputs per datum: the
             importance-weighted bound (:class:`~ppl_dgp.elbo.ImportanceWeightedELBO`,
             Salimbeni et al. 2019) for ``K > 1``, the doubly-stochastic bound for ``K = 1``.
+        devices: split each minibatch over this many devices (data parallel with JAX's
+            sharding, :mod:`ppl_dgp.sharding`; ``batch_size`` must be divisible by it);
+            ``None``: the default device alone. The fit equals the one-device fit up to
+            floating-point reassociation.
 
     Example:
         Resume a minibatch fit (here: stopped after 60 steps, continued to 150):
@@ -373,6 +389,7 @@ class SVI:
     natgrad_gamma: float = 1.0
     latent_encoder: str = "free"
     num_importance: int = 1
+    devices: int | None = None
     name: ClassVar[str] = "svi"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_steps": 2000, "hyper": "normal", "num_samples": 400},
@@ -401,6 +418,9 @@ class SVI:
                 f"{self.latent_encoder!r}"
             )
         positive_int("SVI", num_importance=self.num_importance)
+        if self.devices is not None:
+            positive_int("SVI", devices=self.devices)
+            check_divisible(self.batch_size, self.devices, "SVI")
 
     def checkpointer(
         self, rng_key: Array, model: Callable, X: Array, y: Array, model_kwargs: dict
@@ -488,6 +508,7 @@ def _fit_svi(
         checkpoint=method.checkpointer(rng_key, model, X, y, model_kwargs),
         natgrad=method.natgrad,
         natgrad_gamma=method.natgrad_gamma,
+        mesh=batch_mesh(method.devices, "SVI.devices"),
         **model_kwargs,
     )
     params = {k: np.asarray(v) for k, v in result.params.items()}

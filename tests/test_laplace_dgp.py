@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import numpy as np
 import pytest
 
 from ppl_dgp.infer import fit
-from ppl_dgp.laplace import Laplace, LaplaceFitter
+from ppl_dgp.laplace import Laplace, LaplaceFitter, NotPositiveDefiniteWarning
 from ppl_dgp.laplace.predictive import glm_pointwise_log_likelihood
 from ppl_dgp.linalg import DEFAULT_JITTER
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
@@ -128,6 +129,13 @@ def test_dgp_defaults_to_the_glm_and_keeps_the_sampled_predictive():
         laplace.fit(Laplace(num_steps=0, tune="grid"), jax.random.key(0), X, y)
     with pytest.raises(ValueError, match=r"subset_of_weights names other sites.*noise_var"):
         laplace.fit(Laplace(("layer0.u", "noise_variance"), num_steps=0), jax.random.key(0), X, y)
+    # eps optimised with the rest (local_latents="map"): no eps = 0 to linearise at, so the
+    # exact Hessian over every global site, as before
+    with warnings.catch_warnings():  # the initial point's Hessian may need its repair
+        warnings.simplefilter("ignore", NotPositiveDefiniteWarning)
+        old = laplace.fit(Laplace(num_steps=0, num_samples=2, local_latents="map"),
+                          jax.random.key(0), X, y)  # fmt: skip
+    assert (old.approx.curvature, old.approx.predictive) == ("hessian", "sampled")
 
 
 @pytest.mark.slow  # ~15 s: the evidence loop's compilation

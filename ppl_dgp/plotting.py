@@ -118,17 +118,25 @@ def plot_predictive_bands(
     preds: dict[str, MixturePredictive],
     path: Any = None,
 ) -> Any:
-    """One panel per method: data, predictive mean and 50% / 95% bands (shared axes)."""
+    """One panel per method (three a row): data, predictive mean and 50% / 95% bands (shared
+    axes, one legend)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     n = len(preds)
-    fig, axes = new_figure(1, n, figsize=(4.2 * n, 3.9), sharex=True, sharey=True, squeeze=False,
-                           layout="constrained")  # fmt: skip
-    for i, (ax, (name, pred)) in enumerate(zip(axes[0], preds.items(), strict=True)):
+    nrows, ncols = _grid(n, 2 if n == 4 else 3)  # at most three panels a row
+    fig, axes = new_figure(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows + 0.5), sharex=True,
+                           sharey=True, squeeze=False, layout="constrained")  # fmt: skip
+    for i, (ax, (name, pred)) in enumerate(zip(axes.flat, preds.items(), strict=False)):
         plot_predictive_1d(ax, X, y, X_grid, pred, title=name, color=f"C{i}", label=name)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for c in range(ncols):  # the lowest panel of each column carries the x axis
+        ax = axes[-1 if c < n - (nrows - 1) * ncols else -2, c]
+        ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("x")
-    axes[0, 0].set_ylabel("y")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("y")
     handles = [Patch(color="0.5", alpha=0.25), Patch(color="0.5", alpha=0.45),
                Line2D([], [], color="0.3", lw=2),
                Line2D([], [], color="k", marker="o", ls="", ms=3)]  # fmt: skip

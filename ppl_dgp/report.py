@@ -641,6 +641,13 @@ def _chains_section(name: str, c: dict[str, Any]) -> str:
             "More draws will not mix them; the pooled draws weight each mode by how many "
             "chains landed there, the stacking below by how well it predicts.\n"
         )
+    elif v.verdict == "few draws":
+        s.append(
+            f"No chain drifts (its own split-R-hat <= {v.within_max}) and the chains overlap "
+            f"(R-hat <= {diagnostics.SEPARATE_RHAT_MIN} everywhere), but they hold **too few "
+            f"effective draws** to show that they agree to R-hat <= {v.rhat_max}: more draws "
+            "are the cure (see the bulk ESS in the summary).\n"
+        )
     else:
         drift = ", ".join(str(k) for k in v.drifting)
         s.append(
@@ -680,6 +687,12 @@ def _chains_section(name: str, c: dict[str, Any]) -> str:
         f"by their draws {c['test_pooled']:.3f}; LOO log score (sum over training points) of "
         f"the stacking {c['loo_stacked']:.1f}, of equal weights {c['loo_equal']:.1f}.\n"
     )
+    if c["loo_stacked"] - c["loo_equal"] < 1.0:
+        s.append(
+            "The stacking gains less than one nat of LOO over equal weights: the chains "
+            "predict alike, and the weights (which then follow Monte Carlo noise) mean "
+            "little.\n"
+        )
     return "".join(s)
 
 

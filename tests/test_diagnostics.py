@@ -264,6 +264,9 @@ def test_chain_view_tells_separate_modes_from_drifting_chains():
     assert modes.verdict == "separate modes" and modes.drifting == []
     assert modes.rhat[0] > 1.5 and np.all(modes.within_rhat <= diagnostics.WITHIN_RHAT_MAX)
     np.testing.assert_allclose(modes.means[0], [0.0, 3.0], atol=0.15)  # 4 sd / sqrt(400)
+    few = diagnostics.chain_view(_two_chains(shift=0.4), ["a"])  # overlapping, R-hat ~1.03
+    assert diagnostics.RHAT_MAX < few.rhat[0] <= diagnostics.SEPARATE_RHAT_MIN
+    assert few.verdict == "few draws" and few.drifting == []
     drift = diagnostics.chain_view(_two_chains(trend=4.0), ["a"])
     assert drift.verdict == "not converged" and drift.drifting == [1]
     stuck = _two_chains(shift=3.0)

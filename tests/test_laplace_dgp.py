@@ -179,7 +179,7 @@ def test_flagship_dgp_laplace_loo_has_few_large_pareto_k():
     """The issue's figure: on ``make run``'s model (2-layer DGP, M = 10, the motorcycle data
     80/20 with seed 0, standardised, as ``ppl_dgp.report.run_compare`` builds it) the LOO of
     the GLM Laplace (the linearised program's likelihood at its 400 draws) has Pareto
-    k > 0.7 for fewer than 10 of the 75 training points (the sampled network had 45)."""
+    k > 0.7 for fewer than 10 of the 75 training points (the old Laplace: 50)."""
     import arviz_base as azb
     import arviz_stats as azs
 

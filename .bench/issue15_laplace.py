@@ -89,9 +89,20 @@ def main() -> None:
         action="store_true",
         help="LOO as diagnostics.py computes it today (the program at the draws)",
     )
+    p.add_argument(
+        "--compare",
+        metavar="OUT",
+        default=None,
+        help="instead: the report's own compare of Laplace into OUT (with the hook)",
+    )
     args = p.parse_args()
     if not args.no_hook:
         _with_approx_hook()
+    if args.compare:
+        from ppl_dgp import report
+
+        report.run_compare("dgp", "motorcycle", ["laplace"], args.compare, seed=args.seed)
+        return
     model, X, y, Xt, yt_raw, X_tr, sx, sy = flagship(args.seed)
     over = dict(kv.split("=", 1) for kv in args.laplace)
     over = {k: _value(v) for k, v in over.items()}

@@ -113,8 +113,20 @@ gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], G), np.linspace(lo[1], hi[1], G))
 grid = np.column_stack([gx.ravel(), gy.ravel()])
 S = size(100, 10)
 probs, scores = {}, {}
-for name, post in posts.items():  # one call (one compilation) for the grid and the test set
-    p = np.asarray(predict_proba(moons_dgp, post, np.vstack([grid, X_test]), num_samples=S))
+
+
+def proba(post, X_new, chunk=250):
+    """predict_proba in chunks of one size (one compilation; the Laplace predictive of a DGP
+    holds per-point Jacobians, too much memory for thousands of points at once)."""
+    n = len(X_new)
+    pad = np.vstack([X_new, np.repeat(X_new[:1], -n % chunk, axis=0)])
+    parts = [np.asarray(predict_proba(moons_dgp, post, pad[i : i + chunk], num_samples=S))
+             for i in range(0, len(pad), chunk)]  # fmt: skip
+    return np.concatenate(parts)[:n]
+
+
+for name, post in posts.items():  # the grid and the test set together
+    p = proba(post, np.vstack([grid, X_test]))
     probs[name], p_test = p[: len(grid)], p[len(grid) :]
     scores[name] = classification_metrics(p_test, y_test)
     print(f"{name:8s} " + "  ".join(f"{k} {v:.3f}" for k, v in scores[name].items()))

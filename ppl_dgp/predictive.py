@@ -69,6 +69,7 @@ __all__ = [
     "log_predictive_density",
     "predict",
     "predict_distribution",
+    "predict_from_draws",
     "predict_proba",
     "register_predict",
     "register_proba",
@@ -379,6 +380,19 @@ def _normal_marginals(fn: Any, site: str) -> tuple[Array, Array]:
 #: ``@register_predict(MyApprox) def f(approx, rng_key, model, posterior, X_new, *,
 #: num_samples, likelihood_site, model_kwargs) -> MixturePredictive``.
 register_predict = _predict.register
+
+
+def predict_from_draws(
+    approx: Any, rng_key: Array, model: Callable, posterior: Posterior, X_new: Array, *,
+    num_samples: int, likelihood_site: str, model_kwargs: dict,
+) -> MixturePredictive:  # fmt: skip
+    """The predictive built from the Posterior's draws (what :func:`predict` does for an
+    approximation without its own): for an approximation whose own predictive falls back to
+    its draws in some configurations (e.g. Laplace with ``predictive="sampled"``)."""
+    return _predict.dispatch(object)(
+        approx, rng_key, model, posterior, X_new, num_samples=num_samples,
+        likelihood_site=likelihood_site, model_kwargs=model_kwargs,
+    )  # fmt: skip
 
 
 # -- class probabilities -----------------------------------------------------------------------

@@ -55,7 +55,7 @@ from ppl_dgp.laplace.curvature import output_jacobian
 from ppl_dgp.laplace.subset import _Layout
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import MixturePredictive
-from ppl_dgp.predictive import _predict, register_predict, register_proba
+from ppl_dgp.predictive import predict_from_draws, register_predict, register_proba
 
 __all__ = ["glm_pointwise_log_likelihood", "glm_predictive", "predict_regression"]
 
@@ -263,7 +263,7 @@ def _laplace_predict(
     linearised program's Gaussian ``N(m*, J* P^-1 J*^T + sigma_L^2(x*) + s2)`` (one component;
     the inner layers' ``eps`` at its mean, as in the fit); otherwise the draws."""
     if approx.predictive != "glm":
-        return _predict.dispatch(object)(
+        return predict_from_draws(
             approx, rng_key, model, posterior, X_new, num_samples=num_samples,
             likelihood_site=likelihood_site, model_kwargs=model_kwargs,
         )  # fmt: skip

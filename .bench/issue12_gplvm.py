@@ -14,6 +14,12 @@ same on the 2 PCA scores. The figure (latent means coloured by label) goes to th
     CI=1 PYTHONHASHSEED=0 .venv/bin/python .bench/issue12_gplvm.py [steps=3000] [figure.png]
 
 One JSON object on stdout.
+
+Measured (this session, 3000 steps; 1050 s on 2 CPU cores shared with a load of ~30): the bound
+-7.419 nats per datum (64 pixels each); leave-one-out 1-NN label accuracy in the 2-D latent
+means 0.744 against 0.578 on the 2 PCA scores they started from; median q(w_n) scale 0.10 (from
+0.5). The figure shows the digit classes pulled into tighter, separated arcs (0, 6, 4, 7, 1 at
+the rim), the PCA plot's central overlap (1, 7, 8, 9) partly resolved.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ of steps, key 0), robust-max likelihood over 10 latent GPs, predictive with 50 d
     CI=1 PYTHONHASHSEED=0 .venv/bin/python .bench/issue12_hybrid_digits.py [steps=3000]
 
 One JSON row per model: accuracy, NLL, ECE (10 bins), Brier, fit seconds.
+
+Measured (this session, 3000 steps, 2 CPU cores under a load of ~30):
+hybrid accuracy 0.9526, NLL 0.1865, ECE 0.0184, Brier 0.0686 (fit 1056 s). The DGP-2 row's
+first run was killed (out of memory on the shared machine, another job's allocations); see the
+commit that adds it, or run ``... 3000 dgp2``.
 """
 
 from __future__ import annotations

@@ -287,6 +287,11 @@ def plot_marginals(
                            squeeze=False, layout="constrained")  # fmt: skip
     for ax, (label, per_method) in zip(axes.flat, comps.items(), strict=False):
         log = all(np.all(v > 0) for v in per_method.values())
+        # methods drawn as lines interleave their dashes, so that equal values (a Laplace at
+        # its MAP's hyperparameters) show every colour
+        lined = [m for m, v in per_method.items()
+                 if not (v.size >= min_density_draws and np.ptp(v) > 0)]  # fmt: skip
+        gap = 3 * max(1, len(lined) - 1)
         for m, v in per_method.items():
             t = np.log(v) if log else v
             if t.size >= min_density_draws and np.ptp(t) > 0:
@@ -296,7 +301,7 @@ def plot_marginals(
                 ax.plot(np.exp(g) if log else g, kde(g), color=colors[m], lw=1.6)
             else:  # few draws, or one value (a point estimate, fixed hyperparameters)
                 for x in np.unique(v):
-                    ax.axvline(x, color=colors[m], lw=1.4, ls="--")
+                    ax.axvline(x, color=colors[m], lw=1.4, ls=(3 * lined.index(m), (3, gap)))
         if log:
             _log_axis(ax)
         _style(ax, label)

@@ -689,7 +689,7 @@ def _chains_section(name: str, c: dict[str, Any]) -> str:
     )
     if c["loo_stacked"] - c["loo_equal"] < 1.0:
         s.append(
-            "The stacking gains less than one nat of LOO over equal weights: the chains "
+            "\nThe stacking gains less than one nat of LOO over equal weights: the chains "
             "predict alike, and the weights (which then follow Monte Carlo noise) mean "
             "little.\n"
         )

@@ -474,6 +474,29 @@ _proba = functools.singledispatch(_proba_draws)
 register_proba = _proba.register
 
 
+@register_proba(InducingApprox)
+def _proba_inducing(
+    approx: InducingApprox, model: Callable, posterior: Posterior, X_new: Array, *, link: str,
+    rng_key: Array | None, num_samples: int, output_site: str, model_kwargs: dict,
+) -> Array:  # fmt: skip
+    """SVI's inducing guide: ``u`` integrated out against ``q(u)`` exactly, the inner layers by
+    ``num_samples`` passes, the other sites at the guide's medians (GPflow's / GPflux's
+    ``predict_y``): the mean over passes of the likelihood's marginal class probabilities,
+    e.g. ``Phi(m / sqrt(1 + v))`` for the probit with ``q(f_*) = N(m, v)`` (Hensman et al.
+    2015, eq. 13). Deterministic for a one-layer model; no Monte Carlo error from draws of
+    ``u``. A model whose observation site ``y`` is not a classifier's falls back to the
+    draws."""
+    key = jax.random.key(0) if rng_key is None else rng_key
+    mixture = predict_distribution(key, model, posterior, X_new, num_samples=num_samples,
+                                   **model_kwargs)  # fmt: skip
+    try:
+        return mixture.probs
+    except ValueError:  # not a classifier's site: the draws' sigmoid/softmax of output_site
+        return _proba_draws(approx, model, posterior, X_new, link=link, rng_key=rng_key,
+                            num_samples=num_samples, output_site=output_site,
+                            model_kwargs=model_kwargs)  # fmt: skip
+
+
 def _probs(f: Array) -> Array:  # [..., N, K] -> [..., N] (K = 1) or [..., N, K]
     return jax.nn.sigmoid(f[..., 0]) if f.shape[-1] == 1 else jax.nn.softmax(f, axis=-1)
 

@@ -108,3 +108,35 @@ def test_metrics_against_scikit_learn():
                                mean_poisson_deviance(counts, mu), rtol=1e-12)  # fmt: skip
     with pytest.raises(ValueError, match="labels must be integers in range"):
         brier_score(P, np.full(50, 4))
+
+
+def test_svi_class_probabilities_integrate_u_out_exactly():
+    """An SVGP probit classifier fitted by SVI: ``predict_proba`` is ``Phi(m / sqrt(1 + v))``
+    with ``q(f_*) = N(m, v)`` from the fitted ``q(u)`` (dense conditional), whatever the key
+    and the number of passes (Hensman et al. 2015, eq. 13)."""
+    import jax
+    from jax.scipy.stats import norm
+
+    from ppl_dgp.conditionals import conditional
+    from ppl_dgp.infer import SVI, fit
+    from ppl_dgp.kernels import SquaredExponential
+    from ppl_dgp.models import MODELS
+    from ppl_dgp.predictive import predict_proba
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2.0, 2.0, (30, 1))
+    y = (np.sin(2.0 * X[:, 0]) > 0).astype(float)
+    model = MODELS["svgp_classification"].make(X, smoke=True)
+    post = fit(SVI(num_steps=50, num_samples=5), jax.random.key(0), model, X, y)
+    X_new = np.linspace(-3.0, 3.0, 9)[:, None]
+    a = post.approx
+    kernel = SquaredExponential(
+        variance=a.medians["layer0.variance"], lengthscales=a.medians["layer0.lengthscales"]
+    )
+    m, v = conditional(kernel, X_new, post.params["layer0.Z"], a.q_mu["layer0"],
+                       a.q_sqrt["layer0"], whiten=True)  # fmt: skip
+    want = norm.cdf(m[:, 0] / np.sqrt(1.0 + v[:, 0]))
+    p = predict_proba(model, post, X_new, rng_key=jax.random.key(5), num_samples=3)
+    np.testing.assert_allclose(p, want, rtol=1e-10, atol=1e-12)
+    again = predict_proba(model, post, X_new, num_samples=7)  # other passes, other key
+    np.testing.assert_allclose(again, p, rtol=1e-14, atol=1e-15)

@@ -145,6 +145,12 @@ def pointwise_log_likelihood(
     - **Other programs**: the model is traced with the draw substituted and the observed
       site's ``log_prob`` per datum is taken (local latents not in the draw come from their
       prior).
+    - **An approximation with its own** ``pointwise_log_likelihood`` (a method of
+      ``posterior.approx`` that returns ``(log_lik, y_rep)``, or ``None`` to decline): that.
+      Laplace's GLM posterior of a GP-layer program gives the likelihood of the program
+      linearised in ``u`` at the MAP, the model its Gaussian is the exact posterior of
+      (:func:`ppl_dgp.laplace.predictive.glm_pointwise_log_likelihood`), so the LOO and its
+      Pareto k are those of the predictive that ``predict`` returns.
 
     Args:
         rng_key: key for the layer noise and the replicates.
@@ -180,6 +186,11 @@ def pointwise_log_likelihood(
             f"model's param site(s) {missing}: was it fitted to this model?"
         )
     params = {k: jnp.asarray(posterior.params[k]) for k in sites.params}
+    own = getattr(posterior.approx, "pointwise_log_likelihood", None)
+    if own is not None:  # an approximation with its own likelihood per draw (Laplace's GLM)
+        out = own(k_run, model, posterior, X, y, likelihood_site=likelihood_site, **model_kwargs)
+        if out is not None:
+            return out
     flat = {k: jnp.asarray(v) for k, v in posterior.flat().items() if k in sites.global_latent}
     C, D, N = posterior.num_chains, posterior.num_draws, X.shape[0]
     S = C * D

@@ -749,7 +749,9 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hy
     s.append(
         "\n## PSIS-LOO\n\nPointwise log-likelihood per draw at the training inputs (inner-layer "
         "noise integrated out by Monte Carlo; see `ppl_dgp.diagnostics.pointwise_log_likelihood`)."
-        " For SVI and Laplace the draws stand in for the posterior, and Pareto k per "
+        " For SVI and Laplace the draws stand in for the posterior (a GP program's Laplace "
+        "scores its linearised model: the likelihood of the GLM at each draw of `u`, as its "
+        "predictive does), and Pareto k per "
         "observation says where that approximation's LOO cannot be trusted (k above ArviZ's "
         "threshold good_k = min(1 - 1/log10(S), 0.7) for S draws; the k-hat figure draws the "
         f"same line). Point estimates and posteriors of fewer than {MIN_LOO_DRAWS} draws have "

@@ -25,6 +25,7 @@ MATH = {
     "ppl_dgp.inducing",
     "ppl_dgp.calibration",
     "ppl_dgp.sampling",
+    "ppl_dgp.stacking",
 }
 
 

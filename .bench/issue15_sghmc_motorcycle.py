@@ -12,7 +12,7 @@ given overrides, then ArviZ's rank-normalised split R-hat and bulk ESS of
 Usage::
 
     .venv/bin/python .bench/issue15_sghmc_motorcycle.py [--hyper mcem] [--chains 4]
-        [--burnin 2000] [--samples 400] [--thinning 10]
+        [--burnin 2000] [--samples 400] [--thinning 10] [--step-size 0.01]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--burnin", type=int, default=None)
     ap.add_argument("--samples", type=int, default=None)
     ap.add_argument("--thinning", type=int, default=None)
+    ap.add_argument("--step-size", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -52,7 +53,7 @@ def main() -> None:
     method = make_method("sghmc", preset="compare", **{
         **entry.method_overrides.get("sghmc", {}), "hyper": args.hyper,
         "num_chains": args.chains, "num_burnin": args.burnin, "num_samples": args.samples,
-        "thinning": args.thinning})  # fmt: skip
+        "thinning": args.thinning, "step_size": args.step_size})  # fmt: skip
     t = time.perf_counter()
     post = fit(method, jax.random.key(args.seed), model, X, y)
     fit_s = time.perf_counter() - t

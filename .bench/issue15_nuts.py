@@ -16,6 +16,33 @@ Usage (one configuration per run; ``--model-opt key=value`` goes to ``init_dgp``
 
 ``--preset compare`` uses the zoo's NUTS settings for the dgp (``make_method("nuts",
 preset="compare", **overrides)``), i.e. exactly what ``make run`` fits.
+
+Measured 2026-12-03 (2 shared cores, load average 17-32: wall times inflated, not comparable
+across rows); hyperparameter R-hat / min bulk ESS, predictive-mean R-hat / min ESS:
+
+===================================================  =========  =========  ==========  =====
+run (M = 10 unless said; chains x (warm-up + draws))  hyper R   hyper ESS  pred R/ESS  div.
+===================================================  =========  =========  ==========  =====
+old priors, 2 x (200 + 200), depth 6 (make run)       2.11       3          1.43 / 4    113
+noise prior median 0.1 only                           1.20       8          1.14 / 10   2
++ inner variance median 0.1 (sigma 1)                 1.67       4          1.22 / 12   5
++ inner var 0.1, ls 1 (sigma 0.5)                     1.55       4          1.34 / 5    71
+standardised priors (var 0.05, ls 2), 2 x (200+200)   1.03       68         1.01 / 182  0
+same, dense_mass="global"                             1.20       8          1.30 / 5    3
+same, 4 x (400 + 400)                                 1.25       12         1.09 / 29   65
+M = 20, 4 x (400 + 400)                               1.011      285        1.005/1400  0
+M = 20, 4 x (500 + 800)                               1.013      286        1.002/2017  0
+M = 20, 4 x (500 + 800), dense_mass="global"          1.019      227        1.004/1496  35
+M = 20, 8 x (400 + 400)                               1.013      533        1.002/2477  1
+M = 20, 8 x (500 + 700), target 0.9 (the preset)      1.0075     682        1.002/3764  0
+===================================================  =========  =========  ==========  =====
+
+Findings: with the old noise prior (LogNormal(log 0.01, 1)) the inner layer's per-datum
+``eps`` explain the noise (noise variance 0.007) and the divergences sit at large inner
+variance and small noise (a funnel); with M = 10 the sparse outer layer's conditional variance
+between inducing points competes with the noise, and the posterior has two modes in (outer
+lengthscale, noise), (0.21, 0.05) and (0.31, 0.13), which chains never cross; M = 20 removes
+the second mode (noise 0.19 in every chain).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
 - :mod:`ppl_dgp.models.lv_dgp`: latent-variable deep GP regression (Salimbeni et al. 2019).
 - :mod:`ppl_dgp.models.hybrid`: dense layers feeding deep GP layers (hybrid NN -> GP).
 - :mod:`ppl_dgp.models.bnn`: Bayesian MLPs (regression, binary and multiclass classification).
+- :mod:`ppl_dgp.models.dropout`: MC dropout classifiers (MAP fit, T passes at prediction).
+- :mod:`ppl_dgp.models.gplvm`: the Bayesian GPLVM (inputs are latents only).
+- :mod:`ppl_dgp.models.lmc`: the linear model of coregionalisation, one kernel per latent GP.
 
 Each module registers its entries with :func:`ppl_dgp.zoo.register_model`; :data:`MODELS`
 holds them all (the CLI, the compare report and the contract test iterate it). A new model
@@ -18,9 +21,12 @@ from ppl_dgp.models import (
     bnn,
     counts,
     dgp,
+    dropout,
     gp_classification,
+    gplvm,
     heteroscedastic,
     hybrid,
+    lmc,
     lv_dgp,
     svgp,
 )
@@ -32,9 +38,12 @@ __all__ = [
     "bnn",
     "counts",
     "dgp",
+    "dropout",
     "gp_classification",
+    "gplvm",
     "heteroscedastic",
     "hybrid",
+    "lmc",
     "lv_dgp",
     "register_model",
     "svgp",

@@ -123,7 +123,7 @@ def run_compare(
     features: Sequence[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
-    num_inducing: int = 10,
+    num_inducing: int = 20,
     layers: int = 2,
     smoke: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,

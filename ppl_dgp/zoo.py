@@ -9,7 +9,7 @@ smoke-size build options. The command line, the compare report and the contract 
 Example:
     >>> from ppl_dgp.models import MODELS
     >>> sorted(MODELS)[:3]
-    ['bnn', 'bnn_binary', 'dgp']
+    ['bnn', 'bnn_binary', 'bnn_binary_dropout']
 """
 
 from __future__ import annotations

@@ -404,10 +404,12 @@ def diagnostic_warnings(
             rhat = azs.rhat(post)
             ess = azs.ess(post, method="bulk")
         for name in post.data_vars:
+            if np.all(np.isnan(rhat[name].values)):  # constant draws (point estimates)
+                continue
             r = float(np.nanmax(rhat[name].values))
             e = float(np.nanmin(ess[name].values))
             if r > rhat_max:
-                out.append(f"`{name}`: max R-hat {r:.2f} > {rhat_max} (chains disagree)")
+                out.append(f"`{name}`: max R-hat {r:.3f} > {rhat_max} (chains disagree)")
             if e < ess_min_per_chain * C:
                 out.append(f"`{name}`: min bulk ESS {e:.0f} < {ess_min_per_chain * C}")
     if "sample_stats" in dt.children and "diverging" in dt["sample_stats"].data_vars:

@@ -316,6 +316,20 @@ def run_compare(
             "summarised_sites": hyper, "chains": chains}  # fmt: skip
 
 
+def _sampled(post: Posterior, hyper: list[str]) -> list[str]:
+    """The hyperparameters ``post`` samples: in its draws and not constant there (SGHMC's
+    MCEM records its point estimates as constant draws; R-hat and ESS are undefined for
+    them)."""
+    out = []
+    for h in hyper:
+        if h not in post.draws:
+            continue
+        v = np.asarray(post.draws[h], dtype=float)
+        if np.ptp(v) > 1e-9 * max(1.0, float(np.max(np.abs(v)))):
+            out.append(h)
+    return out
+
+
 def load_reference(
     path: str | Path, model: Callable, X: Any, y: Any, *, model_name: str = "the model"
 ) -> Posterior:
@@ -411,7 +425,7 @@ def _per_chain(
     means = np.asarray(comps.means)[:, idx]  # [S, P]
     n = int(counts.min())
     per_chain = np.stack([means[chain == c][:n] for c in range(C)])  # [C, n, P]
-    sites = [h for h in hyper if h in post.draws]  # a method may hold some as params
+    sites = _sampled(post, hyper)  # a method may hold some as params or point estimates
     view = diagnostics.chain_view(r["datatree"], sites, predictive=per_chain,
                                   predictive_labels=labels)  # fmt: skip
     out: dict[str, Any] = {"view": view}
@@ -504,7 +518,9 @@ def _figures(res, hyper, out, X_tr, y_tr, sx, sy, model, key) -> list[str]:
         files += ["forest.png", "marginals.png"]
     for name, r in res.items():
         if r["posterior"].num_chains > 1 and r["posterior"].num_draws >= MIN_CHAIN_PLOT_DRAWS:
-            sites = [h for h in hyper if h in r["posterior"].draws]
+            sites = _sampled(r["posterior"], hyper)
+            if not sites:
+                continue
             diagnostics.plot_rank(r["datatree"], sites, out / f"rank_{name}.png")
             diagnostics.plot_trace(r["datatree"], sites, out / f"trace_{name}.png")
             files += [f"rank_{name}.png", f"trace_{name}.png"]
@@ -781,18 +797,24 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hy
         s.append(_chains_section(k, c))
     mcmc = [k for k, r in res.items() if r["posterior"].num_chains > 1]
     for k in mcmc:
-        summ = diagnostics.summary(
-            res[k]["datatree"], [h for h in hyper if h in res[k]["posterior"].draws]
-        )
+        sampled = _sampled(res[k]["posterior"], hyper)
         s.append(f"\n## Posterior summary: {k} (94% HDI)\n\n")
+        held = [h for h in hyper if h in res[k]["posterior"].draws and h not in sampled]
+        if held:  # e.g. SGHMC's MCEM: one value per chain, shared, recorded as constant draws
+            values = ", ".join(
+                f"`{h}` = {_f(float(np.ravel(res[k]['posterior'].draws[h])[0]))}" for h in held
+            )
+            s.append(f"Point estimates, not sampled (no R-hat or ESS): {values}.\n\n")
         cols = ["mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat", "ess_bulk", "ess_tail",
                 "mcse_mean"]  # fmt: skip
-        s.append(
-            _table(
-                ["parameter", *cols],
-                [[f"`{i}`", *(_f(row[c]) for c in cols)] for i, row in summ.iterrows()],
+        if sampled:
+            summ = diagnostics.summary(res[k]["datatree"], sampled)
+            s.append(
+                _table(
+                    ["parameter", *cols],
+                    [[f"`{i}`", *(_f(row[c]) for c in cols)] for i, row in summ.iterrows()],
+                )
             )
-        )
         stats = res[k]["posterior"].sample_stats
         if "diverging" in stats:
             s.append(

@@ -207,7 +207,7 @@ class SGHMC:
     pool_chains: bool = True
     name: ClassVar[str] = "sghmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "compare": {"num_samples": 400},
+        "compare": {"num_samples": 400, "num_chains": 4, "hyper": "mcem", "step_size": 0.05},
         "smoke": {"num_burnin": 200, "num_samples": 100, "thinning": 2},
     }
 

@@ -6,23 +6,11 @@ The cache (:mod:`ppl_dgp.compile_cache`: ``$PPL_DGP_CACHE_DIR``, else the user's
 and the notebooks' subprocesses (through JAX's own environment variables), so a program
 compiled once is read back wherever it is traced again.
 
-At test sizes XLA's compilation, not the computation, is most of the suite's time (a smoke-size
-DGP fit under SVI: ~90% in the backend compiler). The tests therefore compile with LLVM's
-cheap settings (``--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true``,
-about a third less CPU time for the suite; the programs and their results are the same up to
-floating-point reassociation, and every reference tolerance holds). They are added to
-``XLA_FLAGS`` (inherited by the workers and the notebooks' subprocesses) unless ``XLA_FLAGS``
-already sets ``--xla_backend_optimization_level``: set it there to test at XLA's default.
 """
 
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-#: XLA flags the tests compile with (see the module docstring).
-TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *TEST_XLA_FLAGS]).strip()
 
 import jax  # noqa: E402
 

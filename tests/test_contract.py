@@ -32,8 +32,12 @@ from ppl_dgp.posterior import load
 from ppl_dgp.predictive import predict, predict_proba
 
 # Smoke sizes stop MAPs short of convergence, which they say (the warnings are tested in
-# test_inference and test_laplace): a Laplace Hessian there may need its repair.
+# test_inference and test_laplace): a Laplace Hessian there may need its repair. And NUTS on
+# the smoke DGP (a few inducing points, long inner lengthscales under the standardised priors)
+# reaches Kmm that need more than the default jitter, which the Cholesky reports (tested in
+# test_linalg).
 pytestmark = [
+    pytest.mark.filterwarnings("ignore:cholesky. the matrix was not positive definite"),
     pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning"),
     pytest.mark.filterwarnings("ignore::ppl_dgp.laplace.fit.NotPositiveDefiniteWarning"),
 ]
@@ -126,8 +130,10 @@ def test_contract(model_name, method_name, saved):
     assert type(post.approx) is expected if expected else post.approx is None
     assert post.timings["compile_seconds"] > 0 and post.timings["run_seconds"] > 0
     first = next(iter(post.draws.values())).reshape(C, D, -1)[..., 0]
-    if post.sample_stats:  # a sampler moves (a stuck one repeats its initial point)
-        assert np.unique(first[0]).size > 5
+    if post.sample_stats:  # a sampler moves (a stuck one repeats its initial point); some
+        # sites may be point estimates held constant (SGHMC's MCEM hyperparameters)
+        moving = [np.unique(v.reshape(C, D, -1)[0, :, 0]).size for v in post.draws.values()]
+        assert max(moving) > 5, moving
     if method_name == "ensemble":  # members start apart and end apart
         assert np.unique(first).size == D
 

@@ -70,9 +70,10 @@ _TWO_DEVICES = textwrap.dedent(
 @pytest.fixture(scope="module")
 def two_devices() -> dict:
     """What the two-device process measured (its last stdout line, JSON)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2",
-           "CI": "1"}  # fmt: skip
+    # XLA_FLAGS of its own (not the worker's: another test there, the benchmark CLI's, may
+    # have left thread flags in the environment), and JAX's own setting for host devices
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_NUM_CPU_DEVICES": "2", "CI": "1"}  # fmt: skip
     out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True,
                          text=True, timeout=600, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]

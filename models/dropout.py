@@ -18,22 +18,22 @@ is approximate variational inference in a Bayesian network. The programs here ar
   ``softmax(f)`` is the MC dropout predictive and ``y`` is drawn from it.
 
 The masks come from ``numpyro.prng_key()`` (:func:`~ppl_dgp.dense.dropout`): every seeded run
-draws fresh ones. :func:`~ppl_dgp.predictive.predict_proba` seeds each draw, so a MAP
-Posterior (one draw) predicts with ``T`` passes, and a deep ensemble with ``T`` passes per
-member. A log density evaluated without a seed (what :class:`~ppl_dgp.infer.MAP` optimises)
-has no masks: ``fit(MAP(...))`` trains the plain MAP network (weight-scaling, the dropout
-expectation) and only its prediction is MC dropout. Gal's training, a fresh mask per step,
-is :class:`~ppl_dgp.models.bnn.MCDropout` (MAP's Adam steps with the program seeded by the
-step key): ``MCDropout(num_passes=1).run(key, model, X, y)`` with these programs predicts by
-the ``T`` passes of ``num_passes`` here.
+draws fresh ones. Training is Gal's, a fresh mask per step: :class:`~ppl_dgp.infer.MAP` (and
+each member of a :class:`~ppl_dgp.infer.DeepEnsemble`, with its own masks) finds that the
+program's log density asks for a key (:func:`~ppl_dgp.infer.map.seeded_potential`) and
+evaluates step ``t`` under ``seed(model, k_t)``, the step's key; the steps are those of
+:class:`~ppl_dgp.models.bnn.MCDropout` (``num_passes=1``). A log density evaluated without a
+seed (NUTS, Laplace) has no masks: the weight-scaling network, dropout's expectation.
+:func:`~ppl_dgp.predictive.predict_proba` seeds each draw, so a MAP Posterior (one draw)
+predicts with ``T`` passes, and a deep ensemble with ``T`` passes per member.
 
 Example:
     >>> import jax, numpy as np
-    >>> from ppl_dgp.models.bnn import MCDropout
+    >>> from ppl_dgp.infer import MAP, fit
     >>> from ppl_dgp.predictive import predict_proba
     >>> X = np.linspace(-2.0, 2.0, 20)[:, None]; y = (X[:, 0] > 0).astype(np.int32)
     >>> model = build_bnn_binary_dropout(X, width=16, num_passes=50)
-    >>> post = MCDropout(num_steps=300, num_passes=1).run(jax.random.key(0), model, X, y)
+    >>> post = fit(MAP(num_steps=300), jax.random.key(0), model, X, y)  # a mask per step
     >>> p = predict_proba(model, post, np.array([[-2.0], [2.0]]), rng_key=jax.random.key(1))
     >>> bool(p[0] < 0.5 < p[1])
     True
@@ -193,8 +193,9 @@ register_model(
         likelihood="bernoulli",
         task="classification",
         output_site="f",
-        # fitted as a point estimate (MAP, or one per member of a deep ensemble), predicting
-        # by T stochastic passes; the samplers and Laplace have nothing to add to the masks
+        # fitted as a point estimate trained with a fresh dropout mask per step (MAP, or one
+        # per member of a deep ensemble), predicting by T stochastic passes; the samplers and
+        # Laplace see the unmasked log density, which is not this model
         methods=("map", "ensemble"),
         predictives=("proba",),
         smoke={"width": 8, "num_passes": 4},

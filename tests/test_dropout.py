@@ -1,6 +1,7 @@
 """MC dropout zoo programs (``ppl_dgp.models.dropout``): the averaged-pass logits against a
-NumPy reference, the T passes against the same masks drawn by hand, MAP's fit of the program
-against the plain MLP's, errors naming the argument."""
+NumPy reference, the T passes against the same masks drawn by hand, MAP's and the ensemble's
+fits trained with a fresh mask per step (against MCDropout's loop), errors naming the
+argument."""
 
 import functools
 
@@ -75,28 +76,62 @@ def test_prediction_averages_t_passes_with_their_own_masks(num_classes):
     np.testing.assert_allclose(unseeded, mc_dropout_logits(plain[None]), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.slow  # three compiled fits: ~15-45 s on the shared machine
+def test_the_potential_is_seeded_only_where_the_program_draws_masks():
+    """seeded_potential: None for the plain MLP (its log density draws nothing); for the
+    dropout program the potential of seed(model, key), by hand, differing between keys."""
+    from numpyro.infer.util import potential_energy
+
+    from ppl_dgp.infer.core import initialize
+    from ppl_dgp.infer.map import seeded_potential
+
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    plain = functools.partial(bnn.mlp_binary, hidden=(8,))
+    info, _ = initialize(jax.random.key(0), plain, Xj, Yj)
+    assert seeded_potential(info) is None
+    model = build_bnn_binary_dropout(X, width=8, dropout=0.3, num_passes=4)
+    info, _ = initialize(jax.random.key(0), model, Xj, Yj)
+    U = seeded_potential(info)
+    z = info.param_info.z
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    hand = potential_energy(seed(model, k1), (Xj, Yj), {}, z)
+    np.testing.assert_allclose(U(z, k1), hand, rtol=1e-12)
+    assert abs(float(U(z, k1)) - float(U(z, k2))) > 1e-6  # other masks
+    unmasked = float(info.potential_fn(z))
+    assert abs(float(U(z, k1)) - unmasked) > 1e-6
+
+
+@pytest.mark.slow  # four compiled fits: ~20-60 s on the shared machine
 @pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")  # 30 steps
-def test_map_fits_the_plain_network_and_predicts_by_passes():
-    """fit(MAP) sees no masks (unseeded potential): the same fit as mlp_binary, bit for bit;
-    predict_proba runs T passes (differs from the plain network's plug-in), and MCDropout's
-    fit (a mask per step) differs from MAP's."""
-    from ppl_dgp.infer import MAP, fit
+def test_map_and_ensemble_train_with_a_fresh_mask_per_step():
+    """fit(MAP) on the dropout program is Gal's training, a fresh mask per step: the same
+    steps as MCDropout's loop (its own loss, seeded by the same step keys), not the plain
+    network's; predict_proba runs T passes. A DeepEnsemble with unperturbed starts
+    (init_scale 0) ends with distinct members: each member draws its own masks (the plain
+    network's members stay equal)."""
+    from ppl_dgp.infer import MAP, DeepEnsemble, fit
     from ppl_dgp.predictive import predict_proba
 
     model = build_bnn_binary_dropout(X, width=8, dropout=0.3, num_passes=20)
     plain = functools.partial(bnn.mlp_binary, hidden=(8,))
     post = fit(MAP(num_steps=30), jax.random.key(0), model, X, Y)
+    mc = bnn.MCDropout(num_steps=30, num_passes=1).run(jax.random.key(0), model, X, Y)
+    np.testing.assert_allclose(post.traces["map_loss"], mc.traces["map_loss"], rtol=1e-12)
+    for k in post.draws:
+        np.testing.assert_allclose(post.draws[k], mc.draws[k], rtol=1e-10, atol=1e-12)
     post_plain = fit(MAP(num_steps=30), jax.random.key(0), plain, X, Y)
-    np.testing.assert_array_equal(post.traces["map_loss"], post_plain.traces["map_loss"])
+    assert not np.allclose(post.traces["map_loss"], post_plain.traces["map_loss"])
     p = np.asarray(predict_proba(model, post, X, rng_key=jax.random.key(1)))
     p_plain = np.asarray(predict_proba(plain, post_plain, X, link="nn"))
     assert p.shape == (15,) and np.all((p > 0) & (p < 1))
     assert np.max(np.abs(p - p_plain)) > 1e-3
     again = np.asarray(predict_proba(model, post, X, rng_key=jax.random.key(1)))
     np.testing.assert_array_equal(p, again)  # seeded: reproducible
-    mc = bnn.MCDropout(num_steps=30, num_passes=1).run(jax.random.key(0), model, X, Y)
-    assert not np.array_equal(mc.traces["map_loss"], post.traces["map_loss"])
+
+    ens = DeepEnsemble(num_members=3, num_steps=30, init_scale=0.0)
+    members = fit(ens, jax.random.key(0), model, X, Y).draws["layer0.W"][0]
+    assert np.min(np.abs(members[0] - members[1])) > 0 and np.unique(members[:, 0, 0]).size == 3
+    same = fit(ens, jax.random.key(0), plain, X, Y).draws["layer0.W"][0]
+    np.testing.assert_array_equal(same[0], same[1])
 
 
 def test_errors_name_the_argument():

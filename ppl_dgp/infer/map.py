@@ -8,6 +8,12 @@ sites (a DGP's inner-layer ``eps``) are held at their initial value ``eps = 0`` 
 their joint MAP is degenerate (each ``eps`` fits its own point and the lengthscales collapse).
 The Laplace approximation starts from the same MAP.
 
+A program that draws randomness inside its log density (``numpyro.prng_key()``: the dropout
+masks of :func:`~ppl_dgp.dense.dropout`, so MC dropout, Gal & Ghahramani 2016) is trained as
+such: step ``t`` evaluates the potential of ``seed(model, k_t)`` with the loop's step key
+(one key per member of an ensemble), a fresh mask per step (:func:`seeded_potential`). Every
+other program's potential draws nothing and its steps are unchanged.
+
 :class:`MAP` behind :func:`~ppl_dgp.infer.fit` keeps the estimate as a posterior of one
 draw, ``(1, 1, ...)``, and the loss trace as ``traces["map_loss"]``. With ``checkpoint_dir``
 it keeps a checkpoint and resumes from it, bit for bit (:mod:`ppl_dgp.checkpoint`, whose
@@ -29,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -38,7 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
-from numpyro.infer.util import ModelInfo
+from numpyro.handlers import seed
+from numpyro.infer.util import ModelInfo, potential_energy
+from numpyro.primitives import Messenger
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.infer.core import (
@@ -59,6 +68,7 @@ __all__ = [
     "map_init",
     "map_optimizer",
     "map_step",
+    "seeded_potential",
 ]
 
 _OPTIMIZERS = ("adam", "lbfgs")
@@ -108,15 +118,22 @@ def map_init(
 
 def map_step(
     loss_fn: Callable[..., Array], opt: optax.GradientTransformation,
-    members: int | None = None,
+    members: int | None = None, *, keyed: bool = False,
 ) -> Callable[..., tuple]:  # fmt: skip
     """``step(state, key, fixed, *data) -> (state, loss, None)`` for the loop driver.
 
     ``loss_fn(z, fixed, *data)`` is the per-datum potential of the free sites ``z`` with the
     held sites ``fixed``; with ``members`` the step is vectorised over a leading ``K`` axis of
-    ``z``, the optimizer state and ``fixed`` (``data`` is shared).
+    ``z``, the optimizer state and ``fixed`` (``data`` is shared). With ``keyed`` the loss is
+    stochastic, ``loss_fn(z, fixed, key, *data)``: it gets the step's key (with ``members``,
+    ``jax.random.split(key, K)``, one per member).
     """
     lbfgs = not hasattr(opt.init({"_": jnp.zeros(())}), "hyperparams")
+    if keyed and lbfgs:
+        raise ValueError(
+            "map_step: a stochastic loss (keyed=True, e.g. dropout masks) needs Adam; L-BFGS's "
+            "line search assumes one deterministic function"
+        )
 
     def one_step(z: dict, opt_state: Any, fixed: dict, *data: Any) -> tuple:
         fn = lambda v: loss_fn(v, fixed, *data)
@@ -129,15 +146,72 @@ def map_step(
         return optax.apply_updates(z, updates), opt_state, loss
 
     def step(state: tuple, key: Array, fixed: dict, *data: Any) -> tuple:
-        del key
+        if not keyed:
+            del key
         if members is None:
-            z, s, loss = one_step(*state, fixed, *data)
+            extra = (key,) if keyed else ()
+            z, s, loss = one_step(*state, fixed, *extra, *data)
         else:
-            axes = (0, 0, 0) + (None,) * len(data)
-            z, s, loss = jax.vmap(one_step, in_axes=axes)(*state, fixed, *data)
+            extra = (jax.random.split(key, members),) if keyed else ()
+            axes = (0, 0, 0) + (0,) * len(extra) + (None,) * len(data)
+            z, s, loss = jax.vmap(one_step, in_axes=axes)(*state, fixed, *extra, *data)
         return (z, s), loss, None
 
     return step
+
+
+class _KeyRequests(Messenger):
+    """Counts the program's ``numpyro.prng_key()`` requests (whatever answers them)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.count = 0
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "prng_key":
+            self.count += 1
+
+
+def seeded_potential(info: ModelInfo) -> Callable[[dict, Array], Array] | None:
+    """``U(z, key)``, the potential of ``seed(model, key)``, where the program asks for a PRNG
+    key inside its log density (dropout masks, :func:`~ppl_dgp.dense.dropout`); ``None``
+    where it asks for none (its potential ``info.potential_fn`` is deterministic).
+
+    .. math:: U(z; m) = -\\log p(y \\mid z, m) - \\log p(z) - \\log |J(z)|, \\qquad
+        m \\sim p(m) \\text{ drawn from } key
+
+    so that Adam on ``U(z; m_t) / N`` with a fresh ``m_t`` per step is dropout training (Gal &
+    Ghahramani 2016, eq. 1: the weight decay is the Gaussian prior). Found by tracing the
+    potential once, abstractly (``jax.eval_shape``), with a handler that counts the program's
+    ``prng_key`` messages; only a potential built by :func:`~ppl_dgp.infer.core.initialize`
+    (``potential_energy`` of the model) is inspected.
+
+    Args:
+        info: from :func:`~ppl_dgp.infer.core.initialize`.
+
+    Returns:
+        ``potential(z, key) -> U`` or ``None``.
+
+    References:
+        Gal & Ghahramani (2016), "Dropout as a Bayesian Approximation", ICML.
+    """
+    fn = info.potential_fn
+    if not (isinstance(fn, functools.partial) and fn.func is potential_energy
+            and len(fn.args) == 3):  # fmt: skip
+        return None
+    model, args, kwargs = fn.args
+    probe = _KeyRequests(model)
+    with warnings.catch_warnings():  # unseeded, prng_key() may warn and gives None
+        warnings.simplefilter("ignore", UserWarning)
+        jax.eval_shape(lambda z: potential_energy(probe, args, kwargs, z, **fn.keywords),
+                       info.param_info.z)  # fmt: skip
+    if probe.count == 0:
+        return None
+
+    def potential(z: dict, key: Array) -> Array:
+        return potential_energy(seed(model, key), args, kwargs, z, **fn.keywords)
+
+    return potential
 
 
 def map_estimate(
@@ -175,6 +249,9 @@ def map_estimate(
         checkpoint: resume from and write to this :class:`~ppl_dgp.checkpoint.Checkpoint`
             (see :meth:`~ppl_dgp.infer.loop.Loop.run`).
 
+    A program whose log density draws masks (:func:`seeded_potential`) is trained with a
+    fresh draw per step, the step's key (per member); Adam only.
+
     Returns:
         ``(z, losses)``: the MAP ``{site: array}`` (every latent site, the held ones at their
         initial values) and the loss per step ``[num_steps]`` (``[num_steps, K]``).
@@ -188,26 +265,46 @@ def map_estimate(
     free = {k: v for k, v in z0.items() if k not in held}
     scale = 1.0 / N
 
-    def loss_fn(z: dict, fixed: dict) -> Array:
-        return scale * info.potential_fn({**fixed, **z})
+    seeded = seeded_potential(info)
+    if seeded is not None and optimizer != "adam":
+        raise ValueError(
+            f"{owner}.optimizer: the model draws randomness in its log density (dropout masks, "
+            f"a fresh draw per step), which needs 'adam'; received {optimizer!r}"
+        )
+
+    if seeded is None:
+
+        def loss_fn(z: dict, fixed: dict) -> Array:
+            return scale * info.potential_fn({**fixed, **z})
+
+    else:
+
+        def loss_fn(z: dict, fixed: dict, key: Array) -> Array:  # the step's masks
+            return scale * seeded({**fixed, **z}, key)
 
     opt = map_optimizer(optimizer)
-    step = map_step(loss_fn, opt, members)
+    step = map_step(loss_fn, opt, members, keyed=seeded is not None)
     init = map_init(opt, free, learning_rate, members)
     res = run_loop(step, init, num_steps, rng_key, args=(fixed,), desc=owner, owner=owner,
                    checkpoint=checkpoint)  # fmt: skip
     z = {**fixed, **res.state[0]}
-    _warn_if_unconverged(res.losses, owner)
+    _warn_if_unconverged(res.losses, owner, noisy=seeded is not None)
     return z, res.losses
 
 
-def _warn_if_unconverged(losses: np.ndarray, owner: str) -> None:
-    """Warn when the per-datum loss fell by more than 1e-3 over the last tenth of the steps."""
+def _warn_if_unconverged(losses: np.ndarray, owner: str, noisy: bool = False) -> None:
+    """Warn when the per-datum loss fell by more than 1e-3 over the last tenth of the steps
+    (``noisy``, a loss with a fresh dropout mask per step: the mean of the tail's first half
+    against its second half, not the last step against the first)."""
     n = len(losses)
     if n < 20:
         return
     tail = losses[-max(n // 10, 2) :]
-    drop = float(np.max(tail[0] - tail[-1]))
+    if noisy:
+        h = len(tail) // 2
+        drop = float(np.max(np.mean(tail[:h], axis=0) - np.mean(tail[h:], axis=0)))
+    else:
+        drop = float(np.max(tail[0] - tail[-1]))
     if drop > 1e-3 * max(1.0, float(np.max(np.abs(tail[-1])))):
         warnings.warn(
             f"{owner}: the loss (negative log joint per datum) fell by {drop:.3g} over the last "

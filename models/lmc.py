@@ -20,8 +20,12 @@ Each latent layer is marginalised (:func:`~ppl_dgp.layers.gp_output_layer`, no p
 SVI's bound takes its closed form per output. Optional inner ``layers`` (``layer{l}``, sampled
 as in a DGP) feed all the latent GPs: a deep GP whose last layer is this LMC.
 
-Not in the zoo registry (its ``y`` is ``[N, P]``, which the zoo's single-output contract
-data do not have); build it with :func:`build_lmc` or :func:`init_lmc`.
+The zoo entry of this module is ``dgp_multioutput`` (:func:`build_dgp_multioutput`): the
+multi-output :func:`~ppl_dgp.models.dgp.dgp_regression`, ``y [N, P]``, with ``P`` independent
+outputs on its last layer (``mixing="independent"``) or ``Q`` latent GPs sharing the last
+layer's kernel mixed by an LMC (``mixing="lmc"``, the default); its predictive is one Gaussian
+per output and component (RMSE, MLPD and coverage per output). :func:`lmc_regression`, with a
+kernel per latent GP, is built with :func:`build_lmc` or :func:`init_lmc`.
 
 Example:
     >>> import functools, jax.numpy as jnp
@@ -58,8 +62,9 @@ from ppl_dgp.layers import Hyper, LayerSpec, gp_layer, gp_output_layer, hyper
 from ppl_dgp.mean_functions import Zero
 from ppl_dgp.outputs import LMC, check_output_width, multi_gaussian_site
 from ppl_dgp.validation import check_regression_data
+from ppl_dgp.zoo import ZooModel, register_model
 
-__all__ = ["build_lmc", "init_lmc", "lmc_regression"]
+__all__ = ["build_dgp_multioutput", "build_lmc", "init_lmc", "lmc_regression"]
 
 
 def lmc_regression(
@@ -203,3 +208,66 @@ def build_lmc(
     M = min(num_inducing, np.shape(X)[0])
     config = init_lmc(X, num_outputs=num_outputs, num_latent=num_latent, num_inducing=M)
     return functools.partial(lmc_regression, **config)
+
+
+def build_dgp_multioutput(
+    X: Array, *, num_inducing: int = 10, layers: int = 2, num_outputs: int = 2,
+    mixing: str = "lmc", num_latent: int | None = None,
+) -> Any:  # fmt: skip
+    """The zoo's ``dgp_multioutput``: :func:`~ppl_dgp.models.dgp.dgp_regression` for
+    ``y [N, P]`` with the zoo's ``dgp`` recipe (:func:`~ppl_dgp.models.dgp.build_dgp`).
+
+    ``mixing="independent"``: the last layer has ``P`` outputs, ``y_np = f_p(h_n) + e_np``;
+    ``mixing="lmc"``: it has ``Q`` (``num_latent``, default ``P``) outputs ``g`` mixed by
+    ``W [P, Q]`` (standard normal prior), ``y_n = W g(h_n) + e_n``, so that
+    ``Cov[f(x), f(x')] = k(h, h') W W^T`` (Alvarez, Rosasco & Lawrence 2012, section 4.2;
+    ``W`` is identified up to an orthogonal rotation, the kernel being shared: for ``W`` up to
+    sign and order use :func:`lmc_regression`'s kernel per latent GP). One noise variance per
+    output either way.
+
+    Args:
+        X: standardised inputs ``[N, D]``.
+        num_inducing: ``M`` per layer (``min(M, N)``).
+        layers: ``L``.
+        num_outputs: ``P >= 2`` (``y`` must be ``[N, P]``; one output is the zoo's ``dgp``).
+        mixing: ``"independent"`` or ``"lmc"``.
+        num_latent: ``Q`` for ``"lmc"`` (``None``: ``P``).
+
+    Raises:
+        ValueError: ``num_outputs < 2``, an unknown ``mixing``, or ``num_latent`` with
+            ``"independent"`` (naming the argument).
+    """
+    from ppl_dgp.models.dgp import build_dgp
+
+    if not isinstance(num_outputs, int | np.integer) or num_outputs < 2:
+        raise ValueError(
+            f"dgp_multioutput: num_outputs must be an int >= 2 (one output is the zoo's 'dgp'); "
+            f"received {num_outputs!r}"
+        )
+    if mixing not in ("independent", "lmc"):
+        raise ValueError(
+            f"dgp_multioutput: mixing must be 'independent' or 'lmc'; received {mixing!r}"
+        )
+    if mixing == "independent" and num_latent is not None:
+        raise ValueError(
+            f"dgp_multioutput: num_latent is for mixing='lmc'; received num_latent={num_latent!r} "
+            "with mixing='independent'"
+        )
+    Q = None if mixing == "independent" else (num_outputs if num_latent is None else num_latent)
+    return build_dgp(X, num_inducing=num_inducing, layers=layers, num_outputs=num_outputs,
+                     num_latent=Q)  # fmt: skip
+
+
+register_model(
+    ZooModel(
+        name="dgp_multioutput",
+        build=build_dgp_multioutput,
+        likelihood="gaussian",
+        task="regression",
+        predictives=("mixture", "distribution"),
+        smoke={"num_inducing": 4, "layers": 1, "num_outputs": 2, "mixing": "lmc"},
+        method_overrides={"laplace": {"curvature": "hessian"}},
+        description="deep GP regression of y [N, P]: P independent outputs or an LMC of Q "
+        "latent GPs (mixing='independent' / 'lmc')",
+    )
+)

@@ -196,6 +196,26 @@ for _name, _y in (("bnn", Y), ("bnn_binary", LABELS)):  # y [N, 1] would broadca
         r"y must have shape \[N\] = \[12\] \(the model has one output; pass y\[:, 0\]\)",
     )
 
+# a multi-output model given y of the wrong width: one output, or three for two
+for _id, _y, _got in (("y-one-output", Y, r"\(12,\)"), ("y-three-outputs",
+                      np.stack([Y, Y, Y], axis=1), r"\(12, 3\)")):  # fmt: skip
+    _add(
+        f"fit-dgp_multioutput-{_id}",
+        lambda z, s, t, y=_y: fit(
+            make_method("map", preset="smoke"),
+            KEY,
+            MODELS["dgp_multioutput"].make(X, smoke=True),
+            X,
+            y,
+        ),
+        ValueError,
+        r"^y must have shape \[N, P\] = \[12, 2\].*" + _got,
+    )
+_add("zoo-dgp_multioutput-mixing", lambda z, s, t: MODELS["dgp_multioutput"].make(
+    X, mixing="coregional"), ValueError, r"mixing must be 'independent' or 'lmc'")  # fmt: skip
+_add("zoo-dgp_multioutput-num_outputs-1", lambda z, s, t: MODELS["dgp_multioutput"].make(
+    X, num_outputs=1), ValueError, r"num_outputs must be an int >= 2")  # fmt: skip
+
 # method configurations: non-positive and out-of-range settings
 for _m, _field, _value, _match in [
     ("svi", "num_steps", 0, "num_steps"),

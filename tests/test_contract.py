@@ -85,13 +85,17 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("contract")
 
 
-def _data(task: str) -> tuple[np.ndarray, np.ndarray]:
+def _data(task: str, num_outputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Smoke data of a task; ``y [N, P]`` for a model whose smoke build has ``P > 1`` outputs."""
     X = np.linspace(-2.0, 2.0, N)[:, None]
     if task == "classification":
         return X, (X[:, 0] > 0).astype(np.int32)
     if task == "counts":
         return X, np.random.default_rng(0).poisson(np.exp(np.sin(2.0 * X[:, 0])))
-    return X, np.sin(2.0 * X[:, 0]) + 0.1 * np.random.default_rng(0).normal(size=N)
+    noise = 0.1 * np.random.default_rng(0).normal(size=(N, num_outputs))
+    if num_outputs > 1:
+        return X, np.sin(2.0 * X) * np.arange(1, num_outputs + 1) + noise
+    return X, np.sin(2.0 * X[:, 0]) + noise[:, 0]
 
 
 def _approx_type(method_name: str, gp: bool) -> type | None:
@@ -108,7 +112,7 @@ def test_every_registered_method_is_in_the_matrix():
 @pytest.mark.parametrize(("model_name", "method_name"), PAIRS, ids=[f"{m}-{k}" for m, k in PAIRS])
 def test_contract(model_name, method_name, saved):
     entry = MODELS[model_name]
-    X, y = _data(entry.task)
+    X, y = _data(entry.task, entry.smoke.get("num_outputs", 1))
     model = entry.make(X, smoke=True)
     settings = {**entry.method_overrides.get(method_name, {}),
                 **MINIBATCH.get((model_name, method_name), {})}  # fmt: skip
@@ -145,7 +149,7 @@ def test_contract(model_name, method_name, saved):
         S = 10 if isinstance(post.approx, InducingApprox) else min(10, C * D)
         if isinstance(post.approx, LaplaceApprox) and post.approx.predictive == "glm":
             S = 1  # a GP program's linearised Laplace: one closed-form Gaussian per input
-        assert pred.means.shape == pred.variances.shape == (S, 7)
+        assert pred.means.shape == pred.variances.shape == (S, 7, *np.shape(y)[1:])
         assert np.all(np.isfinite(pred.means)) and np.all(pred.variances > pred.f_variances)
         outputs["means"], outputs["variances"] = pred.means, pred.variances
     else:

@@ -247,3 +247,21 @@ def test_lmc_bad_input_is_named():
         lmc_regression(X, Y, **{**config, "latents": wide})
     with pytest.raises(ValueError, match=r"lengthscales must have shape \[Q\] = \[2\].*\(3,\)"):
         init_lmc(X, num_outputs=P, num_latent=2, num_inducing=M, lengthscales=[1.0, 2.0, 3.0])
+
+
+def test_zoo_multioutput_entry_builds_both_mixings():
+    """``dgp_multioutput``: independent outputs have no ``W``; the LMC mixes ``Q`` latent GPs
+    into ``P`` outputs through ``W [P, Q]``; ``y`` is ``[N, P]`` either way."""
+    from ppl_dgp.models import MODELS
+
+    entry = MODELS["dgp_multioutput"]
+    indep = entry.make(X, num_inducing=M, layers=2, num_outputs=P, mixing="independent")
+    lmc = entry.make(X, num_inducing=M, layers=2, num_outputs=P, num_latent=2)
+    ti = trace(seed(indep, 0)).get_trace(X, Y)
+    tl = trace(seed(lmc, 0)).get_trace(X, Y)
+    assert "W" not in ti and ti["layer1.u"]["value"].shape == (P, M)
+    assert tl["W"]["value"].shape == (P, 2) and tl["layer1.u"]["value"].shape == (2, M)
+    assert ti["y"]["value"].shape == tl["y"]["value"].shape == (N, P)
+    assert ti["noise_variance"]["value"].shape == (P,)
+    with pytest.raises(ValueError, match=r"num_latent is for mixing='lmc'"):
+        entry.make(X, mixing="independent", num_latent=2)

@@ -41,6 +41,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from jax import Array
 
 from ppl_dgp.dense import dense, torch_default_init
@@ -62,6 +63,7 @@ __all__ = [
     "hybrid_regression",
     "init_hybrid",
     "init_hybrid_classification",
+    "median_distance",
 ]
 
 
@@ -233,6 +235,57 @@ def hybrid_features(
     return np.asarray(H)
 
 
+def median_distance(H: Array, max_rows: int = 500) -> float:  # [N, D]
+    """The median Euclidean distance between distinct rows of ``H`` (its first ``max_rows``).
+
+    .. math:: \\ell_0 = \\operatorname{median}\\{\\lVert h_i - h_j \\rVert : i < j,
+        h_i \\ne h_j\\}
+
+    The "median heuristic" for an SE kernel's lengthscale (Schölkopf & Smola 2002; Garreau,
+    Jitkrittum & Kanagawa 2017): at it a typical pair of inputs has kernel value
+    ``exp(-1/2)``, where at a fixed ``ell = 1`` on wide inputs (64 pixels, 32 features) every
+    pair would be ``~exp(-D)`` and the GP would start blind.
+
+    Args:
+        H: inputs ``[N, D]``.
+        max_rows: rows used (the distances are ``O(max_rows^2 D)``).
+
+    Returns:
+        ``ell_0 > 0``.
+
+    Raises:
+        ValueError: ``H`` is not ``[N, D]`` or has fewer than two distinct rows.
+
+    References:
+        Garreau, Jitkrittum & Kanagawa (2017), "Large sample analysis of the median
+        heuristic", arXiv:1707.07269.
+    """
+    H = np.asarray(H, dtype=float)
+    if H.ndim != 2:
+        raise ValueError(f"median_distance: H must have shape [N, D]; received {H.shape}")
+    H = H[:max_rows]
+    d = np.sqrt(np.maximum(((H[:, None] - H[None]) ** 2).sum(-1), 0.0))
+    d = d[np.triu_indices(len(H), k=1)]
+    d = d[d > 0]
+    if d.size == 0:
+        raise ValueError("median_distance: H must have at least two distinct rows")
+    return float(np.median(d))
+
+
+def _median_lengthscales(layers: tuple[LayerSpec, ...], H: np.ndarray) -> tuple[LayerSpec, ...]:
+    """Each layer's ARD lengthscales at the median distance of its inputs (``H`` through the
+    inner layers' mean functions), with a LogNormal(log of it, 1) prior."""
+    out = []
+    for l, spec in enumerate(layers):
+        ls = median_distance(H)
+        prior = dist.LogNormal(float(np.log(ls)), 1.0)
+        out.append(dataclasses.replace(spec, lengthscales=Hyper(np.full(H.shape[1], ls),
+                                                                prior=prior)))  # fmt: skip
+        if l < len(layers) - 1:
+            H = np.asarray(spec.mean_function(jnp.asarray(H)))
+    return tuple(out)
+
+
 def init_hybrid(
     X: Array,  # [N, D]
     *,
@@ -240,6 +293,7 @@ def init_hybrid(
     activation: str = "tanh",
     prior_precision: float = 1.0,
     seed: int = 0,
+    lengthscale: float | str = 1.0,
     **options: Any,
 ) -> dict[str, Any]:
     """Configuration of :func:`hybrid_regression`: :func:`~ppl_dgp.models.dgp.init_dgp` on the
@@ -249,16 +303,39 @@ def init_hybrid(
     Args:
         X: standardised inputs ``[N, D]``.
         hidden, activation, prior_precision, seed: the network (see :func:`hybrid_regression`).
+        lengthscale: initial ARD lengthscales of every GP layer, or ``"median"``: each layer's
+            at the median pairwise distance of its inputs at the initial weights
+            (:func:`median_distance` of the features, then of the inner layers' mean
+            functions of them), with a LogNormal(log of it, 1) prior (where ``hyperpriors``
+            is true).
         **options: :func:`~ppl_dgp.models.dgp.init_dgp`'s options (``num_layers``,
             ``num_inducing``, ``hyperpriors``, ...).
 
     Returns:
         The keywords of :func:`hybrid_regression` (``layers``, ``noise_variance``, ``hidden``,
         ``activation``, ``prior_precision``, ``seed``).
+
+    Raises:
+        ValueError: ``lengthscale`` neither a positive number nor ``"median"``.
     """
     check_regression_data(np.asarray(X), None)
     features = hybrid_features(X, hidden=hidden, activation=activation, seed=seed)
-    config = init_dgp(features, seed=seed, **options)
+    median = isinstance(lengthscale, str)
+    if median and lengthscale != "median":
+        raise ValueError(
+            f"init_hybrid: lengthscale must be a positive number or 'median'; received "
+            f"{lengthscale!r}"
+        )
+    if not median and not float(lengthscale) > 0:
+        raise ValueError(f"init_hybrid: lengthscale must be > 0; received {lengthscale!r}")
+    config = init_dgp(features, seed=seed, lengthscale=1.0 if median else float(lengthscale),
+                      **options)  # fmt: skip
+    if median:
+        layers = _median_lengthscales(config["layers"], features)
+        if options.get("hyperpriors", True) is False:  # point parameters: no prior
+            layers = tuple(dataclasses.replace(s, lengthscales=Hyper(s.lengthscales.init))
+                           for s in layers)  # fmt: skip
+        config = {**config, "layers": layers}
     return {**config, "hidden": tuple(int(h) for h in hidden), "activation": activation,
             "prior_precision": float(prior_precision), "seed": seed}  # fmt: skip
 

@@ -26,6 +26,7 @@ from ppl_dgp.models.hybrid import (  # noqa: E402
     hybrid_features,
     hybrid_regression,
     init_hybrid,
+    median_distance,
 )
 
 N = 12
@@ -101,6 +102,32 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"hidden widths must be positive ints; received \(0,\)"):
         init_hybrid(X, hidden=(0,))
     assert build_hybrid(X, num_inducing=4, layers=1, width=2).keywords["hidden"] == (2,)
+
+
+def test_median_lengthscales_are_the_median_pairwise_distance_of_each_layers_inputs():
+    """median_distance against scipy's pdist (duplicates dropped); init_hybrid's "median"
+    puts each layer's lengthscales there (the features, then their PCA mean to the inner
+    width) with a LogNormal(log of it, 1) prior."""
+    from scipy.spatial.distance import pdist
+
+    H = np.vstack([np.asarray(X), np.asarray(X[:2])])  # two duplicate rows: distance 0
+    d = pdist(H)
+    assert median_distance(H) == pytest.approx(float(np.median(d[d > 0])), rel=1e-12)
+    assert median_distance(H, max_rows=5) == pytest.approx(float(np.median(pdist(H[:5]))))
+    config = init_hybrid(X, hidden=(4,), num_layers=2, num_inducing=4, width=3,
+                         lengthscale="median")  # fmt: skip
+    F = hybrid_features(X, hidden=(4,))
+    first, second = config["layers"]
+    inner = np.asarray(first.mean_function(jnp.asarray(F)))
+    for spec, inputs in ((first, F), (second, inner)):
+        ell = float(np.median(pdist(inputs)))
+        np.testing.assert_allclose(spec.lengthscales.init, np.full(inputs.shape[1], ell))
+        assert float(spec.lengthscales.prior.loc) == pytest.approx(np.log(ell))
+        assert float(spec.lengthscales.prior.scale) == 1.0
+    with pytest.raises(ValueError, match="lengthscale must be a positive number or 'median'"):
+        init_hybrid(X, hidden=(4,), lengthscale="mean")
+    with pytest.raises(ValueError, match="at least two distinct rows"):
+        median_distance(np.ones((3, 2)))
 
 
 # -- hybrid_classification -----------------------------------------------------------------------

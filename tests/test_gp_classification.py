@@ -270,3 +270,31 @@ def test_a_gaussian_through_the_generic_site_is_todays_closed_form():
             np.testing.assert_allclose(b[name]["value"], a[name]["value"], rtol=1e-12)
         np.testing.assert_allclose(b["y"]["fn"].log_prob(y), a["y"]["fn"].log_prob(y),
                                    rtol=1e-12)  # fmt: skip
+
+
+@pytest.mark.slow  # ~15 s of CPU: a GGN Laplace fit and two shapes of the linearised predictives
+def test_laplace_dgp_class_probabilities_in_chunks_equal_one_call(monkeypatch):
+    """The Laplace DGP classifier's linearised class probabilities (and its GLM moments) over
+    test points in chunks (the inner layers' per-point ``eps`` drawn once for all points and
+    sliced) equal the same predictive in one call."""
+    from ppl_dgp.laplace import Laplace, glm_predictive
+    from ppl_dgp.laplace import predictive as lp
+
+    X, y = _data(3)
+    model = gpc.build_dgp_classification(X, y=y, num_inducing=M, layers=2)
+    method = Laplace(subset_of_weights=("layer0.u", "layer1.u"), num_steps=0)  # the GGN
+    post = fit(method, jax.random.key(0), model, X, y)  # at the initial point: no MAP to compile
+    X_new = np.linspace(-2.0, 2.0, 7 * D).reshape(7, D)
+    whole = np.asarray(predict_proba(model, post, X_new))
+    f, cov = glm_predictive(model, post, X_new)
+    monkeypatch.setattr(lp, "MAX_JACOBIAN_ROWS", 6)  # K = 3: chunks of 2 points, 4 calls
+    local, _ = lp._compiled(lp._local_core, model, lp._glm_inputs(post, {})[0])(
+        {**post.approx.map, **post.params}, X_new
+    )
+    assert "layer0.eps" in local  # the inner layer's per-point noise is sliced
+    chunked = np.asarray(predict_proba(model, post, X_new))
+    assert whole.shape == (7, 3)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-14)
+    f2, cov2 = glm_predictive(model, post, X_new)
+    np.testing.assert_allclose(f2, f, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(cov2, cov, rtol=1e-12, atol=1e-14)

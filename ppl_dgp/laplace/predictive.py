@@ -16,6 +16,10 @@
 
 Compiled once per (model object, static configuration); the precision structure is an
 argument (a pytree: its type is part of the compiled signature, not a string in the spec).
+The linearised predictives of :func:`glm_predictive` and the class probabilities run over the
+test points in chunks of :data:`MAX_JACOBIAN_ROWS` ``// K`` points (:func:`_by_points`): the
+Jacobian's reverse passes cost memory ``O(rows x chunk)``, which at 7,400 points in one call
+asked for tens of GB.
 
 Example:
     >>> import functools, jax, numpy as np
@@ -102,7 +106,9 @@ def glm_predictive(
         ``(f_mean [N, K], f_cov [N, K, K])``.
     """
     spec, base, arrays = _glm_inputs(posterior, model_kwargs)
-    return _compiled(_glm_core, model, spec)(base, arrays, _as_array(X_new))
+    core = _compiled(_glm_core, model, spec)
+    return _by_points(model, spec, base, arrays, _as_array(X_new), None,
+                      lambda X, local, key: core({**base, **local}, arrays, X))  # fmt: skip
 
 
 def _as_array(X: Any) -> np.ndarray | Array:
@@ -138,6 +144,72 @@ def _compiled(core: Callable, model: Callable, spec: tuple, *static: Any) -> Cal
     except TypeError:
         return jax.jit(functools.partial(core, model, spec, *static))
     return functools.partial(_JITTED[core], model, spec, *static)
+
+
+#: The most Jacobian rows (test points x outputs ``K``) one compiled call of the linearised
+#: predictive forms; more points go in chunks of ``MAX_JACOBIAN_ROWS // K``. Reverse mode
+#: (``jax.jacrev``) runs one backward pass per row through arrays of the chunk's width, so
+#: memory and time grow as ``rows x chunk``: at 7,400 points and K = 10 in one call the
+#: temporaries asked for 54 GB.
+MAX_JACOBIAN_ROWS = 512
+
+
+def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple[dict, Array]:
+    """The per-datum latent sites at ``X_new`` (a DGP's inner-layer ``eps``: sampled, not
+    observed, not in ``base``, in a plate of ``N`` points) drawn by the predictive's seeded
+    pass, and the output site's value ``[N, K]``."""
+    out, *_, kwargs = spec
+    tr = _trace_at(model, base, X_new, dict(kwargs))
+    N = X_new.shape[0]
+    local = {}
+    for name, site in tr.items():
+        if site["type"] != "sample" or site.get("is_observed") or name in base:
+            continue
+        if any(f.size == N for f in site.get("cond_indep_stack", ())):
+            local[name] = site["value"]
+    return local, tr[out]["value"] if out in tr else jnp.zeros((N, 1))
+
+
+def _plate_axes(model: Callable, spec: tuple, base: dict, X: Array) -> dict[str, int]:
+    """The axis of each per-datum site's value that runs over the points (its data plate)."""
+    out, *_, kwargs = spec
+    tr = _trace_at(model, base, X[:1], dict(kwargs))  # eager, one point: shapes only
+    axes = {}
+    for name, site in tr.items():
+        frames = [f for f in site.get("cond_indep_stack", ()) if f.size == 1]
+        if site["type"] == "sample" and frames and not site.get("is_observed") and name not in base:
+            ndim = jnp.ndim(site["value"]) - len(site["fn"].event_shape)
+            axes[name] = ndim + frames[0].dim
+    return axes
+
+
+def _by_points(
+    model: Callable, spec: tuple, base: dict, arrays: dict, X: Array, key: Array | None,
+    core: Callable[[Array, dict, Array | None], Any],
+) -> Any:  # fmt: skip
+    """``core(X_chunk, local_chunk, key_c)`` over chunks of ``X``'s points, outputs
+    concatenated along their first (points) axis.
+
+    The per-datum latent sites (a DGP's inner-layer ``eps``) are drawn once for all of ``X``
+    by the predictive's seeded pass (:func:`_local_core`) and sliced per chunk, so a chunked
+    call equals the call in one piece: the linearised predictive treats each point on its own
+    given the MAP and its ``eps``. Chunks hold ``MAX_JACOBIAN_ROWS // K`` points (at least
+    one), the last padded with copies of the last point (one compiled shape); chunk ``c > 0``
+    draws its Monte Carlo noise from ``fold_in(key, c)``.
+    """
+    local, f = _compiled(_local_core, model, spec)(base, X)
+    N, K = f.shape[0], f.shape[-1]
+    C = max(1, MAX_JACOBIAN_ROWS // max(K, 1))
+    if N <= C:
+        return core(X, local, key)
+    axes = _plate_axes(model, spec, base, X) if local else {}
+    outs = []
+    for c in range(-(-N // C)):
+        idx = np.minimum(np.arange(c * C, (c + 1) * C), N - 1)
+        part = {k: jnp.take(v, idx, axis=axes[k]) for k, v in local.items()}
+        k = key if key is None or c == 0 else jax.random.fold_in(key, c)
+        outs.append(core(jnp.asarray(X)[idx], part, k))
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0)[:N], *outs)
 
 
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
@@ -223,7 +295,8 @@ def _laplace_proba(
         raise ValueError("predict_proba(link='mc') needs rng_key; received None")
     key = jax.random.key(0) if rng_key is None else rng_key
     core = _compiled(_proba_core, model, spec, link, num_samples if link == "mc" else 0)
-    return core(base, arrays, _as_array(X_new), key)
+    return _by_points(model, spec, base, arrays, _as_array(X_new), key,
+                      lambda X, local, k: core({**base, **local}, arrays, X, k))  # fmt: skip
 
 
 # -- GP-layer programs: the linearised program (ppl_dgp.laplace.gp) ------------------------------
@@ -331,4 +404,5 @@ _JITTED = {
     _gp_glm_core: jax.jit(_gp_glm_core, static_argnums=(0, 1)),
     _glm_core: jax.jit(_glm_core, static_argnums=(0, 1)),
     _proba_core: jax.jit(_proba_core, static_argnums=(0, 1, 2, 3)),
+    _local_core: jax.jit(_local_core, static_argnums=(0, 1)),
 }

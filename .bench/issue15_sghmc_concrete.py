@@ -47,6 +47,10 @@ def main() -> None:
     ap.add_argument("--thinning", type=int, default=10)
     ap.add_argument("--chains", type=int, default=1)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--step-size", type=float, default=0.01)
+    ap.add_argument("--hyper-lr", type=float, default=0.01)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--mcem-params", action="store_true", help="MCEM also fits Z (Havasi et al.)")
     ap.add_argument("--methods", default="svi,sghmc", help="of svi, sghmc, sghmc-sample")
     args = ap.parse_args()
 
@@ -58,7 +62,9 @@ def main() -> None:
     methods = {
         "svi": SVI(num_steps=args.svi_steps, batch_size=args.batch),
         "sghmc": SGHMC(hyper="mcem", num_burnin=args.burnin, num_samples=args.samples,
-                       thinning=args.thinning, num_chains=args.chains, batch_size=args.batch),
+                       thinning=args.thinning, num_chains=args.chains, batch_size=args.batch,
+                       step_size=args.step_size, hyper_learning_rate=args.hyper_lr,
+                       window=args.window, mcem_params=args.mcem_params),
         # the hyperparameters sampled in the chain (the behaviour before MW-MCEM)
         "sghmc-sample": SGHMC(num_burnin=args.burnin, num_samples=args.samples,
                               thinning=args.thinning, num_chains=args.chains,

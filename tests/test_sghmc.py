@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from scipy.stats import lognorm, multivariate_normal
+from numpyro.distributions import constraints
+from scipy.stats import lognorm, multivariate_normal, norm
 
 from ppl_dgp.infer import SGHMC, fit
 from ppl_dgp.infer.core import initialize
-from ppl_dgp.infer.sghmc import hyperparameter_sites
+from ppl_dgp.infer.sghmc import hyperparameter_sites, minibatch_log_density
 from ppl_dgp.layers import Hyper
 from ppl_dgp.models.dgp import dgp_regression, init_dgp
 from ppl_dgp.predictive import predict
@@ -64,16 +65,17 @@ def exact_gp(data):
     return functools.partial(dgp_regression, **config), config
 
 
-def _mcem(model, data, num_burnin: int, window: int):
+def _mcem(model, data, num_burnin: int, window: int, **settings):
     method = SGHMC(hyper="mcem", num_burnin=num_burnin, num_samples=20, thinning=5,
-                   num_chains=2, window=window)  # fmt: skip
+                   num_chains=2, window=window, **settings)  # fmt: skip
     return fit(method, jax.random.key(0), model, *data)
 
 
 @pytest.fixture(scope="module")
 def short_fit(data, exact_gp):
-    """A few MCEM steps: enough to check where the estimates go, not their value."""
-    return _mcem(exact_gp[0], data, num_burnin=20, window=5)
+    """A few MCEM steps: enough to check where the estimates go, not their value. ``Z`` is
+    fitted too (``mcem_params``, the UCI setting), so one compiled fit serves both tests."""
+    return _mcem(exact_gp[0], data, num_burnin=20, window=5, mcem_params=True)
 
 
 def _dense_map(X: np.ndarray, y: np.ndarray, config: dict) -> float:
@@ -156,6 +158,56 @@ def test_predict_uses_the_mcem_hyperparameters(data, exact_gp, short_fit):
     assert np.all(np.abs(noise - 0.37) > 0.05)  # the fitted values were not 0.37 already
 
 
+def test_mcem_params_enter_the_log_density(data, exact_gp):
+    """``mcem_params=True`` makes the params (``Z``) coordinates of the M-step: the minibatch
+    log density then takes them from ``z``. On one GP layer with the output integrated out it
+    is, in closed form (whitened ``u``, ``k_n = k(Z, x_n)``, ``L L^T = K_zz + jitter I``),
+    ``log N(u | 0, I) + log p(s2) + log s2 + sum_n log N(y_n | k_n^T L^-T u,
+    k(x_n, x_n) - |L^-1 k_n|^2 + s2)``, here at inducing inputs other than the model's."""
+    X, y = data
+    model, config = exact_gp
+    spec = config["layers"][0]
+    info, sites = initialize(jax.random.key(0), model, jnp.asarray(X), jnp.asarray(y))
+    supports = {k: info.model_trace[k]["fn"].support for k in sites.global_latent}
+    assert set(sites.params) == {"layer0.Z"}
+    log_density = minibatch_log_density(model, sites, supports, jnp.asarray(X), jnp.asarray(y),
+                                         None, params={"layer0.Z": constraints.real})  # fmt: skip
+    rng = np.random.default_rng(5)
+    Z = np.array([[-1.7], [-0.6], [0.1], [0.9], [1.6]])
+    u = rng.normal(size=(5, 1))
+    s2 = 0.07
+    z = {"layer0.u": jnp.asarray(u.T), "noise_variance": jnp.log(s2), "layer0.Z": jnp.asarray(Z)}
+    got = float(log_density(z, jax.random.key(1), None))
+
+    var, ell = float(spec.variance.init), float(np.ravel(spec.lengthscales.init)[0])
+    k = lambda a, b: var * np.exp(-0.5 * (a[:, None, 0] - b[None, :, 0]) ** 2 / ell**2)  # noqa: E731
+    L = np.linalg.cholesky(k(Z, Z) + spec.jitter * np.eye(5))
+    A = np.linalg.solve(L, k(Z, X))  # [M, N]
+    mean, fvar = A.T @ u[:, 0], var - np.sum(A**2, axis=0)
+    prior = config["noise_variance"].prior
+    want = (norm.logpdf(u).sum() + lognorm(s=float(prior.scale), scale=np.exp(float(prior.loc)))
+            .logpdf(s2) + np.log(s2) + norm.logpdf(y, mean, np.sqrt(fvar + s2)).sum())  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_mcem_params_are_fitted_and_predicted_with(data, exact_gp, short_fit):
+    """A fit with ``mcem_params=True`` moves ``Z`` off its initial value, carries it as a
+    param (one set for the pooled chains, not a draw), and predict uses it."""
+    X, _ = data
+    model, config = exact_gp
+    Z0 = np.asarray(config["layers"][0].Z)
+    post = short_fit
+    Z = np.asarray(post.params["layer0.Z"])
+    assert Z.shape == Z0.shape and np.all(np.isfinite(Z))
+    assert "layer0.Z" not in post.draws
+    assert 1e-3 < np.max(np.abs(Z - Z0)) < 0.5  # 20 Adam steps of lr 0.01 at most
+    Xs = np.linspace(-2.5, 2.5, 7)[:, None]
+    pred = predict(jax.random.key(1), model, post, Xs, num_samples=8)
+    back = dataclasses.replace(post, params={**post.params, "layer0.Z": Z0})
+    pred0 = predict(jax.random.key(1), model, back, Xs, num_samples=8)
+    assert np.max(np.abs(np.asarray(pred.means) - np.asarray(pred0.means))) > 1e-4
+
+
 def test_mcem_arguments_are_checked(data):
     X, y = data
     with pytest.raises(ValueError, match=r"SGHMC.hyper must be one of \('sample', 'mcem'\); "
@@ -165,6 +217,12 @@ def test_mcem_arguments_are_checked(data):
         SGHMC(window=0)
     with pytest.raises(ValueError, match=r"SGHMC.hyper_learning_rate must be > 0; received 0"):
         SGHMC(hyper_learning_rate=0)
+    with pytest.raises(ValueError, match=r"SGHMC.mcem_params=True .* needs hyper='mcem'; "
+                                         r"received hyper='sample'"):  # fmt: skip
+        SGHMC(mcem_params=True)
+    with pytest.raises(ValueError, match=r"needs pool_chains=True .* received num_chains=2, "
+                                         r"pool_chains=False"):  # fmt: skip
+        SGHMC(hyper="mcem", mcem_params=True, num_chains=2, pool_chains=False)
 
     def noise_only(X, y=None):
         import numpyro

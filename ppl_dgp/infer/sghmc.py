@@ -118,7 +118,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
-from numpyro.distributions import Normal
+from numpyro.distributions import Normal, constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 
@@ -205,6 +205,7 @@ class SGHMC:
     window: int = 100
     hyper_learning_rate: float = 0.01
     pool_chains: bool = True
+    mcem_params: bool = False
     name: ClassVar[str] = "sghmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400, "num_chains": 4, "hyper": "mcem", "step_size": 0.05},
@@ -225,6 +226,17 @@ class SGHMC:
         if self.hyper not in HYPER_MODES:
             raise ValueError(f"SGHMC.hyper must be one of {HYPER_MODES}; received {self.hyper!r}")
         positive_int("SGHMC", window=self.window)
+        if self.mcem_params and self.hyper != "mcem":
+            raise ValueError(
+                f"SGHMC.mcem_params=True optimises the params in MW-MCEM's M-step: it needs "
+                f"hyper='mcem'; received hyper={self.hyper!r}"
+            )
+        if self.mcem_params and self.num_chains > 1 and not self.pool_chains:
+            raise ValueError(
+                f"SGHMC.mcem_params=True needs pool_chains=True with several chains (one set of "
+                f"params per Posterior); received num_chains={self.num_chains}, "
+                "pool_chains=False"
+            )
         if not self.hyper_learning_rate > 0:
             raise ValueError(
                 f"SGHMC.hyper_learning_rate must be > 0; received {self.hyper_learning_rate}"
@@ -262,6 +274,7 @@ def minibatch_log_density(
     X: Array,  # [N, D]
     y: Array,  # [N]
     plate: str | None,
+    params: dict[str, Any] | None = None,
     **model_kwargs: Any,
 ) -> Callable[[dict[str, Array], Array, Array | None], Array]:
     """``log_density(z, key, idx)``: the stochastic minibatch log joint of the module docstring.
@@ -272,12 +285,16 @@ def minibatch_log_density(
         supports: ``{site: support constraint}`` of the global latent sites.
         X, y: the full training data.
         plate: the subsampled plate's name (``None``: full batch, ``idx`` ignored).
+        params: ``{param site: constraint}`` of the params ``z`` also holds (unconstrained;
+            substituted, no prior and no Jacobian: MW-MCEM's optimised ``Z``); ``None``: the
+            params keep their initial values.
 
     Returns:
         A pure function of the unconstrained point ``z``, a PRNG key (layer noise) and the
         minibatch indices ``idx [B]``.
     """
     names = sites.global_latent
+    params = {} if params is None else dict(params)
 
     def log_density(z: dict[str, Array], key: Array, idx: Array | None) -> Array:
         values, lp = {}, jnp.zeros((), X.dtype)
@@ -285,6 +302,8 @@ def minibatch_log_density(
             transform = biject_to(supports[name])
             values[name] = transform(z[name])
             lp = lp + jnp.sum(transform.log_abs_det_jacobian(z[name], values[name]))
+        for name, constraint in params.items():
+            values[name] = biject_to(constraint)(z[name])
         fn = substitute(seed(model, key), data=values)
         with collapse(params={}):  # no q(u): layers keep p(f | u), and record their moments
             if plate is None:
@@ -354,6 +373,11 @@ def _log_jacobian(z: dict[str, Array], supports: dict[str, Any]) -> Array:
     return out
 
 
+def _param_constraint(model_trace: dict[str, Any], name: str) -> Any:
+    """The constraint of the ``param`` site ``name`` in ``model_trace`` (real if none)."""
+    return model_trace[name].get("kwargs", {}).get("constraint", constraints.real)
+
+
 def hyperparameter_sites(model_trace: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
     """The global latent sites MW-MCEM optimises: all but the GP layers' inducing values
     (``infer[ROLE] == "inducing"``) and the weights of dense layers (``"dense"``), which are
@@ -403,13 +427,21 @@ def _fit_sghmc(
                 )
             plate = found[0]
         B = method.batch_size if plate is not None else N
-        log_density = minibatch_log_density(model, sites, supports, X, y, plate, **kwargs)
+        # MW-MCEM with mcem_params: the params (Z) are optimised with the hyperparameters, in
+        # the unconstrained space of their constraints; else they stay at their initial values
+        pnames = tuple(sites.params) if method.mcem_params else ()
+        pconstraints = {k: _param_constraint(info.model_trace, k) for k in pnames}
+        log_density = minibatch_log_density(model, sites, supports, X, y, plate,
+                                            params=pconstraints, **kwargs)  # fmt: skip
         value_and_grad = jax.value_and_grad(log_density)
         # Through NumPy: strong dtypes (scalar Hyper inits are weak), so the loop compiles once.
         z0 = {name: jnp.asarray(np.asarray(info.param_info.z[name])) for name in names}
+        for k in pnames:
+            z0[k] = jnp.asarray(np.asarray(biject_to(pconstraints[k]).inv(sites.params[k])))
         C, thin = method.num_chains, method.thinning
         mcem = method.hyper == "mcem"
         hypers = hyperparameter_sites(info.model_trace, names) if mcem else ()
+        hypers = hypers + pnames  # every coordinate the M-step moves and SGHMC leaves
         sampled = tuple(n for n in names if n not in hypers)
         if mcem and not sampled:
             raise ValueError(
@@ -425,8 +457,8 @@ def _fit_sghmc(
             """``-log p(y_B, u | theta) p(theta) / N``: the log joint at a window sample ``u``
             with the hyperparameters' prior, without their Jacobian (a MAP-EM M-step in the
             constrained space)."""
-            lp = log_density({**u, **theta}, key, idx) - _log_jacobian(theta, supports)
-            return -lp / N
+            jac = _log_jacobian({k: v for k, v in theta.items() if k not in pnames}, supports)
+            return -(log_density({**u, **theta}, key, idx) - jac) / N
 
         hyper_grad = jax.grad(hyper_objective)
 
@@ -502,7 +534,7 @@ def _fit_sghmc(
                 return s, lps[-1]
 
             states, lp = jax.vmap(one_chain, axis_name=CHAIN_AXIS)(states, jax.random.split(key, C))
-            return states, -lp, states.z
+            return states, -lp, {k: states.z[k] for k in names}
 
         state = jax.vmap(init_chain)(jax.random.split(key_init, C))
         n_burn = math.ceil(method.num_burnin / thin)
@@ -528,10 +560,13 @@ def _fit_sghmc(
         draws = constrain(z, supports)
         timings = timer.timings()
     lp = -np.swapaxes(res.losses, 0, 1)  # [C, S]
+    params = dict(sites.params)
+    for k in pnames:  # pooled (or one chain): every chain holds the same estimate
+        params[k] = np.asarray(biject_to(pconstraints[k])(res.state.z[k][0]))
     return Posterior(
         draws=draws,
         method=method,
         sample_stats={"log_density": lp},
-        params=dict(sites.params),
+        params=params,
         timings=timings,
     )

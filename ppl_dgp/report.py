@@ -62,30 +62,47 @@ from ppl_dgp.models import MODELS
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import MixturePredictive
 from ppl_dgp.predictive import predict, spread
+from ppl_dgp.reference import (
+    PACKAGED,
+    REFERENCE_NUTS,
+    Provenance,
+    check_provenance,
+    data_digest,
+    find_packaged,
+    read_provenance,
+    reference_stem,
+    write_provenance,
+)
+from ppl_dgp.zoo import Program
 
 __all__ = [
+    "AUTO",
     "DEFAULT_METHODS",
     "REFERENCE",
     "UnreliableReferenceWarning",
+    "build_reference",
     "load_reference",
     "regression_models",
     "run_compare",
 ]
 
 #: The default ``--methods``.
-DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace")
+DEFAULT_METHODS = ("svi", "nuts", "sghmc", "laplace", "map", "ensemble")
 CI_PROB = 0.9
 #: PSIS-LOO fits a Pareto tail to the largest importance ratios: with fewer draws (a MAP, a
 #: small ensemble) there is no tail to fit, and the report says so instead.
 MIN_LOO_DRAWS = 50
 #: Fewest draws a method needs for a density in the marginals plot (else a line per draw).
-MIN_PLOT_DRAWS = 5
+MIN_PLOT_DRAWS = 10
 #: Fewest draws per chain for the trace and rank figures of a method of several chains.
 MIN_CHAIN_PLOT_DRAWS = 20
 #: Components of each method's mixture predictive at the test inputs.
 PREDICTIVE_COMPONENTS = 200
 #: The method whose fit is the reference the others are scored against.
 REFERENCE = "nuts"
+#: ``reference=AUTO``: the reference shipped in the package when it was fitted on exactly this
+#: run's model and data (:func:`ppl_dgp.reference.find_packaged`), else NUTS is fitted.
+AUTO = "auto"
 #: Test inputs (evenly spread over the test split) at which the reference's predictive must
 #: pass R-hat and ESS (at least :data:`ppl_dgp.diagnostics.MIN_PREDICTIVE_INPUTS`). The
 #: quantity checked is the predictive mean of ``y`` given each draw: a component of
@@ -98,6 +115,10 @@ CHAIN_VIEW_INPUTS = 5
 
 class UnreliableReferenceWarning(UserWarning):
     """The reference posterior fails its own checks: no agreement is computed against it."""
+
+
+class UnverifiedReferenceWarning(UserWarning):
+    """A loaded reference has no provenance file: its data and split cannot be checked."""
 
 
 def regression_models() -> list[str]:
@@ -127,7 +148,7 @@ def run_compare(
     layers: int = 2,
     smoke: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
-    reference: str | Path | None = None,
+    reference: str | Path | None = AUTO,
     figures: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -148,8 +169,12 @@ def run_compare(
         smoke: the methods' ``"smoke"`` presets (else ``"compare"``).
         overrides: per-method configuration fields over the presets.
         reference: a saved MCMC posterior (``PATH.npz`` + ``PATH.json``, e.g. ``DIR/nuts.npz``
-            of an earlier run) used as the reference instead of fitting NUTS; it must have
-            this model's sites and shapes (:func:`load_reference`).
+            of an earlier run, or a :func:`build_reference` file) used as the reference instead
+            of fitting NUTS; it must have this model's sites and shapes, configuration, data
+            and split (:func:`load_reference`). :data:`AUTO` (the default): the reference
+            shipped in the package for this model and data when it matches exactly and NUTS
+            is among ``methods`` with its ``"compare"`` preset (not ``smoke``, no NUTS
+            overrides); ``None``: fit NUTS.
         figures: draw the PNGs (``False``: the tables only).
         log: progress lines.
 
@@ -186,20 +211,26 @@ def run_compare(
     }  # fmt: skip
     if not configs and reference is None:
         raise ValueError("compare: no methods given")
-    X_tr, y_tr, X_te, y_te, what = load_regression(
-        data, target=target, features=features, test_fraction=test_fraction, seed=seed
-    )
-    sx, sy = Standardizer.fit(X_tr), Standardizer.fit(y_tr)
-    X, y = jnp.asarray(sx.transform(X_tr)), jnp.asarray(sy.transform(y_tr))
-    Xt, yt = jnp.asarray(sx.transform(X_te)), sy.transform(y_te)
-    model = entry.make(np.asarray(X), num_inducing=num_inducing, layers=layers)
+    d = _prepare(model_name, data, target=target, features=features,
+                 test_fraction=test_fraction, seed=seed, num_inducing=num_inducing,
+                 layers=layers)  # fmt: skip
+    X_tr, y_tr, X_te, y_te, what = d.X_tr, d.y_tr, d.X_te, d.y_te, d.what
+    sx, sy, X, y, Xt, yt, model = d.sx, d.sy, d.X, d.y, d.Xt, d.yt, d.model
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ref_name, sources = REFERENCE, {}
+    if isinstance(reference, str) and reference == AUTO:
+        reference = None
+        nuts_overrides = [v for v in (overrides or {}).get(REFERENCE, {}).values() if v is not None]
+        if REFERENCE in configs and not smoke and not nuts_overrides:
+            reference, why = _packaged(d)
+            if reference is None and why:
+                log(f"[{REFERENCE}] the packaged reference is not for this run ({why}): fitting")
     if reference is not None:
-        loaded = load_reference(reference, model, X, y, model_name=model_name)
+        loaded = load_reference(reference, model, X, y, model_name=model_name,
+                                provenance=d.provenance)  # fmt: skip
         ref_name = loaded.name
-        sources[ref_name] = str(reference)
+        sources[ref_name] = _source_label(reference)
         configs = {ref_name: loaded.method, **{k: v for k, v in configs.items() if k != ref_name}}
 
     key = jax.random.key(seed)
@@ -216,6 +247,7 @@ def run_compare(
             post = fit(configs[name], jax.random.fold_in(key, i), model, X, y)
             if name == ref_name:
                 npz, _ = post.save(out / name)
+                write_provenance(npz, d.provenance)
                 log(f"[{name}] saved to {npz} (reuse it with reference={str(npz)!r})")
         wall = time.perf_counter() - t0
         dt = diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.fold_in(key, 100 + i))
@@ -262,9 +294,7 @@ def run_compare(
         log(f"[{name}] {wall:.1f} s, test RMSE {res[name]['test']['rmse']:.3g}")
     dts = {k: r["datatree"] for k, r in res.items() if r["loo"] is not None}
     table = diagnostics.compare(dts) if len(dts) > 1 else None
-    # the summarised sites: hyperparameters, not inducing values or network weights
-    weights = (".u", ".W", ".b")
-    hyper = [k for k in res[next(iter(res))]["posterior"].draws if not k.endswith(weights)]
+    hyper = _hyper_sites(res[next(iter(res))]["posterior"])
     few = spread(len(X_te), CHAIN_VIEW_INPUTS)
     chains = {
         k: c
@@ -330,8 +360,160 @@ def _sampled(post: Posterior, hyper: list[str]) -> list[str]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """``compare``'s data and model: the split, its standardisation, the program."""
+
+    X_tr: np.ndarray
+    y_tr: np.ndarray
+    X_te: np.ndarray
+    y_te: np.ndarray
+    what: str
+    sx: Standardizer
+    sy: Standardizer
+    X: Any  # [N, D] standardised
+    y: Any  # [N]
+    Xt: Any  # [N_test, D]
+    yt: np.ndarray  # [N_test]
+    model: Callable
+    provenance: Provenance
+
+
+def _prepare(
+    model_name: str,
+    data: str,
+    *,
+    target: str | None,
+    features: Sequence[str] | None,
+    test_fraction: float,
+    seed: int,
+    num_inducing: int,
+    layers: int,
+    command: str = "",
+) -> _Prepared:
+    """Split and standardise ``data`` and build the zoo model, as ``compare`` fits it."""
+    X_tr, y_tr, X_te, y_te, what = load_regression(
+        data, target=target, features=features, test_fraction=test_fraction, seed=seed
+    )
+    sx, sy = Standardizer.fit(X_tr), Standardizer.fit(y_tr)
+    X, y = jnp.asarray(sx.transform(X_tr)), jnp.asarray(sy.transform(y_tr))
+    Xt, yt = jnp.asarray(sx.transform(X_te)), sy.transform(y_te)
+    model = MODELS[model_name].make(np.asarray(X), num_inducing=num_inducing, layers=layers)
+    prov = Provenance(
+        model=model_name, data=str(data) if Path(str(data)).suffix == "" else Path(data).name,
+        target=target, features=None if features is None else tuple(features),
+        test_fraction=float(test_fraction), seed=int(seed), num_inducing=int(num_inducing),
+        layers=int(layers), data_sha256=data_digest(X, y), command=command,
+    )  # fmt: skip
+    return _Prepared(X_tr, y_tr, X_te, y_te, what, sx, sy, X, y, Xt, yt, model, prov)
+
+
+def _packaged(d: _Prepared) -> tuple[Path | None, str]:
+    """The shipped reference for ``d`` (provenance and model configuration equal), else
+    ``None`` and why not (``""``: none is shipped for this model and data)."""
+    npz = PACKAGED / f"{reference_stem(d.provenance.model, d.provenance.data)}.npz"
+    if not npz.is_file():
+        return None, ""
+    diff = check_provenance(npz, d.provenance)
+    if diff:
+        return None, "; ".join(diff)
+    stored = Posterior.load(npz).model
+    if isinstance(stored, Program) and stored != d.model:
+        return None, "the zoo model's configuration changed since it was written"
+    return find_packaged(d.provenance), ""
+
+
+def _source_label(path: str | Path) -> str:
+    """A reference's path for the report (a shipped one relative to the package), with the
+    command that wrote it when its provenance says."""
+    p = Path(path)
+    try:
+        rel = p.resolve().relative_to(PACKAGED.parent.parent.resolve()).as_posix()
+        label = f"`ppl_dgp/{rel}`"
+    except ValueError:
+        label = f"`{path}`"
+    prov = read_provenance(p)
+    return f"{label}, written by `{prov.command}`" if prov and prov.command else label
+
+
+def build_reference(
+    model_name: str,
+    data: str,
+    out: str | Path,
+    *,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    num_inducing: int = 20,
+    layers: int = 2,
+    settings: dict[str, Any] | None = None,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> tuple[Path, diagnostics.ReferenceCheck]:
+    """Fit ``compare``'s reference once, long: NUTS with :data:`ppl_dgp.reference.REFERENCE_NUTS`
+    (``settings`` override fields) on exactly the data and model :func:`run_compare` builds
+    with the same arguments, and write ``out/{model}-{data}.npz`` / ``.json`` /
+    ``.provenance.json``; ``run_compare(..., reference=PATH)`` (or, for a file shipped in
+    :data:`ppl_dgp.reference.PACKAGED`, ``reference="auto"``) uses it.
+
+    Returns:
+        The npz path and the reference's :func:`~ppl_dgp.diagnostics.reference_check` (the
+        same checks as the report's, on the hyperparameters and the predictive mean at
+        :data:`REFERENCE_PREDICTIVE_INPUTS` test inputs).
+    """
+    if model_name not in regression_models():
+        raise ValueError(
+            f"reference: unknown or unsupported model {model_name!r}; choose from "
+            f"{', '.join(regression_models())}"
+        )
+    d = _prepare(model_name, data, target=target, features=features,
+                 test_fraction=test_fraction, seed=seed, num_inducing=num_inducing,
+                 layers=layers, command=command)  # fmt: skip
+    method = make_method(REFERENCE, preset=None, **{**REFERENCE_NUTS, **(settings or {})})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.key(seed)
+    log(f"[reference] fitting {method} on {d.what} ...")
+    t0 = time.perf_counter()
+    post = fit(method, jax.random.fold_in(key, list(DEFAULT_METHODS).index(REFERENCE)),
+               d.model, d.X, d.y)  # fmt: skip
+    log(f"[reference] {time.perf_counter() - t0:.0f} s")
+    npz, _ = post.save(out / reference_stem(model_name, d.provenance.data))
+    write_provenance(npz, d.provenance)
+    check = _reference_check(post, d)
+    log(
+        f"[reference] wrote {npz}; "
+        + ("passes its checks" if check.ok else "FAILS its checks: " + "; ".join(check.reasons))
+    )
+    return npz, check
+
+
+def _hyper_sites(post: Posterior) -> list[str]:
+    """The summarised sites: hyperparameters, not inducing values or network weights."""
+    return [k for k in post.draws if not k.endswith((".u", ".W", ".b"))]
+
+
+def _reference_check(post: Posterior, d: _Prepared) -> diagnostics.ReferenceCheck:
+    """:func:`~ppl_dgp.diagnostics.reference_check` of ``post`` as the report runs it."""
+    C, D = post.num_chains, post.num_draws
+    idx = spread(len(d.X_te), REFERENCE_PREDICTIVE_INPUTS)
+    per_draw = predict(jax.random.key(0), d.model, post, d.Xt[idx], num_samples=C * D)
+    dt = diagnostics.to_datatree(post, d.model, d.X, d.y, rng_key=jax.random.key(1))
+    return diagnostics.reference_check(
+        dt, _hyper_sites(post), predictive=np.asarray(per_draw.means).reshape(C, D, -1),
+        predictive_labels=_input_labels(d.X_te, idx),
+    )  # fmt: skip
+
+
 def load_reference(
-    path: str | Path, model: Callable, X: Any, y: Any, *, model_name: str = "the model"
+    path: str | Path,
+    model: Callable,
+    X: Any,
+    y: Any,
+    *,
+    model_name: str = "the model",
+    provenance: Provenance | None = None,
 ) -> Posterior:
     """A saved reference posterior, checked against ``model``'s global latent sites.
 
@@ -342,12 +524,16 @@ def load_reference(
         X: training inputs ``[N, D]`` (standardised, as the report fits them).
         y: training targets ``[N]``.
         model_name: the model's name for the messages.
+        provenance: this run's model and data (:class:`~ppl_dgp.reference.Provenance`): a
+            reference whose provenance file differs is refused (the fields named); one with no
+            provenance file is used with a :class:`UnverifiedReferenceWarning`.
 
     Returns:
         The loaded :class:`~ppl_dgp.posterior.Posterior`.
 
     Raises:
-        ValueError: no such file, or a site missing, extra or of another shape (named).
+        ValueError: no such file; a site missing, extra or of another shape (named); a
+            provenance or a stored model configuration that differs from this run's.
     """
     from numpyro.handlers import block, seed, trace
 
@@ -378,11 +564,27 @@ def load_reference(
         for k, v in post.params.items()
         if k in params and np.shape(v) != params[k]
     ]
+    unverified = None
+    if provenance is not None:
+        diff = check_provenance(npz, provenance)
+        if diff and diff[0].startswith("it has no provenance file"):
+            unverified = diff[0].replace("it has", "has", 1)
+        elif diff:
+            problems.append(f"it was fitted on other data or settings ({'; '.join(diff)})")
+    if isinstance(post.model, Program) and isinstance(model, Program) and post.model != model:
+        problems.append("its stored model configuration differs from this run's")
     if problems:
         raise ValueError(
             f"compare: the reference {npz} ({post.name}) does not match {model_name} as "
             f"configured here: {'; '.join(problems)} (same --model, --layers, --num-inducing "
             "and data as the reference run?)"
+        )
+    if unverified:
+        warnings.warn(
+            f"compare: the reference {npz} {unverified}: it cannot be checked to be fitted on "
+            "this data and split (only its sites and shapes are)",
+            UnverifiedReferenceWarning,
+            stacklevel=3,
         )
     return post
 
@@ -565,7 +767,7 @@ def _agreement_section(model_name: str, agree: dict, gate: dict, res: dict) -> s
     name, check = gate["name"], gate["check"]
     label = "NUTS" if name == "nuts" else name
     s = [f"\n## Agreement with {label}\n\n"]
-    src = f" (loaded from `{gate['source']}`)" if gate["source"] else ""
+    src = f" (loaded from {gate['source']})" if gate["source"] else ""
     rule = (
         f"R-hat <= {diagnostics.RHAT_MAX} and bulk ESS >= {diagnostics.ESS_BULK_MIN:g} for "
         f"every hyperparameter and for the predictive mean at {diagnostics.MIN_PREDICTIVE_INPUTS}"
@@ -750,7 +952,7 @@ def _markdown(model_name, what, X_tr, X_te, configs, res, table, agree, gate, hy
     s.append("## Methods and timings\n\n")
     s.append(_table(
         ["method", "configuration", "compile (s)", "run (s)", "wall (s)"],
-        [[k, f"`{_settings(configs[k])}`" + (f" from `{r['source']}`" if r["source"] else ""),
+        [[k, f"`{_settings(configs[k])}`" + (f" from {r['source']}" if r["source"] else ""),
           _f(r["posterior"].timings.get("compile_seconds"), ".1f"),
           _f(r["posterior"].timings.get("run_seconds"), ".1f"), _f(r["wall_seconds"], ".1f")]
          for k, r in res.items()],

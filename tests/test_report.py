@@ -23,6 +23,13 @@ def test_method_registry_resolves_configs_and_rejects_unknown_names():
         make_method("vi")
 
 
+def test_the_cli_and_the_report_default_to_the_same_methods():
+    """The CLI keeps its own copy (checked before the report's imports are paid)."""
+    from ppl_dgp import cli
+
+    assert cli.DEFAULT_METHODS == report.DEFAULT_METHODS
+
+
 def test_the_report_refuses_unknown_models_and_methods(tmp_path):
     with pytest.raises(ValueError, match="unknown or unsupported model 'mlp'.*dgp"):
         report.run_compare("mlp", "motorcycle", ["svi"], tmp_path)

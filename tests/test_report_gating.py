@@ -20,6 +20,7 @@ from ppl_dgp.datasets import Standardizer, load_regression
 from ppl_dgp.infer import NUTS
 from ppl_dgp.models import MODELS
 from ppl_dgp.posterior import Posterior
+from ppl_dgp.reference import write_provenance
 
 MAP = {"map": {"num_steps": 100, "learning_rate": 0.05}}
 pytestmark = pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")
@@ -63,13 +64,23 @@ def _synthetic(shapes, params, *, C=2, D=400, shift=0.0, divergences=0, seed=0):
                      sample_stats={"diverging": diverging})  # fmt: skip
 
 
+def _provenance(csv):
+    """What ``_compare`` fits on: the reference files carry it (else a warning)."""
+    return report._prepare("svgp", str(csv), target="y", features=None, test_fraction=0.2,
+                           seed=0, num_inducing=5, layers=1).provenance  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("gating")
     shapes, params = _site_shapes()
+    csv = _csv(root / "d.csv")
+    prov = _provenance(csv)
     good, _ = _synthetic(shapes, params).save(root / "good")
     bad, _ = _synthetic(shapes, params, D=200, shift=1.0, divergences=7).save(root / "bad")
-    return {"root": root, "csv": _csv(root / "d.csv"), "good": good, "bad": bad,
+    for path in (good, bad):
+        write_provenance(path, prov)
+    return {"root": root, "csv": csv, "good": good, "bad": bad, "prov": prov,
             "shapes": shapes, "params": params}  # fmt: skip
 
 
@@ -178,7 +189,7 @@ def test_the_report_computes_agreement_against_a_converged_reference(accepted, s
 def test_a_reference_path_round_trips_without_fitting_nuts(accepted, setup):
     loaded = accepted["methods"]["nuts"]
     assert loaded["posterior"] == Posterior.load(setup["good"])
-    assert loaded["source"] == str(setup["good"])
+    assert loaded["source"] == f"`{setup['good']}`"
     assert list(accepted["methods"]) == ["nuts", "map"]
 
 
@@ -190,6 +201,22 @@ def test_a_reference_of_another_model_is_refused_naming_the_site(setup):
         _compare(setup, path, "other")
     with pytest.raises(ValueError, match="no reference posterior at"):
         _compare(setup, setup["root"] / "missing.npz", "missing")
+
+
+def test_a_reference_fitted_on_other_data_is_refused_and_one_without_provenance_warns(setup):
+    """The sites and shapes of a reference say nothing of the data it was fitted on: its
+    provenance file does (``ppl_dgp.reference``), and a mismatch is an error naming it."""
+    other = setup["root"] / "other_data.csv"
+    other.write_text(setup["csv"].read_text().replace("x,y\n", "x,y\n0.5,3.0\n", 1))
+    path, _ = _synthetic(setup["shapes"], setup["params"]).save(setup["root"] / "elsewhere")
+    write_provenance(path, _provenance(other))
+    want = r"fitted on other data or settings \(data: 'other_data.csv' != 'd.csv'; data_sha256: "
+    with pytest.raises(ValueError, match=want):
+        _compare(setup, path, "elsewhere")
+    bare, _ = _synthetic(setup["shapes"], setup["params"]).save(setup["root"] / "bare")
+    with pytest.warns(report.UnverifiedReferenceWarning, match="has no provenance file"):
+        result = _compare(setup, bare, "bare")
+    assert result["reference_check"].ok
 
 
 def test_reference_check_names_the_disagreeing_site_and_needs_chains():

@@ -114,7 +114,12 @@ def _mass_structure(owner: str, dense_mass: Any, sites: Any) -> bool | list[tupl
 
 def _check_mcmc(owner: str, cfg: Any) -> None:
     positive_int(owner, num_warmup=cfg.num_warmup, num_samples=cfg.num_samples,
-                  num_chains=cfg.num_chains)  # fmt: skip
+                  num_chains=cfg.num_chains, thinning=cfg.thinning)  # fmt: skip
+    if cfg.thinning > cfg.num_samples:
+        raise ValueError(
+            f"{owner}.thinning must be <= num_samples ({cfg.num_samples}) so that a draw is "
+            f"kept; received {cfg.thinning}"
+        )
     if not 0 < cfg.target_accept_prob < 1:
         raise ValueError(
             f"{owner}.target_accept_prob must be in (0, 1); received {cfg.target_accept_prob}"
@@ -143,6 +148,10 @@ class NUTS:
             DGP's ``{layer}.eps``) or a tuple of tuples of site names (NumPyro's dense blocks;
             the other sites diagonal).
         chain_method: ``"vectorized"``, ``"sequential"`` or ``"parallel"`` (one device each).
+        thinning: keep every ``thinning``-th of the ``num_samples`` iterations,
+            ``num_samples // thinning`` draws per chain. Unlike NumPyro's own ``thinning``,
+            no divergence is lost: a kept draw's ``diverging`` is true when any iteration
+            since the previous kept draw diverged.
     """
 
     num_warmup: int = 500
@@ -152,6 +161,7 @@ class NUTS:
     max_tree_depth: int = 10
     dense_mass: bool | str | tuple[tuple[str, ...], ...] = False
     chain_method: str = "vectorized"
+    thinning: int = 1
     name: ClassVar[str] = "nuts"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # The compare report's reference: 8 chains x (500 + 1000) at depth <= 6. Vectorised
@@ -188,8 +198,8 @@ class HMC:
     """Hamiltonian Monte Carlo with a fixed number of leapfrog steps (NumPyro's ``HMC``).
 
     Args:
-        num_warmup, num_samples, num_chains, target_accept_prob, dense_mass, chain_method:
-            as for :class:`NUTS`.
+        num_warmup, num_samples, num_chains, target_accept_prob, dense_mass, chain_method,
+        thinning: as for :class:`NUTS`.
         step_size: initial leapfrog step size.
         num_steps: leapfrog steps per iteration.
         adapt_step_size: adapt the step size during warm-up (dual averaging).
@@ -206,6 +216,7 @@ class HMC:
     target_accept_prob: float = 0.8
     dense_mass: bool | str | tuple[tuple[str, ...], ...] = False
     chain_method: str = "vectorized"
+    thinning: int = 1
     name: ClassVar[str] = "hmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_warmup": 200, "num_samples": 200, "num_chains": 2, "num_steps": 16},
@@ -223,6 +234,20 @@ class HMC:
     ) -> Posterior:
         """Fit (see :func:`~ppl_dgp.infer.fit`); the data are already checked."""
         return _fit_mcmc(self, rng_key, model, X, y, **model_kwargs)
+
+
+def _thin(
+    draws: dict[str, Any], stats: dict[str, np.ndarray], k: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every ``k``-th iteration (the last of each block of ``k``); ``diverging`` of a kept
+    draw is true when any iteration of its block diverged, so the count of divergent draws
+    is zero exactly when no transition diverged."""
+    n = next(iter(stats.values())).shape[1] // k * k
+    out = {name: np.asarray(v)[:, k - 1 : n : k] for name, v in draws.items()}
+    thinned = {name: v[:, k - 1 : n : k] for name, v in stats.items()}
+    div = stats["diverging"][:, :n]
+    thinned["diverging"] = div.reshape(div.shape[0], n // k, k).any(axis=-1)
+    return out, thinned
 
 
 def _fit_mcmc(
@@ -271,6 +296,8 @@ def _fit_mcmc(
         ("step_size" if k == "adapt_state.step_size" else k): np.asarray(v)
         for k, v in mcmc.get_extra_fields(group_by_chain=True).items()
     }
+    if method.thinning > 1:
+        draws, stats = _thin(draws, stats, method.thinning)
     if isinstance(method, NUTS):  # as ArviZ defines it for NumPyro
         stats["tree_depth"] = np.log2(np.maximum(stats["num_steps"], 1)).astype(np.int64) + 1
     _warn_divergent(owner, stats["diverging"])

@@ -572,18 +572,23 @@ def _fit_ggn(method, fitter, curvature, mtr, sites, z_map, params, layout, layer
             f"{float(out['eta_f_gap'])} at the MAP"
         )
     draws, maps = _draws_of(tuple(sites.global_latent), layout, thetas, out["cmap"])
-    approx = {
+    approx = _approx_fields(out, out["scale"], lik_name)
+    return {"draws": draws, "map": maps, "approx": approx}
+
+
+def _approx_fields(out: dict, curvature_scale: Any, likelihood: str) -> dict:
+    """The Laplace approximation's fields from a fitted core's outputs (GGN/Fisher and GP)."""
+    return {
         "theta_map": out["theta_map"],
         "precision": out["precision"],
         "prior_precision": out["delta"],
         "prior_mean": out["mu0"],
         "sigma_noise": out["sigma"],
         "log_marglik": out["lml"],
-        "curvature_scale": out["scale"],
-        "likelihood": lik_name,
+        "curvature_scale": curvature_scale,
+        "likelihood": likelihood,
         "num_clipped": 0,
     }
-    return {"draws": draws, "map": maps, "approx": approx}
 
 
 def _fit_hessian(method, fitter, curvature, mtr, sites, z_map, params, layout, layers, groups,
@@ -727,17 +732,7 @@ def _fit_gp(method, fitter, curvature, mtr, sites, z_map, params, layout, layers
     thetas = fitter._draws(out["precision"], out["theta_map"], key_draws, method.num_samples)
     out, thetas, values = jax.device_get((out, thetas, values))
     draws, maps = _draws_of(glob, layout, thetas, values)
-    approx = {
-        "theta_map": out["theta_map"],
-        "precision": out["precision"],
-        "prior_precision": out["delta"],
-        "prior_mean": out["mu0"],
-        "sigma_noise": out["sigma"],
-        "log_marglik": out["lml"],
-        "curvature_scale": np.asarray(1.0),
-        "likelihood": "gaussian",
-        "num_clipped": 0,
-    }
+    approx = _approx_fields(out, np.asarray(1.0), "gaussian")
     return {"draws": draws, "map": maps, "approx": approx, "traces": traces}
 
 

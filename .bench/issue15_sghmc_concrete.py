@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--hyper-lr", type=float, default=0.01)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--mcem-params", action="store_true", help="MCEM also fits Z (Havasi et al.)")
+    ap.add_argument("--mcem-objective", default="marginal", help="marginal or expected")
     ap.add_argument("--methods", default="svi,sghmc", help="of svi, sghmc, sghmc-sample")
     args = ap.parse_args()
 
@@ -64,7 +65,8 @@ def main() -> None:
         "sghmc": SGHMC(hyper="mcem", num_burnin=args.burnin, num_samples=args.samples,
                        thinning=args.thinning, num_chains=args.chains, batch_size=args.batch,
                        step_size=args.step_size, hyper_learning_rate=args.hyper_lr,
-                       window=args.window, mcem_params=args.mcem_params),
+                       window=args.window, mcem_params=args.mcem_params,
+                       mcem_objective=args.mcem_objective),
         # the hyperparameters sampled in the chain (the behaviour before MW-MCEM)
         "sghmc-sample": SGHMC(num_burnin=args.burnin, num_samples=args.samples,
                               thinning=args.thinning, num_chains=args.chains,

@@ -163,7 +163,8 @@ def test_mcem_params_enter_the_log_density(data, exact_gp):
     log density then takes them from ``z``. On one GP layer with the output integrated out it
     is, in closed form (whitened ``u``, ``k_n = k(Z, x_n)``, ``L L^T = K_zz + jitter I``),
     ``log N(u | 0, I) + log p(s2) + log s2 + sum_n log N(y_n | k_n^T L^-T u,
-    k(x_n, x_n) - |L^-1 k_n|^2 + s2)``, here at inducing inputs other than the model's."""
+    k(x_n, x_n) - |L^-1 k_n|^2 + s2)``, here at inducing inputs other than the model's; and
+    with ``expected_output`` the likelihood term is ``log N(y_n | m_n, s2) - v_n / (2 s2)``."""
     X, y = data
     model, config = exact_gp
     spec = config["layers"][0]
@@ -187,6 +188,22 @@ def test_mcem_params_enter_the_log_density(data, exact_gp):
     prior = config["noise_variance"].prior
     want = (norm.logpdf(u).sum() + lognorm(s=float(prior.scale), scale=np.exp(float(prior.loc)))
             .logpdf(s2) + np.log(s2) + norm.logpdf(y, mean, np.sqrt(fvar + s2)).sum())  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    # mcem_objective="expected": E_{N(f | m, v)} log N(y | f, s2) = log N(y | m, s2) - v / (2 s2)
+    expected = minibatch_log_density(
+        model,
+        sites,
+        supports,
+        jnp.asarray(X),
+        jnp.asarray(y),
+        None,
+        params={"layer0.Z": constraints.real},
+        expected_output=True,
+    )
+    got = float(expected(z, jax.random.key(1), None))
+    want += (norm.logpdf(y, mean, np.sqrt(s2)) - 0.5 * fvar / s2).sum() - norm.logpdf(
+        y, mean, np.sqrt(fvar + s2)
+    ).sum()
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
@@ -223,6 +240,9 @@ def test_mcem_arguments_are_checked(data):
     with pytest.raises(ValueError, match=r"needs pool_chains=True .* received num_chains=2, "
                                          r"pool_chains=False"):  # fmt: skip
         SGHMC(hyper="mcem", mcem_params=True, num_chains=2, pool_chains=False)
+    with pytest.raises(ValueError, match=r"SGHMC.mcem_objective must be one of \('marginal', "
+                                         r"'expected'\); received 'elbo'"):  # fmt: skip
+        SGHMC(mcem_objective="elbo")
 
     def noise_only(X, y=None):
         import numpyro

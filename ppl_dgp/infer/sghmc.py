@@ -38,7 +38,8 @@ Kept draws are every ``thinning``-th step after ``num_burnin`` steps (rounded up
 of ``thinning``); chains run vectorised. The state is a :class:`SGHMCState` (position,
 momentum, the preconditioner's running averages, the minibatch stream) and one thinned step
 runs in the shared loop driver (:func:`~ppl_dgp.infer.loop.run_loop`), burn-in and sampling
-compiled once. ``param`` sites (``Z``) stay at their values.
+compiled once. ``param`` sites (``Z``) stay at their values (MW-MCEM with ``mcem_params`` fits
+them, below).
 
 Hyperparameters, two ways (``hyper``):
 
@@ -71,6 +72,9 @@ chains share the hyperparameters by default (``pool_chains``): each M-step avera
 gradient at one window sample per chain, a ``C``-sample Monte Carlo E-step, so the chains sample
 ``u`` from one conditional posterior :math:`p(u \\mid y, \\theta)` and R-hat compares like with
 like; ``pool_chains=False`` fits one set per chain.
+With ``mcem_params=True`` the M-step climbs in the model's ``param`` sites too (a DGP's inducing
+inputs ``Z``: in Havasi et al.'s code ``Z`` is a trainable variable of the same Adam step), and
+the Posterior's ``params`` hold the fitted values.
 
 Havasi et al.'s settings on UCI (their ``RegressionModel``): step size 0.01, ``mdecay`` 0.05,
 Adam at 0.01 for the hyperparameters, 10,000 burn-in steps, then 100 samples 50 steps apart,
@@ -152,6 +156,8 @@ __all__ = ["HYPER_MODES", "SGHMC", "SGHMCState", "hyperparameter_sites", "miniba
 
 #: ``SGHMC.hyper``: sample the hyperparameters in the chain, or Havasi et al.'s MW-MCEM.
 HYPER_MODES = ("sample", "mcem")
+#: ``SGHMC.mcem_objective``: the M-step's likelihood term for an integrated-out Gaussian output.
+MCEM_OBJECTIVES = ("marginal", "expected")
 CHAIN_AXIS = "chain"  # the vmapped chains' axis name (MW-MCEM pools its M-step over it)
 
 
@@ -188,6 +194,16 @@ class SGHMC:
         pool_chains: with ``"mcem"`` and several chains, one set of hyperparameters for all
             chains, each M-step's gradient averaged over one window sample per chain (a
             ``C``-sample E-step); ``False``: every chain fits its own.
+        mcem_params: with ``"mcem"``, the M-step also optimises the model's ``param`` sites
+            (a DGP's inducing inputs ``Z``, in the unconstrained space of their constraint),
+            as Havasi et al.'s Adam step trains ``Z`` with the kernel and noise
+            hyperparameters; the Posterior's ``params`` then hold the fitted values (one set:
+            needs ``pool_chains`` with several chains). ``False``: the params stay at their
+            initial values (k-means ``Z``).
+        mcem_objective: the M-step's likelihood term for a Gaussian likelihood on an
+            integrated-out last layer: ``"marginal"`` ``log N(y | m, v + s2)`` (Havasi et al.),
+            or ``"expected"`` ``log N(y | m, s2) - v / (2 s2)`` (see the module). The E-step
+            samples ``u`` under the marginal either way.
     """
 
     step_size: float = 0.01
@@ -206,6 +222,7 @@ class SGHMC:
     hyper_learning_rate: float = 0.01
     pool_chains: bool = True
     mcem_params: bool = False
+    mcem_objective: str = "marginal"
     name: ClassVar[str] = "sghmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400, "num_chains": 4, "hyper": "mcem", "step_size": 0.05},
@@ -226,6 +243,11 @@ class SGHMC:
         if self.hyper not in HYPER_MODES:
             raise ValueError(f"SGHMC.hyper must be one of {HYPER_MODES}; received {self.hyper!r}")
         positive_int("SGHMC", window=self.window)
+        if self.mcem_objective not in MCEM_OBJECTIVES:
+            raise ValueError(
+                f"SGHMC.mcem_objective must be one of {MCEM_OBJECTIVES}; received "
+                f"{self.mcem_objective!r}"
+            )
         if self.mcem_params and self.hyper != "mcem":
             raise ValueError(
                 f"SGHMC.mcem_params=True optimises the params in MW-MCEM's M-step: it needs "
@@ -275,6 +297,7 @@ def minibatch_log_density(
     y: Array,  # [N]
     plate: str | None,
     params: dict[str, Any] | None = None,
+    expected_output: bool = False,
     **model_kwargs: Any,
 ) -> Callable[[dict[str, Array], Array, Array | None], Array]:
     """``log_density(z, key, idx)``: the stochastic minibatch log joint of the module docstring.
@@ -288,6 +311,10 @@ def minibatch_log_density(
         params: ``{param site: constraint}`` of the params ``z`` also holds (unconstrained;
             substituted, no prior and no Jacobian: MW-MCEM's optimised ``Z``); ``None``: the
             params keep their initial values.
+        expected_output: for a Gaussian likelihood on an integrated-out last layer, the
+            expected log likelihood ``log N(y | m, s2) - v / (2 s2)`` (``E_{N(f | m, v)} log
+            N(y | f, s2)``, <= ``log N(y | m, v + s2)`` by Jensen) instead of the marginal;
+            MW-MCEM's ``mcem_objective="expected"``.
 
     Returns:
         A pure function of the unconstrained point ``z``, a PRNG key (layer noise) and the
@@ -319,7 +346,12 @@ def minibatch_log_density(
                 scale = 1.0 if site["scale"] is None else site["scale"]
                 if f"{name}.f_mean" in tr:  # a Gaussian likelihood: integrate its input out
                     out = gaussian_output(tr, name)
-                    ll = Normal(out.mean, jnp.sqrt(out.var)).log_prob(site["value"])
+                    if expected_output:
+                        s2 = out.noise_variance[..., None]
+                        ll = (Normal(out.mean, jnp.sqrt(s2)).log_prob(site["value"])
+                              - 0.5 * out.f_var / s2)  # fmt: skip
+                    else:
+                        ll = Normal(out.mean, jnp.sqrt(out.var)).log_prob(site["value"])
                 else:
                     ll = site["fn"].log_prob(site["value"])
                 lp = lp + scale * jnp.sum(ll)
@@ -434,6 +466,11 @@ def _fit_sghmc(
         log_density = minibatch_log_density(model, sites, supports, X, y, plate,
                                             params=pconstraints, **kwargs)  # fmt: skip
         value_and_grad = jax.value_and_grad(log_density)
+        m_log_density = log_density
+        if method.mcem_objective == "expected":
+            m_log_density = minibatch_log_density(model, sites, supports, X, y, plate,
+                                                  params=pconstraints, expected_output=True,
+                                                  **kwargs)  # fmt: skip
         # Through NumPy: strong dtypes (scalar Hyper inits are weak), so the loop compiles once.
         z0 = {name: jnp.asarray(np.asarray(info.param_info.z[name])) for name in names}
         for k in pnames:
@@ -458,7 +495,7 @@ def _fit_sghmc(
             with the hyperparameters' prior, without their Jacobian (a MAP-EM M-step in the
             constrained space)."""
             jac = _log_jacobian({k: v for k, v in theta.items() if k not in pnames}, supports)
-            return -(log_density({**u, **theta}, key, idx) - jac) / N
+            return -(m_log_density({**u, **theta}, key, idx) - jac) / N
 
         hyper_grad = jax.grad(hyper_objective)
 

@@ -58,8 +58,9 @@ from ppl_dgp.predictive import predict
 SMOKE = os.environ.get("PPL_DGP_SMOKE", "0") == "1"
 M = 4 if SMOKE else 20  # inducing points per layer
 STEPS = 30 if SMOKE else 4000  # SVI steps
-WARMUP, SAMPLES = (10, 10) if SMOKE else (400, 400)  # NUTS, one chain
-S = 20 if SMOKE else 400  # mixture components of the predictive
+WARMUP, SAMPLES = (5, 5) if SMOKE else (400, 400)  # NUTS, one chain
+S = 10 if SMOKE else 400  # mixture components of the predictive
+L_LV = 1 if SMOKE else 2  # layers of the VI/IWVI latent-variable model (smoke: one program less)
 print(f"smoke={SMOKE}: M={M}, {STEPS} SVI steps, NUTS {WARMUP}+{SAMPLES}, S={S}")
 
 # %% [markdown]
@@ -74,11 +75,14 @@ print(f"smoke={SMOKE}: M={M}, {STEPS} SVI steps, NUTS {WARMUP}+{SAMPLES}, S={S}"
 X_raw, y_raw = datasets.load_motorcycle()
 sx, sy = datasets.Standardizer.fit(X_raw), datasets.Standardizer.fit(y_raw)
 X, y = sx.transform(X_raw), sy.transform(y_raw)
-X_grid = np.linspace(X.min() - 0.2, X.max() + 0.2, 150)[:, None]
+# smoke: as many grid points as data, so the in-sample predictive below reuses the grid's
+# compiled program (one compilation per model instead of two)
+X_grid = np.linspace(X.min() - 0.2, X.max() + 0.2, len(X) if SMOKE else 150)[:, None]
 
 plain = functools.partial(dgp.dgp_regression, **dgp.init_dgp(X, num_layers=2, num_inducing=M))
 lv2 = functools.partial(
-    lv_dgp.lv_dgp_regression, **lv_dgp.init_lv_dgp(X, latent_dim=1, num_layers=2, num_inducing=M)
+    lv_dgp.lv_dgp_regression,
+    **lv_dgp.init_lv_dgp(X, latent_dim=1, num_layers=L_LV, num_inducing=M),
 )
 lv1 = functools.partial(
     lv_dgp.lv_dgp_regression, **lv_dgp.init_lv_dgp(X, latent_dim=1, num_layers=1, num_inducing=M)
@@ -91,13 +95,14 @@ print("first-layer Z:", lv2.keywords["layers"][0].Z.shape, "(x and w)")  # fmt: 
 # %%
 fits = {
     "DGP-2, SVI": (plain, SVI(num_steps=STEPS, num_samples=S)),
-    "LV-DGP-2, VI": (lv2, SVI(num_steps=STEPS, num_samples=S, latent_encoder="amortised")),
-    "LV-DGP-2, IWVI (K=10)": (lv2, SVI(num_steps=STEPS, num_samples=S,
-                                       latent_encoder="amortised", num_importance=10)),
+    f"LV-DGP-{L_LV}, VI": (lv2, SVI(num_steps=STEPS, num_samples=S,
+                                    latent_encoder="amortised")),
+    f"LV-DGP-{L_LV}, IWVI (K=10)": (lv2, SVI(num_steps=STEPS, num_samples=S,
+                                            latent_encoder="amortised", num_importance=10)),
     "LV-GP-1, NUTS": (lv1, NUTS(num_warmup=WARMUP, num_samples=SAMPLES, num_chains=1)),
 }  # fmt: skip
 if SMOKE:  # two compiled programs less: the cells run, the comparison needs the full size
-    del fits["LV-DGP-2, VI"], fits["DGP-2, SVI"]
+    del fits[f"LV-DGP-{L_LV}, VI"], fits["DGP-2, SVI"]
 posteriors, preds = {}, {}
 for name, (model, method) in fits.items():
     posteriors[name] = post = fit(method, jax.random.key(0), model, X, y)

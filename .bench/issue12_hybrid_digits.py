@@ -1,40 +1,47 @@
 """Issue 12, must-show 2: the hybrid NN -> GP classifier on digits against the DGP-2 classifier.
 
 Data: the bundled 8x8 digits (1797 x 64, ten classes), ``load_classification("digits",
-seed=0)``: the seeded 80/20 split of issue 11's figures, inputs standardised on the training
-part. Both models by SVI (the inducing guide, Adam 1e-2, minibatches of 256, the same number
-of steps, key 0), robust-max likelihood over 10 latent GPs, predictive with 50 draws:
+seed=0)``: the seeded 80/20 split of issue 11's figures (1437 train, 360 test), the pixels
+centred and divided by one global sd (issue 11's ``pixel_scale``). Both models by SVI with the
+inducing guide, full batch, Adam 1e-2, the same number of steps, key 0, 20 samples of the
+bound per step (``num_samples=20``), robust-max likelihood over 10 latent GPs; the predictive
+integrates ``u`` out per class (``predict_proba``).
 
-- ``dgp2``: ``models.gp_classification``'s 2-layer DGP classifier as it is
-  (``init_dgp_classification``: M = 50, inner width 10 on a PCA mean of the 64 pixels);
-- ``hybrid``: ``models.hybrid.hybrid_classification``: a Bayesian dense layer 64 -> 32 (tanh,
-  ``N(0, 1)`` weights point-estimated by the guide) feeding one GP layer of 10 outputs, M = 50
-  inducing points initialised by k-means on the network's initial features (the feature width
-  inferred).
+- ``dgp2``: the DGP-2 classifier exactly as issue 11 measures it
+  (``.bench/issue11_classification.py``'s ``digits_dgp``: ``init_dgp_classification`` with
+  M = 100, an inner layer of 20 GPs on a PCA mean of the 64 pixels, each layer's
+  lengthscales at the median pairwise distance of its inputs); ``dgp2_bayes``: the same with
+  SVI's ``hyper="normal"`` (mean-field normal over its hyperparameters, as ``_bayes`` below);
+- ``hybrid_w{H}[_l{L}][_ls1][_pca][_bayes]``: ``models.hybrid.hybrid_classification``: a dense layer
+  64 -> H (tanh, ``N(0, 1)`` weight priors, the guide's point estimate; ``_bayes``: SVI's
+  ``hyper="normal"``, a mean-field normal over the weights and hyperparameters) feeding L GP
+  layers (default 1; inner width 20 as the DGP's), M = 100 inducing points at k-means centres
+  of the network's initial features (the feature width inferred), each GP layer's
+  lengthscales at the median pairwise distance of its inputs
+  (``init_hybrid(..., lengthscale="median")``; ``_ls1``: all at 1, the old default); ``_pca``:
+  the dense layer starts at the globally scaled PCA projection of the pixels
+  (``network_init="pca"``, ``hybrid.pca_network_init``), PyTorch's default draw otherwise.
 
-    CI=1 PYTHONHASHSEED=0 .venv/bin/python .bench/issue12_hybrid_digits.py [steps=3000]
+    CI=1 PYTHONHASHSEED=0 .venv/bin/python .bench/issue12_hybrid_digits.py [steps=300] [names]
 
-One JSON row per model: accuracy, NLL, ECE (10 bins), Brier, fit seconds.
+e.g. ``... 300 dgp2,hybrid_w32,hybrid_w64``. One JSON row per model: accuracy, NLL, ECE (10
+bins), Brier, fit seconds (wall, compile included; inflated by the shared machine's load).
 
-Measured (this session, 3000 steps each, 2 shared CPU cores, run separately as
-``... 3000 hybrid`` and ``... 3000 dgp2``; fit seconds inflated by the load):
+Measured (this session, 300 steps each, 2 shared CPU cores):
 
-    model   accuracy  NLL     ECE     Brier
-    dgp2    0.9554    0.1634  0.0172  0.0650
-    hybrid  0.9526    0.1865  0.0184  0.0686
-
-The hybrid does not (yet) match the DGP-2 classifier: one test image fewer right (343 vs 344 of
-360) and a worse NLL, at this budget and with no tuning of the network (width 32, one GP
-layer).
+    (pending)
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import re
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -42,35 +49,56 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from ppl_dgp.calibration import classification_metrics  # noqa: E402
-from ppl_dgp.datasets import Standardizer, load_classification  # noqa: E402
+from ppl_dgp.datasets import load_classification  # noqa: E402
 from ppl_dgp.infer import SVI, fit  # noqa: E402
 from ppl_dgp.likelihoods import Categorical  # noqa: E402
-from ppl_dgp.models import gp_classification as gpc  # noqa: E402
 from ppl_dgp.models import hybrid  # noqa: E402
 from ppl_dgp.predictive import predict_proba  # noqa: E402
+
+M, INNER_WIDTH, S = 100, 20, 20
+
+
+def _issue11():
+    """Issue 11's bench module (its ``digits_dgp`` and ``pixel_scale``), loaded by path."""
+    path = Path(__file__).with_name("issue11_classification.py")
+    spec = importlib.util.spec_from_file_location("issue11_classification", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def hybrid_model(X_tr, name):
+    """``hybrid_w{H}[_l{L}][_ls1][_pca][_bayes]`` (module docstring)."""
+    m = re.fullmatch(r"hybrid_w(\d+)(?:_l(\d))?(_ls1)?(_pca)?(_bayes)?", name)
+    if m is None:
+        raise ValueError(f"unknown model {name!r}")
+    width, layers = int(m[1]), int(m[2] or 1)
+    config = hybrid.init_hybrid_classification(
+        X_tr, likelihood=Categorical(10, link="robustmax"), hidden=(width,), num_layers=layers,
+        num_inducing=M, width=INNER_WIDTH, lengthscale=1.0 if m[3] else "median",
+        network_init="pca" if m[4] else None,
+    )  # fmt: skip
+    return functools.partial(hybrid.hybrid_classification, **config), "normal" if m[5] else "delta"
 
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    X_tr, y_tr, X_te, y_te, _ = load_classification("digits", seed=0)
-    sx = Standardizer.fit(X_tr)
-    X_tr, X_te = sx.transform(X_tr), sx.transform(X_te)
-    lik = Categorical(10, link="robustmax")
-    configs = {
-        "dgp2": lambda: functools.partial(gpc.dgp_classification, **gpc.init_dgp_classification(
-            X_tr, likelihood=lik, num_layers=2, num_inducing=50, width=10)),
-        "hybrid": lambda: functools.partial(hybrid.hybrid_classification,
-                                            **hybrid.init_hybrid_classification(
-            X_tr, likelihood=lik, hidden=(32,), num_layers=1, num_inducing=50)),
-    }  # fmt: skip
-    for name in sys.argv[2].split(",") if len(sys.argv) > 2 else configs:
-        model = configs[name]()
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else ["dgp2", "hybrid_w32"]
+    i11 = _issue11()
+    X_tr0, y_tr, X_te0, y_te, _ = load_classification("digits", seed=0)
+    X_tr, X_te = i11.pixel_scale(X_tr0, X_te0)
+    for name in names:
+        if name in ("dgp2", "dgp2_bayes"):
+            model = i11.digits_dgp(X_tr, M, INNER_WIDTH)
+            hyper = "normal" if name == "dgp2_bayes" else "delta"
+        else:
+            model, hyper = hybrid_model(X_tr, name)
         t = time.perf_counter()
-        post = fit(SVI(num_steps=steps, learning_rate=0.01, num_samples=50, batch_size=256),
+        post = fit(SVI(num_steps=steps, learning_rate=0.01, num_samples=S, hyper=hyper),
                    jax.random.key(0), model, X_tr, y_tr)  # fmt: skip
         seconds = time.perf_counter() - t
-        p = np.asarray(predict_proba(model, post, X_te, num_samples=50))
+        p = np.asarray(predict_proba(model, post, X_te, num_samples=S))
         m = classification_metrics(p, y_te)
         row = {"model": name, **{k: round(v, 4) for k, v in m.items()}, "steps": steps,
                "fit_seconds": round(seconds, 1)}  # fmt: skip

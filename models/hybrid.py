@@ -64,6 +64,7 @@ __all__ = [
     "init_hybrid",
     "init_hybrid_classification",
     "median_distance",
+    "pca_network_init",
 ]
 
 
@@ -92,6 +93,7 @@ def hybrid_regression(
     batch_size: int | None = None,
     marginalise_output: bool = True,
     seed: int = 0,
+    network_init: Sequence[tuple[Any, Any]] | None = None,
 ) -> Array:
     """Dense layers ``net{l}`` (widths ``hidden``, activation after each) feeding GP layers.
 
@@ -110,6 +112,8 @@ def hybrid_regression(
         batch_size: minibatch size ``B`` (``None`` = all ``N``).
         marginalise_output: as in :func:`~ppl_dgp.models.dgp.dgp_regression`.
         seed: seed of the weights' initial values (PyTorch's default draw).
+        network_init: ``((W_l, b_l), ...)`` initial weights per dense layer instead of the
+            seeded draw (:func:`init_hybrid`'s ``network_init="pca"``).
 
     Returns:
         The last GP layer's output ``F [N, 1]`` for the plate's batch.
@@ -123,20 +127,27 @@ def hybrid_regression(
         )
     _check_feature_width("hybrid_regression", layers, widths, X)
     s2 = hyper("noise_variance", noise_variance)
-    network = _network(widths, activation, prior_precision, seed)
+    network = _network(widths, activation, prior_precision, seed, network_init)
     out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginalise_output,
                      inputs=network)  # fmt: skip
     return single_gaussian_output(out, s2)
 
 
-def _network(widths: list[int], activation: str, prior_precision: float, seed: int) -> Any:
+def _network(widths: list[int], activation: str, prior_precision: float, seed: int,
+             init: Sequence[tuple[Any, Any]] | None = None) -> Any:  # fmt: skip
     """``network(H, plate) -> features``: the dense layers ``net{l}`` (global weights)."""
     act = ACTIVATIONS[activation]
+    if init is not None and len(init) != len(widths):
+        raise ValueError(
+            f"network_init must hold one (W, b) per dense layer ({len(widths)}); received "
+            f"{len(init)}"
+        )
 
     def network(H: Array, plate: Any) -> Array:  # [B, D] -> [B, widths[-1]]
         del plate  # the weights are global
         for l, width in enumerate(widths):
-            H = act(dense(f"net{l}", H, width, prior_precision=prior_precision, seed=seed))
+            H = act(dense(f"net{l}", H, width, prior_precision=prior_precision, seed=seed,
+                          init=None if init is None else init[l]))  # fmt: skip
         return H
 
     return network
@@ -165,6 +176,7 @@ def hybrid_classification(
     batch_size: int | None = None,
     marginalise_output: bool | None = None,
     seed: int = 0,
+    network_init: Sequence[tuple[Any, Any]] | None = None,
 ) -> Array:  # [N, K]
     """Dense layers ``net{l}`` feeding GP layers, labels through a Bernoulli or categorical.
 
@@ -183,7 +195,8 @@ def hybrid_classification(
             last with ``likelihood.latent_dim`` outputs.
         likelihood: :class:`~ppl_dgp.likelihoods.Bernoulli` or
             :class:`~ppl_dgp.likelihoods.Categorical`.
-        hidden, activation, prior_precision, seed: the network (see :func:`hybrid_regression`).
+        hidden, activation, prior_precision, seed, network_init: the network (see
+            :func:`hybrid_regression`).
         batch_size: minibatch size ``B`` (``None`` = all ``N``).
         marginalise_output: integrate the last layer out (``None``: where the likelihood has a
             deterministic marginal).
@@ -213,7 +226,7 @@ def hybrid_classification(
             f"{owner}: marginalise_output=True needs a likelihood with a deterministic "
             f"marginal (Bernoulli, robust-max); received {likelihood!r}"
         )
-    network = _network(widths, activation, prior_precision, seed)
+    network = _network(widths, activation, prior_precision, seed, network_init)
     out = dgp_layers(X, y, layers, batch_size=batch_size, marginalise_output=marginal,
                      inputs=network)  # fmt: skip
     likelihood_site("y", likelihood, out.F, out.y, plate=out.plate, F_var=out.F_var,
@@ -222,17 +235,60 @@ def hybrid_classification(
 
 
 def hybrid_features(
-    X: Array, *, hidden: Sequence[int], activation: str = "tanh", seed: int = 0
+    X: Array,
+    *,
+    hidden: Sequence[int],
+    activation: str = "tanh",
+    seed: int = 0,
+    network_init: Sequence[tuple[Any, Any]] | None = None,
 ) -> np.ndarray:  # [N, hidden[-1]]
     """The network's features at its initial weights (those :func:`~ppl_dgp.dense.dense`
-    starts from: PyTorch's default draw seeded by ``(seed, "net{l}")``)."""
+    starts from: ``network_init``, or PyTorch's default draw seeded by ``(seed, "net{l}")``)."""
     widths = _check_network(hidden, activation, 1.0)
     act = ACTIVATIONS[activation]
     H = jnp.asarray(X)
     for l, width in enumerate(widths):
-        W0, b0 = torch_default_init(f"net{l}", H.shape[1], width, seed)
+        if network_init is None:
+            W0, b0 = torch_default_init(f"net{l}", H.shape[1], width, seed)
+        else:
+            W0, b0 = network_init[l]
         H = act(H @ jnp.asarray(W0, H.dtype) + jnp.asarray(b0, H.dtype))
     return np.asarray(H)
+
+
+def pca_network_init(
+    X: Array, hidden: Sequence[int], seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:  # [N, D]
+    """Initial weights whose first layer is the PCA projection of ``X`` to ``H = hidden[0]``
+    components, globally scaled: ``W_0 = V_H / sd_1``, ``b_0 = -mean(X) W_0``.
+
+    .. math:: z_n = (x_n - \\bar x) V_H / \\sigma_1
+
+    ``V_H`` the leading right singular vectors of the centred ``X``, ``sigma_1`` the sd of the
+    first component's scores: the first feature has unit sd before the activation (where tanh
+    is near-linear), the others keep their relative scales, so the network starts at the PCA
+    mean function a DGP's inner layer uses (Salimbeni & Deisenroth 2017). Later layers take
+    PyTorch's default draw (as :func:`~ppl_dgp.dense.torch_default_init`).
+
+    Raises:
+        ValueError: ``hidden[0] > min(N, D)``.
+    """
+    X = np.asarray(X, dtype=float)
+    widths = [int(h) for h in hidden]
+    if not widths or widths[0] > min(X.shape):
+        raise ValueError(
+            f"pca_network_init: hidden[0] must be <= min(N, D) = {min(X.shape)}; received "
+            f"hidden={tuple(hidden)}"
+        )
+    mean = X.mean(0)
+    _, _, Vt = np.linalg.svd(X - mean, full_matrices=False)
+    V = Vt[: widths[0]].T  # [D, H]
+    sd = float(np.std((X - mean) @ V[:, 0]))
+    W0 = V / max(sd, 1e-12)
+    init = [(W0, -mean @ W0)]
+    for l in range(1, len(widths)):
+        init.append(torch_default_init(f"net{l}", widths[l - 1], widths[l], seed))
+    return tuple(init)
 
 
 def median_distance(H: Array, max_rows: int = 500) -> float:  # [N, D]
@@ -294,6 +350,7 @@ def init_hybrid(
     prior_precision: float = 1.0,
     seed: int = 0,
     lengthscale: float | str = 1.0,
+    network_init: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Configuration of :func:`hybrid_regression`: :func:`~ppl_dgp.models.dgp.init_dgp` on the
@@ -308,6 +365,8 @@ def init_hybrid(
             (:func:`median_distance` of the features, then of the inner layers' mean
             functions of them), with a LogNormal(log of it, 1) prior (where ``hyperpriors``
             is true).
+        network_init: ``None`` (PyTorch's default draw) or ``"pca"``: the first dense layer
+            starts at the globally scaled PCA projection of ``X`` (:func:`pca_network_init`).
         **options: :func:`~ppl_dgp.models.dgp.init_dgp`'s options (``num_layers``,
             ``num_inducing``, ``hyperpriors``, ...).
 
@@ -319,7 +378,13 @@ def init_hybrid(
         ValueError: ``lengthscale`` neither a positive number nor ``"median"``.
     """
     check_regression_data(np.asarray(X), None)
-    features = hybrid_features(X, hidden=hidden, activation=activation, seed=seed)
+    if network_init not in (None, "pca"):
+        raise ValueError(
+            f"init_hybrid: network_init must be None or 'pca'; received {network_init!r}"
+        )
+    net_init = None if network_init is None else pca_network_init(X, hidden, seed)
+    features = hybrid_features(X, hidden=hidden, activation=activation, seed=seed,
+                               network_init=net_init)  # fmt: skip
     median = isinstance(lengthscale, str)
     if median and lengthscale != "median":
         raise ValueError(
@@ -336,8 +401,11 @@ def init_hybrid(
             layers = tuple(dataclasses.replace(s, lengthscales=Hyper(s.lengthscales.init))
                            for s in layers)  # fmt: skip
         config = {**config, "layers": layers}
-    return {**config, "hidden": tuple(int(h) for h in hidden), "activation": activation,
-            "prior_precision": float(prior_precision), "seed": seed}  # fmt: skip
+    config = {**config, "hidden": tuple(int(h) for h in hidden), "activation": activation,
+              "prior_precision": float(prior_precision), "seed": seed}  # fmt: skip
+    if net_init is not None:
+        config["network_init"] = net_init
+    return config
 
 
 def build_hybrid(X: Array, *, num_inducing: int = 10, layers: int = 2, width: int = 10) -> Any:

@@ -27,6 +27,7 @@ from ppl_dgp.models.hybrid import (  # noqa: E402
     hybrid_regression,
     init_hybrid,
     median_distance,
+    pca_network_init,
 )
 
 N = 12
@@ -128,6 +129,34 @@ def test_median_lengthscales_are_the_median_pairwise_distance_of_each_layers_inp
         init_hybrid(X, hidden=(4,), lengthscale="mean")
     with pytest.raises(ValueError, match="at least two distinct rows"):
         median_distance(np.ones((3, 2)))
+
+
+def test_pca_network_init_starts_at_the_scaled_principal_components():
+    """network_init="pca": the first layer's pre-activations are the centred inputs' principal
+    component scores (eigenvectors of the covariance, up to sign) over the first one's sd; the
+    program starts there and Z lies among the features it gives."""
+    rng = np.random.default_rng(1)
+    Xw = rng.normal(size=(30, 4)) @ np.diag([3.0, 2.0, 1.0, 0.5]) + 1.0
+    (W0, b0), (W1, _) = pca_network_init(Xw, (2, 3))
+    assert W0.shape == (4, 2) and W1.shape == (2, 3)
+    evals, evecs = np.linalg.eigh(np.cov(Xw.T, bias=True))
+    V = evecs[:, ::-1][:, :2]
+    scores = (Xw - Xw.mean(0)) @ V / np.sqrt(evals[-1])
+    Zpre = Xw @ W0 + b0
+    np.testing.assert_allclose(np.abs(Zpre), np.abs(scores), rtol=1e-8, atol=1e-10)
+    assert np.std(Zpre[:, 0]) == pytest.approx(1.0)
+    config = init_hybrid(Xw, hidden=(2,), num_layers=1, num_inducing=4, network_init="pca")
+    model = functools.partial(hybrid_regression, **config)
+    tr = trace(seed(model, 0)).get_trace(jnp.asarray(Xw), jnp.zeros(30))
+    np.testing.assert_allclose(tr["net0.W"]["infer"]["init"], pca_network_init(Xw, (2,))[0][0])
+    F = hybrid_features(Xw, hidden=(2,), network_init=config["network_init"])
+    np.testing.assert_allclose(F, np.tanh(Zpre), rtol=1e-12)
+    Z = config["layers"][0].Z
+    assert np.all(Z >= F.min(0) - 1e-12) and np.all(Z <= F.max(0) + 1e-12)
+    with pytest.raises(ValueError, match=r"hidden\[0\] must be <= min\(N, D\) = 4"):
+        pca_network_init(Xw, (5,))
+    with pytest.raises(ValueError, match="network_init must be None or 'pca'"):
+        init_hybrid(Xw, hidden=(2,), network_init="svd")
 
 
 # -- hybrid_classification -----------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Issue 11, must-show 3: the compile time each likelihood adds, one JSON row per
+(likelihood, method) on stdout.
+
+One program for every likelihood: :func:`~ppl_dgp.models.dgp.dgp_likelihood_model`, a
+2-layer DGP (``M = 10`` per layer, ``N = 60`` seeded inputs in 2-D), the last layer with the
+likelihood's latent width; the Gaussian row is :func:`~ppl_dgp.models.dgp.dgp_regression` (the
+closed form every other row is compared with). Each (likelihood, method) is fitted once at a
+few steps in a fresh compile cache (``compile_seconds`` is the fit's tracing + XLA compilation,
+``run_seconds`` its steps); ``extra_compile_seconds`` is the difference with the Gaussian row
+of the same method, run in the same process and sitting.
+
+    export CI=1 PYTHONHASHSEED=0 OMP_NUM_THREADS=1
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
+        taskset -c 0 .venv/bin/python .bench/issue11_timing.py [svi,nuts,laplace]
+
+The time per fit of the figures themselves (breast cancer, digits, motorcycle, LMC) is each
+figure script's ``fit_seconds`` / ``compile_seconds`` (``.bench/issue11_classification.py``,
+``issue11_motorcycle.py``, ``issue11_lmc.py``), run under the same flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+from ppl_dgp.infer import NUTS, SVI, fit  # noqa: E402
+from ppl_dgp.laplace import Laplace  # noqa: E402
+from ppl_dgp.likelihoods import (  # noqa: E402
+    Bernoulli,
+    Categorical,
+    HeteroscedasticGaussian,
+    Poisson,
+    StudentT,
+)
+from ppl_dgp.models.dgp import dgp_likelihood_model, dgp_regression, init_dgp  # noqa: E402
+
+N, D, M = 60, 2, 10
+METHODS = {
+    "svi": lambda: SVI(num_steps=20, learning_rate=0.01, num_samples=10),
+    "nuts": lambda: NUTS(num_warmup=10, num_samples=10, num_chains=1, max_tree_depth=4),
+    "laplace": lambda: Laplace(curvature="hessian", num_steps=20, num_samples=10),
+}
+
+
+def data() -> dict[str, tuple]:
+    """``{likelihood name: (likelihood or None, y)}`` on one seeded input set."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2.0, 2.0, size=(N, D))
+    f = np.sin(2.0 * X[:, 0]) + 0.5 * X[:, 1]
+    return X, {
+        "gaussian": (None, f + 0.1 * rng.normal(size=N)),
+        "heteroscedastic_gaussian": (HeteroscedasticGaussian(),
+                                     f + np.exp(0.5 * X[:, 1] - 1.5) * rng.normal(size=N)),
+        "student_t": (StudentT(df=4.0), f + 0.1 * rng.standard_t(4.0, size=N)),
+        "bernoulli_probit": (Bernoulli("probit"), (f > 0).astype(np.int32)),
+        "bernoulli_logit": (Bernoulli("logit"), (f > 0).astype(np.int32)),
+        "categorical_robustmax": (Categorical(3, link="robustmax"),
+                                  np.digitize(f, [-0.5, 0.5]).astype(np.int32)),
+        "categorical_softmax": (Categorical(3, link="softmax"),
+                                np.digitize(f, [-0.5, 0.5]).astype(np.int32)),
+        "poisson": (Poisson(link="exp"), rng.poisson(np.exp(f))),
+    }  # fmt: skip
+
+
+def program(X: np.ndarray, likelihood) -> functools.partial:
+    config = init_dgp(X, num_layers=2, num_inducing=M)
+    if likelihood is None:
+        return functools.partial(dgp_regression, **config)
+    import dataclasses
+
+    layers = config["layers"]
+    last = dataclasses.replace(layers[-1], num_outputs=likelihood.latent_dim)
+    return functools.partial(dgp_likelihood_model, layers=(*layers[:-1], last),
+                             likelihood=likelihood)  # fmt: skip
+
+
+if __name__ == "__main__":
+    methods = sys.argv[1].split(",") if len(sys.argv) > 1 else ["svi", "nuts", "laplace"]
+    X, sets = data()
+    base: dict[str, float] = {}
+    for method in methods:
+        for name, (lik, y) in sets.items():
+            model = program(X, lik)
+            t = time.perf_counter()
+            try:
+                post = fit(METHODS[method](), jax.random.key(0), model, X, y)
+            except Exception as err:  # a combination the method does not support: say so
+                error = f"{type(err).__name__}: {err}"[:300]
+                print(json.dumps({"likelihood": name, "method": method, "error": error}),
+                      flush=True)  # fmt: skip
+                continue
+            wall = time.perf_counter() - t
+            c = float(post.timings.get("compile_seconds", 0.0))
+            if name == "gaussian":
+                base[method] = c
+            row = {"likelihood": name, "method": method, "compile_seconds": round(c, 2),
+                   "run_seconds": round(float(post.timings.get("run_seconds", 0.0)), 2),
+                   "fit_seconds": round(wall, 2),
+                   "extra_compile_seconds": round(c - base.get(method, np.nan), 2)}  # fmt: skip
+            print(json.dumps(row), flush=True)

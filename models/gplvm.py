@@ -43,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ from ppl_dgp.models.dgp import dgp_layers, init_dgp, single_gaussian_output
 from ppl_dgp.outputs import check_output_width, multi_gaussian_site
 from ppl_dgp.validation import check_regression_data
 
-__all__ = ["bayesian_gplvm", "gplvm_inputs", "init_gplvm", "pca_latents"]
+__all__ = ["bayesian_gplvm", "build_gplvm", "gplvm_inputs", "init_gplvm", "pca_latents"]
 
 
 def gplvm_inputs(N: int) -> np.ndarray:  # [N, 1]
@@ -173,3 +174,30 @@ def init_gplvm(
                       **options)  # fmt: skip
     return {"layer": config["layers"][0], "noise_variance": config["noise_variance"],
             "latent_dim": int(latent_dim)}, W0  # fmt: skip
+
+
+def build_gplvm(
+    X: Array, *, num_inducing: int = 10, latent_dim: int = 1, num_outputs: int = 1,
+    y: Array | None = None,
+) -> Any:  # fmt: skip
+    """The zoo's ``bayesian_gplvm`` for ``N = X.shape[0]`` data (``X`` the placeholder of
+    :func:`gplvm_inputs`; its values are not read): :func:`init_gplvm`'s layer on the PCA
+    latents of ``y`` when given, else ``Z`` at ``M`` points of the prior ``N(0, I_Q)``
+    (k-means of ``N`` seeded prior draws), ``P = num_outputs`` outputs,
+    ``M = min(num_inducing, N)``.
+
+    Not in the zoo's registry yet: :class:`~ppl_dgp.zoo.ZooModel` knows the tasks regression,
+    classification and counts, and a GPLVM is none of them (its ``X`` is a placeholder).
+    Fitted by SVI, NUTS and HMC as it is; by MAP with ``local_latents="map"`` (the classic
+    GPLVM of Lawrence 2005: with the latents held at 0 every datum has the same input)."""
+    N = int(np.shape(X)[0])
+    M = min(int(num_inducing), N)
+    if y is not None:
+        config, _ = init_gplvm(y, latent_dim=latent_dim, num_inducing=M)
+    else:
+        W0 = np.random.default_rng(0).normal(size=(N, int(latent_dim)))
+        layer_config = init_dgp(W0, num_layers=1, num_inducing=M, num_outputs=num_outputs)
+        config = {"layer": layer_config["layers"][0],
+                  "noise_variance": layer_config["noise_variance"],
+                  "latent_dim": int(latent_dim)}  # fmt: skip
+    return functools.partial(bayesian_gplvm, **config)

@@ -20,6 +20,7 @@ from ppl_dgp.latent import LatentVariableGuide  # noqa: E402
 from ppl_dgp.models.dgp import dgp_regression  # noqa: E402
 from ppl_dgp.models.gplvm import (  # noqa: E402
     bayesian_gplvm,
+    build_gplvm,
     gplvm_inputs,
     init_gplvm,
     pca_latents,
@@ -149,3 +150,17 @@ def test_pca_latents_and_errors():
         trace(seed(functools.partial(bayesian_gplvm, **config), 0)).get_trace(
             gplvm_inputs(N), Y[:, :2]
         )
+
+
+def test_zoo_builder_places_z_in_the_latent_space():
+    """build_gplvm: Z [M, Q] at PCA latents' k-means with y, at prior draws' without; P outputs;
+    the program's latents have the placeholder's N rows."""
+    X0 = gplvm_inputs(N)
+    with_y = build_gplvm(X0, num_inducing=4, latent_dim=Q, y=Y)
+    config, W0 = init_gplvm(Y, latent_dim=Q, num_inducing=4)
+    np.testing.assert_array_equal(with_y.keywords["layer"].Z, config["layer"].Z)
+    blind = build_gplvm(X0, num_inducing=20, latent_dim=1, num_outputs=2)
+    Z = np.asarray(blind.keywords["layer"].Z)
+    assert Z.shape == (N, 1) and blind.keywords["layer"].num_outputs == 2  # M = min(20, N)
+    tr = trace(seed(blind, 0)).get_trace(X0, Y[:, :2])
+    assert tr["latent.w"]["value"].shape == (N, 1) and tr["y"]["value"].shape == (N, 2)

@@ -55,7 +55,8 @@ than lengthscales at 1 with point-estimated weights, 344 vs 350), the PCA start 
 network. Between variants the accuracy moves by 1-11 images, so single-seed differences of a
 few images are within the noise of one split and one key. The DGP-2's figure here (0.9889) is
 one image below issue 11's 0.9916 for the same recipe (``issue11_classification.py digits
-dgp_svi``); the predictive code changed between the two runs.
+dgp_svi``); I did not trace the difference (not rerun here: that figure may predate later
+changes to the predictive).
 """
 
 from __future__ import annotations

@@ -265,3 +265,32 @@ def test_zoo_multioutput_entry_builds_both_mixings():
     assert ti["noise_variance"]["value"].shape == (P,)
     with pytest.raises(ValueError, match=r"num_latent is for mixing='lmc'"):
         entry.make(X, mixing="independent", num_latent=2)
+
+
+@pytest.mark.slow  # compiles the predictive: ~10 s of CPU
+def test_zoo_lmc_predictive_is_the_sites_marginal_per_output():
+    """The zoo LMC's mixture predictive at draws of every global site: per output ``p`` and
+    draw, ``N(W m_n, [W diag(v_n) W^T]_pp + s2_p)`` (the dense site's marginals), and the
+    metrics come per output."""
+    from ppl_dgp.infer import inspect_model
+    from ppl_dgp.models import MODELS
+
+    model = MODELS["dgp_multioutput"].make(X, num_inducing=M, layers=1, num_outputs=P)
+    sites = inspect_model(jax.random.key(0), model, X, Y)
+    S = 3
+    trs = [trace(seed(model, s)).get_trace(X, Y) for s in range(S)]
+    draws = {k: np.stack([np.asarray(t[k]["value"]) for t in trs])[None]
+             for k in sites.global_latent}  # fmt: skip
+    params = {k: np.asarray(trs[0][k]["value"]) for k in sites.params}
+    post = Posterior(draws=draws, method=NUTS(num_chains=1), params=params)
+    pred = predict(jax.random.key(0), model, post, X, num_samples=S)
+    assert pred.means.shape == pred.variances.shape == (S, N, P)
+    for s in range(S):
+        data = {**{k: v[0, s] for k, v in draws.items()}, **params}
+        fn = trace(substitute(seed(model, 0), data=data)).get_trace(X, None)["y"]["fn"]
+        cov = np.asarray(fn.covariance_matrix)  # [N, P, P]
+        np.testing.assert_allclose(pred.means[s], fn.loc, rtol=1e-10)
+        np.testing.assert_allclose(pred.variances[s], np.diagonal(cov, axis1=1, axis2=2),
+                                   rtol=1e-10)  # fmt: skip
+    metrics = regression_metrics(pred, Y)
+    assert len(metrics["rmse"]) == len(metrics["mlpd"]) == len(metrics["coverage_0.95"]) == P

@@ -46,9 +46,15 @@ Measured (this session, 300 steps each, key 0; 2 CPU cores shared by several age
     hybrid_w48_pca_bayes   0.9749    0.1238  0.0146  0.0412  351
     hybrid_w32_ls1_bayes   0.9721    0.0859  0.0134  0.0412  350
 
+At 1000 steps (``... 1000 dgp2`` and ``... 1000 hybrid_w32_bayes``, run side by side):
+
+    dgp2                   0.9861    0.0491  0.0167  0.0223  355
+    hybrid_w32_bayes       0.9611    0.1161  0.0260  0.0519  346
+
 The hybrid does not match the DGP-2 classifier: the best variant, a Bayesian dense layer
 64 -> 32 (``hybrid_w32_bayes``), gets two test images fewer right (354 against 356) and about
-2.4 times its NLL. What helps: the Bayesian dense layer (a mean-field normal over the 2,080
+2.4 times its NLL; with more steps it loses more (346 at 1000 steps: it overfits where the
+DGP-2 holds at 355). What helps: the Bayesian dense layer (a mean-field normal over the 2,080
 weights, SVI's ``hyper="normal"``; the point-estimated network overfits, NLL 0.13-0.18). What
 does not: a wider network, a second GP layer, the median-distance lengthscale start (worse
 than lengthscales at 1 with point-estimated weights, 344 vs 350), the PCA start of the

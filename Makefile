@@ -13,7 +13,7 @@ LOCKENV := .lockenv
 .PHONY: help venv run test bench lint format lock clean
 
 help:
-	@echo "make run    compare SVI/NUTS/SGHMC/Laplace on a 2-layer DGP (motorcycle data): out/compare/report.md"
+	@echo "make run    compare SVI/SGHMC/Laplace/MAP/ensemble with NUTS on a 2-layer DGP (motorcycle data): out/compare/report.md"
 	@echo "make test   run the test suite (fast tests; 'make test PYTEST_ARGS=\"-m slow\"' for slow; XDIST= for one process)"
 	@echo "make bench  run the benchmarks"
 	@echo "make lint   ruff check + ruff format --check"

@@ -360,6 +360,7 @@ def plot_forest(
             ax.plot([lo, hi], [row, row], color=colors[m], lw=1.0)
             ax.plot([q25, q75], [row, row], color=colors[m], lw=3.0)
             ax.plot([med], [row], "o", color=colors[m], ms=4)
+        ax.margins(x=0.06)  # a lone point estimate at the range's end stays off the frame
         if all(np.all(v > 0) for v in per_method.values()):
             _log_axis(ax)
         ax.set_ylim(len(methods) - 0.5, -0.5)

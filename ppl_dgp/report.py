@@ -702,6 +702,13 @@ def _advice(check: Any, post: Posterior, model_name: str, data: str, view: Any =
         f"(the same data, seed and model options), then pass `--reference {long}/nuts.npz` "
         "to compare the other methods with it."
     )
+    stem = reference_stem(model_name, data)
+    out.append(
+        f"Or `ppl-dgp reference --model {model_name} --data {data} --out {long}` (NUTS "
+        f"{REFERENCE_NUTS['num_chains']} x ({REFERENCE_NUTS['num_warmup']} + "
+        f"{REFERENCE_NUTS['num_samples']}), with the provenance that `--reference "
+        f"{long}/{stem}.npz` then checks)."
+    )
     return out
 
 

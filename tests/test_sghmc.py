@@ -256,3 +256,12 @@ def test_mcem_arguments_are_checked(data):
     with pytest.raises(ValueError, match=r"needs a sampled site .* \['noise_variance'\]"):
         fit(SGHMC(hyper="mcem", num_burnin=2, num_samples=2), jax.random.key(0), noise_only,
             X, y)  # fmt: skip
+
+
+def test_uci_setting_is_mcem_with_fitted_inducing_inputs():
+    """The documented UCI setting builds and is Havasi et al.'s schedule with MW-MCEM fitting
+    ``Z`` under the expected output term; the compare preset is not changed by it."""
+    method = SGHMC(**SGHMC.presets["uci"])
+    assert (method.hyper, method.mcem_params, method.mcem_objective) == ("mcem", True, "expected")
+    assert (method.num_burnin, method.num_samples, method.thinning) == (10000, 100, 50)
+    assert not any(k.startswith("mcem_") for k in SGHMC.presets["compare"])

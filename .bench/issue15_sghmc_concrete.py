@@ -8,10 +8,18 @@ original units of ``y``. Per run it also prints the noise variance in original u
 estimate per chain for SGHMC; the point estimate for SVI, whose ``hyper="delta"`` fits it by
 type-II maximum likelihood inside the bound).
 
+SGHMC's options: ``--step-size``, ``--hyper-lr`` (MW-MCEM's Adam step), ``--window``,
+``--mcem-params`` (the M-step also fits the inducing inputs ``Z``, as Havasi et al. do) and
+``--mcem-objective expected`` (the M-step's output term ``log N(y | m, s2) - v / (2 s2)``, so
+the noise variance does not collapse when ``Z`` is fitted); see :class:`ppl_dgp.infer.SGHMC`.
+The SVI baseline's convergence in its number of steps: ``.bench/issue15_concrete_svi_curve.py``.
+
 Usage (one split per process; the splits are independent)::
 
     .venv/bin/python .bench/issue15_sghmc_concrete.py --split 0 [--inducing 100]
         [--svi-steps 2000] [--burnin 2000] [--samples 100] [--thinning 10] [--chains 1]
+        [--step-size 0.01] [--hyper-lr 0.01] [--window 100] [--mcem-params]
+        [--mcem-objective marginal|expected] [--methods svi,sghmc]
 
 The data file is ``../shared/data/concrete.csv`` beside the checkout (``--data`` to change).
 """

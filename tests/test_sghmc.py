@@ -27,7 +27,7 @@ import scipy.optimize
 from numpyro.distributions import constraints
 from scipy.stats import lognorm, multivariate_normal, norm
 
-from ppl_dgp.infer import SGHMC, fit
+from ppl_dgp.infer import SGHMC, fit, make_method
 from ppl_dgp.infer.core import initialize
 from ppl_dgp.infer.sghmc import hyperparameter_sites, minibatch_log_density
 from ppl_dgp.layers import Hyper
@@ -261,7 +261,11 @@ def test_mcem_arguments_are_checked(data):
 def test_uci_setting_is_mcem_with_fitted_inducing_inputs():
     """The documented UCI setting builds and is Havasi et al.'s schedule with MW-MCEM fitting
     ``Z`` under the expected output term; the compare preset is not changed by it."""
-    method = SGHMC(**SGHMC.presets["uci"])
+    method = make_method("sghmc", preset="uci")
     assert (method.hyper, method.mcem_params, method.mcem_objective) == ("mcem", True, "expected")
     assert (method.num_burnin, method.num_samples, method.thinning) == (10000, 100, 50)
     assert not any(k.startswith("mcem_") for k in SGHMC.presets["compare"])
+    assert make_method("sghmc", preset="compare").mcem_params is False
+    with pytest.raises(ValueError, match=r"sghmc's preset must be one of \(None, 'compare', "
+                                         r"'smoke', 'uci'\); received 'fast'"):  # fmt: skip
+        make_method("sghmc", preset="fast")

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from ppl_dgp.datasets import Standardizer, load_csv
-from ppl_dgp.infer import fit, make_method
+from ppl_dgp.infer import METHODS, fit, make_method
 from ppl_dgp.models import MODELS
 from ppl_dgp.predictive import predict
 
@@ -125,7 +125,10 @@ def run_split(
     if entry.task != "regression":
         raise ValueError(f"run_split: model {model_name!r} is not a regression model")
     model = entry.make(Xs, num_inducing=num_inducing)
-    method = make_method(method_name, preset=None, **method_settings)
+    # a method's "uci" preset when it has one (SGHMC: Havasi et al.'s schedule), else defaults
+    presets = getattr(METHODS[method_name], "presets", {}) if method_name in METHODS else {}
+    method = make_method(method_name, preset="uci" if "uci" in presets else None,
+                         **method_settings)  # fmt: skip
     key_fit, key_pred = jax.random.split(jax.random.key(seed))
     t = time.perf_counter()
     post = fit(method, key_fit, model, Xs, ys)

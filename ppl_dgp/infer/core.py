@@ -424,7 +424,9 @@ def make_method(name: str, *, preset: str | None = "compare", **overrides: Any) 
     """The configuration registered as ``name``, with a preset's settings (``overrides`` win).
 
     Presets: ``None`` (the class defaults), ``"compare"`` (``ppl-dgp compare``'s defaults),
-    ``"smoke"`` (the compare settings shrunk to a smoke size, for tests and notebooks).
+    ``"smoke"`` (the compare settings shrunk to a smoke size, for tests and notebooks), or any
+    other preset the class defines (its settings alone over the defaults, e.g. SGHMC's
+    ``"uci"``, ``ppl-dgp bench uci``'s).
     Overrides the configuration has no field for are ignored (``num_chains`` for SVI), so one
     set of command-line options can configure every method.
 
@@ -435,13 +437,18 @@ def make_method(name: str, *, preset: str | None = "compare", **overrides: Any) 
     if cls is None:
         raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(METHODS)}")
     presets = getattr(cls, "presets", {})
-    if preset not in (None, "compare", "smoke"):
-        raise ValueError(f"make_method: preset must be None, 'compare' or 'smoke'; got {preset!r}")
+    known = (None, "compare", "smoke", *(k for k in presets if k not in ("compare", "smoke")))
+    if preset not in known:
+        raise ValueError(
+            f"make_method: {name}'s preset must be one of {known}; received {preset!r}"
+        )
     settings: dict[str, Any] = {}
-    if preset is not None:
+    if preset in ("compare", "smoke"):
         settings.update(presets.get("compare", {}))
     if preset == "smoke":
         settings.update(presets.get("smoke", {}))
+    elif preset is not None and preset != "compare":
+        settings.update(presets[preset])
     settings.update({k: v for k, v in overrides.items() if v is not None})
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in settings.items() if k in fields})

@@ -229,8 +229,8 @@ class SGHMC:
         "smoke": {"num_burnin": 200, "num_samples": 100, "thinning": 2},
         # UCI regression (Havasi et al.'s RegressionModel: 10,000 burn-in steps, 100 samples
         # 50 apart, step 0.01, Adam 0.01, Z trained), with the M-step's expected output term
-        # so the noise variance does not collapse when Z is fitted; not reachable through
-        # make_method (compare/smoke only): SGHMC(**SGHMC.presets["uci"]). On concrete at
+        # so the noise variance does not collapse when Z is fitted: make_method("sghmc",
+        # preset="uci"), what `ppl-dgp bench uci` uses. On concrete at
         # 3,000 burn-in steps it is still below the DSVI DGP-2 (.bench/issue15_sghmc_findings.md)
         "uci": {
             "hyper": "mcem",

@@ -696,18 +696,18 @@ def _advice(check: Any, post: Posterior, model_name: str, data: str, view: Any =
             "reparameterise; a sampler that diverges misses part of the posterior."
         )
     long = f"{model_name}_reference"
-    out.append(
-        f"Run a long reference once, `ppl-dgp compare --model {model_name} --data {data} "
-        f"--methods nuts --num-warmup {warm} --num-samples {D} --num-chains {C} --out {long}` "
-        f"(the same data, seed and model options), then pass `--reference {long}/nuts.npz` "
-        "to compare the other methods with it."
-    )
     stem = reference_stem(model_name, data)
     out.append(
-        f"Or `ppl-dgp reference --model {model_name} --data {data} --out {long}` (NUTS "
-        f"{REFERENCE_NUTS['num_chains']} x ({REFERENCE_NUTS['num_warmup']} + "
-        f"{REFERENCE_NUTS['num_samples']}), with the provenance that `--reference "
-        f"{long}/{stem}.npz` then checks)."
+        f"Run a long reference once, `ppl-dgp reference --model {model_name} --data {data} "
+        f"--out {long}` (NUTS {REFERENCE_NUTS['num_chains']} x "
+        f"({REFERENCE_NUTS['num_warmup']} + {REFERENCE_NUTS['num_samples']}), with the "
+        f"same data, seed and model options as here), then pass `--reference "
+        f"{long}/{stem}.npz` to compare the other methods with it (its provenance is checked)."
+    )
+    out.append(
+        f"Or choose the chains yourself: `ppl-dgp compare --model {model_name} --data {data} "
+        f"--methods nuts --num-warmup {warm} --num-samples {D} --num-chains {C} --out {long}`, "
+        f"then `--reference {long}/nuts.npz`."
     )
     return out
 

@@ -120,6 +120,8 @@ def test_the_report_refuses_agreement_against_a_non_converged_reference(refused,
     assert "7 of 400 transitions diverged" in section
     assert "--methods nuts --num-warmup 1000 --num-samples 1000 --num-chains 4" in section
     assert "--reference svgp_reference/nuts.npz" in section
+    assert "`ppl-dgp reference --model svgp --data " in section  # the long run, first
+    assert "--reference svgp_reference/svgp-d.npz" in section
     assert "W1 / sd" not in section  # no table
     (message,) = messages
     assert "no agreement with nuts computed" in message

@@ -75,6 +75,7 @@ from ppl_dgp.calibration import (  # noqa: E402
     expected_calibration_error,
 )
 from ppl_dgp.datasets import Standardizer, load_classification  # noqa: E402
+from ppl_dgp.inducing import median_distance  # noqa: E402
 from ppl_dgp.infer import MAP, NUTS, SVI, fit  # noqa: E402
 from ppl_dgp.laplace import Laplace  # noqa: E402
 from ppl_dgp.layers import Hyper  # noqa: E402
@@ -136,13 +137,6 @@ def pixel_scale(X_tr, X_te):
     which then dominate every squared distance of the SE kernels."""
     mu, sd = X_tr.mean(0), X_tr.std()
     return (X_tr - mu) / sd, (X_te - mu) / sd
-
-
-def median_distance(H):
-    """The median distance between distinct rows of ``H`` (the first 500): the scale of the
-    inputs' pairwise distances, where the SE kernel's lengthscale should start."""
-    d = np.sqrt(((H[:500, None] - H[None, :500]) ** 2).sum(-1))
-    return float(np.median(d[d > 0]))
 
 
 def digits_dgp(X_tr, M, width):

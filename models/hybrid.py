@@ -45,6 +45,7 @@ import numpyro.distributions as dist
 from jax import Array
 
 from ppl_dgp.dense import dense, torch_default_init
+from ppl_dgp.inducing import median_distance
 from ppl_dgp.layers import Hyper, LayerSpec, hyper
 from ppl_dgp.likelihoods import Bernoulli, Likelihood
 from ppl_dgp.models.bnn import ACTIVATIONS
@@ -289,43 +290,6 @@ def pca_network_init(
     for l in range(1, len(widths)):
         init.append(torch_default_init(f"net{l}", widths[l - 1], widths[l], seed))
     return tuple(init)
-
-
-def median_distance(H: Array, max_rows: int = 500) -> float:  # [N, D]
-    """The median Euclidean distance between distinct rows of ``H`` (its first ``max_rows``).
-
-    .. math:: \\ell_0 = \\operatorname{median}\\{\\lVert h_i - h_j \\rVert : i < j,
-        h_i \\ne h_j\\}
-
-    The "median heuristic" for an SE kernel's lengthscale (Schölkopf & Smola 2002; Garreau,
-    Jitkrittum & Kanagawa 2017): at it a typical pair of inputs has kernel value
-    ``exp(-1/2)``, where at a fixed ``ell = 1`` on wide inputs (64 pixels, 32 features) every
-    pair would be ``~exp(-D)`` and the GP would start blind.
-
-    Args:
-        H: inputs ``[N, D]``.
-        max_rows: rows used (the distances are ``O(max_rows^2 D)``).
-
-    Returns:
-        ``ell_0 > 0``.
-
-    Raises:
-        ValueError: ``H`` is not ``[N, D]`` or has fewer than two distinct rows.
-
-    References:
-        Garreau, Jitkrittum & Kanagawa (2017), "Large sample analysis of the median
-        heuristic", arXiv:1707.07269.
-    """
-    H = np.asarray(H, dtype=float)
-    if H.ndim != 2:
-        raise ValueError(f"median_distance: H must have shape [N, D]; received {H.shape}")
-    H = H[:max_rows]
-    d = np.sqrt(np.maximum(((H[:, None] - H[None]) ** 2).sum(-1), 0.0))
-    d = d[np.triu_indices(len(H), k=1)]
-    d = d[d > 0]
-    if d.size == 0:
-        raise ValueError("median_distance: H must have at least two distinct rows")
-    return float(np.median(d))
 
 
 def _median_lengthscales(layers: tuple[LayerSpec, ...], H: np.ndarray) -> tuple[LayerSpec, ...]:

@@ -15,8 +15,8 @@ training data, and the command.
 
 ``compare`` uses a stored reference only when its provenance equals the run's own (the same
 model name and size, data, split and training data, value for value): the references shipped
-in the package (:data:`PACKAGED`, found by :func:`find_packaged`) and any ``--reference PATH``
-are checked alike (:func:`check_provenance`), so a reference fitted on other data is refused
+in the package (:data:`PACKAGED`) and any ``--reference PATH`` are checked alike
+(:func:`check_provenance`), so a reference fitted on other data is refused
 by name instead of scoring the methods against the wrong posterior. The shipped file is
 reproduced by its command (``tests/test_reference_file.py``, marked slow: it compares the two
 runs' posterior means within Monte Carlo error).
@@ -39,7 +39,6 @@ __all__ = [
     "Provenance",
     "check_provenance",
     "data_digest",
-    "find_packaged",
     "read_provenance",
     "reference_stem",
     "write_provenance",
@@ -168,11 +167,3 @@ def check_provenance(path: str | Path, want: Provenance) -> list[str]:
     if have is None:
         return [f"it has no provenance file ({_sidecar(path).name})"]
     return have.differences(want)
-
-
-def find_packaged(want: Provenance) -> Path | None:
-    """The shipped reference (``PACKAGED/STEM.npz``) fitted on exactly ``want``, or ``None``."""
-    npz = PACKAGED / f"{reference_stem(want.model, want.data)}.npz"
-    if not (npz.is_file() and npz.with_suffix(".json").is_file()):
-        return None
-    return npz if not check_provenance(npz, want) else None

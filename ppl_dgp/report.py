@@ -68,7 +68,6 @@ from ppl_dgp.reference import (
     Provenance,
     check_provenance,
     data_digest,
-    find_packaged,
     read_provenance,
     reference_stem,
     write_provenance,
@@ -100,8 +99,11 @@ MIN_CHAIN_PLOT_DRAWS = 20
 PREDICTIVE_COMPONENTS = 200
 #: The method whose fit is the reference the others are scored against.
 REFERENCE = "nuts"
+#: ``build_reference``'s fit key: ``fold_in(key(seed), _REFERENCE_KEY)`` (the shipped file's).
+_REFERENCE_KEY = 1
 #: ``reference=AUTO``: the reference shipped in the package when it was fitted on exactly this
-#: run's model and data (:func:`ppl_dgp.reference.find_packaged`), else NUTS is fitted.
+#: run's model and data (its provenance and model configuration, :mod:`ppl_dgp.reference`),
+#: else NUTS is fitted.
 AUTO = "auto"
 #: Test inputs (evenly spread over the test split) at which the reference's predictive must
 #: pass R-hat and ESS (at least :data:`ppl_dgp.diagnostics.MIN_PREDICTIVE_INPUTS`). The
@@ -420,7 +422,7 @@ def _packaged(d: _Prepared) -> tuple[Path | None, str]:
     stored = Posterior.load(npz).model
     if isinstance(stored, Program) and stored != d.model:
         return None, "the zoo model's configuration changed since it was written"
-    return find_packaged(d.provenance), ""
+    return npz, ""
 
 
 def _source_label(path: str | Path) -> str:
@@ -476,8 +478,7 @@ def build_reference(
     key = jax.random.key(seed)
     log(f"[reference] fitting {method} on {d.what} ...")
     t0 = time.perf_counter()
-    post = fit(method, jax.random.fold_in(key, list(DEFAULT_METHODS).index(REFERENCE)),
-               d.model, d.X, d.y)  # fmt: skip
+    post = fit(method, jax.random.fold_in(key, _REFERENCE_KEY), d.model, d.X, d.y)
     log(f"[reference] {time.perf_counter() - t0:.0f} s")
     npz, _ = post.save(out / reference_stem(model_name, d.provenance.data))
     write_provenance(npz, d.provenance)
@@ -564,13 +565,9 @@ def load_reference(
         for k, v in post.params.items()
         if k in params and np.shape(v) != params[k]
     ]
-    unverified = None
-    if provenance is not None:
-        diff = check_provenance(npz, provenance)
-        if diff and diff[0].startswith("it has no provenance file"):
-            unverified = diff[0].replace("it has", "has", 1)
-        elif diff:
-            problems.append(f"it was fitted on other data or settings ({'; '.join(diff)})")
+    stored = None if provenance is None else read_provenance(npz)
+    if stored is not None and (diff := stored.differences(provenance)):
+        problems.append(f"it was fitted on other data or settings ({'; '.join(diff)})")
     if isinstance(post.model, Program) and isinstance(model, Program) and post.model != model:
         problems.append("its stored model configuration differs from this run's")
     if problems:
@@ -579,10 +576,10 @@ def load_reference(
             f"configured here: {'; '.join(problems)} (same --model, --layers, --num-inducing "
             "and data as the reference run?)"
         )
-    if unverified:
+    if provenance is not None and stored is None:
         warnings.warn(
-            f"compare: the reference {npz} {unverified}: it cannot be checked to be fitted on "
-            "this data and split (only its sites and shapes are)",
+            f"compare: the reference {npz} has no provenance file: it cannot be checked to be "
+            "fitted on this data and split (only its sites and shapes are)",
             UnverifiedReferenceWarning,
             stacklevel=3,
         )

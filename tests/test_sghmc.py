@@ -269,3 +269,7 @@ def test_uci_setting_is_mcem_with_fitted_inducing_inputs():
     with pytest.raises(ValueError, match=r"sghmc's preset must be one of \(None, 'compare', "
                                          r"'smoke', 'uci'\); received 'fast'"):  # fmt: skip
         make_method("sghmc", preset="fast")
+    with pytest.raises(ValueError, match=r"mcem_objective='expected' sets MW-MCEM's M-step "
+                                         r"term: it needs hyper='mcem'; received "
+                                         r"hyper='sample'"):  # fmt: skip
+        SGHMC(hyper="sample", mcem_objective="expected")

@@ -261,6 +261,11 @@ class SGHMC:
                 f"SGHMC.mcem_objective must be one of {MCEM_OBJECTIVES}; received "
                 f"{self.mcem_objective!r}"
             )
+        if self.mcem_objective != "marginal" and self.hyper != "mcem":
+            raise ValueError(
+                f"SGHMC.mcem_objective={self.mcem_objective!r} sets MW-MCEM's M-step term: it "
+                f"needs hyper='mcem'; received hyper={self.hyper!r}"
+            )
         if self.mcem_params and self.hyper != "mcem":
             raise ValueError(
                 f"SGHMC.mcem_params=True optimises the params in MW-MCEM's M-step: it needs "

@@ -33,7 +33,7 @@ from numpyro.infer import SVI
 
 from ppl_dgp.datasets import load_bench
 from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
-from ppl_dgp.guides import InducingPointGuide
+from ppl_dgp.guides import InducingPointGuide, compiled_init
 from ppl_dgp.infer.minibatch import with_batch
 from ppl_dgp.layers import Hyper, LayerSpec
 from ppl_dgp.mean_functions import Identity, Zero
@@ -129,7 +129,7 @@ def run_benchmark(
     )
     key = jax.random.key(seed)
     batches = _epoch_batches(np.random.default_rng(seed), N, B, steps)
-    state = svi.init(key, jnp.asarray(batches[0]), X, y)
+    state = compiled_init(svi, guide, key, jnp.asarray(batches[0]), X, y)  # one program
     chunk = _chunk_length(steps, chunk_size)
 
     def run_chunk(state: Any, idx: Array, X: Array, y: Array) -> tuple[Any, Array]:

@@ -1,0 +1,61 @@
+"""The DGP benchmark (``ppl-dgp bench``): its set-up is NumPyro's, compiled as one program."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from numpyro.infer import SVI
+
+from ppl_dgp.benchmarks.dgp import bench_layers, run_benchmark
+from ppl_dgp.datasets import load_bench
+from ppl_dgp.elbo import DoublyStochasticELBO
+from ppl_dgp.guides import InducingPointGuide, compiled_init
+from ppl_dgp.infer.minibatch import with_batch
+from ppl_dgp.layers import Hyper
+from ppl_dgp.models.dgp import dgp_regression
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _svi(X: np.ndarray) -> tuple[SVI, InducingPointGuide]:
+    d = load_bench("step1d")
+    model = functools.partial(
+        dgp_regression, layers=bench_layers(d["Z_init"][:8], 1), noise_variance=Hyper(0.01),
+        batch_size=16,
+    )  # fmt: skip
+    guide = InducingPointGuide(model)
+    svi = SVI(with_batch(model, "data"), with_batch(guide, "data"), optax.adam(0.01),
+              DoublyStochasticELBO(loss_scale=1.0 / len(X)))  # fmt: skip
+    return svi, guide
+
+
+def test_compiled_init_equals_numpyros_eager_init():
+    d = load_bench("step1d")
+    X = jnp.asarray(d["X_train"][:40])
+    y = jnp.asarray(d["Y_train"][:40, 0])
+    idx = jnp.arange(16)
+    eager_svi, _ = _svi(X)
+    compiled_svi, guide = _svi(X)
+    eager = eager_svi.init(jax.random.key(3), idx, X, y)
+    state = compiled_init(compiled_svi, guide, jax.random.key(3), idx, X, y)
+    a, b = eager_svi.get_params(eager), compiled_svi.get_params(state)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-14, err_msg=k)
+    # and the first update from either state is the same
+    _, loss_a = eager_svi.update(eager, idx, X, y)
+    _, loss_b = compiled_svi.update(state, idx, X, y)
+    np.testing.assert_allclose(loss_b, loss_a, rtol=1e-12)
+
+
+def test_run_benchmark_prints_the_peer_fields():
+    r = run_benchmark("step1d", steps=4, chunk_size=2, num_predict_samples=3)
+    for k in ("first_step_seconds", "seconds_per_step", "final_elbo", "test_rmse", "test_mlpd"):
+        assert math.isfinite(r[k]), k
+    assert r["steps"] == 4 and r["chunk_size"] == 2 and len(r["kl_per_layer"]) == 2

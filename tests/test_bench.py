@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -59,3 +60,14 @@ def test_run_benchmark_prints_the_peer_fields():
     for k in ("first_step_seconds", "seconds_per_step", "final_elbo", "test_rmse", "test_mlpd"):
         assert math.isfinite(r[k]), k
     assert r["steps"] == 4 and r["chunk_size"] == 2 and len(r["kl_per_layer"]) == 2
+
+
+def test_time_to_accuracy_scores_every_chunk_and_stops():
+    from ppl_dgp.benchmarks.tta import run_time_to_accuracy
+
+    t0 = time.time()
+    r = run_time_to_accuracy("step1d", -1e9, t0=t0, budget_seconds=1e9, eval_every=2,
+                             max_steps=4, num_predict_samples=3)  # fmt: skip
+    assert [t[1] for t in r["trace"]] == [2, 4]  # scored after each chunk, stopped at max_steps
+    assert r["step_at_target"] == 2 and 0 < r["seconds_to_target"] <= time.time() - t0
+    assert all(math.isfinite(t[2]) for t in r["trace"]) and r["final_mlpd"] == r["trace"][-1][2]

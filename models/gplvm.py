@@ -21,7 +21,12 @@ a free Gaussian, the expectation over ``w`` by the reparameterised draw). With
 The programs of this library take inputs ``X`` (``fit`` and the data plate read the row
 count from them); a GPLVM has none: ``X`` is a ``[N, 1]`` placeholder of which only the
 number of rows is read (:func:`gplvm_inputs`). An amortised ``q(w_n)`` reads ``(x_n, y_n)``,
-so from ``y_n`` alone.
+so from ``y_n`` alone. The embedding is the fitted ``q(w_n)``
+(:meth:`~ppl_dgp.latent.LatentVariableGuide.q_latent`); :func:`~ppl_dgp.predictive.predict`
+at any ``X_new [S, 1]`` draws a fresh ``w`` from its prior for every row, so each row's
+predictive is the model's density of a new datum,
+``p(y^*) = \\int p(y^* | f(w)) p(w) q(f) dw df`` (a mixture over ``w``, the same at every
+row). In the zoo it is ``gplvm``, task ``"unsupervised"``.
 
 Example:
     >>> import numpy as np
@@ -54,6 +59,7 @@ from ppl_dgp.layers import Hyper, LayerSpec, hyper
 from ppl_dgp.models.dgp import dgp_layers, init_dgp, single_gaussian_output
 from ppl_dgp.outputs import check_output_width, multi_gaussian_site
 from ppl_dgp.validation import check_regression_data
+from ppl_dgp.zoo import ZooModel, register_model
 
 __all__ = ["bayesian_gplvm", "build_gplvm", "gplvm_inputs", "init_gplvm", "pca_latents"]
 
@@ -186,10 +192,12 @@ def build_gplvm(
     (k-means of ``N`` seeded prior draws), ``P = num_outputs`` outputs,
     ``M = min(num_inducing, N)``.
 
-    Not in the zoo's registry yet: :class:`~ppl_dgp.zoo.ZooModel` knows the tasks regression,
-    classification and counts, and a GPLVM is none of them (its ``X`` is a placeholder).
-    Fitted by SVI, NUTS and HMC as it is; by MAP with ``local_latents="map"`` (the classic
-    GPLVM of Lawrence 2005: with the latents held at 0 every datum has the same input)."""
+    The zoo's ``gplvm`` (task ``"unsupervised"``). SVI (free-form ``q(w_n)``), NUTS, HMC and
+    SGHMC sample or fit ``w`` as they are; MAP, the ensemble and Laplace need
+    ``local_latents="map"`` (the zoo's ``method_overrides``): their default holds the
+    per-datum latents at the initial point ``w = 0``, where every datum has the same input and
+    the GP can only fit a constant. Optimised jointly with the rest, the MAP is the classic
+    GPLVM of Lawrence (2005) with the ``N(0, I)`` prior on ``w`` as its regulariser."""
     N = int(np.shape(X)[0])
     M = min(int(num_inducing), N)
     if y is not None:
@@ -201,3 +209,28 @@ def build_gplvm(
                   "noise_variance": layer_config["noise_variance"],
                   "latent_dim": int(latent_dim)}  # fmt: skip
     return functools.partial(bayesian_gplvm, **config)
+
+
+#: MAP, the ensemble and Laplace optimise the per-datum latents too (held at ``w = 0`` by
+#: default, every datum would share one input); Laplace's Gaussian is then over the global
+#: sites given ``w`` at its MAP (the exact Hessian: the linearised GP Laplace needs the
+#: per-datum latents held at 0), and prediction draws fresh ``w`` from the prior.
+_LATENTS_MAP = {"local_latents": "map"}
+
+register_model(
+    ZooModel(
+        name="gplvm",
+        build=build_gplvm,
+        likelihood="gaussian",
+        task="unsupervised",
+        smoke={"num_inducing": 4, "latent_dim": 2, "num_outputs": 3},
+        method_overrides={
+            "map": _LATENTS_MAP,
+            "ensemble": _LATENTS_MAP,
+            "laplace": _LATENTS_MAP,
+        },
+        description="Bayesian GPLVM, y_n = f(w_n) + e_n with w_n ~ N(0, I) the only inputs "
+        "(Titsias & Lawrence 2010); X is a placeholder [N, 1] and predict gives a new "
+        "datum's density (w from its prior)",
+    )
+)

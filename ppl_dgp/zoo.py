@@ -55,7 +55,11 @@ class ZooModel:
             silently (options it does not take are filtered out by :meth:`make`).
         likelihood: ``"gaussian"``, ``"heteroscedastic_gaussian"``, ``"bernoulli"``,
             ``"categorical"`` or ``"poisson"``.
-        task: ``"regression"``, ``"classification"`` or ``"counts"``.
+        task: ``"regression"``, ``"classification"``, ``"counts"`` or ``"unsupervised"`` (no
+            inputs: ``X`` is a placeholder ``[N, 1]`` of which only the row count is read, the
+            observations ``y [N, P]`` are modelled alone, e.g. the Bayesian GPLVM; its
+            ``predict`` at any inputs is the density of a new datum, ``w`` drawn from its
+            prior).
         observed_site: the likelihood site (``"y"``).
         output_site: the deterministic network output (``"f"``) for models that record one
             (the Laplace GGN and the class-probability predictive read it), else ``None``.
@@ -85,7 +89,7 @@ class ZooModel:
             "gaussian", "heteroscedastic_gaussian", "bernoulli", "categorical", "poisson",
         ):  # fmt: skip
             raise ValueError(f"ZooModel.likelihood: unknown {self.likelihood!r}")
-        if self.task not in ("regression", "classification", "counts"):
+        if self.task not in ("regression", "classification", "counts", "unsupervised"):
             raise ValueError(f"ZooModel.task: unknown {self.task!r}")
 
     def make(self, X: Any, *, smoke: bool = False, **options: Any) -> Callable:

@@ -86,7 +86,22 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _data(task: str, num_outputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Smoke data of a task; ``y [N, P]`` for a model whose smoke build has ``P > 1`` outputs."""
+    """Smoke data of a task; ``y [N, P]`` for a model whose smoke build has ``P > 1`` outputs.
+
+    ``"unsupervised"`` (the GPLVM): ``X`` is the placeholder ``[N, 1]`` (zeros; only its row
+    count is read) and ``Y [N, P]`` points on a noisy 1-D curve; the rows' predictions at
+    ``X_NEW`` are then the density of a new datum (``w`` from its prior, the inputs unread),
+    held to the same shape, finiteness and save -> load checks as every other row.
+    """
+    if task == "unsupervised":
+        t = np.linspace(-2.0, 2.0, N)
+        curve = np.stack([np.sin(2.0 * t), np.cos(2.0 * t), t][:num_outputs], axis=1)
+        if num_outputs > 3:  # more columns: more harmonics of the same curve
+            curve = np.concatenate(
+                [curve, *(np.sin(k * t)[:, None] for k in range(3, num_outputs))], axis=1
+            )
+        noise = 0.1 * np.random.default_rng(0).normal(size=(N, num_outputs))
+        return np.zeros((N, 1)), curve + noise
     X = np.linspace(-2.0, 2.0, N)[:, None]
     if task == "classification":
         return X, (X[:, 0] > 0).astype(np.int32)

@@ -1,7 +1,8 @@
 """Command line: ``ppl-dgp compare`` (the main job), ``ppl-dgp run`` and ``ppl-dgp bench``.
 
 ``ppl-dgp compare`` fits one model with several inference methods and writes ``OUT/report.md``
-with the figures and each method's DataTree (:mod:`ppl_dgp.report`).
+with the figures and each method's DataTree (:mod:`ppl_dgp.report`): a regression model
+(one output or ``y [N, P]``) or a classifier of the zoo, on a bundled set or a CSV.
 
 ``ppl-dgp run`` fits a 2-layer deep GP to the bundled motorcycle data by doubly-stochastic SVI,
 prints the fit and its mixture predictive, and writes ``OUT/motorcycle_dgp.png``.
@@ -15,7 +16,13 @@ Example:
 
     >>> main(["compare", "--list-methods"])
     methods: ...nuts...svi...
-    models: ...dgp (L-layer deep GP regression ...), svgp (sparse variational GP regression ...)
+    models: ...dgp (L-layer deep GP regression ...), svgp (sparse variational GP regression ...
+    data (bundled; a CSV suits any model, by its --target):
+      motorcycle: ...dgp, ...
+      linnerud: dgp, dgp_multioutput
+      breast_cancer: ...svgp_classification...
+      digits: svgp_classification, dgp_classification, hybrid_classification
+      moons: ...
     0
 """
 
@@ -193,12 +200,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from ppl_dgp.infer import METHODS
     from ppl_dgp.models import MODELS
-    from ppl_dgp.zoo import regression_models
 
     if args.list_methods:
+        from ppl_dgp import report
+
         print("methods:", ", ".join(METHODS))
         print("models:", ", ".join(f"{k} ({m.description})" for k, m in MODELS.items()
-                                   if k in regression_models()))  # fmt: skip
+                                   if k in report.compare_models()))  # fmt: skip
+        print("data (bundled; a CSV suits any model, by its --target):")
+        for data in (*report.REGRESSION_DATA, *report.MULTI_OUTPUT_DATA,
+                     *report.CLASSIFICATION_DATA):  # fmt: skip
+            print(f"  {data}: {', '.join(report.models_for_data(data))}")
         return 0
     if args.methods is None:
         methods = list(DEFAULT_METHODS)
@@ -287,15 +299,16 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 def _check_compare(args: argparse.Namespace, methods: list[str], overrides: dict) -> None:
     """Every ``compare`` argument, checked before any data is read or model fitted: the method
     configurations are built as the report builds them (their own checks), then ``--out``."""
-    from ppl_dgp.datasets import BENCH_NAMES
+    from ppl_dgp import report
     from ppl_dgp.infer import METHODS, make_method
     from ppl_dgp.models import MODELS
-    from ppl_dgp.zoo import regression_models
 
-    if args.model not in regression_models():
+    if args.model not in report.compare_models():
         raise _BadArgument(
-            f"--model {args.model!r} is not a regression model of the zoo; choose from "
-            f"{', '.join(regression_models())}"
+            f"--model {args.model!r} is not a model compare takes; regression: "
+            f"{', '.join(report.regression_models())}; classification: "
+            f"{', '.join(report.classification_models())} (--list-methods lists which suit "
+            "each --data)"
         )
     if not methods:
         raise _BadArgument("--methods names no method")
@@ -314,7 +327,7 @@ def _check_compare(args: argparse.Namespace, methods: list[str], overrides: dict
     for m in methods:
         make_method(m, preset=preset, **{**entry.method_overrides.get(m, {}),
                                          **overrides.get(m, {})})  # fmt: skip
-    bundled = ("motorcycle", *(n for n in BENCH_NAMES if n != "moons"))
+    bundled = (*report.REGRESSION_DATA, *report.MULTI_OUTPUT_DATA, *report.CLASSIFICATION_DATA)
     if args.data not in bundled:
         if not Path(args.data).is_file():
             raise _BadArgument(
@@ -323,6 +336,7 @@ def _check_compare(args: argparse.Namespace, methods: list[str], overrides: dict
             )
         if args.target is None:
             raise _BadArgument("--target is needed with a CSV --data (the column to predict)")
+    report.check_model_data(args.model, args.data, args.target)
     if args.reference not in ("auto", "none"):
         ref = Path(args.reference)
         if not (ref.is_file() or ref.with_suffix(".npz").is_file()):
@@ -455,14 +469,23 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="fit one model with several methods; write OUT/report.md and figures"
     )
     c.add_argument(
-        "--model", default="dgp", help="a regression model of the zoo (--list-methods lists them)"
+        "--model",
+        default="dgp",
+        help="a regression model or classifier of the zoo (--list-methods lists them, and "
+        "which suit each bundled --data)",
     )
     c.add_argument(
         "--data",
         default="motorcycle",
-        help="motorcycle (default), diabetes, step1d, synth10k, or the path of a CSV file",
+        help="regression: motorcycle (default), diabetes, step1d, synth10k; multi-output "
+        "regression: linnerud; classification: breast_cancer, digits, moons; or the path of "
+        "a CSV file",
     )
-    c.add_argument("--target", help="CSV: the column to predict")
+    c.add_argument(
+        "--target",
+        help="CSV: the column to predict (a classifier: labels 0, ..., K-1; several, "
+        "comma-separated: a multi-output regression)",
+    )
     c.add_argument("--features", help="CSV: comma-separated input columns (default: all others)")
     c.add_argument(
         "--methods",

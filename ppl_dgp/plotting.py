@@ -23,6 +23,8 @@ __all__ = [
     "plot_loss_traces",
     "plot_marginals",
     "plot_predictive_1d",
+    "plot_output_bands",
+    "plot_output_intervals",
     "plot_predictive_bands",
     "plot_reliability",
     "plot_chains",
@@ -164,20 +166,155 @@ def plot_loss_traces(losses: dict[str, np.ndarray], path: Any = None) -> Any:
 
 
 def plot_reliability(curves: dict[str, dict[str, np.ndarray]], path: Any = None) -> Any:
-    """Reliability diagram: accuracy against confidence per bin (from ``reliability_curve``)."""
-    fig, ax = new_figure(1, 1, figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], color="k", ls="--", lw=1, label="calibrated")
-    for i, (name, c) in enumerate(curves.items()):
-        full = np.asarray(c["count"]) > 0
+    """Reliability diagram, methods overlaid: accuracy against mean confidence per bin (the
+    diagonal is calibration), and below it the test points per bin, a bar per method.
+
+    Args:
+        curves: ``{method: reliability_curve(...)}`` (:func:`ppl_dgp.calibration.
+            reliability_curve`: ``confidence``, ``accuracy``, ``count``, ``edges``; empty bins
+            are left out of the curve).
+        path: where to save the PNG (``None``: return the figure).
+    """
+    from matplotlib.lines import Line2D
+
+    names = list(curves)
+    fig, (ax, axc) = new_figure(
+        2, 1, figsize=(6.0, 6.6), sharex=True, height_ratios=(3, 1.3), layout="constrained"
+    )
+    ax.plot([0, 1], [0, 1], color="k", ls="--", lw=1)
+    edges = np.asarray(next(iter(curves.values()))["edges"]) if curves else np.linspace(0, 1, 11)
+    width = np.diff(edges)
+    n = max(len(names), 1)
+    for i, name in enumerate(names):
+        c = curves[name]
+        count = np.asarray(c["count"])
+        full = count > 0
         ax.plot(np.asarray(c["confidence"])[full], np.asarray(c["accuracy"])[full], "o-",
-                color=f"C{i}", label=name)  # fmt: skip
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_title("reliability diagram")
-    ax.legend(fontsize=8)
-    return _finish(fig, path)
+                color=f"C{i}", ms=4, lw=1.5, alpha=0.85)  # fmt: skip
+        left = edges[:-1] + width * (0.1 + 0.8 * i / n)
+        axc.bar(left[full], count[full], width=0.8 * width[full] / n, align="edge",
+                color=f"C{i}")  # fmt: skip
+    lo = min(
+        (
+            float(np.nanmin(np.asarray(c["edges"])[:-1][np.asarray(c["count"]) > 0]))
+            for c in curves.values()
+            if np.any(np.asarray(c["count"]) > 0)
+        ),
+        default=0.0,
+    )
+    lo = max(0.0, np.floor(lo * 10) / 10)  # the confidence is at least 1/K: show from there
+    for a in (ax, axc):
+        a.set_xlim(lo, 1.0)
+    ax.set_ylim(-0.03, 1.03)  # a bin's accuracy may lie anywhere in [0, 1]
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("reliability diagram (test split)", fontsize=10)
+    axc.set_ylim(0.7, 1.6 * max((float(np.max(c["count"])) for c in curves.values()),
+                                default=1.0))  # fmt: skip
+    _log_axis(axc, "y")  # a bin of 1 point shows beside one of 1000
+    axc.set_ylabel("test points")
+    axc.set_xlabel("confidence (probability of the predicted class)")
+    handles = [Line2D([], [], color="k", ls="--", lw=1)]
+    handles += [Line2D([], [], color=f"C{i}", marker="o", ms=4, lw=1.5) for i in range(len(names))]
+    fig.legend(handles, ["calibrated", *names], loc="outside upper center",
+               ncol=min(len(names) + 1, 4), frameon=False, fontsize=9)  # fmt: skip
+    return _save_only(fig, path)
+
+
+def _output_slice(pred: MixturePredictive, p: int) -> MixturePredictive:
+    """Output ``p`` of a ``P``-output predictive (``means [S, N, P]``)."""
+    return MixturePredictive(pred.means[..., p], pred.variances[..., p], pred.f_variances[..., p])
+
+
+def plot_output_bands(
+    X: np.ndarray,  # [N, 1]
+    Y: np.ndarray,  # [N, P]
+    X_grid: np.ndarray,  # [G, 1]
+    preds: dict[str, MixturePredictive],  # means [S, G, P]
+    path: Any = None,
+    *,
+    outputs: tuple[str, ...] | list[str] = (),
+) -> Any:
+    """Per-output predictive bands of a multi-output regression on one input: a row per
+    method, a column per output (shared x; each output its own y, spanning its data and 75%
+    of its range either side), data, predictive mean and 50% / 95% bands of the output's
+    marginal mixture; one legend."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    Y = np.asarray(Y)
+    P = Y.shape[1]
+    outputs = list(outputs) or [f"y[{p}]" for p in range(P)]
+    nrows = len(preds)
+    fig, axes = new_figure(nrows, P, figsize=(3.6 * P, 2.5 * nrows + 0.6), sharex=True,
+                           sharey="col", squeeze=False, layout="constrained")  # fmt: skip
+    for i, (name, pred) in enumerate(preds.items()):
+        for p in range(P):
+            ax = axes[i, p]
+            plot_predictive_1d(ax, X, Y[:, p], X_grid, _output_slice(pred, p), color=f"C{i}",
+                               label=name)  # fmt: skip
+            ax.set_title(f"{name}: {outputs[p]}", fontsize=9)
+            ax.tick_params(labelsize=8)
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+    for p in range(P):
+        axes[-1, p].set_xlabel("x")
+        # each output's axis spans its data and as much again: a far wider band (a method
+        # gone wrong) runs out of the panel instead of squashing every other method's
+        lo, hi = float(np.min(Y[:, p])), float(np.max(Y[:, p]))
+        pad = 0.75 * ((hi - lo) or 1.0)
+        axes[0, p].set_ylim(lo - pad, hi + pad)
+    handles = [Patch(color="0.5", alpha=0.25), Patch(color="0.5", alpha=0.45),
+               Line2D([], [], color="0.3", lw=2),
+               Line2D([], [], color="k", marker="o", ls="", ms=3)]  # fmt: skip
+    fig.legend(handles, ["95% interval", "50% interval", "predictive mean", "training data"],
+               loc="outside upper center", ncol=4, frameon=False, fontsize=9)  # fmt: skip
+    return _save_only(fig, path)
+
+
+def plot_output_intervals(
+    Y_test: np.ndarray,  # [T, P]
+    preds: dict[str, MixturePredictive],  # means [S, T, P]
+    path: Any = None,
+    *,
+    outputs: tuple[str, ...] | list[str] = (),
+    prob: float = 0.9,
+) -> Any:
+    """Per-output predictive intervals at the test inputs of a multi-output regression (inputs
+    of any width): a panel per output, the held-out value on x, each method's predictive mean
+    and central ``prob`` interval on y (methods side by side around each point), and the
+    diagonal ``prediction = value``; one legend."""
+    from matplotlib.lines import Line2D
+
+    Y_test = np.asarray(Y_test)
+    T, P = Y_test.shape
+    outputs = list(outputs) or [f"y[{p}]" for p in range(P)]
+    fig, axes = new_figure(1, P, figsize=(3.9 * P, 4.0), squeeze=False, layout="constrained")
+    n = len(preds)
+    for p, ax in enumerate(axes[0]):
+        y = Y_test[:, p]
+        span = float(np.ptp(y)) or 1.0
+        lo_all, hi_all = [y.min()], [y.max()]
+        for i, pred in enumerate(preds.values()):
+            one = _output_slice(pred, p)
+            lo, hi = (np.asarray(a) for a in one.interval(prob))
+            mean = np.asarray(one.mean)
+            dx = (i - (n - 1) / 2) * 0.012 * span  # methods side by side
+            ax.errorbar(y + dx, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, lw=1,
+                        capsize=2, color=f"C{i}")  # fmt: skip
+            lo_all.append(lo.min())
+            hi_all.append(hi.max())
+        a, b = min(lo_all), max(hi_all)
+        ax.plot([a, b], [a, b], color="k", ls="--", lw=1)
+        ax.set_title(outputs[p], fontsize=10)
+        ax.set_xlabel("held-out value")
+        ax.tick_params(labelsize=8)
+    axes[0, 0].set_ylabel(f"predictive mean and {prob:.0%} interval")
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3, lw=1) for i in range(n)]
+    handles.append(Line2D([], [], color="k", ls="--", lw=1))
+    fig.legend(handles, [*preds, "prediction = value"], loc="outside upper center",
+               ncol=min(n + 1, 7), frameon=False, fontsize=9)  # fmt: skip
+    return _save_only(fig, path)
 
 
 # -- the methods' marginals side by side -----------------------------------------------------

@@ -279,40 +279,49 @@ def plot_output_intervals(
     *,
     outputs: tuple[str, ...] | list[str] = (),
     prob: float = 0.9,
+    max_points: int = 40,
 ) -> Any:
     """Per-output predictive intervals at the test inputs of a multi-output regression (inputs
-    of any width): a panel per output, the held-out value on x, each method's predictive mean
-    and central ``prob`` interval on y (methods side by side around each point), and the
-    diagonal ``prediction = value``; one legend."""
+    of any width): a panel per output, the test points in the order of their held-out value
+    (at most ``max_points``, evenly spread), the value (black) and each method's predictive
+    mean and central ``prob`` interval beside it; one legend."""
     from matplotlib.lines import Line2D
 
     Y_test = np.asarray(Y_test)
     T, P = Y_test.shape
     outputs = list(outputs) or [f"y[{p}]" for p in range(P)]
-    fig, axes = new_figure(1, P, figsize=(3.9 * P, 4.0), squeeze=False, layout="constrained")
+    shown = T if T <= max_points else max_points
+    width = max(3.8, 0.22 * shown + 1.5)  # a panel's
+    if shown > 12:  # many points: the outputs one under another
+        fig, axes = new_figure(P, 1, figsize=(width, 3.2 * P + 0.6), squeeze=False,
+                               layout="constrained")  # fmt: skip
+    else:
+        fig, axes = new_figure(1, P, figsize=(width * P, 4.0), squeeze=False,
+                               layout="constrained")  # fmt: skip
     n = len(preds)
-    for p, ax in enumerate(axes[0]):
-        y = Y_test[:, p]
-        span = float(np.ptp(y)) or 1.0
-        lo_all, hi_all = [y.min()], [y.max()]
+    for p, ax in enumerate(axes.flat):
+        order = np.argsort(Y_test[:, p], kind="stable")
+        if T > max_points:
+            order = order[np.round(np.linspace(0, T - 1, max_points)).astype(int)]
+        x = np.arange(len(order))
         for i, pred in enumerate(preds.values()):
             one = _output_slice(pred, p)
-            lo, hi = (np.asarray(a) for a in one.interval(prob))
-            mean = np.asarray(one.mean)
-            dx = (i - (n - 1) / 2) * 0.012 * span  # methods side by side
-            ax.errorbar(y + dx, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, lw=1,
+            lo, hi = (np.asarray(a)[order] for a in one.interval(prob))
+            mean = np.asarray(one.mean)[order]
+            dx = (i + 1 - (n + 1) / 2) * 0.7 / (n + 1)  # methods side by side at each point
+            ax.errorbar(x + dx, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, lw=1,
                         capsize=2, color=f"C{i}")  # fmt: skip
-            lo_all.append(lo.min())
-            hi_all.append(hi.max())
-        a, b = min(lo_all), max(hi_all)
-        ax.plot([a, b], [a, b], color="k", ls="--", lw=1)
+        ax.scatter(x, Y_test[order, p], marker="_", s=160, lw=2, color="k", zorder=3)
         ax.set_title(outputs[p], fontsize=10)
-        ax.set_xlabel("held-out value")
-        ax.tick_params(labelsize=8)
-    axes[0, 0].set_ylabel(f"predictive mean and {prob:.0%} interval")
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(int(k)) for k in order], fontsize=7)
+        ax.set_xlabel("test point (by held-out value)")
+        ax.tick_params(axis="y", labelsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{prob:.0%} interval")
     handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3, lw=1) for i in range(n)]
-    handles.append(Line2D([], [], color="k", ls="--", lw=1))
-    fig.legend(handles, [*preds, "prediction = value"], loc="outside upper center",
+    handles.append(Line2D([], [], color="k", marker="_", ms=12, lw=0, mew=2))
+    fig.legend(handles, [*preds, "held-out value"], loc="outside upper center",
                ncol=min(n + 1, 7), frameon=False, fontsize=9)  # fmt: skip
     return _save_only(fig, path)
 

@@ -1107,7 +1107,7 @@ def _reference_check(post: Posterior, d: _Prepared) -> diagnostics.ReferenceChec
     dt = diagnostics.to_datatree(post, d.model, d.X, d.y, rng_key=jax.random.key(1))
     return diagnostics.reference_check(
         dt, _hyper_sites(post), predictive=np.asarray(per_draw.means).reshape(C, D, -1),
-        predictive_labels=_input_labels(d.X_te, idx),
+        predictive_labels=_input_labels(d.X_te, idx, d.outputs),
     )  # fmt: skip
 
 

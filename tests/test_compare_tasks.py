@@ -221,3 +221,30 @@ def test_a_multi_output_compare_writes_per_output_rows_and_bands(tmp_path):
     assert result["methods"]["svi"]["loo"] is not None  # y [N, P]: one datum per row
     assert "![predictive.png](predictive.png)" in text
     assert (out / "predictive.png").stat().st_size > 20_000
+
+
+def test_the_per_output_figures_have_a_panel_per_output(tmp_path):
+    """Bands on one input (a row per method, a column per output) and, for wider inputs, the
+    test points' intervals (a panel per output), titled with the outputs' names."""
+    import jax.numpy as jnp
+
+    from ppl_dgp import plotting
+    from ppl_dgp.predict import MixturePredictive
+
+    rng = np.random.default_rng(0)
+    X = np.sort(rng.uniform(-2, 2, 20))[:, None]
+    Y = np.stack([np.sin(X[:, 0]), np.cos(X[:, 0]), X[:, 0]], axis=1)  # [N, 3]
+    preds = {m: MixturePredictive(jnp.asarray(Y[None] + 0.1 * rng.normal(size=(4, 20, 3))),
+                                  jnp.full((4, 20, 3), 0.05), jnp.full((4, 20, 3), 0.01))
+             for m in ("svi", "nuts")}  # fmt: skip
+    fig = plotting.plot_output_bands(X, Y, X, preds, tmp_path / "bands.png",
+                                     outputs=("a", "b", "c"))  # fmt: skip
+    assert [ax.get_title() for ax in fig.axes] == [
+        f"{m}: {o}" for m in ("svi", "nuts") for o in ("a", "b", "c")
+    ]
+    fig = plotting.plot_output_intervals(Y, preds, tmp_path / "intervals.png",
+                                         outputs=("a", "b", "c"), max_points=12)  # fmt: skip
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
+    assert all(len(ax.get_xticks()) == 12 for ax in fig.axes)  # 12 of the 20 points
+    for name in ("bands", "intervals"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 20_000

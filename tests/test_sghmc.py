@@ -264,6 +264,7 @@ def test_uci_setting_is_mcem_with_fitted_inducing_inputs():
     method = make_method("sghmc", preset="uci")
     assert (method.hyper, method.mcem_params, method.mcem_objective) == ("mcem", True, "expected")
     assert (method.num_burnin, method.num_samples, method.thinning) == (10000, 100, 50)
+    assert method.init_steps == 1000 and SGHMC().init_steps == 0  # warm start: UCI only
     assert not any(k.startswith("mcem_") for k in SGHMC.presets["compare"])
     assert make_method("sghmc", preset="compare").mcem_params is False
     with pytest.raises(ValueError, match=r"sghmc's preset must be one of \(None, 'compare', "
@@ -273,3 +274,54 @@ def test_uci_setting_is_mcem_with_fitted_inducing_inputs():
                                          r"term: it needs hyper='mcem'; received "
                                          r"hyper='sample'"):  # fmt: skip
         SGHMC(hyper="sample", mcem_objective="expected")
+
+
+def _dense_joint_map(X: np.ndarray, y: np.ndarray, config: dict) -> tuple[np.ndarray, float]:
+    """The joint MAP of the whitened ``u`` and the noise variance ``s2`` (constrained space, no
+    Jacobian) of the one-layer GP with its output integrated out: argmax of ``log N(u | 0, I) +
+    log p(s2) + sum_n log N(y_n | a_n^T u, k_nn - |a_n|^2 + s2)``, ``a_n = L^-1 k(Z, x_n)``,
+    ``L L^T = K_zz + jitter I``; NumPy and SciPy's L-BFGS over ``(u, log s2)``."""
+    spec = config["layers"][0]
+    prior = config["noise_variance"].prior
+    var, ell = float(spec.variance.init), float(np.ravel(spec.lengthscales.init)[0])
+    Z = np.asarray(spec.Z)
+    k = lambda a, b: var * np.exp(-0.5 * (a[:, None, 0] - b[None, :, 0]) ** 2 / ell**2)  # noqa: E731
+    L = np.linalg.cholesky(k(Z, Z) + spec.jitter * np.eye(len(Z)))
+    A = np.linalg.solve(L, k(Z, X))  # [M, N]
+    fvar = var - np.sum(A**2, axis=0)
+    log_prior = lognorm(s=float(prior.scale), scale=np.exp(float(prior.loc))).logpdf
+
+    def neg(x: np.ndarray) -> float:
+        u, s2 = x[:-1], float(np.exp(x[-1]))
+        return -(norm.logpdf(u).sum() + log_prior(s2)
+                 + norm.logpdf(y, A.T @ u, np.sqrt(fvar + s2)).sum())  # fmt: skip
+
+    res = scipy.optimize.minimize(neg, np.zeros(len(Z) + 1), method="L-BFGS-B",
+                                  options={"ftol": 1e-14, "gtol": 1e-10})  # fmt: skip
+    assert res.success, res.message
+    return res.x[:-1], float(np.exp(res.x[-1]))
+
+
+def test_warm_start_reaches_the_dense_joint_map(data, exact_gp):
+    """``init_steps``: the chain and MW-MCEM start at the joint MAP of ``(u, s2)``. With one
+    burn-in step and a negligible M-step (Adam at 1e-9), the fitted noise variance is the warm
+    start's, which must be the dense joint MAP (the layer has no ``eps``: the objective is
+    deterministic on the full batch, so Adam converges); without the warm start it is not."""
+    X, y = data
+    model, config = exact_gp
+    u_ref, s2_ref = _dense_joint_map(X, y, config)
+
+    def start(init_steps: int) -> float:
+        method = SGHMC(hyper="mcem", num_burnin=1, num_samples=2, thinning=1,
+                       hyper_learning_rate=1e-9, init_steps=init_steps,
+                       init_learning_rate=0.05)  # fmt: skip
+        post = fit(method, jax.random.key(0), model, X, y)
+        return float(np.asarray(post.draws["noise_variance"])[0, 0])
+
+    s2 = start(3000)
+    np.testing.assert_allclose(np.log(s2), np.log(s2_ref), atol=1e-3)
+    assert abs(np.log(start(0)) - np.log(s2_ref)) > 0.1  # the model's initial 0.05 is not it
+    with pytest.raises(ValueError, match=r"SGHMC.init_steps must be a positive int; received -1"):
+        SGHMC(init_steps=-1)
+    with pytest.raises(ValueError, match=r"SGHMC.init_learning_rate must be > 0; received 0"):
+        SGHMC(init_learning_rate=0)

@@ -20,11 +20,16 @@ integrates ``u`` out per class (``predict_proba``).
   lengthscales at the median pairwise distance of its inputs
   (``init_hybrid(..., lengthscale="median")``; ``_ls1``: all at 1, the old default); ``_pca``:
   the dense layer starts at the globally scaled PCA projection of the pixels
-  (``network_init="pca"``, ``hybrid.pca_network_init``), PyTorch's default draw otherwise.
+  (``network_init="pca"``, ``hybrid.pca_network_init``), PyTorch's default draw otherwise;
+  ``_lin``: no activation (the dense layer is a learnt linear projection, as the DGP-2's
+  inner mean function is a fixed one); ``_pp{delta}``: weight prior precision ``delta``
+  (default 1; a larger one is stronger weight decay on the point estimate); ``_netlr{k}``:
+  the network's parameters (``net*``) at Adam's learning rate 1e-2 / k, the GP's at 1e-2
+  (``optax.multi_transform``; ``k = 100000`` all but freezes the network at its start).
 
     CI=1 PYTHONHASHSEED=0 .venv/bin/python .bench/issue12_hybrid_digits.py [steps] [names] [key]
 
-(defaults 300, ``dgp2,hybrid_w32``, key 0), e.g. ``... 300 dgp2,hybrid_w32,hybrid_w64``. One
+(defaults 300, ``dgp2,hybrid_w32``, key 0), e.g. ``... 300 dgp2,hybrid_w20_pca_lin_netlr100``. One
 JSON row per model: accuracy, NLL, ECE (10 bins), Brier, the key, fit seconds (wall, compile
 included; inflated by the shared machine's load).
 
@@ -67,6 +72,41 @@ than lengthscales at 1 with point-estimated weights, 343 vs 349), the PCA start 
 network. The DGP-2 gets 355 right at both keys; the best hybrid 353 at key 0 but 347 at key
 1: its key-0 figure was its good draw, and the gap to the DGP-2 is real (2-8 images, NLL 2.4
 times).
+Stop 21 (load 2-7; every row by the command above with the names shown, 300 steps unless
+said): the PCA-started *linear* network with a slow network learning rate matches the DGP-2.
+
+    model                              key  accuracy  NLL     ECE     Brier   right of 359
+    dgp2                               0    0.9889    0.0405  0.0219  0.0170  355
+    dgp2                               1    0.9889    0.0421  0.0171  0.0182  355
+    hybrid_w20_pca_netlr10             0    0.9666    0.1024  0.0158  0.0423  347
+    hybrid_w20_l2_pca_netlr10          0    0.9749    0.0868  0.0187  0.0390  350
+    hybrid_w20_pca_netlr10_bayes       0    0.9749    0.0786  0.0104  0.0352  350
+    hybrid_w32_pp10                    0    0.9610    0.1646  0.0169  0.0565  345
+    hybrid_w20_pca_lin_netlr10         0    0.9833    0.0912  0.0156  0.0338  353
+    hybrid_w20_l2_pca_lin_netlr10      0    0.9833    0.0591  0.0120  0.0269  353
+    hybrid_w32_pca_lin_netlr10         0    0.9721    0.0942  0.0130  0.0386  349
+    hybrid_w20_pca_lin_netlr10_bayes   0    0.9805    0.0693  0.0094  0.0268  352
+    hybrid_w20_pca_lin_netlr100        0    0.9889    0.0397  0.0141  0.0143  355
+    hybrid_w20_pca_lin_netlr100        1    0.9889    0.0397  0.0141  0.0143  355
+    hybrid_w20_pca_lin_netlr100_bayes  0    0.9582    0.1192  0.0249  0.0600  344
+    hybrid_w20_pca_lin_netlr100_bayes  1    0.9666    0.1057  0.0278  0.0527  347
+    hybrid_w20_pca_lin_netlr100000     0    0.9972    0.0376  0.0183  0.0138  358
+    hybrid_w20_pca_lin_netlr100 (1000 steps)     0  0.9889  0.0487  0.0100  0.0199  355
+    hybrid_w20_pca_lin_netlr100000 (1000 steps)  0  0.9944  0.0408  0.0148  0.0152  357
+
+``hybrid_w20_pca_lin_netlr100`` (a linear 64 -> 20 layer started at the PCA projection,
+trained at 1e-4, feeding one GP layer of M = 100) equals the DGP-2's accuracy (355) with a
+slightly lower NLL (0.0397 against 0.0405 / 0.0421), and holds at 1000 steps (355, NLL 0.0487
+against the DGP-2's 354 and 0.0491 of stop 20). Its two keys agree to the last digit by
+construction, not by luck: with point-estimated weights and one GP layer marginalised under
+the robust-max likelihood the bound and the predictive draw nothing from the key (only the
+``_bayes`` rows and the DGP-2, whose inner layer is sampled, depend on it). What it says: the
+gain over stop 20 comes from the network staying close to a linear PCA projection. Training
+it faster, a tanh, a wider layer or a Bayesian (mean-field) layer all lose images, and the
+all-but-frozen network (``netlr100000``) does best (358 at 300 steps, 357 at 1000): on these
+digits a learnt network adds nothing over the fixed projection, so "matches the DGP-2" holds
+for a hybrid whose network learns little.
+
 The DGP-2's figure here (0.9889) is one image below issue 11's 0.9916 for the same recipe
 (``issue11_classification.py digits dgp_svi``); I did not trace the difference (not rerun
 here: that figure may predate later changes to the predictive).
@@ -85,6 +125,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 
 jax.config.update("jax_enable_x64", True)
 
@@ -107,18 +148,37 @@ def _issue11():
     return module
 
 
+NAME = re.compile(
+    r"hybrid_w(\d+)(?:_l(\d))?(_ls1)?(_pca)?(_lin)?(?:_pp(\d+))?(?:_netlr(\d+))?(_bayes)?"
+)
+
+
 def hybrid_model(X_tr, name):
-    """``hybrid_w{H}[_l{L}][_ls1][_pca][_bayes]`` (module docstring)."""
-    m = re.fullmatch(r"hybrid_w(\d+)(?:_l(\d))?(_ls1)?(_pca)?(_bayes)?", name)
+    """``hybrid_w{H}[_l{L}][_ls1][_pca][_lin][_pp{delta}][_netlr{k}][_bayes]`` (module docstring);
+    returns the model, SVI's ``hyper`` and the network's learning-rate divisor ``k``."""
+    m = NAME.fullmatch(name)
     if m is None:
         raise ValueError(f"unknown model {name!r}")
     width, layers = int(m[1]), int(m[2] or 1)
     config = hybrid.init_hybrid_classification(
         X_tr, likelihood=Categorical(10, link="robustmax"), hidden=(width,), num_layers=layers,
         num_inducing=M, width=INNER_WIDTH, lengthscale=1.0 if m[3] else "median",
-        network_init="pca" if m[4] else None,
+        network_init="pca" if m[4] else None, activation="identity" if m[5] else "tanh",
+        prior_precision=float(m[6] or 1),
     )  # fmt: skip
-    return functools.partial(hybrid.hybrid_classification, **config), "normal" if m[5] else "delta"
+    model = functools.partial(hybrid.hybrid_classification, **config)
+    return model, "normal" if m[8] else "delta", int(m[7] or 1)
+
+
+def optimizer(learning_rate: float, net_divisor: int):
+    """Adam at ``learning_rate``; the network's parameters (``net*``) at
+    ``learning_rate / net_divisor`` (``optax.multi_transform`` over the guide's names)."""
+    if net_divisor == 1:
+        return optax.adam(learning_rate)
+    return optax.multi_transform(
+        {"net": optax.adam(learning_rate / net_divisor), "rest": optax.adam(learning_rate)},
+        lambda params: {k: "net" if k.startswith("net") else "rest" for k in params},
+    )
 
 
 def main() -> None:
@@ -132,11 +192,12 @@ def main() -> None:
     for name in names:
         if name in ("dgp2", "dgp2_bayes"):
             model = i11.digits_dgp(X_tr, M, INNER_WIDTH)
-            hyper = "normal" if name == "dgp2_bayes" else "delta"
+            hyper, net_divisor = "normal" if name == "dgp2_bayes" else "delta", 1
         else:
-            model, hyper = hybrid_model(X_tr, name)
+            model, hyper, net_divisor = hybrid_model(X_tr, name)
         t = time.perf_counter()
-        post = fit(SVI(num_steps=steps, learning_rate=0.01, num_samples=S, hyper=hyper),
+        post = fit(SVI(num_steps=steps, learning_rate=0.01, num_samples=S, hyper=hyper,
+                       optimizer=optimizer(0.01, net_divisor)),
                    jax.random.key(seed), model, X_tr, y_tr)  # fmt: skip
         seconds = time.perf_counter() - t
         p = np.asarray(predict_proba(model, post, X_te, num_samples=S))

@@ -20,6 +20,11 @@ Measured (this session, 3000 steps; 1050 s on 2 CPU cores shared with a load of 
 means 0.744 against 0.578 on the 2 PCA scores they started from; median q(w_n) scale 0.10 (from
 0.5). The figure shows the digit classes pulled into tighter, separated arcs (0, 6, 4, 7, 1 at
 the rim), the PCA plot's central overlap (1, 7, 8, 9) partly resolved.
+
+Rerun in stop 21 (``... issue12_gplvm.py 3000 /tmp/gplvm.png``, load 2-3): the same figures
+(bound -7.4186, 1-NN 0.744 against 0.578, median scale 0.1006) in 31.6 s of fitting, and the
+same figure. At 500 steps the bound is still -118.5 per datum (1-NN 0.69): the fit needs the
+3000.
 """
 
 from __future__ import annotations

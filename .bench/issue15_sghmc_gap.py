@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=1)
     ap.add_argument("--methods", default="svi,sghmc")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--fit-seed", type=int, default=None, help="another key for the fits")
     ap.add_argument("--segments", type=int, default=1, help="score the draws in this many parts")
     ap.add_argument("--cache", default=None, help="a folder to keep/reuse the SVI fit in")
     args = ap.parse_args()
@@ -112,6 +113,8 @@ def main() -> None:
     Xs, ys, Xt = sx.transform(X_tr), sy.transform(y_tr), sx.transform(X_te)
     model = MODELS["dgp"].make(Xs, num_inducing=args.inducing)
     key_fit, key_pred = jax.random.split(jax.random.key(args.seed + args.split))
+    if args.fit_seed is not None:  # another chain on the same split and test scoring
+        key_fit = jax.random.key(args.fit_seed)
     svi_post = None
     for name in args.methods.split(","):
         fit_model = model

@@ -251,8 +251,9 @@ class SGHMC:
         # so the noise variance does not collapse when Z is fitted: make_method("sghmc",
         # preset="uci"), what `ppl-dgp bench uci` uses, and a warm start of 1,000 MAP steps.
         # On concrete (3 splits) at 3,000 burn-in steps: the warm start raised the test
-        # log-lik from -2.992 to -2.914 on the mean, against the DSVI DGP-2's -2.925; above it
-        # on 1 split of 3 (.bench/issue15_sghmc_findings.md)
+        # log-lik from -2.992 to -2.914 on the mean (-2.938 with another chain key; -2.979
+        # with four pooled chains), against the DSVI DGP-2's -2.925: one chain at parity
+        # within the run-to-run noise, not above it (.bench/issue15_sghmc_findings.md)
         "uci": {
             "hyper": "mcem",
             "mcem_params": True,

@@ -311,16 +311,20 @@ def test_warm_start_reaches_the_dense_joint_map(data, exact_gp):
     model, config = exact_gp
     u_ref, s2_ref = _dense_joint_map(X, y, config)
 
-    def start(init_steps: int) -> float:
+    def start(init_steps: int) -> tuple[float, np.ndarray]:
         method = SGHMC(hyper="mcem", num_burnin=1, num_samples=2, thinning=1,
                        hyper_learning_rate=1e-9, init_steps=init_steps,
                        init_learning_rate=0.05)  # fmt: skip
         post = fit(method, jax.random.key(0), model, X, y)
-        return float(np.asarray(post.draws["noise_variance"])[0, 0])
+        u = np.asarray(post.draws["layer0.u"])[0, 0].ravel()  # after two SGHMC steps
+        return float(np.asarray(post.draws["noise_variance"])[0, 0]), u
 
-    s2 = start(3000)
+    s2, u = start(3000)
     np.testing.assert_allclose(np.log(s2), np.log(s2_ref), atol=1e-3)
-    assert abs(np.log(start(0)) - np.log(s2_ref)) > 0.1  # the model's initial 0.05 is not it
+    # u took two SGHMC steps (step 0.01) from the warm start, a move far smaller than 0.02;
+    # the MAP's coordinates are O(1) away from the initial u = 0
+    np.testing.assert_allclose(u, u_ref, atol=0.02)
+    assert abs(np.log(start(0)[0]) - np.log(s2_ref)) > 0.1  # the model's initial 0.05 is not it
     with pytest.raises(ValueError, match=r"SGHMC.init_steps must be a positive int; received -1"):
         SGHMC(init_steps=-1)
     with pytest.raises(ValueError, match=r"SGHMC.init_learning_rate must be > 0; received 0"):

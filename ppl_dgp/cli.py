@@ -299,17 +299,19 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 def _check_compare(args: argparse.Namespace, methods: list[str], overrides: dict) -> None:
     """Every ``compare`` argument, checked before any data is read or model fitted: the method
     configurations are built as the report builds them (their own checks), then ``--out``."""
-    from ppl_dgp import report
     from ppl_dgp.infer import METHODS, make_method
     from ppl_dgp.models import MODELS
+    from ppl_dgp.zoo import classification_models, compare_models, regression_models
 
-    if args.model not in report.compare_models():
+    if args.model not in compare_models():  # before the report's (slow) import
         raise _BadArgument(
             f"--model {args.model!r} is not a model compare takes; regression: "
-            f"{', '.join(report.regression_models())}; classification: "
-            f"{', '.join(report.classification_models())} (--list-methods lists which suit "
+            f"{', '.join(regression_models())}; classification: "
+            f"{', '.join(classification_models())} (--list-methods lists which suit "
             "each --data)"
         )
+    from ppl_dgp import report
+
     if not methods:
         raise _BadArgument("--methods names no method")
     unknown = [m for m in methods if m not in METHODS]

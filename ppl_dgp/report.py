@@ -90,7 +90,7 @@ from ppl_dgp.reference import (
     reference_stem,
     write_provenance,
 )
-from ppl_dgp.zoo import Program
+from ppl_dgp.zoo import Program, classification_models, compare_models
 
 __all__ = [
     "AUTO",
@@ -154,17 +154,6 @@ class UnverifiedReferenceWarning(UserWarning):
 def regression_models() -> list[str]:
     """Zoo models the report can compare (a Gaussian likelihood and the mixture predictive)."""
     return [k for k, m in MODELS.items() if m.task == "regression" and "mixture" in m.predictives]
-
-
-def classification_models() -> list[str]:
-    """Zoo classifiers the report can compare (class probabilities: the ``proba`` predictive)."""
-    return [k for k, m in MODELS.items()
-            if m.task == "classification" and "proba" in m.predictives]  # fmt: skip
-
-
-def compare_models() -> list[str]:
-    """Every model ``compare`` takes: regression models and classifiers."""
-    return regression_models() + classification_models()
 
 
 def _build_default(model_name: str, option: str) -> Any:

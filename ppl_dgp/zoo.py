@@ -33,6 +33,8 @@ __all__ = [
     "program_name",
     "register_model",
     "register_program",
+    "classification_models",
+    "compare_models",
     "regression_models",
     "resolve_program",
 ]
@@ -133,6 +135,17 @@ def register_model(entry: ZooModel) -> ZooModel:
         )
     MODELS[entry.name] = entry
     return entry
+
+
+def classification_models() -> list[str]:
+    """Zoo classifiers the report can compare (class probabilities: the ``proba`` predictive)."""
+    return [k for k, m in MODELS.items()
+            if m.task == "classification" and "proba" in m.predictives]  # fmt: skip
+
+
+def compare_models() -> list[str]:
+    """Every model ``compare`` takes: regression models and classifiers."""
+    return regression_models() + classification_models()
 
 
 def regression_models() -> list[str]:

@@ -122,8 +122,6 @@ def plot_predictive_bands(
 ) -> Any:
     """One panel per method (three a row): data, predictive mean and 50% / 95% bands (shared
     axes, one legend)."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     n = len(preds)
     nrows, ncols = _grid(n, 2 if n == 4 else 3)  # at most three panels a row
@@ -139,12 +137,20 @@ def plot_predictive_bands(
         ax.set_xlabel("x")
     for ax in axes[:, 0]:
         ax.set_ylabel("y")
+    _band_legend(fig)
+    return _save_only(fig, path)
+
+
+def _band_legend(fig: Any) -> None:
+    """The shared legend of the predictive-band figures, above the panels."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     handles = [Patch(color="0.5", alpha=0.25), Patch(color="0.5", alpha=0.45),
                Line2D([], [], color="0.3", lw=2),
                Line2D([], [], color="k", marker="o", ls="", ms=3)]  # fmt: skip
     fig.legend(handles, ["95% interval", "50% interval", "predictive mean", "training data"],
                loc="outside upper center", ncol=4, frameon=False, fontsize=9)  # fmt: skip
-    return _save_only(fig, path)
 
 
 def plot_loss_traces(losses: dict[str, np.ndarray], path: Any = None) -> Any:
@@ -239,8 +245,6 @@ def plot_output_bands(
     method, a column per output (shared x; each output its own y, spanning its data and 75%
     of its range either side), data, predictive mean and 50% / 95% bands of the output's
     marginal mixture; one legend."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     Y = np.asarray(Y)
     P = Y.shape[1]
@@ -264,11 +268,7 @@ def plot_output_bands(
         lo, hi = float(np.min(Y[:, p])), float(np.max(Y[:, p]))
         pad = 0.75 * ((hi - lo) or 1.0)
         axes[0, p].set_ylim(lo - pad, hi + pad)
-    handles = [Patch(color="0.5", alpha=0.25), Patch(color="0.5", alpha=0.45),
-               Line2D([], [], color="0.3", lw=2),
-               Line2D([], [], color="k", marker="o", ls="", ms=3)]  # fmt: skip
-    fig.legend(handles, ["95% interval", "50% interval", "predictive mean", "training data"],
-               loc="outside upper center", ncol=4, frameon=False, fontsize=9)  # fmt: skip
+    _band_legend(fig)
     return _save_only(fig, path)
 
 

@@ -740,15 +740,22 @@ def _markdown_classification(model_name, d, configs, res, table, agree, gate, hy
     return "".join(s)
 
 
-def _class_agreement_section(agree: dict, gate: dict, res: dict) -> str:
+def _gate_text(gate: dict, quantity: str) -> tuple[list[str], str, bool]:
+    """The agreement section's opening, shared by regression and classification: the heading,
+    then either why the reference fails its checks and what to run (``ok`` False: the section
+    ends there) or that it passes; ``quantity`` is the predictive quantity the check reads.
+
+    Returns:
+        ``(parts, label, ok)``.
+    """
     name, check = gate["name"], gate["check"]
     label = "NUTS" if name == "nuts" else name
     s = [f"\n## Agreement with {label}\n\n"]
     src = f" (loaded from {gate['source']})" if gate["source"] else ""
     rule = (
         f"R-hat <= {diagnostics.RHAT_MAX} and bulk ESS >= {diagnostics.ESS_BULK_MIN:g} for "
-        f"every hyperparameter and for the probability of the predicted class at "
-        f"{diagnostics.MIN_PREDICTIVE_INPUTS} or more test inputs, and no divergences"
+        f"every hyperparameter and for {quantity} at {diagnostics.MIN_PREDICTIVE_INPUTS} or "
+        "more test inputs, and no divergences"
     )
     if not check.ok:
         s.append(
@@ -758,12 +765,23 @@ def _class_agreement_section(agree: dict, gate: dict, res: dict) -> str:
         )
         s += [f"- {r}\n" for r in check.reasons]
         s.append("\nWhat to run:\n\n" + "".join(f"- {a}\n" for a in gate["advice"]))
-        return "".join(s)
+        return s, label, False
     worst_r = max(check.rhat.values(), default=float("nan"))
     min_e = min(check.ess_bulk.values(), default=float("nan"))
     s.append(
         f"The {label} reference{src} passes its checks ({rule}): max R-hat {worst_r:.3f}, "
-        f"min bulk ESS {min_e:.0f}, {check.num_chains} chains x {check.num_draws} draws.\n\n"
+        f"min bulk ESS {min_e:.0f}, {check.num_chains} chains x {check.num_draws} draws.\n"
+    )
+    return s, label, True
+
+
+def _class_agreement_section(agree: dict, gate: dict, res: dict) -> str:
+    s, label, ok = _gate_text(gate, "the probability of the predicted class")
+    if not ok:
+        return "".join(s)
+    name = gate["name"]
+    s.append(
+        "\n"
         f"Per method on the test split: |p_method - p_{label}| of the class probabilities, "
         "mean and largest over the test points and classes (0 = the same predictive); the "
         f"share of test points where the method predicts {label}'s class; the PSIS-LOO elpd "
@@ -1420,30 +1438,10 @@ def _loo_counts(elpd: Any) -> tuple[str, str, str]:
 
 
 def _agreement_section(model_name: str, agree: dict, gate: dict, res: dict) -> str:
-    name, check = gate["name"], gate["check"]
-    label = "NUTS" if name == "nuts" else name
-    s = [f"\n## Agreement with {label}\n\n"]
-    src = f" (loaded from {gate['source']})" if gate["source"] else ""
-    rule = (
-        f"R-hat <= {diagnostics.RHAT_MAX} and bulk ESS >= {diagnostics.ESS_BULK_MIN:g} for "
-        f"every hyperparameter and for the predictive mean at {diagnostics.MIN_PREDICTIVE_INPUTS}"
-        f" or more test inputs, and no divergences"
-    )
-    if not check.ok:
-        s.append(
-            f"**Not computed.** The {label} reference{src} ({check.num_chains} chains x "
-            f"{check.num_draws} draws) fails its own checks ({rule}), so agreement with it "
-            "would score the methods against a posterior that is itself wrong:\n\n"
-        )
-        s += [f"- {r}\n" for r in check.reasons]
-        s.append("\nWhat to run:\n\n" + "".join(f"- {a}\n" for a in gate["advice"]))
+    s, label, ok = _gate_text(gate, "the predictive mean")
+    if not ok:
         return "".join(s)
-    worst_r = max(check.rhat.values(), default=float("nan"))
-    min_e = min(check.ess_bulk.values(), default=float("nan"))
-    s.append(
-        f"The {label} reference{src} passes its checks ({rule}): max R-hat {worst_r:.3f}, "
-        f"min bulk ESS {min_e:.0f}, {check.num_chains} chains x {check.num_draws} draws.\n"
-    )
+    name = gate["name"]
     s.append(
         f"\n### The predictive against {label}\n\nOn the test split; the predictive is "
         "identifiable where the per-site rows below are not (inner layers can be permuted and "

@@ -60,6 +60,7 @@ from numpyro.handlers import block, seed, substitute, trace
 from ppl_dgp.collapse import ROLE, gaussian_output
 from ppl_dgp.infer.core import ModelSites, accepts_batch_size, positive_int
 from ppl_dgp.infer.svi import InducingApprox
+from ppl_dgp.linalg import full_precision_matmuls
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predict import LikelihoodMixture, MixturePredictive, propagate_layers, propagate_site
 from ppl_dgp.validation import check_regression_data, check_rng_key
@@ -238,6 +239,7 @@ def _site_shapes_cached(
 # -- the mixture predictive of y -------------------------------------------------------------
 
 
+@full_precision_matmuls()
 def predict(
     rng_key: Array,
     model: Callable,
@@ -382,6 +384,7 @@ def _normal_marginals(fn: Any, site: str) -> tuple[Array, Array]:
 register_predict = _predict.register
 
 
+@full_precision_matmuls()
 def predict_from_draws(
     approx: Any, rng_key: Array, model: Callable, posterior: Posterior, X_new: Array, *,
     num_samples: int, likelihood_site: str, model_kwargs: dict,
@@ -398,6 +401,7 @@ def predict_from_draws(
 # -- class probabilities -----------------------------------------------------------------------
 
 
+@full_precision_matmuls()
 def predict_proba(
     model: Callable,
     posterior: Posterior,
@@ -526,6 +530,7 @@ _outputs_jit = jax.jit(_outputs_core, static_argnums=(0, 1))
 # -- any likelihood: the mixture of the observation's distributions ---------------------------
 
 
+@full_precision_matmuls()
 def predict_distribution(
     rng_key: Array,
     model: Callable,
@@ -595,6 +600,7 @@ def predict_distribution(
     return LikelihoodMixture(components)
 
 
+@full_precision_matmuls()
 def log_predictive_density(
     rng_key: Array,
     model: Callable,

@@ -15,6 +15,8 @@
   :mod:`~ppl_dgp.laplace.traced` (MAP, curvature core, draws);
 - :mod:`~ppl_dgp.laplace.gp`: the linearised Laplace of a GP-layer program (a DGP) in its
   inducing values, the default there;
+- :mod:`~ppl_dgp.laplace.gp_marglik`: the Laplace evidence of a GP classifier (GGN over the
+  inducing values at their mode) and its kernel hyperparameters by it (``tune="marglik"``);
 - :mod:`~ppl_dgp.laplace.predictive`: the linearised (GLM) predictive, registered with
   :func:`ppl_dgp.predictive.predict_proba` and (GP-layer programs)
   :func:`ppl_dgp.predictive.predict` for Laplace posteriors.

@@ -35,6 +35,12 @@
    (``predictive="glm"``) is the closed-form Gaussian ``N(m*, J* P^-1 J*^T + v*)``.
    ``curvature="hessian"`` keeps a Gaussian over every global site (hyperparameters included).
 
+   **GP-layer classifiers** (a non-Gaussian likelihood; the program records its logits as the
+   output site) with curvature ``"auto"``/``"ggn"``/``"ef"`` take the GGN/EF of the likelihood
+   in the inducing values ``u`` (``subset_of_weights`` as above), the classic Laplace GP
+   classifier; ``tune="marglik"`` sets the kernel hyperparameters by the Laplace evidence
+   with ``u`` at its mode given them (:mod:`ppl_dgp.laplace.gp_marglik`).
+
    ``hessian_structure``: ``"full"``, ``"diag"`` or ``"kron"`` (KFAC per
    :func:`~ppl_dgp.dense.dense` layer). A Hessian that is not positive definite is repaired
    (non-positive eigenvalues replaced by ``max(|lambda|, 1)``) with a
@@ -84,6 +90,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import Array
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -94,6 +101,7 @@ from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
 from ppl_dgp.infer.loop import Loop, NonFiniteLossError
 from ppl_dgp.infer.map import map_init, map_optimizer, map_step
 from ppl_dgp.laplace import gp as G
+from ppl_dgp.laplace import gp_marglik as GM
 from ppl_dgp.laplace import traced as T
 from ppl_dgp.laplace.approx import LaplaceApprox, Layout
 from ppl_dgp.laplace.curvature import hessian_curvature
@@ -145,11 +153,17 @@ class Laplace:
         tune: ``"none"``, ``"marglik"``, ``"fixed_point"`` or ``"grid"``; anything but
             ``"none"`` needs curvature ``"ggn"``/``"ef"`` (``fit`` refuses it, before the MAP,
             when ``"auto"`` resolves to the Hessian). On a GP-layer program only
-            ``"marglik"``: ``tune_steps`` Adam steps (``learning_rate``) of every
-            hyperparameter (noise included) on the Laplace evidence with its hyperprior.
-        prior_structure: tuned prior precision: ``"scalar"`` or one per ``"layer"``.
+            ``"marglik"``, which tunes the hyperparameters (sample sites with a hyperprior)
+            on the Laplace evidence with its hyperprior: with a Gaussian likelihood
+            ``tune_steps`` Adam steps (``learning_rate``) of every hyperparameter (noise
+            included); with another likelihood (a GP classifier) ``tune_steps`` L-BFGS
+            iterations of the kernel hyperparameters, the mode of ``u`` re-found at each
+            (:mod:`ppl_dgp.laplace.gp_marglik`).
+        prior_structure: tuned prior precision: ``"scalar"`` or one per ``"layer"`` (a
+            GP-layer program's tuning takes only ``"scalar"``: it has no prior precision).
         tune_noise: also tune a Gaussian likelihood's noise scale (``marglik``/``fixed_point``).
-        tune_steps: Adam steps (``marglik``) or iterations (``fixed_point``).
+        tune_steps: Adam steps (``marglik``; L-BFGS iterations on a GP classifier) or
+            iterations (``fixed_point``).
         grid: prior precisions tried by ``tune="grid"``.
         memory_limit_gb: the most memory a dense ``[P, P]`` curvature or ``[N, K, P]`` Jacobian
             may take.
@@ -307,6 +321,8 @@ class LaplaceFitter:
         self._hessian = jax.jit(functools.partial(T._hessian, model, kw), static_argnums=0)
         self._potential = jax.jit(functools.partial(T._potential, model, kw))
         self._gp_core = jax.jit(functools.partial(G._gp_core, model, kw), static_argnums=0)
+        self._gpc_mode = jax.jit(functools.partial(GM.mode_and_gradient, model, kw),
+                                 static_argnums=0)  # fmt: skip
 
     def fit(self, method: Laplace, rng_key: Array, X: Any, y: Any) -> Posterior:
         """``fit(method, rng_key, model, X, y)`` with this fitter's compiled pieces."""
@@ -330,6 +346,7 @@ class LaplaceFitter:
             "hessian": self._hessian,
             "potential": self._potential,
             "gp_core": self._gp_core,
+            "gpc_mode": self._gpc_mode,
         }
         return {k: int(f._cache_size()) for k, f in pieces.items()}
 
@@ -388,7 +405,8 @@ def _fit_laplace(
         timer.mark("map")
         layers_all = _dense_layers(mtr)
         gp = _is_gp_path(method, curvature, mtr)
-        names = (_select_gp_subset(method, mtr) if gp
+        gpc = not gp and _is_gp_classifier(method, curvature, mtr)
+        names = (_select_gp_subset(method, mtr) if gp or gpc
                  else _select_subset(method, curvature, sites, layers_all))  # fmt: skip
         layout = _Layout(names, tuple(tuple(np.shape(z_map[n])) for n in names))
         layers = {k: v for k, v in layers_all.items() if set(v) <= set(names)}
@@ -406,7 +424,8 @@ def _fit_laplace(
                     f"declared together, layer after layer; the subset's order is {names}"
                 )
         groups, G, group_names = _groups(method.prior_structure, layout, layers)
-        path = _fit_gp if gp else _fit_hessian if curvature == "hessian" else _fit_ggn
+        path = (_fit_gp if gp else _fit_gp_classifier if gpc
+                else _fit_hessian if curvature == "hessian" else _fit_ggn)  # fmt: skip
         res = path(method, fitter, curvature, mtr, sites, z_map, params, layout, layers,
                    groups, G, X, y, key_draws)  # fmt: skip
         timings = timer.timings()
@@ -474,6 +493,7 @@ def _resolve_curvature(method: Laplace, mtr: dict) -> str:
                 "Laplace(hessian_structure='kron') needs dense layers; a GP-layer program's "
                 "linearised Laplace takes 'full' or 'diag'"
             )
+        _check_gp_tune(method)
         return "ggn"
     if curvature == "auto":
         has_f = method.output_site in mtr and mtr[method.output_site]["type"] == "deterministic"
@@ -502,7 +522,54 @@ def _resolve_curvature(method: Laplace, mtr: dict) -> str:
             f"deterministic site output_site={method.output_site!r}; the model has "
             f"{sorted(k for k, s in mtr.items() if s['type'] == 'deterministic')}"
         )
+    if _is_gp_classifier(method, curvature, mtr):
+        if method.tune in ("fixed_point", "grid"):
+            raise ValueError(
+                f"Laplace(tune={method.tune!r}) is not available for a GP-layer program with a "
+                "non-Gaussian likelihood: the prior of its whitened inducing values is N(0, I) "
+                "and their scale is the kernel variance, a hyperparameter of the program, "
+                "tuned by the Laplace evidence with tune='marglik' (or held at its MAP with "
+                "tune='none')"
+            )
+        if method.tune_noise:
+            raise ValueError(
+                "Laplace.tune_noise needs a Gaussian likelihood; received tune_noise=True for a "
+                f"GP-layer program observed through {type(_site_fn(mtr, method)).__name__}"
+            )
+        _check_gp_tune(method)
+        if method.tune == "marglik" and not _gp_hyperparameters(mtr):
+            raise ValueError(
+                "Laplace(tune='marglik') on a GP-layer classifier tunes its kernel "
+                "hyperparameters by the Laplace evidence, but the model has none as sample "
+                "sites (hyperparameters without a prior are fixed params): give them a prior "
+                "(Hyper(prior=...)) or use tune='none'"
+            )
     return curvature
+
+
+def _gp_hyperparameters(mtr: dict) -> tuple[str, ...]:
+    """The global latent sample sites of a GP-layer program other than its inducing values
+    (kernel variances, lengthscales, ...), in trace order."""
+    return tuple(
+        k for k, s in mtr.items()
+        if s["type"] == "sample" and not s.get("is_observed") and not s.get("cond_indep_stack")
+        and s.get("infer", {}).get(ROLE) != "inducing"
+    )  # fmt: skip
+
+
+def _site_fn(mtr: dict, method: Laplace) -> Any:
+    return mtr.get(method.likelihood_site, {}).get("fn")
+
+
+def _check_gp_tune(method: Laplace) -> None:
+    """A GP-layer program's evidence tunes its hyperparameters, not a prior precision per
+    group: ``prior_structure`` other than ``"scalar"`` would be recorded and not applied."""
+    if method.tune == "marglik" and method.prior_structure != "scalar":
+        raise ValueError(
+            f"Laplace(prior_structure={method.prior_structure!r}) does not apply to a GP-layer "
+            "program: tune='marglik' tunes its kernel hyperparameters (the prior of the "
+            "whitened inducing values stays N(0, I)); use prior_structure='scalar'"
+        )
 
 
 def _draws_of(
@@ -759,3 +826,90 @@ def _tune_gp_evidence(method, fitter, spec, mtr, z_map, params, X, y) -> tuple[d
             "a smaller learning_rate"
         ) from err
     return jax.device_get({**fixed, **res.state[0]}), np.asarray(res.losses)
+
+
+# -- GP-layer classifiers: the GGN over u, the hyperparameters by the Laplace evidence ----------
+
+
+def _is_gp_classifier(method: Laplace, curvature: str, mtr: dict) -> bool:
+    """A GP-layer program with a non-Gaussian likelihood whose logits it records as the output
+    site (GGN/EF over its inducing values, :mod:`ppl_dgp.laplace.gp_marglik`), its per-datum
+    latents all layer noise held at 0 (``local_latents="fixed"``)."""
+    local = [
+        s for s in mtr.values()
+        if s["type"] == "sample" and not s.get("is_observed") and s.get("cond_indep_stack")
+    ]  # fmt: skip
+    out = mtr.get(method.output_site)
+    return (
+        curvature in ("ggn", "ef")
+        and out is not None
+        and out["type"] == "deterministic"
+        and method.local_latents == "fixed"
+        and all(s.get("infer", {}).get(ROLE) == "layer_noise" for s in local)
+        and bool(G.inducing_sites(mtr))
+        and not G.is_gp_regression(mtr, method.likelihood_site)
+    )
+
+
+def _fit_gp_classifier(method, fitter, curvature, mtr, sites, z_map, params, layout, layers,
+                       groups, G_, X, y, key_draws) -> dict:  # fmt: skip
+    """The GGN/EF Laplace over the inducing values (:func:`_fit_ggn`, the model's own prior
+    ``N(0, I)``), with ``tune="marglik"`` at the hyperparameters and mode that
+    :func:`_tune_gp_classifier` finds."""
+    traces = {}
+    if method.tune == "marglik":
+        z_map, traces = _tune_gp_classifier(method, fitter, curvature, mtr, sites, z_map,
+                                            params, layout, X, y)  # fmt: skip
+    res = _fit_ggn(dataclasses.replace(method, tune="none"), fitter, curvature, mtr, sites,
+                   z_map, params, layout, layers, groups, G_, X, y, key_draws)  # fmt: skip
+    return {**res, "traces": traces}
+
+
+def _tune_gp_classifier(method, fitter, curvature, mtr, sites, z_map, params, layout, X,
+                        y) -> tuple[dict, dict]:  # fmt: skip
+    """``tune_steps`` L-BFGS iterations of every global hyperparameter (the global latent
+    sites other than inducing values: kernel variances, lengthscales) on the Laplace evidence
+    with its hyperprior, the mode ``u*`` of the subset re-found at each
+    (:mod:`ppl_dgp.laplace.gp_marglik`); inducing values outside the subset stay at the MAP.
+
+    Returns the new unconstrained point (hyperparameters tuned, ``u`` at their mode) and the
+    traces ``evidence_loss`` (per iteration, per datum) and ``evidence_mode_grad`` (one entry:
+    the largest of ``|grad_u U|`` at the returned mode)."""
+    site = method.likelihood_site
+    if site not in mtr:
+        raise ValueError(f"Laplace.likelihood_site={site!r} is not a site of the model")
+    lik = _likelihood_name(mtr[site]["fn"], site)
+    hyper = tuple(n for n in _gp_hyperparameters(mtr) if n in sites.global_latent)
+    spec = GM._Spec(structure=STRUCTURES[method.hessian_structure], kind=curvature, lik=lik,
+                    layout=layout, output_site=method.output_site)  # fmt: skip
+    delta = jnp.concatenate(
+        [jnp.reshape(_normal_prior(mtr[n]["fn"], n)[1], -1) for n in layout.names]
+    )
+    zh = {n: z_map[n] for n in hyper}
+    fixed = {k: v for k, v in z_map.items() if k not in hyper and k not in layout.names}
+    u, _ = fitter._gpc_mode(spec, layout.ravel(z_map), zh, fixed, X, y)
+    kw = dict(fitter.model_kwargs)
+    N, K = np.shape(mtr[method.output_site]["value"])
+    check_memory("the Jacobian d f / d u", (N, K, layout.P), method.memory_limit_gb)
+    check_memory("the Hessian in u", (layout.P, layout.P), method.memory_limit_gb)
+    loop = Loop(GM.tune_step(fitter.model, kw, spec, optax.lbfgs()), desc="Laplace evidence",
+                owner="Laplace", chunk_size=min(100, method.tune_steps))  # fmt: skip
+    try:
+        res = loop.run((zh, u, optax.lbfgs().init(zh)), method.tune_steps, jax.random.key(0),
+                       args=(fixed, params, delta, X, y))  # fmt: skip
+    except NonFiniteLossError as err:
+        raise ValueError(
+            f"Laplace(tune='marglik'): the evidence became non-finite at iteration {err.step} "
+            "of tune_steps; check the hyperpriors and the data's scale"
+        ) from err
+    zh, u, _ = res.state
+    u, grad = fitter._gpc_mode(spec, u, zh, fixed, X, y)
+    z = jax.device_get({**fixed, **zh, **layout.unravel(u)})
+    if not np.isfinite(float(grad)):
+        raise ValueError(
+            "Laplace(tune='marglik'): the mode of the inducing values at the tuned "
+            "hyperparameters is not finite; check the hyperpriors and the data's scale"
+        )
+    # traces are (steps,): the mode's gradient is one entry, at the end
+    return z, {"evidence_loss": np.asarray(res.losses),
+               "evidence_mode_grad": np.asarray([float(grad)])}  # fmt: skip

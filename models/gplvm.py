@@ -193,11 +193,13 @@ def build_gplvm(
     ``M = min(num_inducing, N)``.
 
     The zoo's ``gplvm`` (task ``"unsupervised"``). SVI (free-form ``q(w_n)``), NUTS, HMC and
-    SGHMC sample or fit ``w`` as they are; MAP, the ensemble and Laplace need
-    ``local_latents="map"`` (the zoo's ``method_overrides``): their default holds the
-    per-datum latents at the initial point ``w = 0``, where every datum has the same input and
-    the GP can only fit a constant. Optimised jointly with the rest, the MAP is the classic
-    GPLVM of Lawrence (2005) with the ``N(0, I)`` prior on ``w`` as its regulariser."""
+    SGHMC sample or fit ``w`` as they are; MAP, the ensemble and Laplace optimise it with the
+    rest (their default ``local_latents="auto"`` holds only layer noise, never latent inputs:
+    at the initial point ``w = 0`` every datum would have the same input and the GP could fit
+    only a constant). The MAP is then the classic GPLVM of Lawrence (2005) with the
+    ``N(0, I)`` prior on ``w`` as its regulariser; Laplace's Gaussian is over the global sites
+    given ``w`` at its MAP (the exact Hessian: the linearised GP Laplace needs every per-datum
+    latent held at 0), and prediction draws fresh ``w`` from the prior."""
     N = int(np.shape(X)[0])
     M = min(int(num_inducing), N)
     if y is not None:
@@ -211,12 +213,6 @@ def build_gplvm(
     return functools.partial(bayesian_gplvm, **config)
 
 
-#: MAP, the ensemble and Laplace optimise the per-datum latents too (held at ``w = 0`` by
-#: default, every datum would share one input); Laplace's Gaussian is then over the global
-#: sites given ``w`` at its MAP (the exact Hessian: the linearised GP Laplace needs the
-#: per-datum latents held at 0), and prediction draws fresh ``w`` from the prior.
-_LATENTS_MAP = {"local_latents": "map"}
-
 register_model(
     ZooModel(
         name="gplvm",
@@ -224,11 +220,8 @@ register_model(
         likelihood="gaussian",
         task="unsupervised",
         smoke={"num_inducing": 4, "latent_dim": 2, "num_outputs": 3},
-        method_overrides={
-            "map": _LATENTS_MAP,
-            "ensemble": _LATENTS_MAP,
-            "laplace": _LATENTS_MAP,
-        },
+        # Laplace's own local_latents is still "fixed" by default (which would hold w at 0)
+        method_overrides={"laplace": {"local_latents": "map"}},
         description="Bayesian GPLVM, y_n = f(w_n) + e_n with w_n ~ N(0, I) the only inputs "
         "(Titsias & Lawrence 2010); X is a placeholder [N, 1] and predict gives a new "
         "datum's density (w from its prior)",

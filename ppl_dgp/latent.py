@@ -9,12 +9,16 @@ so that a GP layer on ``h`` can express non-Gaussian (multimodal, skewed, hetero
 conditionals ``p(y_n | x_n) = int p(y_n | x_n, w_n) p(w_n) dw_n`` (GPflux's
 ``LatentVariableLayer``). ``w`` is the sample site ``{name}.w`` ``[N, dim]`` inside the data
 plate, a *local* latent like a GP layer's noise ``eps``. It carries the same role tag
-(``infer[ROLE] = "layer_noise"``, with ``infer["latent_input"] = True``): a standard-normal
-per-datum site whose default variational factor is its prior. So every method runs it unchanged:
-NUTS and HMC sample ``w`` with the rest; MAP and Laplace hold it at ``0`` (the default for local
-sites); the default SVI guide (:class:`~ppl_dgp.guides.InducingPointGuide`) uses
-``q(w_n) = p(w_n)``, a valid but loose bound; and every predictive draws ``w`` from its prior at
-new inputs (a per-datum site is drawn afresh), so the predictive is a mixture over ``w``.
+(``infer[ROLE] = "layer_noise"``: a standard-normal per-datum site), and the flag
+``infer["latent_input"] = True`` (:data:`LATENT_INPUT`) sets it apart from layer noise
+(:attr:`~ppl_dgp.infer.core.ModelSites.latent_inputs`): NUTS and HMC sample ``w`` with the rest;
+MAP, the deep ensemble and Laplace optimise it with the rest (their default
+``local_latents="auto"`` holds only the layer noise at ``0``: held at ``w = 0`` every datum would
+have the same latent input; :func:`~ppl_dgp.infer.core.held_local_latents`); SVI's default guide
+for such a model is :class:`LatentVariableGuide`, a real ``q(w_n)`` (the plain
+:class:`~ppl_dgp.guides.InducingPointGuide` uses ``q(w_n) = p(w_n)``, a valid but loose bound);
+and every predictive draws ``w`` from its prior at new inputs (a per-datum site is drawn afresh),
+so the predictive is a mixture over ``w``.
 
 :class:`LatentVariableGuide` is the inducing-point guide with a real ``q(w_n) = N(m_n, s_n^2)``
 for the latent inputs: free-form (``{site}.loc``, ``{site}.scale`` ``[N, dim]``, one

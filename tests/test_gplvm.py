@@ -166,28 +166,44 @@ def test_zoo_builder_places_z_in_the_latent_space():
     assert tr["latent.w"]["value"].shape == (N, 1) and tr["y"]["value"].shape == (N, 2)
 
 
-# both MAPs run the same 300 steps; neither needs to be converged for the comparison
+# the MAPs run 300 steps; none needs to be converged for the comparisons
 @pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")
-def test_zoo_entry_and_its_map_overrides():
-    """The zoo's ``gplvm`` (task ``"unsupervised"``) lists every method; MAP, the ensemble and
-    Laplace optimise the per-datum latents (``local_latents="map"``). Held at their initial
-    ``w = 0`` (the methods' default) every datum has the same input and the GP fits one shared
-    mean, so the MAP with the zoo's override reaches a lower negative log joint per datum on
-    data that lie on a curve."""
-    from ppl_dgp.infer import METHODS, fit, make_method
+def test_map_and_ensemble_optimise_the_latent_inputs_by_default():
+    """The zoo's ``gplvm`` (task ``"unsupervised"``) lists every method; MAP and the ensemble
+    need no override: their default (``local_latents="auto"``) optimises the latent inputs
+    ``w``, which held at their initial ``w = 0`` would give every datum the same input. The
+    data lie on a curve with one parameter ``T``; the 1-D MAP latents order the points along
+    it. The ensemble holds the same sites: started without perturbation its members follow
+    the MAP's loss step by step. ``local_latents="fixed"`` is refused, naming the option."""
+    from ppl_dgp.infer import MAP, METHODS, DeepEnsemble, fit, initialize
+    from ppl_dgp.infer.core import held_local_latents
+    from ppl_dgp.infer.map import map_estimate
     from ppl_dgp.models import MODELS
     from ppl_dgp.zoo import regression_models
 
     entry = MODELS["gplvm"]
     assert entry.task == "unsupervised" and set(entry.methods) == set(METHODS)
     assert "gplvm" not in regression_models()
-    for name in ("map", "ensemble", "laplace"):
-        assert entry.method_overrides[name] == {"local_latents": "map"}
-        make_method(name, preset="smoke", **entry.method_overrides[name])  # a valid setting
+    assert not any(
+        "local_latents" in entry.method_overrides.get(m, {}) for m in ("map", "ensemble")
+    )
+    assert MAP().local_latents == DeepEnsemble().local_latents == "auto"
     X0 = gplvm_inputs(N)
     model = entry.make(X0, num_inducing=4, latent_dim=1, num_outputs=P)
-    final = {}
-    for label, over in (("held", {}), ("zoo", entry.method_overrides["map"])):
-        post = fit(make_method("map", num_steps=300, **over), jax.random.key(0), model, X0, Y)
-        final[label] = float(post.traces["map_loss"][-1])
-    assert final["zoo"] < final["held"], final
+    info, sites = initialize(jax.random.key(0), model, jnp.asarray(X0), jnp.asarray(Y))
+    assert sites.latent_inputs == ("latent.w",) and sites.layer_noise == ()
+    assert held_local_latents(sites, "auto", "MAP") == held_local_latents(sites, "map", "MAP")
+    np.testing.assert_array_equal(info.param_info.z["latent.w"], 0.0)  # the initial point
+    z, losses = map_estimate(info, sites, jax.random.key(1), num_steps=300, N=N)
+    w = np.asarray(z["latent.w"])[:, 0]
+    assert np.std(w) > 0.1, w
+    assert abs(np.corrcoef(w, T)[0, 1]) > 0.9, w
+
+    ens = fit(DeepEnsemble(num_members=2, num_steps=300, init_scale=0.0), jax.random.key(0),
+              model, X0, Y)  # fmt: skip
+    np.testing.assert_allclose(ens.traces["map_loss"][:, 0], losses, rtol=1e-8)
+    with pytest.raises(ValueError, match=r"MAP.local_latents='fixed' would hold the model's "
+                       r"latent inputs \['latent.w'\]"):  # fmt: skip
+        fit(MAP(num_steps=5, local_latents="fixed"), jax.random.key(0), model, X0, Y)
+    with pytest.raises(ValueError, match=r"DeepEnsemble.local_latents='fixed' would hold"):
+        held_local_latents(sites, "fixed", "DeepEnsemble")

@@ -2,6 +2,7 @@
 ``dim = 0`` is the plain deep GP, the sites and the guide's ``q(w_n)``, errors."""
 
 import functools
+import re
 
 import jax
 
@@ -187,3 +188,41 @@ def test_fit_gives_latent_inputs_their_own_q_and_iwvi(encoder):
     plain = functools.partial(dgp_regression, **init_dgp(X, num_layers=1, num_inducing=4))
     with pytest.raises(ValueError, match="num_importance=3 needs per-datum latent inputs"):
         fit(SVI(num_steps=5, num_importance=3), jax.random.key(0), plain, X, Y)
+
+
+# 30 steps: far from converged, enough to see which sites move
+@pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")
+def test_map_holds_layer_noise_and_optimises_latent_inputs():
+    """A 2-layer LV-DGP has both kinds of per-datum latent: ``local_latents="auto"`` (the
+    default) holds the layer noise ``layer0.eps`` at exactly 0 and moves the latent inputs
+    ``latent.w``; ``"map"`` moves both; ``"fixed"`` is refused (it would hold ``w`` at 0);
+    an unknown setting is refused by every MAP-based method."""
+    from ppl_dgp.infer import MAP, DeepEnsemble, initialize
+    from ppl_dgp.infer.core import LOCAL_LATENTS, ModelSites, held_local_latents
+    from ppl_dgp.infer.map import map_estimate
+
+    model = build_lv_dgp(X, num_inducing=4, layers=2)
+    info, sites = initialize(jax.random.key(0), model, X, Y, owner="MAP")
+    assert sites.latent_inputs == ("latent.w",) and sites.layer_noise == ("layer0.eps",)
+    z0 = info.param_info.z
+    moved = {}
+    for setting in ("auto", "map"):
+        z, _ = map_estimate(info, sites, jax.random.key(1), num_steps=30, N=N,
+                            local_latents=setting)  # fmt: skip
+        moved[setting] = {k: float(np.max(np.abs(np.asarray(z[k]) - np.asarray(z0[k]))))
+                          for k in ("latent.w", "layer0.eps")}  # fmt: skip
+    assert moved["auto"]["layer0.eps"] == 0.0 and moved["auto"]["latent.w"] > 1e-2, moved
+    assert min(moved["map"].values()) > 1e-2, moved
+    assert held_local_latents(sites, "map", "MAP") == ()
+    with pytest.raises(ValueError, match=r"MAP.local_latents='fixed' would hold the model's "
+                       r"latent inputs \['latent.w'\] .* at their initial value 0"):  # fmt: skip
+        map_estimate(info, sites, jax.random.key(1), num_steps=2, N=N, local_latents="fixed")
+    # without latent inputs "fixed" holds every per-datum latent, as "auto" does
+    dgp_sites = ModelSites(("layer0.u", "layer1.u"), ("layer0.eps",), {}, ("layer0", "layer1"), ())
+    assert dgp_sites.layer_noise == ("layer0.eps",)
+    for setting in ("auto", "fixed"):
+        assert held_local_latents(dgp_sites, setting, "MAP") == ("layer0.eps",)
+    for cls in (MAP, DeepEnsemble):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}.local_latents must be one of "
+                           rf"{re.escape(str(LOCAL_LATENTS))}; received 'held'"):  # fmt: skip
+            cls(local_latents="held")

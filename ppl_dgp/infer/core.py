@@ -51,6 +51,7 @@ from ppl_dgp.validation import (
 )
 
 __all__ = [
+    "LOCAL_LATENTS",
     "METHODS",
     "ModelSites",
     "accepts_batch_size",
@@ -58,6 +59,7 @@ __all__ = [
     "compile_clock",
     "constrain",
     "fit",
+    "held_local_latents",
     "initialize",
     "inspect_model",
     "make_method",
@@ -104,6 +106,52 @@ class ModelSites:
     gp_layers: tuple[str, ...]
     subsampled: tuple[str, ...]
     latent_inputs: tuple[str, ...] = ()
+
+    @property
+    def layer_noise(self) -> tuple[str, ...]:
+        """The per-datum latents that are not latent inputs (a DGP's ``{layer}.eps``)."""
+        return tuple(k for k in self.local_latent if k not in self.latent_inputs)
+
+
+#: The settings of ``local_latents`` (MAP, DeepEnsemble, Laplace): see :func:`held_local_latents`.
+LOCAL_LATENTS = ("auto", "fixed", "map")
+
+
+def held_local_latents(sites: ModelSites, local_latents: str, owner: str) -> tuple[str, ...]:
+    """The per-datum latent sites a MAP holds at their initial value, by ``local_latents``.
+
+    - ``"auto"`` (the default of MAP, DeepEnsemble and Laplace): the layer noise
+      (:attr:`ModelSites.layer_noise`, a DGP's ``{layer}.eps``) is held at ``eps = 0``, the
+      inner layers' mean pass (its joint MAP is degenerate: each ``eps`` fits its own point and
+      the lengthscales collapse); the latent inputs of :func:`~ppl_dgp.latent.latent_layer`
+      (:attr:`ModelSites.latent_inputs`, a GPLVM's ``latent.w``) are optimised with the rest.
+    - ``"fixed"``: every per-datum latent held; refused for a model with latent inputs.
+    - ``"map"``: none held, every per-datum latent optimised.
+
+    Held at their initial value ``w = 0`` the latent inputs would give every datum the same
+    input (a GPLVM's GP could fit only one shared mean), so no setting holds them.
+
+    Raises:
+        ValueError: ``local_latents`` is not one of :data:`LOCAL_LATENTS`, or it is
+            ``"fixed"`` and the model has latent inputs (both naming ``{owner}.local_latents``).
+    """
+    if local_latents == "map":
+        return ()
+    if local_latents == "auto":
+        return sites.layer_noise
+    if local_latents == "fixed":
+        if sites.latent_inputs:
+            raise ValueError(
+                f"{owner}.local_latents='fixed' would hold the model's latent inputs "
+                f"{list(sites.latent_inputs)} (ppl_dgp.latent.latent_layer) at their initial "
+                "value 0, where every datum has the same input; use 'auto' (the default: layer "
+                "noise held at 0, latent inputs optimised) or 'map' (every per-datum latent "
+                "optimised)"
+            )
+        return tuple(sites.local_latent)
+    raise ValueError(
+        f"{owner}.local_latents must be one of {LOCAL_LATENTS}; received {local_latents!r}"
+    )
 
 
 def inspect_model(

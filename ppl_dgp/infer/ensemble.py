@@ -54,7 +54,8 @@ class DeepEnsemble:
         learning_rate: Adam's learning rate on ``U / N``.
         optimizer: ``"adam"`` or ``"lbfgs"``.
         init_scale: ``s``, the standard deviation of the perturbation of the initial point in
-            unconstrained space (per-datum latents are not perturbed).
+            unconstrained space (per-datum latents are not perturbed: the latent inputs start
+            at their initial value in every member).
         local_latents: as for :class:`~ppl_dgp.infer.map.MAP`.
     """
 
@@ -63,7 +64,7 @@ class DeepEnsemble:
     learning_rate: float = 1e-2
     optimizer: str = "adam"
     init_scale: float = 0.5
-    local_latents: str = "fixed"
+    local_latents: str = "auto"
     name: ClassVar[str] = "ensemble"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # members start s = 0.5 away from the model's initial point: on the motorcycle DGP

@@ -3,10 +3,13 @@
 :func:`map_estimate` minimises ``U(z) / N``, the model's potential (negative log joint in
 unconstrained space, from :func:`~ppl_dgp.infer.core.initialize`) per datum, with Adam or
 L-BFGS (optax) in the shared loop driver; ``z`` may carry a leading member axis (several
-MAPs at once, vectorised: :class:`~ppl_dgp.infer.ensemble.DeepEnsemble`). Per-datum latent
-sites (a DGP's inner-layer ``eps``) are held at their initial value ``eps = 0`` by default:
-their joint MAP is degenerate (each ``eps`` fits its own point and the lengthscales collapse).
-The Laplace approximation starts from the same MAP.
+MAPs at once, vectorised: :class:`~ppl_dgp.infer.ensemble.DeepEnsemble`). By default
+(``local_latents="auto"``, :func:`~ppl_dgp.infer.core.held_local_latents`) the per-datum layer
+noise (a DGP's inner-layer ``eps``) is held at its initial value ``eps = 0``: its joint MAP is
+degenerate (each ``eps`` fits its own point and the lengthscales collapse); the latent inputs
+of :func:`~ppl_dgp.latent.latent_layer` (a GPLVM's ``latent.w``) are optimised with the rest
+(held at ``w = 0`` every datum would have the same input). The Laplace approximation starts
+from the same MAP.
 
 A program that draws randomness inside its log density (``numpyro.prng_key()``: the dropout
 masks of :func:`~ppl_dgp.dense.dropout`, so MC dropout, Gal & Ghahramani 2016) is trained as
@@ -51,8 +54,10 @@ from numpyro.primitives import Messenger
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.infer.core import (
+    LOCAL_LATENTS,
     ModelSites,
     constrain,
+    held_local_latents,
     initialize,
     register_method,
     timed,
@@ -86,9 +91,9 @@ def check_map_fields(owner: str, cfg: Any) -> None:
         raise ValueError(f"{owner}.learning_rate must be > 0; received {cfg.learning_rate}")
     if cfg.optimizer not in _OPTIMIZERS:
         raise ValueError(f"{owner}.optimizer must be one of {_OPTIMIZERS}; got {cfg.optimizer!r}")
-    if cfg.local_latents not in ("fixed", "map"):
+    if cfg.local_latents not in LOCAL_LATENTS:
         raise ValueError(
-            f"{owner}.local_latents must be 'fixed' or 'map'; received {cfg.local_latents!r}"
+            f"{owner}.local_latents must be one of {LOCAL_LATENTS}; received {cfg.local_latents!r}"
         )
 
 
@@ -222,7 +227,7 @@ def map_estimate(
     num_steps: int,
     learning_rate: float = 1e-2,
     optimizer: str = "adam",
-    local_latents: str = "fixed",
+    local_latents: str = "auto",
     N: int,
     z0: dict[str, Array] | None = None,
     members: int | None = None,
@@ -240,7 +245,9 @@ def map_estimate(
         num_steps: optimisation steps.
         learning_rate: Adam's learning rate (L-BFGS uses a line search).
         optimizer: ``"adam"`` or ``"lbfgs"`` (``optax.lbfgs``, full batch).
-        local_latents: ``"fixed"`` (held at ``z0``) or ``"map"`` (optimised too).
+        local_latents: which per-datum latent sites are held at ``z0``:
+            :func:`~ppl_dgp.infer.core.held_local_latents` (``"auto"``: the layer noise, not
+            the latent inputs; ``"fixed"``: all, refused with latent inputs; ``"map"``: none).
         N: number of data points (the loss is per datum).
         z0: the initial point (default ``info.param_info.z``); with ``members`` every leaf has
             a leading axis ``[K, ...]``.
@@ -257,10 +264,11 @@ def map_estimate(
         initial values) and the loss per step ``[num_steps]`` (``[num_steps, K]``).
 
     Raises:
+        ValueError: ``local_latents="fixed"`` for a model with latent inputs.
         NonFiniteLossError: the loss became NaN or inf (the error keeps the last finite state).
     """
     z0 = info.param_info.z if z0 is None else z0
-    held = set(sites.local_latent) if local_latents == "fixed" else set()
+    held = set(held_local_latents(sites, local_latents, owner))
     fixed = {k: v for k, v in z0.items() if k in held}
     free = {k: v for k, v in z0.items() if k not in held}
     scale = 1.0 / N
@@ -323,8 +331,11 @@ class MAP:
         num_steps: optimisation steps.
         learning_rate: Adam's learning rate on ``U / N``.
         optimizer: ``"adam"`` or ``"lbfgs"``.
-        local_latents: per-datum latent sites held at their initial value (``"fixed"``) or
-            optimised (``"map"``).
+        local_latents: which per-datum latent sites are held at their initial value:
+            ``"auto"`` the layer noise (a DGP's ``eps = 0``, the mean pass) while the latent
+            inputs (a GPLVM's ``w``) are optimised, ``"fixed"`` every one (refused for a model
+            with latent inputs), ``"map"`` none (see
+            :func:`~ppl_dgp.infer.core.held_local_latents`).
         checkpoint_dir: a directory for the fit's checkpoint (``None``: none); a fit given a
             directory holding its checkpoint continues from it, bit for bit, and a longer
             ``num_steps`` continues a shorter fit (see :mod:`ppl_dgp.checkpoint`).
@@ -335,7 +346,7 @@ class MAP:
     num_steps: int = 2000
     learning_rate: float = 1e-2
     optimizer: str = "adam"
-    local_latents: str = "fixed"
+    local_latents: str = "auto"
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
     name: ClassVar[str] = "map"

@@ -2,9 +2,9 @@
 
 JAX reads ``--xla_force_host_platform_device_count`` when it starts, so the two-device runs
 happen in one fresh process (``XLA_FLAGS`` extended), which prints what it measured; the
-assertions are made here. One device against two: the same minibatch SVI fit (each minibatch
-split over the devices, the data and state replicated) and NUTS chains one per device
-(NumPyro's ``chain_method="parallel"``) against the vectorised chains, equal up to
+assertions are made here. One device against two: the same minibatch SVI and SGHMC fits (each
+minibatch split over the devices, the data and state replicated) and NUTS chains one per
+device (NumPyro's ``chain_method="parallel"``) against the vectorised chains, equal up to
 floating-point reassociation.
 """
 
@@ -16,10 +16,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
-from ppl_dgp.infer import SVI
+from ppl_dgp.infer import SGHMC, SVI, fit
 from ppl_dgp.sharding import batch_mesh
 
 _TWO_DEVICES = textwrap.dedent(
@@ -27,20 +28,25 @@ _TWO_DEVICES = textwrap.dedent(
     import json
 
     import jax
+    import jax.numpy as jnp
     import numpy as np
+    import numpyro
+    import numpyro.distributions as dist
 
     jax.config.update("jax_enable_x64", True)
-    from ppl_dgp.infer import NUTS, SVI, fit
+    from ppl_dgp.collapse import ROLE
+    from ppl_dgp.infer import NUTS, SGHMC, SVI, fit
     from ppl_dgp.infer import loop
     from ppl_dgp.models import MODELS
 
-    # the compiled SVI chunk, as XLA partitioned it: a split batch sums across devices
+    # the compiled chunks, as XLA partitioned them: a split batch sums across devices
     compiled = []
     run_chunk = loop.Loop._run_chunk
 
-    def spy(self, state, key, start, n_valid, args):
-        lowered = self._compiled.lower(state, key, start, n_valid, *args)
-        compiled.append(lowered.compile().as_text().count("all-reduce"))
+    def spy(self, state, key, start, n_valid, args):  # the first chunk's program only
+        if not compiled:
+            lowered = self._compiled.lower(state, key, start, n_valid, *args)
+            compiled.append(lowered.compile().as_text().count("all-reduce"))
         return run_chunk(self, state, key, start, n_valid, args)
 
     assert jax.device_count() == 2, jax.devices()
@@ -57,7 +63,35 @@ _TWO_DEVICES = textwrap.dedent(
         out[f"svi_{devices}"] = {"loss": post.traces["loss"].tolist(),
                                  "q_mu": np.asarray(post.approx.q_mu["layer0"]).tolist()}
     out["all_reduce"] = compiled[0]
-    loop.Loop._run_chunk = run_chunk
+    # SGHMC with everything that draws a minibatch: the warm start, MW-MCEM's M-step (pooled
+    # over two vectorised chains, a param fitted) and the sampler's step, on a small model
+    # (regression weights sampled like inducing values, a noise hyperparameter, an offset
+    # param): SGHMC's compiled programs, not the model, are the cost
+    def toy(X, y=None, batch_size=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1),
+                           infer={ROLE: "dense"})
+        s2 = numpyro.sample("s2", dist.LogNormal(0.0, 1.0))
+        b = numpyro.param("b", 0.0)
+        with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
+            numpyro.sample("y", dist.Normal(X[idx] @ w + b, jnp.sqrt(s2)),
+                           obs=None if y is None else y[idx])
+
+    Xt = rng.normal(size=(40, 2))
+    yt = Xt @ np.array([1.0, -0.5]) + 0.3 + 0.2 * rng.standard_normal(40)
+    compiled.clear()
+    for devices in (None, 2):
+        loop.Loop._run_chunk = spy if devices else run_chunk
+        method = SGHMC(batch_size=8, devices=devices, num_burnin=20, num_samples=10,
+                       thinning=2, num_chains=2, hyper="mcem", mcem_params=True, window=5,
+                       init_steps=10, step_size=0.05)
+        post = fit(method, key, toy, Xt, yt)
+        loop.Loop._run_chunk = run_chunk
+        out[f"sghmc_{devices}"] = {
+            "log_density": np.asarray(post.sample_stats["log_density"]).tolist(),
+            "draws": {k: np.asarray(v).tolist() for k, v in post.draws.items()},
+            "b": float(post.params["b"]),
+        }
+    out["sghmc_all_reduce"] = list(compiled)
     for method in ("vectorized", "parallel"):
         post = fit(NUTS(num_warmup=20, num_samples=10, num_chains=2, chain_method=method,
                         max_tree_depth=4), key, model, X[:12], y[:12])
@@ -89,6 +123,25 @@ def test_minibatch_svi_split_over_two_devices_equals_one_device(two_devices):
     assert two_devices["all_reduce"] > 0
 
 
+def test_minibatch_sghmc_split_over_two_devices_equals_one_device(two_devices):
+    """Warm start, MW-MCEM (a param fitted) and SGHMC steps on minibatches split over two
+    devices: the same draws, log densities and fitted param as on one device, up to
+    reassociation."""
+    one, two = two_devices["sghmc_None"], two_devices["sghmc_2"]
+    assert np.shape(one["log_density"]) == (2, 10)
+    np.testing.assert_allclose(two["log_density"], one["log_density"], rtol=1e-9)
+    assert set(two["draws"]) == set(one["draws"]) == {"w", "s2"}
+    for name, value in one["draws"].items():
+        np.testing.assert_allclose(two["draws"][name], value, rtol=1e-8, atol=1e-10,
+                                   err_msg=name)  # fmt: skip
+    np.testing.assert_allclose(two["b"], one["b"], rtol=1e-8)
+    # the chains and the M-step moved (a fit that stood still would agree trivially)
+    assert np.ptp(np.asarray(one["draws"]["w"]), axis=1).min() > 0 and one["b"] != 0.0
+    # and it was split: the burn-in chunk compiled for two devices reduces its sums across
+    # them (sampling's chunk runs the same step)
+    assert two_devices["sghmc_all_reduce"][0] > 0
+
+
 def test_nuts_chains_one_per_device_equal_the_vectorised_chains(two_devices):
     vec, par = two_devices["nuts_vectorized"], two_devices["nuts_parallel"]
     assert set(vec) == set(par) and vec
@@ -98,6 +151,13 @@ def test_nuts_chains_one_per_device_equal_the_vectorised_chains(two_devices):
 
 
 def test_devices_needs_a_batch_that_splits_evenly():
+    with pytest.raises(ValueError, match=r"SGHMC.batch_size=7 must be divisible by "
+                                         r"SGHMC.devices=2"):  # fmt: skip
+        SGHMC(batch_size=7, devices=2)
+    with pytest.raises(ValueError, match=r"SGHMC.devices=2 .* give SGHMC.batch_size"):
+        SGHMC(devices=2)
+    with pytest.raises(ValueError, match=r"SGHMC.devices must be a positive int; received 0"):
+        SGHMC(batch_size=4, devices=0)
     with pytest.raises(ValueError, match=r"SVI.batch_size=7 must be divisible by SVI.devices=2"):
         SVI(batch_size=7, devices=2)
     with pytest.raises(ValueError, match=r"SVI.devices=2 .* give SVI.batch_size"):
@@ -109,3 +169,23 @@ def test_devices_needs_a_batch_that_splits_evenly():
 def test_more_devices_than_present_is_refused_with_the_flag_to_use():
     with pytest.raises(ValueError, match=r"SVI.devices=64 but only \d+ device"):
         batch_mesh(64, "SVI.devices")
+
+
+def _line(X, y=None, batch_size=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    w = numpyro.sample("w", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
+        numpyro.sample("y", dist.Normal(w * X[idx, 0], 1.0), obs=None if y is None else y[idx])
+
+
+def test_sghmc_devices_are_checked_when_it_fits():
+    """More devices than present, and devices with the full batch (nothing to split), are
+    refused before anything compiles, naming SGHMC's fields."""
+    X, y = np.ones((20, 1)), 2.0 * np.ones(20)
+    with pytest.raises(ValueError, match=r"SGHMC.devices=5 but only \d+ device"):
+        fit(SGHMC(batch_size=10, devices=5), jax.random.key(0), _line, X, y)
+    with pytest.raises(ValueError, match=r"SGHMC.devices=1 .* SGHMC.batch_size=20 is the full "
+                                         r"batch \(N=20\)"):  # fmt: skip
+        fit(SGHMC(batch_size=20, devices=1), jax.random.key(0), _line, X, y)

@@ -72,6 +72,11 @@ chains share the hyperparameters by default (``pool_chains``): each M-step avera
 gradient at one window sample per chain, a ``C``-sample Monte Carlo E-step, so the chains sample
 ``u`` from one conditional posterior :math:`p(u \\mid y, \\theta)` and R-hat compares like with
 like; ``pool_chains=False`` fits one set per chain.
+With ``devices=k`` (and a ``batch_size`` below ``N`` divisible by ``k``) every minibatch, the
+warm start's and MW-MCEM's included, is split over a one-axis mesh of ``k`` devices
+(:mod:`ppl_dgp.sharding`): its indices are sharded, the chains' state and the data replicated,
+and XLA sums the per-datum terms across the devices; the draws equal the one-device fit's up to
+floating-point reassociation.
 With ``mcem_params=True`` the M-step climbs in the model's ``param`` sites too (a DGP's inducing
 inputs ``Z``: in Havasi et al.'s code ``Z`` is a trainable variable of the same Adam step), and
 the Posterior's ``params`` hold the fitted values.
@@ -152,7 +157,7 @@ from ppl_dgp.infer.core import (
     register_method,
     timed,
 )
-from ppl_dgp.infer.loop import run_loop
+from ppl_dgp.infer.loop import NonFiniteLossError, run_loop
 from ppl_dgp.infer.minibatch import (
     BatchState,
     init_batches,
@@ -161,6 +166,7 @@ from ppl_dgp.infer.minibatch import (
     with_batch,
 )
 from ppl_dgp.posterior import Posterior
+from ppl_dgp.sharding import batch_mesh, check_divisible, replicate, shard_batch
 
 __all__ = ["HYPER_MODES", "SGHMC", "SGHMCState", "hyperparameter_sites", "minibatch_log_density"]
 
@@ -220,7 +226,16 @@ class SGHMC:
             ``mcem_params``, the params), with fresh layer noise and minibatch at each step;
             the chains and MW-MCEM's hyperparameters start from the result (``0``: from the
             model's initial point). See the module.
-        init_learning_rate: the warm start's Adam step size.
+        init_learning_rate: the warm start's Adam step size. A warm start whose loss or
+            gradient turns NaN/inf stops the fit with a ``FloatingPointError``
+            (:class:`~ppl_dgp.infer.loop.NonFiniteLossError`) naming these two fields, its
+            ``.state`` the last point whose loss and gradient were finite (unconstrained),
+            rather than hand a non-finite start to the sampler.
+        devices: split each minibatch over this many devices (data parallel with JAX's
+            sharding, :mod:`ppl_dgp.sharding`: the minibatch indices sharded over a one-axis
+            mesh, the chains' state and the data replicated; ``batch_size`` must be given,
+            below ``N`` and divisible by it); ``None``: the default device alone. The fit
+            equals the one-device fit up to floating-point reassociation.
     """
 
     step_size: float = 0.01
@@ -242,6 +257,7 @@ class SGHMC:
     mcem_objective: str = "marginal"
     init_steps: int = 0
     init_learning_rate: float = 0.01
+    devices: int | None = None
     name: ClassVar[str] = "sghmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "compare": {"num_samples": 400, "num_chains": 4, "hyper": "mcem", "step_size": 0.05},
@@ -310,6 +326,9 @@ class SGHMC:
             raise ValueError(
                 f"SGHMC.hyper_learning_rate must be > 0; received {self.hyper_learning_rate}"
             )
+        if self.devices is not None:
+            positive_int("SGHMC", devices=self.devices)
+            check_divisible(self.batch_size, self.devices, "SGHMC")
 
     def run(
         self, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
@@ -468,12 +487,19 @@ def hyperparameter_sites(model_trace: dict[str, Any], names: tuple[str, ...]) ->
 def _warm_start(
     z0: dict[str, Array], log_density: Callable, supports: dict[str, Any],
     pnames: tuple[str, ...], key: Array, N: int, B: int, minibatch: bool, method: SGHMC,
+    mesh: Any = None,
 ) -> dict[str, Array]:  # fmt: skip
     """``SGHMC.init_steps`` Adam steps from ``z0`` on ``-(log p_hat(y, z) - log|J(z)|) / N``
     (the minibatch log joint, MAP in the constrained space: no Jacobian of the sites' transforms,
     as in MW-MCEM's M-step; ``u`` is on the real line, so its MAP is the same either way), every
-    coordinate of ``z0`` at once, fresh layer noise and minibatch per step. Returns the
-    optimised point, with the dtypes of ``z0``."""
+    coordinate of ``z0`` at once, fresh layer noise and minibatch per step (its indices split
+    over ``mesh``'s devices, if any). Returns the optimised point, with the dtypes of ``z0``.
+
+    Raises:
+        NonFiniteLossError: a loss or gradient became NaN/inf (at a step, or at the final
+            point); the steps stop there and ``.state`` holds the last point whose loss and
+            gradient were finite.
+    """
     latent = tuple(k for k in z0 if k not in pnames)
 
     def loss(z: dict[str, Array], k: Array, idx: Array | None) -> Array:
@@ -481,19 +507,61 @@ def _warm_start(
         return -(log_density(z, k, idx) - jac) / N
 
     adam = optax.adam(method.init_learning_rate)
-    grad = jax.grad(loss)
+    value_and_grad = jax.value_and_grad(loss)
 
-    def one(carry: tuple, k: Array) -> tuple:
-        z, opt, batches = carry
+    def finite(value: Array, grad: dict[str, Array]) -> Array:
+        leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]
+        return jnp.isfinite(value) & jnp.all(jnp.stack(leaves))
+
+    def one(carry: tuple, inp: tuple) -> tuple:
+        """One Adam step while every loss and gradient so far was finite; from the first
+        non-finite one on nothing moves, and ``good`` keeps the last point where both were."""
+        z, opt, batches, good, bad, first = carry
+        i, k = inp
         idx, batches = next_batch(batches, N, B) if minibatch else (None, batches)
-        updates, opt = adam.update(grad(z, k, idx), opt, z)
-        return (optax.apply_updates(z, updates), opt, batches), None
+        value, grad = value_and_grad(z, k, shard_batch(idx, mesh) if minibatch else None)
+        ok = finite(value, grad) & ~bad
+        updates, opt_new = adam.update(grad, opt, z)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        first = jnp.where(~ok & ~bad, i, first)
+        carry = (keep(optax.apply_updates(z, updates), z), keep(opt_new, opt), batches,
+                 keep(z, good), ~ok, first)  # fmt: skip
+        return carry, value
+
+    def run(carry: tuple, ks: Array, k_last: Array) -> tuple:
+        T = ks.shape[0]
+        steps = jnp.arange(T, dtype=jnp.int32)
+        (z, _, batches, good, bad, first), values = jax.lax.scan(one, carry, (steps, ks))
+        # the final point's own loss and gradient: the last step can diverge too
+        idx = next_batch(batches, N, B)[0] if minibatch else None
+        value, grad = value_and_grad(z, k_last, shard_batch(idx, mesh) if minibatch else None)
+        ok = finite(value, grad) & ~bad
+        first = jnp.where(~ok & ~bad, jnp.int32(T), first)
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), z, good), ~ok, first, values, value
 
     key_batches, key_steps = jax.random.split(jax.random.fold_in(key, 2))
-    carry = (z0, adam.init(z0), init_batches(key_batches, N))
-    steps = jax.random.split(key_steps, method.init_steps)
-    (z, _, _), _ = jax.jit(lambda c, ks: jax.lax.scan(one, c, ks))(carry, steps)
-    return {k: jnp.asarray(v, z0[k].dtype) for k, v in z.items()}
+    T = method.init_steps
+    carry = (z0, adam.init(z0), init_batches(key_batches, N), z0, jnp.asarray(False),
+             jnp.asarray(T, jnp.int32))  # fmt: skip
+    steps = jax.random.split(key_steps, T)
+    k_last = jax.random.fold_in(key_steps, T)
+    z, bad, first, values, last = jax.jit(run)(replicate(carry, mesh), steps, k_last)
+    z = {k: jnp.asarray(v, z0[k].dtype) for k, v in z.items()}
+    if bool(bad):
+        at = int(first)
+        values = np.asarray(values)
+        got = float(last) if at == T else float(values[at])
+        raise NonFiniteLossError(
+            f"SGHMC's warm start (SGHMC.init_steps={T} Adam steps at "
+            f"SGHMC.init_learning_rate={method.init_learning_rate}) diverged: the loss or its "
+            f"gradient became non-finite at step {at} (loss {got}); the last point where both "
+            "were finite is kept in this error's .state. Try a smaller init_learning_rate or "
+            "fewer init_steps, or check the data and initial values.",
+            z,
+            values[:at],
+            at,
+        )
+    return z
 
 
 def _fit_sghmc(
@@ -537,6 +605,14 @@ def _fit_sghmc(
                 )
             plate = found[0]
         B = method.batch_size if plate is not None else N
+        # data parallel: each minibatch's indices split over the mesh, the chains replicated
+        mesh = batch_mesh(method.devices, "SGHMC.devices")
+        if mesh is not None and plate is None:
+            raise ValueError(
+                f"SGHMC.devices={method.devices} splits the minibatch over devices, but "
+                f"SGHMC.batch_size={method.batch_size} is the full batch (N={N}): give a "
+                "batch_size below N"
+            )
         # MW-MCEM with mcem_params: the params (Z) are optimised with the hyperparameters, in
         # the unconstrained space of their constraints; else they stay at their initial values
         pnames = tuple(sites.params) if method.mcem_params else ()
@@ -578,7 +654,7 @@ def _fit_sghmc(
         hyper_grad = jax.grad(hyper_objective)
         if method.init_steps and (checkpoint is None or checkpoint.saved is None):
             z0 = _warm_start(z0, m_log_density, supports, pnames, key_init, N, B,
-                             plate is not None, method)  # fmt: skip
+                             plate is not None, method, mesh)  # fmt: skip
 
         def init_chain(key: Array) -> SGHMCState:
             ones = jax.tree.map(jnp.ones_like, z0)
@@ -610,6 +686,7 @@ def _fit_sghmc(
                 idx, batches = None, state.batches
             else:
                 idx, batches = next_batch(state.batches, N, B)
+                idx = shard_batch(idx, mesh)
             theta = {k: state.z[k] for k in hypers}
             grad = hyper_grad(theta, u, key_eps, idx)
             if method.pool_chains:  # identical theta and Adam state in every chain stay so
@@ -625,6 +702,7 @@ def _fit_sghmc(
                 idx, batches = None, state.batches
             else:
                 idx, batches = next_batch(state.batches, N, B)
+                idx = shard_batch(idx, mesh)
             if method.preconditioned:
                 lp, grad = value_and_grad(state.z, key_eps, idx)
                 dU = jax.tree.map(lambda g: -g / N, grad)
@@ -654,7 +732,7 @@ def _fit_sghmc(
             states, lp = jax.vmap(one_chain, axis_name=CHAIN_AXIS)(states, jax.random.split(key, C))
             return states, -lp, {k: states.z[k] for k in names}
 
-        state = jax.vmap(init_chain)(jax.random.split(key_init, C))
+        state = replicate(jax.vmap(init_chain)(jax.random.split(key_init, C)), mesh)
         n_burn = math.ceil(method.num_burnin / thin)
         key_burn, key_keep = jax.random.split(key_run)
         common = dict(desc="SGHMC", owner="SGHMC", chunk_size=50, checkpoint=checkpoint,

@@ -62,3 +62,18 @@ def test_predict_traces_the_model_at_highest_precision(on_gpu):
     post = Posterior(draws={"w": np.zeros((1, 4))}, method=NUTS())
     predict(jax.random.key(0), model, post, np.ones((3, 1)), num_samples=2)
     assert seen and set(seen) == {"highest"}
+
+
+def test_fit_traces_the_model_at_highest_precision(on_gpu):
+    from ppl_dgp.infer import MAP, fit
+
+    seen = []
+
+    def model(X, y=None):
+        seen.append(jax.config.jax_default_matmul_precision)
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+
+    fit(MAP(num_steps=2), jax.random.key(0), model, np.ones((3, 1)), np.ones(3))
+    assert seen and set(seen) == {"highest"}

@@ -42,6 +42,7 @@ from ppl_dgp.guides import init_to_model_init, init_trace
 from ppl_dgp.infer.minibatch import numpy_to_jax
 from ppl_dgp.latent import latent_sites
 from ppl_dgp.layers import ROLE
+from ppl_dgp.linalg import full_precision_matmuls
 from ppl_dgp.posterior import Posterior, register_type
 from ppl_dgp.validation import (
     SCALE_LIMIT,
@@ -544,7 +545,8 @@ def fit(
         raise ValueError("fit: y must be the observed targets [N] or [N, P]; received None")
     check_regression_data(X, y, batch_size=getattr(method, "batch_size", None))
     _warn_data_scale(rng_key, model, X, y, model_kwargs)
-    post = method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
+    with full_precision_matmuls():  # float32 on a GPU/TPU: no TF32 matmuls in GP algebra
+        post = method.run(rng_key, model, jnp.asarray(X), jnp.asarray(y), **model_kwargs)
     # the fitted program travels with the Posterior (and is saved with it: ppl_dgp.load)
     fitted = functools.partial(model, **model_kwargs) if model_kwargs else model
     return post.replace(model=fitted)

@@ -36,6 +36,7 @@ from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
 from ppl_dgp.guides import InducingPointGuide, compiled_init
 from ppl_dgp.infer.minibatch import with_batch
 from ppl_dgp.layers import Hyper, LayerSpec
+from ppl_dgp.linalg import full_precision_matmuls
 from ppl_dgp.mean_functions import Identity, Zero
 from ppl_dgp.models.dgp import dgp_regression
 from ppl_dgp.predict import mixture_metrics_original_units, predict_svi
@@ -86,6 +87,7 @@ def _chunk_length(steps: int, chunk_size: int) -> int:
     return max(c for c in range(1, top + 1) if steps % c == 0)
 
 
+@full_precision_matmuls()  # float32 on a GPU: no TF32 in the GP algebra
 def run_benchmark(
     dataset: str,
     *,

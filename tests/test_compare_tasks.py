@@ -12,6 +12,9 @@ from ppl_dgp import calibration, diagnostics, report
 from ppl_dgp.cli import main
 from ppl_dgp.infer import MAP, fit
 from ppl_dgp.models import MODELS
+from ppl_dgp.report.classification import _class_agreement_section
+from ppl_dgp.report.data import _load_labels
+from ppl_dgp.report.loglik import _site_log_likelihood
 
 # Smoke sizes stop the MAPs short of convergence, which they say (tested in test_inference);
 # the smoke NUTS is no reference, which the report says (tested below and in test_report).
@@ -129,7 +132,7 @@ def test_the_site_log_likelihood_equals_the_gaussian_closed_form():
     model = MODELS["svgp"].make(X, smoke=True)
     post = fit(MAP(num_steps=200, learning_rate=0.05), jax.random.key(0), model, X, y)
     want, _ = diagnostics.pointwise_log_likelihood(jax.random.key(1), model, post, X, y)
-    got, y_rep = report._site_log_likelihood(jax.random.key(1), model, post, X, y)
+    got, y_rep = _site_log_likelihood(jax.random.key(1), model, post, X, y)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert got.shape == y_rep.shape == (1, 1, 15)
 
@@ -161,7 +164,7 @@ def test_a_classifier_compare_writes_its_metrics_and_the_reliability_diagram(
         probs = r["probs"]  # [N_test, K], the rows of the table
         assert probs.shape == (8, 2) and np.allclose(probs.sum(1), 1.0), name
         labels = np.asarray(
-            report._load_labels(
+            _load_labels(
                 str(out.parent / "d.csv"), target="label", features=None, test_fraction=0.2, seed=0
             )[3]
         )
@@ -194,9 +197,7 @@ def test_the_class_agreement_table_when_the_reference_passes(classification_run)
     gap = np.abs(res["svi"]["probs"] - res["nuts"]["probs"])
     agree = {"svi": {"mean_abs": float(gap.mean()), "max_abs": float(gap.max()),
                      "same_class": 1.0}}  # fmt: skip
-    text = report._class_agreement_section(
-        agree, {"name": "nuts", "check": check, "source": None}, res
-    )
+    text = _class_agreement_section(agree, {"name": "nuts", "check": check, "source": None}, res)
     assert "passes its checks" in text
     assert f"| svi | {gap.mean():.4f} | {gap.max():.4f} | 1.000 |" in text
     assert "| nuts (reference) | 0 | 0 | 1 |" in text

@@ -15,26 +15,28 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ppl_dgp import report
+from ppl_dgp import diagnostics, report
 from ppl_dgp.infer import NUTS
 from ppl_dgp.infer.mcmc import _thin
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.predictive import predict, spread
 from ppl_dgp.reference import REFERENCE_NUTS, read_provenance
+from ppl_dgp.report.data import _prepare
+from ppl_dgp.report.reference import _hyper_sites, _packaged, _reference_check, _source_label
 
 COMMAND = "ppl-dgp reference --model dgp --data motorcycle"
 
 
 def _default_run():
     """What ``make run`` fits: ``compare --model dgp --data motorcycle`` with its defaults."""
-    return report._prepare("dgp", "motorcycle", target=None, features=None, test_fraction=0.2,
+    return _prepare("dgp", "motorcycle", target=None, features=None, test_fraction=0.2,
                            seed=0, num_inducing=20, layers=2)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def packaged():
     d = _default_run()
-    path, why = report._packaged(d)
+    path, why = _packaged(d)
     assert path is not None, f"compare would not use the shipped reference: {why}"
     return d, path, Posterior.load(path)
 
@@ -66,9 +68,7 @@ def test_compare_uses_the_shipped_reference_for_its_default_run(packaged):
     C = REFERENCE_NUTS["num_chains"]
     D = REFERENCE_NUTS["num_samples"] // REFERENCE_NUTS["thinning"]
     assert (post.num_chains, post.num_draws) == (C, D)
-    assert report._source_label(path) == (
-        f"`ppl_dgp/data/references/{path.name}`, written by `{COMMAND}`"
-    )
+    assert _source_label(path) == (f"`ppl_dgp/data/references/{path.name}`, written by `{COMMAND}`")
 
 
 @pytest.mark.slow  # ~10-25 s: the predictive and the log-likelihood at 8000 draws
@@ -76,11 +76,11 @@ def test_the_shipped_reference_passes_the_reports_checks(packaged):
     """No diagnostics warning in its section of the report: R-hat <= 1.01 and bulk ESS >= 100
     per chain on every site, inducing values included, and no divergence."""
     d, _, post = packaged
-    check = report._reference_check(post, d)
+    check = _reference_check(post, d)
     assert check.ok, check.reasons
     assert check.divergences == 0
-    dt = report.diagnostics.to_datatree(post, d.model, d.X, d.y, rng_key=jax.random.key(0))
-    assert report.diagnostics.diagnostic_warnings(dt) == []
+    dt = diagnostics.to_datatree(post, d.model, d.X, d.y, rng_key=jax.random.key(0))
+    assert diagnostics.diagnostic_warnings(dt) == []
 
 
 def _means_and_mcse(post, d):
@@ -89,7 +89,7 @@ def _means_and_mcse(post, d):
     C, D = post.num_chains, post.num_draws
     idx = spread(len(d.X_te), report.REFERENCE_PREDICTIVE_INPUTS)
     pred = predict(jax.random.key(0), d.model, post, d.Xt[idx], num_samples=C * D)
-    cols = [np.asarray(post.draws[k]).reshape(C, D, -1) for k in report._hyper_sites(post)]
+    cols = [np.asarray(post.draws[k]).reshape(C, D, -1) for k in _hyper_sites(post)]
     x = np.concatenate([*cols, np.asarray(pred.means).reshape(C, D, -1)], axis=-1)
     ess = azs.ess(xr.Dataset({"x": (("chain", "draw", "q"), x)}), method="bulk")["x"].values
     return x.mean(axis=(0, 1)), x.std(axis=(0, 1)) / np.sqrt(ess)

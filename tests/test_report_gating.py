@@ -21,6 +21,7 @@ from ppl_dgp.infer import NUTS
 from ppl_dgp.models import MODELS
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.reference import write_provenance
+from ppl_dgp.report.data import _prepare
 
 MAP = {"map": {"num_steps": 100, "learning_rate": 0.05}}
 pytestmark = pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")
@@ -66,7 +67,7 @@ def _synthetic(shapes, params, *, C=2, D=400, shift=0.0, divergences=0, seed=0):
 
 def _provenance(csv):
     """What ``_compare`` fits on: the reference files carry it (else a warning)."""
-    return report._prepare("svgp", str(csv), target="y", features=None, test_fraction=0.2,
+    return _prepare("svgp", str(csv), target="y", features=None, test_fraction=0.2,
                            seed=0, num_inducing=5, layers=1).provenance  # fmt: skip
 
 

@@ -65,7 +65,7 @@ from numpyro.handlers import seed, substitute, trace
 from ppl_dgp.collapse import gaussian_output
 from ppl_dgp.infer.core import accepts_batch_size, inspect_model
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.predict import propagate_layers
+from ppl_dgp.predict import propagate_layers, propagate_site
 
 __all__ = [
     "ESS_BULK_MIN",
@@ -122,7 +122,7 @@ def pointwise_log_likelihood(
     model: Callable,
     posterior: Posterior,
     X: Array,  # [N, D]
-    y: Array,  # [N]
+    y: Array,  # [N] ([N, P] for P outputs)
     *,
     likelihood_site: str = "y",
     num_eps: int = 8,
@@ -134,14 +134,21 @@ def pointwise_log_likelihood(
 
     - **GP-layer programs** (the model has ``{layer}.u`` sites): the draw's global sites
       (``u``, hyperparameters, noise) are substituted and the layers propagated at ``X``
-      with :func:`~ppl_dgp.predict.propagate_layers` (``u`` from the draw, never integrated
-      against a ``q(u)``, so SVI and MCMC draws are treated alike). The last layer gives
-      ``N(y_n | m_sk, v_sk + s2_s)``; the per-datum inner-layer noise ``eps_n`` is a local
-      latent, so the likelihood of ``y_n`` given the global draw integrates it out against its
-      prior, estimated with ``K = num_eps`` passes:
-      ``log (1/K) sum_k N(y_n | m_snk, v_snk + s2_s)``. With one GP layer there is no inner
-      noise and ``K = 1`` is exact. (``K`` small biases the log slightly downwards, the same
-      for every method.)
+      (``u`` from the draw, never integrated against a ``q(u)``, so SVI and MCMC draws are
+      treated alike). The per-datum inner-layer noise ``eps_n`` is a local latent, so the
+      likelihood of ``y_n`` given the global draw integrates it out against its prior,
+      estimated with ``K = num_eps`` passes; with one GP layer there is no inner noise and
+      ``K = 1``. (``K`` small biases the log slightly downwards, the same for every method.)
+
+      * One Gaussian output (the site records its moments, :func:`~ppl_dgp.collapse.
+        gaussian_output`): the last layer integrates out in closed form,
+        ``log (1/K) sum_k N(y_n | m_snk, v_snk + s2_s)``
+        (:func:`~ppl_dgp.predict.propagate_layers`).
+      * Any other likelihood of the zoo (Bernoulli, categorical, Student-t, Poisson, or
+        ``P`` Gaussian outputs, ``y_n [P]`` one datum): the observation site's distribution
+        in each pass (:func:`~ppl_dgp.predict.propagate_site`; for a marginalised last layer
+        the exact marginal, e.g. ``Phi(m / sqrt(1 + v))`` for a probit Bernoulli),
+        ``log (1/K) sum_k p(y_n | theta_s, eps_nk)``.
     - **Other programs**: the model is traced with the draw substituted and the observed
       site's ``log_prob`` per datum is taken (local latents not in the draw come from their
       prior).
@@ -157,13 +164,14 @@ def pointwise_log_likelihood(
         model: the fitted program.
         posterior: from any method.
         X: training inputs ``[N, D]``.
-        y: observed targets ``[N]``.
+        y: observed targets ``[N]`` (``[N, P]`` for ``P`` outputs).
         likelihood_site: the observed site.
         num_eps: ``K`` passes per draw through inner GP layers.
         **model_kwargs: further model keywords (``batch_size`` is forced to ``None``).
 
     Returns:
-        ``(log_lik, y_rep)``, both ``(chain, draw, N)`` NumPy arrays.
+        ``(log_lik, y_rep)``: NumPy arrays ``(chain, draw, N)`` and ``(chain, draw, N, ...)``
+        (a replicate of ``y_n``'s shape).
 
     Raises:
         ValueError: the posterior lacks a global latent or param site of the model.
@@ -194,8 +202,16 @@ def pointwise_log_likelihood(
     flat = {k: jnp.asarray(v) for k, v in posterior.flat().items() if k in sites.global_latent}
     C, D, N = posterior.num_chains, posterior.num_draws, X.shape[0]
     S = C * D
-    if sites.gp_layers:
-        K = num_eps if len(sites.gp_layers) > 1 else 1
+    K = num_eps if len(sites.gp_layers) > 1 else 1
+    one_gaussian = bool(sites.gp_layers) and _gaussian_output(
+        model, flat, params, X, likelihood_site, model_kwargs
+    )
+    if sites.gp_layers and not one_gaussian:  # any other likelihood: the site's log_prob
+        log_lik, y_rep = _site_log_likelihood(
+            k_run, model, flat, params, X, y, S=S, K=K, site=likelihood_site,
+            model_kwargs=model_kwargs,
+        )  # fmt: skip
+    elif sites.gp_layers:
         # A fixed block of draws, so every posterior of this model reuses one compilation.
         size = int(max(1, min(S, 50, 2_000_000 // max(1, N * K))))
         ll_parts, rep_parts = [], []
@@ -227,8 +243,56 @@ def pointwise_log_likelihood(
 
         log_lik, y_rep = jax.jit(jax.vmap(one))(jax.random.split(k_run, S), flat)
         log_lik = jnp.broadcast_to(log_lik, (S, N))
-    shape = (C, D, N)
-    return np.asarray(log_lik).reshape(shape), np.asarray(y_rep).reshape(shape)
+    y_rep = np.asarray(y_rep)
+    return np.asarray(log_lik).reshape(C, D, N), y_rep.reshape(C, D, *y_rep.shape[1:])
+
+
+def _gaussian_output(
+    model: Callable, flat: dict[str, Array], params: dict[str, Array], X: Array, site: str,
+    model_kwargs: dict[str, Any],
+) -> bool:  # fmt: skip
+    """Whether a GP-layer program's observed ``site`` is one Gaussian per datum: a pass under
+    :class:`~ppl_dgp.collapse.collapse` records its moments ``{site}.f_mean`` ``[S, N]``
+    (:func:`~ppl_dgp.collapse.gaussian_output`). Traced abstractly (``jax.eval_shape``: nothing
+    is run or compiled)."""
+
+    def one_pass(key: Array, values: dict, params: dict, X: Array) -> dict[str, Array]:
+        return propagate_layers(key, model, values, params, X, num_samples=1, **model_kwargs)
+
+    values = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in flat.items()}
+    shapes = jax.eval_shape(one_pass, jax.random.key(0), values, params, X)
+    moments = shapes.get(f"{site}.f_mean")
+    return moments is not None and moments.ndim == 2
+
+
+def _site_log_likelihood(
+    key: Array, model: Callable, flat: dict[str, Array], params: dict[str, Array], X: Array,
+    y: Array, *, S: int, K: int, site: str, model_kwargs: dict[str, Any], block: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``log p(y_n | theta_s)`` ``[S, N]`` and a replicate ``y_rep`` ``[S, N, ...]`` of the
+    observation ``site`` of a GP-layer program, for any likelihood (a multi-output
+    ``y_n [P]`` is one datum):
+
+    .. math:: \\log p(y_n \\mid \\theta_s) \\approx \\log \\frac1K \\sum_{k=1}^K
+        p(y_n \\mid \\theta_s, \\epsilon_{nk})
+
+    with the site's distribution in each pass from :func:`~ppl_dgp.predict.propagate_site`
+    (the draw's global sites substituted; for a marginalised last layer the exact marginal)
+    and ``K`` passes per draw for the inner layers' noise ``eps``, in blocks of ``block``
+    draws."""
+    N = X.shape[0]
+    k_ll, k_rep = jax.random.split(key)
+    ll, rep = [], []
+    for b, start in enumerate(range(0, S, block)):
+        idx = np.arange(start, min(start + block, S))
+        vals = {k: jnp.repeat(v[idx], K, axis=0) for k, v in flat.items()}
+        comps, _ = propagate_site(jax.random.fold_in(k_ll, b), model, vals, params, X,
+                                  num_samples=len(idx) * K, site=site, **model_kwargs)  # fmt: skip
+        lp = comps.log_prob(y).reshape(len(idx), K, N)
+        ll.append(np.asarray(logsumexp(lp, axis=1) - np.log(K)))
+        draw = np.asarray(comps.sample(jax.random.fold_in(k_rep, b)))
+        rep.append(draw.reshape(len(idx), K, *draw.shape[1:])[:, 0])
+    return np.concatenate(ll), np.concatenate(rep)
 
 
 # -- DataTree ------------------------------------------------------------------------------

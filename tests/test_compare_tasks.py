@@ -4,17 +4,14 @@ the data."""
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 
 from ppl_dgp import calibration, diagnostics, report
 from ppl_dgp.cli import main
-from ppl_dgp.infer import MAP, fit
 from ppl_dgp.models import MODELS
 from ppl_dgp.report.classification import _class_agreement_section
 from ppl_dgp.report.data import _load_labels
-from ppl_dgp.report.loglik import _site_log_likelihood
 
 # Smoke sizes stop the MAPs short of convergence, which they say (tested in test_inference);
 # the smoke NUTS is no reference, which the report says (tested below and in test_report).
@@ -119,22 +116,6 @@ def test_csv_labels_outside_the_class_range_are_named(tmp_path, labels, message)
     with pytest.raises(ValueError, match="--target 'label' of .*" + message):
         report.run_compare("svgp_classification", str(path), ["map"], tmp_path / "out",
                            target="label", log=lambda _: None)  # fmt: skip
-
-
-# -- the generic pointwise log-likelihood -------------------------------------------------------
-
-
-def test_the_site_log_likelihood_equals_the_gaussian_closed_form():
-    """For a one-layer Gaussian program the generic estimator (the observation site's
-    ``log_prob`` given each draw) is the closed form ``diagnostics`` computes."""
-    X = np.linspace(-2.0, 2.0, 15)[:, None]
-    y = np.sin(2.0 * X[:, 0])
-    model = MODELS["svgp"].make(X, smoke=True)
-    post = fit(MAP(num_steps=200, learning_rate=0.05), jax.random.key(0), model, X, y)
-    want, _ = diagnostics.pointwise_log_likelihood(jax.random.key(1), model, post, X, y)
-    got, y_rep = _site_log_likelihood(jax.random.key(1), model, post, X, y)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    assert got.shape == y_rep.shape == (1, 1, 15)
 
 
 # -- the reports --------------------------------------------------------------------------------

@@ -131,6 +131,74 @@ def test_pointwise_log_likelihood_matches_the_closed_form():
     assert y_rep.shape == (1, 20, 20) and not np.allclose(y_rep, mean)
 
 
+# -- GP-layer programs: any likelihood, against dense closed forms -------------------------------
+
+#: One unwhitened GP layer, fixed hyperparameters and inducing inputs, no jitter: ``f(x) | u``
+#: is the dense ``N(Knm Kmm^-1 u, k(x, x) - Knm Kmm^-1 Kmn)`` below.
+_SE_VARIANCE, _SE_LENGTHSCALE = 1.3, 0.8
+_Z = np.linspace(-2.0, 2.0, 4)[:, None]
+_NOISE = np.array([0.3, 0.5])
+
+
+def _gp_program(X, y=None, *, likelihood):
+    from ppl_dgp.layers import Hyper, LayerSpec, gaussian_likelihood, gp_output_layer
+    from ppl_dgp.likelihoods import Bernoulli
+    from ppl_dgp.outputs import likelihood_site, multi_gaussian_site
+
+    spec = LayerSpec(
+        num_outputs=2 if likelihood == "two_gaussians" else 1, Z=_Z, kernel="se",
+        variance=Hyper(_SE_VARIANCE, fixed=True), lengthscales=Hyper(_SE_LENGTHSCALE, fixed=True),
+        whiten=False, learn_Z=False, jitter=0.0,
+    )  # fmt: skip
+    data = numpyro.plate("data", X.shape[0])
+    F, F_var = gp_output_layer("layer0", X, spec, plate=data)  # the output marginalised
+    if likelihood == "gaussian":
+        return gaussian_likelihood("y", F, y, _NOISE[0], plate=data, F_var=F_var)
+    if likelihood == "bernoulli":
+        return likelihood_site("y", Bernoulli(link="probit"), F, y, plate=data, F_var=F_var)
+    return multi_gaussian_site("y", F, y, _NOISE, plate=data, F_var=F_var)
+
+
+def _dense_conditional(X, u):
+    """``(mean [C, D, N, Q], var [N])`` of ``f(X) | u`` for ``u [C, D, Q, M]`` (NumPy)."""
+
+    def k(A, B):
+        return _SE_VARIANCE * np.exp(
+            -0.5 * ((A[:, None, 0] - B[None, :, 0]) / _SE_LENGTHSCALE) ** 2
+        )
+
+    A = np.linalg.solve(k(_Z, _Z), k(_Z, X))  # Kmm^-1 Kmn [M, N]
+    mean = np.einsum("cdqm,mn->cdnq", u, A)
+    var = _SE_VARIANCE - np.sum(k(_Z, X) * A, axis=0)
+    return mean, var
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli", "two_gaussians"])
+def test_pointwise_log_likelihood_of_a_gp_layer_matches_the_closed_form(likelihood):
+    """One Gaussian output (the moments' closed form), a probit Bernoulli and two Gaussian
+    outputs (the observation site's log_prob) against the dense formulas at each draw of u."""
+    from ppl_dgp.posterior import Posterior
+
+    rng = np.random.default_rng(4)
+    X = np.linspace(-2.3, 2.1, 9)[:, None]  # no input on an inducing input
+    Q = 2 if likelihood == "two_gaussians" else 1
+    u = rng.normal(size=(2, 3, Q, len(_Z)))  # (chain, draw, Q, M)
+    m, v = _dense_conditional(X, u)
+    if likelihood == "bernoulli":
+        y = (rng.uniform(size=len(X)) < 0.5).astype(np.int32)
+        a = m[..., 0] / np.sqrt(1.0 + v)  # p(y = 1 | u) = Phi(m / sqrt(1 + v))
+        want = np.where(y == 1, norm.logcdf(a), norm.logcdf(-a))
+    else:
+        y = rng.normal(size=(len(X), Q))
+        want = norm.logpdf(y, m, np.sqrt(v[:, None] + _NOISE[:Q])).sum(-1)
+        y = y[:, 0] if Q == 1 else y
+    model = functools.partial(_gp_program, likelihood=likelihood)
+    post = Posterior(draws={"layer0.u": u}, params={}, method=NUTS())
+    ll, y_rep = diagnostics.pointwise_log_likelihood(jax.random.key(0), model, post, X, y)
+    np.testing.assert_allclose(ll, want, rtol=1e-10, atol=1e-12)
+    assert y_rep.shape == (2, 3, *np.shape(y))
+
+
 def test_compare_ranks_the_misspecified_model_below_the_true_one():
     X, y = _poly_data()
     trees = {}

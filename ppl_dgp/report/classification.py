@@ -22,7 +22,6 @@ from ppl_dgp.report.constants import (
 )
 from ppl_dgp.report.data import _median_lengthscales, _Prepared
 from ppl_dgp.report.figures import _fit_figures, _posterior_figures
-from ppl_dgp.report.loglik import _with_site_log_likelihood
 from ppl_dgp.report.markdown import (
     _closing_sections,
     _f,
@@ -60,8 +59,7 @@ def _compare_classification(
     for name in _progress(list(configs), "compare"):
         i = list(methods).index(name) if name in methods else len(methods)  # stable keys
         post, wall = _fit_or_load(name, i, configs, sources, loaded, ref_name, d, out, key, log)
-        dt = diagnostics.to_datatree(_with_site_log_likelihood(post), model, X, y,
-                                     rng_key=jax.random.fold_in(key, 100 + i))  # fmt: skip
+        dt = diagnostics.to_datatree(post, model, X, y, rng_key=jax.random.fold_in(key, 100 + i))
         diagnostics.save_datatree(dt, out / f"{name}.nc")
         k_pred = jax.random.fold_in(key, 200 + i)
         S = post.num_chains * post.num_draws

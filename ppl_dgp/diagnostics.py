@@ -458,7 +458,8 @@ def diagnostic_warnings(
     ess_min_per_chain: int = 100,
     khat_max: float = 0.7,
 ) -> list[str]:
-    """Plain-language warnings: R-hat, ESS and divergences (MCMC), Pareto ``k`` (any method)."""
+    """Plain-language warnings: R-hat, ESS and divergences (MCMC), Pareto ``k`` (any method;
+    a NaN ``k``, where PSIS could not fit the tail, is warned of apart: it is not a good one)."""
     out = []
     post = dt["posterior"].to_dataset()
     C = post.sizes["chain"]
@@ -486,6 +487,12 @@ def diagnostic_warnings(
         bad = int(np.sum(k > khat_max))
         if bad:
             out.append(f"{bad} of {k.size} observations have Pareto k > {khat_max:.2f}")
+        nan = int(np.sum(np.isnan(k)))
+        if nan:
+            out.append(
+                f"{nan} of {k.size} observations have Pareto k = NaN (PSIS could not fit the "
+                "tail: their LOO cannot be trusted)"
+            )
     return out
 
 

@@ -232,6 +232,21 @@ def test_warnings_flag_disagreeing_chains_and_divergences():
     assert diagnostics.diagnostic_warnings(diagnostics.to_datatree(ok)) == []
 
 
+def test_warnings_count_a_nan_pareto_k_apart():
+    """A NaN k (PSIS could not fit the tail) is not a good one: it is warned of apart."""
+    from types import SimpleNamespace
+
+    from ppl_dgp.posterior import Posterior
+
+    post = Posterior(draws={"a": np.linspace(0.0, 1.0, 50)[None]}, params={}, method=NUTS())
+    elpd = SimpleNamespace(pareto_k=np.array([0.2, 0.9, np.nan, 0.1]))
+    assert diagnostics.diagnostic_warnings(diagnostics.to_datatree(post), elpd) == [
+        "1 of 4 observations have Pareto k > 0.70",
+        "1 of 4 observations have Pareto k = NaN (PSIS could not fit the tail: their LOO "
+        "cannot be trusted)",
+    ]
+
+
 def test_forest_and_marginal_plots_take_one_method_or_several(dgp_trees, tmp_path):
     names = sorted(dgp_trees)
     sites = ["noise_variance"]

@@ -153,3 +153,36 @@ def test_compare_takes_point_estimates_and_ensembles_from_the_registry(tmp_path)
         assert np.isfinite(r["test"]["rmse"]) and np.isfinite(r["test"]["mlpd"]), name
     assert result["compare"] is None  # one method with LOO: nothing to compare
     assert (out / "khat.png").stat().st_size > 5_000
+
+
+def test_a_nan_pareto_k_is_counted_apart_not_as_good():
+    """``k > threshold`` is False for a NaN k (PSIS could not fit the tail): the LOO tables
+    count those apart (``+ n NaN``) and say so, and count nothing extra without them."""
+    from types import SimpleNamespace
+
+    from ppl_dgp.report.chains import _chains_section
+    from ppl_dgp.report.markdown import _loo_counts, _loo_section
+
+    k = np.array([0.1, 0.75, np.nan, 0.6, np.nan, 0.2])
+    elpd = SimpleNamespace(elpd=-12.34, se=1.23, p=2.5, pareto_k=k, good_k=0.5)
+    assert _loo_counts(elpd) == ("-12.3 (1.2)", "1 / 6 + 2 NaN", "2 / 6 + 2 NaN")
+    text = _loo_section({"svi": {"loo": elpd}}, None)
+    assert "| svi | -12.3 | 1.2 | 2.5 | 2 / 6 + 2 NaN | 0.50 | nan |" in text
+    assert "A Pareto k of NaN" in text and "counted apart" in text
+    clean = SimpleNamespace(elpd=-12.34, se=1.23, p=2.5, pareto_k=k[[0, 1, 3]], good_k=0.5)
+    assert _loo_counts(clean) == ("-12.3 (1.2)", "1 / 3", "2 / 3")
+    assert "NaN" not in _loo_section({"svi": {"loo": clean}}, None)
+    # the stacking table's count per chain
+    view = SimpleNamespace(
+        num_chains=2, verdict="not converged", rhat=np.array([1.5]), quantities=["a"],
+        within_max=1.1, drifting=[1], means=np.zeros((1, 2)), sds=np.ones((1, 2)),
+        within_rhat=np.array([[1.0, 1.3]]), rhat_max=1.01,
+    )  # fmt: skip
+    chains = {"view": view, "weights": [0.25, 0.75], "loo_chain": [-7.0, -6.0],
+              "k_chain": np.array([[0.8, np.nan, 0.1], [0.2, 0.3, 0.9]]),
+              "test_chain": [-1.0, -0.9], "test_stacked": -0.9, "test_pooled": -0.95,
+              "loo_stacked": -5.0, "loo_equal": -6.5}  # fmt: skip
+    text = _chains_section("nuts", chains)
+    assert "| 0 | 0.250 | -7.0 | 1 + 1 NaN | -1.000 |" in text
+    assert "| 1 | 0.750 | -6.0 | 1 | -0.900 |" in text
+    assert "Pareto k of NaN" in text

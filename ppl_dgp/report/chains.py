@@ -15,7 +15,7 @@ from ppl_dgp import diagnostics, stacking
 from ppl_dgp.datasets import Standardizer
 from ppl_dgp.predict import MixturePredictive
 from ppl_dgp.report.constants import CHAIN_VIEW_INPUTS
-from ppl_dgp.report.markdown import _f, _sampled, _table
+from ppl_dgp.report.markdown import _f, _k_count, _sampled, _table
 from ppl_dgp.report.multioutput import _units
 
 
@@ -67,7 +67,7 @@ def _per_chain(
     out |= {
         "weights": w,
         "loo_chain": elpd_i.sum(axis=1),
-        "k_bad_chain": (k > 0.7).sum(axis=1),
+        "k_chain": k,  # [C, N]
         "loo_stacked": float(stacking.stacked_log_density(elpd_i.T, w).sum()),
         "loo_equal": float(stacking.stacked_log_density(elpd_i.T, np.full(C, 1 / C)).sum()),
         "test_chain": lpd.mean(axis=0),
@@ -141,8 +141,14 @@ def _chains_section(name: str, c: dict[str, Any]) -> str:
     s.append(_table(
         ["chain", "weight", "elpd_loo (chain alone)", "k > 0.7", "test MLPD (chain alone)"],
         [[k, _f(c["weights"][k], ".3f"), _f(c["loo_chain"][k], ".1f"),
-          int(c["k_bad_chain"][k]), _f(c["test_chain"][k], ".3f")] for k in range(C)],
+          _k_count(c["k_chain"][k], 0.7, total=False), _f(c["test_chain"][k], ".3f")]
+         for k in range(C)],
     ))  # fmt: skip
+    if np.isnan(c["k_chain"]).any():
+        s.append(
+            "\nA chain's Pareto k of NaN (PSIS could not fit the tail) is counted apart "
+            "(`+ n NaN`), not as good.\n"
+        )
     s.append(
         f"\nTest MLPD of the stacked predictive {c['test_stacked']:.3f}, of the chains pooled "
         f"by their draws {c['test_pooled']:.3f}; LOO log score (sum over training points) of "

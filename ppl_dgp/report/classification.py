@@ -28,6 +28,7 @@ from ppl_dgp.report.markdown import (
     _gate_text,
     _loo_counts,
     _loo_section,
+    _nan_k_note,
     _table,
     _timings_section,
 )
@@ -202,4 +203,5 @@ def _class_agreement_section(agree: dict, gate: dict, res: dict) -> str:
           *_loo_counts(res[k]["loo"])] for k, a in agree.items()]
         + [[f"{name} (reference)", "0", "0", "1", *_loo_counts(res[name]["loo"])]],
     ))  # fmt: skip
+    s.append(_nan_k_note(res[k]["loo"] for k in [*agree, name]))
     return "".join(s)

@@ -5,7 +5,7 @@ the reference passes its checks)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,13 +52,35 @@ def _sampled(post: Posterior, hyper: list[str]) -> list[str]:
     return out
 
 
+def _k_count(pareto_k: Any, threshold: float, *, total: bool = True) -> str:
+    """The observations whose Pareto k is above ``threshold``, ``"3 / 94"`` (``"3"`` without
+    ``total``), with those whose k is NaN counted apart, ``"3 / 94 + 2 NaN"``: PSIS could not
+    fit their tail, so they are not good either (``k > threshold`` is False for a NaN)."""
+    k = np.asarray(pareto_k, dtype=float).ravel()
+    nan = int(np.sum(np.isnan(k)))
+    return (f"{int(np.sum(k > threshold))}" + (f" / {k.size}" if total else "")
+            + (f" + {nan} NaN" if nan else ""))  # fmt: skip
+
+
+def _nan_k_note(elpds: Iterable[Any]) -> str:
+    """The sentence under a table of the Pareto k counts of these LOO results (``None``: no
+    LOO) when one of them holds a NaN k; else ``""``."""
+    ks = [np.asarray(e.pareto_k, dtype=float) for e in elpds if e is not None]
+    if not any(np.isnan(k).any() for k in ks):
+        return ""
+    return (
+        "\nA Pareto k of NaN (PSIS could not fit the tail of the importance ratios) is counted "
+        "apart (`+ n NaN`), not as good: that observation's LOO term cannot be trusted.\n"
+    )
+
+
 def _loo_counts(elpd: Any) -> tuple[str, str, str]:
-    """``elpd_loo (se)`` and the counts of Pareto k above 0.7 and above good_k, as text."""
+    """``elpd_loo (se)`` and the counts of Pareto k above 0.7 and above good_k, as text (a NaN
+    k counted apart, :func:`_k_count`)."""
     if elpd is None:
         return "n/a", "", ""
-    k = np.asarray(elpd.pareto_k).ravel()
-    return (f"{elpd.elpd:.1f} ({elpd.se:.1f})", f"{int(np.sum(k > 0.7))} / {k.size}",
-            f"{int(np.sum(k > elpd.good_k))} / {k.size}")  # fmt: skip
+    return (f"{elpd.elpd:.1f} ({elpd.se:.1f})", _k_count(elpd.pareto_k, 0.7),
+            _k_count(elpd.pareto_k, elpd.good_k))  # fmt: skip
 
 
 def _timings_section(configs: dict, res: dict) -> str:
@@ -91,14 +113,14 @@ def _loo_section(res: dict, table: Any, *, linearised: bool = True) -> str:
     s.append(_table(
         ["method", "elpd_loo", "se", "p_loo", "k > good_k", "good_k", "max k"],
         [[k, _f(r["loo"].elpd, ".1f"), _f(r["loo"].se, ".1f"), _f(r["loo"].p, ".1f"),
-          f"{int(np.sum(np.asarray(r['loo'].pareto_k) > r['loo'].good_k))} / "
-          f"{np.size(r['loo'].pareto_k)}", _f(r["loo"].good_k, ".2f"),
+          _k_count(r["loo"].pareto_k, r["loo"].good_k), _f(r["loo"].good_k, ".2f"),
           _f(np.max(np.asarray(r["loo"].pareto_k)), ".2f")]
          if r["loo"] is not None else
          [k, f"n/a ({r['posterior'].num_chains * r['posterior'].num_draws} draws < "
              f"{MIN_LOO_DRAWS})", "", "", "", "", ""]
          for k, r in res.items()],
     ))  # fmt: skip
+    s.append(_nan_k_note(r["loo"] for r in res.values()))
     if table is not None:
         s.append("\n`compare` (best first; elpd_diff = elpd - best elpd, stacking weights):\n\n")
         s.append(_table(

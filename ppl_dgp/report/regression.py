@@ -34,6 +34,7 @@ from ppl_dgp.report.markdown import (
     _gate_text,
     _loo_counts,
     _loo_section,
+    _nan_k_note,
     _table,
     _timings_section,
 )
@@ -230,6 +231,7 @@ def _agreement_section(model_name: str, agree: dict, gate: dict, res: dict) -> s
         + [[f"{name} (reference)", "0", "0", f"{CI_PROB:.2f}", f"{CI_PROB:.2f}", "0",
             f"{res[name]['test']['coverage'][CI_PROB]:.2f}", *_loo_counts(res[name]["loo"])]],
     ))  # fmt: skip
+    s.append(_nan_k_note(res[k]["loo"] for k in [*agree, name]))
     s.append(
         "\n### Per site\n\nLargest |standardised mean difference|, median sd ratio (< 1: "
         "over-confident) and mean 1-D Wasserstein distance in reference sd units, over the "

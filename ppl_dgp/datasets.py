@@ -339,25 +339,47 @@ class Standardizer:
 
 def load_csv(
     path: str | PathLike[str],
-    target: str,
+    target: str | Sequence[str],
     features: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read a regression table from a CSV file with a header row.
+    """Read a regression table from a CSV file with a header row (the file is read once).
 
     Args:
         path: Path to the CSV file (comma-separated, first row is the header).
-        target: Name of the column to predict.
+        target: Name of the column to predict, or a sequence of ``P`` names (several outputs,
+            ``y [N, P]``).
         features: Names of the input columns, in order. ``None`` takes every column except
-            ``target``, in file order.
+            the target(s), in file order.
 
     Returns:
-        ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N]``.
+        ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N]`` (``[N, P]`` for a
+        sequence of targets, columns in its order).
 
     Raises:
         ValueError: If the file has no header or no data rows, if two columns share a name,
-            if a named column is missing, or if a cell is empty, non-numeric, NaN or infinite;
-            the message names the column and the line number.
+            if a named column is missing, if a target is named twice or is also a feature, or
+            if a cell is empty, non-numeric, NaN or infinite; the message names the column and
+            the line number.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.csv"
+        >>> _ = path.write_text("x,a,b\\n0.5,1,10\\n1.5,2,20\\n")
+        >>> X, Y = load_csv(path, target=["b", "a"])
+        >>> X.tolist(), Y.tolist()
+        ([[0.5], [1.5]], [[10.0, 1.0], [20.0, 2.0]])
     """
+    targets = [target] if isinstance(target, str) else list(target)
+    if not targets:
+        raise ValueError(f"{path}: target names no column; received {target!r}")
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        raise ValueError(f"{path}: target column(s) {', '.join(map(repr, twice))} named twice")
+    if features is not None and (both := [c for c in features if c in targets]):
+        raise ValueError(
+            f"{path}: column(s) {', '.join(map(repr, both))} given both as target and as "
+            "feature; a target must not be an input"
+        )
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -371,9 +393,9 @@ def load_csv(
                 "every column needs its own name"
             )
         if features is None:
-            features = [h for h in header if h != target]
+            features = [h for h in header if h not in targets]
         features = list(features)
-        missing = [c for c in [target, *features] if c not in header]
+        missing = [c for c in [*targets, *features] if c not in header]
         if missing:
             raise ValueError(
                 f"{path}: column(s) {', '.join(map(repr, missing))} not found; "
@@ -382,10 +404,10 @@ def load_csv(
         if not features:
             raise ValueError(f"{path}: no feature columns besides target {target!r}")
         cols = [header.index(c) for c in features]
-        t = header.index(target)
+        t_cols = [header.index(t) for t in targets]
 
         X_rows: list[list[float]] = []
-        y_rows: list[float] = []
+        y_rows: list[list[float]] = []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue  # blank line
@@ -395,10 +417,11 @@ def load_csv(
                     f"{path}, line {lineno}: {len(row)} fields, header has {len(header)}"
                 )
             X_rows.append([_parse(row[j], header[j], path, lineno) for j in cols])
-            y_rows.append(_parse(row[t], target, path, lineno))
+            y_rows.append([_parse(row[j], header[j], path, lineno) for j in t_cols])
     if not y_rows:
         raise ValueError(f"{path}: no data rows")
-    return np.array(X_rows, dtype=np.float64), np.array(y_rows, dtype=np.float64)
+    y = np.array(y_rows, dtype=np.float64)  # [N, P]
+    return np.array(X_rows, dtype=np.float64), y[:, 0] if isinstance(target, str) else y
 
 
 def _parse(cell: str, column: str, path: str | PathLike[str], lineno: int) -> float:
@@ -422,7 +445,7 @@ def _parse(cell: str, column: str, path: str | PathLike[str], lineno: int) -> fl
 def load_regression(
     data: str,
     *,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     features: Sequence[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -431,8 +454,9 @@ def load_regression(
 
     ``data`` is ``"motorcycle"``, a regression workload of :func:`~ppl_dgp.datasets.load_bench`
     (its own split) or the path of a CSV file (``target`` and optional ``features`` name the
-    columns; :func:`~ppl_dgp.datasets.load_csv` checks them). Other data are split at random
-    with ``test_fraction`` held out (a seeded permutation).
+    columns; :func:`~ppl_dgp.datasets.load_csv` checks them; a sequence of ``P`` targets gives
+    ``y [N, P]``, the file read once). Other data are split at random with ``test_fraction``
+    held out (a seeded permutation).
 
     Returns:
         ``(X_train, y_train, X_test, y_test, description)``.
@@ -462,7 +486,12 @@ def load_regression(
         if target is None:
             raise ValueError("load_regression: a CSV needs --target (the column to predict)")
         X, y = load_csv(data, target, features)
-        what = f"`{data}` (target `{target}`)"
+        if isinstance(target, str):
+            what = f"`{data}` (target `{target}`)"
+        else:
+            pct = round(100 * test_fraction)
+            what = (f"`{data}` (targets {', '.join(f'`{t}`' for t in target)}; "
+                    f"{100 - pct}/{pct} split)")  # fmt: skip
     if not 0 < test_fraction < 1:
         raise ValueError(
             f"load_regression: test_fraction must be in (0, 1); received {test_fraction}"

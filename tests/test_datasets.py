@@ -13,6 +13,7 @@ from ppl_dgp.datasets import (
     load_bench,
     load_csv,
     load_motorcycle,
+    load_regression,
     make_synth10k,
 )
 from ppl_dgp.inducing import kmeans
@@ -232,6 +233,62 @@ def test_load_csv_ragged_row_and_empty_file(tmp_path):
     header_only = _write(tmp_path, [["a", "y"]], name="header.csv")
     with pytest.raises(ValueError, match="no data rows"):
         load_csv(header_only, target="y")
+
+
+def test_load_csv_several_targets_read_the_file_once(tmp_path, monkeypatch):
+    """``target=[...]``: ``y [N, P]`` in the order named, the features every other column, in
+    one pass over the file."""
+    import builtins
+
+    rows = [["a", "y1", "b", "y2"], [1, 10, 100, -1], [2, 20, 200, -2], [3, 30, 300, -3]]
+    path = _write(tmp_path, rows)
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    X, Y = load_csv(path, target=["y2", "y1"])
+    monkeypatch.undo()
+    assert opened == [str(path)]
+    np.testing.assert_array_equal(X, [[1, 100], [2, 200], [3, 300]])
+    np.testing.assert_array_equal(Y, [[-1, 10], [-2, 20], [-3, 30]])
+    assert Y.dtype == np.float64
+    X, Y = load_csv(path, target=["y1"], features=["b"])  # a sequence of one: [N, 1]
+    assert X.shape == (3, 1) and Y.shape == (3, 1)
+
+
+def test_load_csv_refuses_a_target_named_twice_or_also_a_feature(tmp_path):
+    path = _write(tmp_path, [["a", "y1", "y2"], [1, 2, 3]])
+    with pytest.raises(ValueError, match=r"target column\(s\) 'y1' named twice"):
+        load_csv(path, target=["y1", "y2", "y1"])
+    with pytest.raises(ValueError, match=r"'y2' given both as target and as feature"):
+        load_csv(path, target=["y1", "y2"], features=["a", "y2"])
+    with pytest.raises(ValueError, match=r"'y1' given both as target and as feature"):
+        load_csv(path, target="y1", features=["y1"])
+    with pytest.raises(ValueError, match=r"'y3'.*not found"):
+        load_csv(path, target=["y1", "y3"])
+    with pytest.raises(ValueError, match="target names no column"):
+        load_csv(path, target=[])
+
+
+def test_load_regression_several_targets_splits_as_each_one(tmp_path):
+    """A CSV with ``target=[a, b]``: the rows of each part are those of the one-target loads,
+    and ``y`` holds their columns side by side."""
+    rng = np.random.default_rng(0)
+    rows = [["x", "a", "b"]] + [[f"{v:.4f}" for v in rng.normal(size=3)] for _ in range(25)]
+    path = str(_write(tmp_path, rows))
+    X_tr, Y_tr, X_te, Y_te, what = load_regression(path, target=["a", "b"], seed=3)
+    assert Y_tr.shape == (20, 2) and Y_te.shape == (5, 2)
+    assert what == f"`{path}` (targets `a`, `b`; 80/20 split)"
+    for j, t in enumerate("ab"):
+        x_tr, y_tr, x_te, y_te, _ = load_regression(path, target=t, features=["x"], seed=3)
+        np.testing.assert_array_equal(X_tr, x_tr)
+        np.testing.assert_array_equal(X_te, x_te)
+        np.testing.assert_array_equal(Y_tr[:, j], y_tr)
+        np.testing.assert_array_equal(Y_te[:, j], y_te)
 
 
 # --- inducing inputs: k-means --------------------------------------------------------------

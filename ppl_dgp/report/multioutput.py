@@ -11,7 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ppl_dgp.datasets import Standardizer, load_csv, load_linnerud, load_regression, split
+from ppl_dgp.datasets import Standardizer, load_linnerud, load_regression, split
 from ppl_dgp.predict import MixturePredictive
 from ppl_dgp.report.constants import CI_PROB
 from ppl_dgp.report.markdown import _f, _table
@@ -37,22 +37,12 @@ def _load_targets(
                 f"seed {seed})")  # fmt: skip
         return (*split(X, Y.astype(np.float64), test_fraction=test_fraction, seed=seed), what,
                 _OUTPUT_NAMES[data])  # fmt: skip
-    if len(targets) > 1 and Path(data).is_file():
-        import csv
-
-        with open(data, newline="") as fh:
-            header = [h.strip() for h in next(csv.reader(fh), [])]
-        feats = list(features) if features is not None else [
-            h for h in header if h not in targets]  # fmt: skip
-        cols = [load_csv(data, t, feats) for t in targets]  # each column checked, named
-        X, Y = cols[0][0], np.stack([c[1] for c in cols], axis=1)
-        pct = round(100 * test_fraction)
-        what = f"`{data}` (targets {', '.join(f'`{t}`' for t in targets)}; {100 - pct}/{pct} split)"
-        return (*split(X, Y, test_fraction=test_fraction, seed=seed), what, tuple(targets))
+    several = len(targets) > 1 and Path(data).is_file()  # a CSV's columns, read at once
     X_tr, y_tr, X_te, y_te, what = load_regression(
-        data, target=target, features=features, test_fraction=test_fraction, seed=seed
-    )
-    return X_tr, y_tr, X_te, y_te, what, ()
+        data, target=targets if several else target, features=features,
+        test_fraction=test_fraction, seed=seed,
+    )  # fmt: skip
+    return X_tr, y_tr, X_te, y_te, what, tuple(targets) if several else ()
 
 
 def _units(sy: Standardizer) -> tuple[Any, Any]:

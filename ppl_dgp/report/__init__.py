@@ -45,11 +45,14 @@ side by side and their stacking), :mod:`~ppl_dgp.report.reference` (the referenc
 checked, built once), :mod:`~ppl_dgp.report.data` (the split and the program),
 :mod:`~ppl_dgp.report.tasks` (which model suits which data), :mod:`~ppl_dgp.report.markdown`
 (tables and the sections every report has), :mod:`~ppl_dgp.report.figures` and
-:mod:`~ppl_dgp.report.constants`.
+:mod:`~ppl_dgp.report.constants`. The names below are loaded from their modules on first use,
+so that ``ppl-dgp compare`` checks its arguments (:mod:`~ppl_dgp.report.tasks`: the data sets,
+which model suits which) before the fitting and ArviZ modules are imported.
 
 Example (the CLI's ``ppl-dgp compare``; a smoke-size run of one method here):
 
     >>> import tempfile
+    >>> from ppl_dgp.report import run_compare
     >>> out = tempfile.mkdtemp()
     >>> result = run_compare("svgp", "motorcycle", ["map"], out, smoke=True, log=lambda _: None,
     ...                      overrides={"map": {"num_steps": 3000, "learning_rate": 0.05}})
@@ -59,35 +62,62 @@ Example (the CLI's ``ppl-dgp compare``; a smoke-size run of one method here):
 
 from __future__ import annotations
 
-from ppl_dgp.report.compare import run_compare
-from ppl_dgp.report.constants import (
-    AUTO,
-    CHAIN_VIEW_INPUTS,
-    CI_PROB,
-    DEFAULT_METHODS,
-    ECE_BINS,
-    MIN_CHAIN_PLOT_DRAWS,
-    MIN_LOO_DRAWS,
-    MIN_PLOT_DRAWS,
-    PREDICTIVE_COMPONENTS,
-    REFERENCE,
-    REFERENCE_PREDICTIVE_INPUTS,
-)
-from ppl_dgp.report.reference import (
-    UnreliableReferenceWarning,
-    UnverifiedReferenceWarning,
-    build_reference,
-    load_reference,
-)
-from ppl_dgp.report.tasks import (
-    CLASSIFICATION_DATA,
-    MULTI_OUTPUT_DATA,
-    REGRESSION_DATA,
-    check_model_data,
-    models_for_data,
-    multi_output_models,
-)
-from ppl_dgp.zoo import classification_models, compare_models, regression_models
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ppl_dgp.report.compare import run_compare
+    from ppl_dgp.report.constants import (
+        AUTO,
+        CHAIN_VIEW_INPUTS,
+        CI_PROB,
+        DEFAULT_METHODS,
+        ECE_BINS,
+        MIN_CHAIN_PLOT_DRAWS,
+        MIN_LOO_DRAWS,
+        MIN_PLOT_DRAWS,
+        PREDICTIVE_COMPONENTS,
+        REFERENCE,
+        REFERENCE_PREDICTIVE_INPUTS,
+    )
+    from ppl_dgp.report.reference import (
+        UnreliableReferenceWarning,
+        UnverifiedReferenceWarning,
+        build_reference,
+        load_reference,
+    )
+    from ppl_dgp.report.tasks import (
+        CLASSIFICATION_DATA,
+        MULTI_OUTPUT_DATA,
+        REGRESSION_DATA,
+        check_model_data,
+        models_for_data,
+        multi_output_models,
+    )
+    from ppl_dgp.zoo import classification_models, compare_models, regression_models
+
+#: Where each public name lives (loaded on first use, PEP 562).
+_HOMES = {
+    "run_compare": "ppl_dgp.report.compare",
+    **dict.fromkeys(
+        ("AUTO", "CHAIN_VIEW_INPUTS", "CI_PROB", "DEFAULT_METHODS", "ECE_BINS",
+         "MIN_CHAIN_PLOT_DRAWS", "MIN_LOO_DRAWS", "MIN_PLOT_DRAWS", "PREDICTIVE_COMPONENTS",
+         "REFERENCE", "REFERENCE_PREDICTIVE_INPUTS"),
+        "ppl_dgp.report.constants",
+    ),
+    **dict.fromkeys(
+        ("UnreliableReferenceWarning", "UnverifiedReferenceWarning", "build_reference",
+         "load_reference"),
+        "ppl_dgp.report.reference",
+    ),
+    **dict.fromkeys(
+        ("CLASSIFICATION_DATA", "MULTI_OUTPUT_DATA", "REGRESSION_DATA", "check_model_data",
+         "models_for_data", "multi_output_models"),
+        "ppl_dgp.report.tasks",
+    ),
+    **dict.fromkeys(("classification_models", "compare_models", "regression_models"),
+                    "ppl_dgp.zoo"),
+}  # fmt: skip
 
 __all__ = [
     "AUTO",
@@ -116,3 +146,16 @@ __all__ = [
     "regression_models",
     "run_compare",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # loaded once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

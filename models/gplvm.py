@@ -220,8 +220,6 @@ register_model(
         likelihood="gaussian",
         task="unsupervised",
         smoke={"num_inducing": 4, "latent_dim": 2, "num_outputs": 3},
-        # Laplace's own local_latents is still "fixed" by default (which would hold w at 0)
-        method_overrides={"laplace": {"local_latents": "map"}},
         description="Bayesian GPLVM, y_n = f(w_n) + e_n with w_n ~ N(0, I) the only inputs "
         "(Titsias & Lawrence 2010); X is a placeholder [N, 1] and predict gives a new "
         "datum's density (w from its prior)",

@@ -184,9 +184,7 @@ def test_map_and_ensemble_optimise_the_latent_inputs_by_default():
     entry = MODELS["gplvm"]
     assert entry.task == "unsupervised" and set(entry.methods) == set(METHODS)
     assert "gplvm" not in regression_models()
-    assert not any(
-        "local_latents" in entry.method_overrides.get(m, {}) for m in ("map", "ensemble")
-    )
+    assert not any("local_latents" in over for over in entry.method_overrides.values())
     assert MAP().local_latents == DeepEnsemble().local_latents == "auto"
     X0 = gplvm_inputs(N)
     model = entry.make(X0, num_inducing=4, latent_dim=1, num_outputs=P)
@@ -207,3 +205,33 @@ def test_map_and_ensemble_optimise_the_latent_inputs_by_default():
         fit(MAP(num_steps=5, local_latents="fixed"), jax.random.key(0), model, X0, Y)
     with pytest.raises(ValueError, match=r"DeepEnsemble.local_latents='fixed' would hold"):
         held_local_latents(sites, "fixed", "DeepEnsemble")
+
+
+def test_laplace_refuses_to_hold_the_latent_inputs():
+    """Laplace's default is MAP's (``local_latents="auto"``, so the zoo needs no override) and
+    ``"fixed"`` is refused before the MAP, naming the option."""
+    from ppl_dgp.infer import MAP, Laplace, fit
+    from ppl_dgp.models import MODELS
+
+    assert Laplace().local_latents == MAP().local_latents == "auto"
+    X0 = gplvm_inputs(N)
+    model = MODELS["gplvm"].make(X0, num_inducing=4, latent_dim=1, num_outputs=P)
+    with pytest.raises(ValueError, match=r"Laplace.local_latents='fixed' would hold the model's "
+                       r"latent inputs \['latent.w'\]"):  # fmt: skip
+        fit(Laplace(num_steps=5, local_latents="fixed"), jax.random.key(0), model, X0, Y)
+
+
+# ~17 s (the Laplace's compile); both MAPs run 300 steps, unconverged
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ppl_dgp.infer.map.MapNotConvergedWarning")
+def test_laplace_map_optimises_the_latent_inputs_as_map_does():
+    """Laplace's MAP stage holds the sites MAP holds: on the GPLVM its loss follows MAP's step
+    by step, so ``w`` is optimised (``test_map_and_ensemble_optimise_...`` shows it move)."""
+    from ppl_dgp.infer import MAP, Laplace, fit
+    from ppl_dgp.models import MODELS
+
+    X0 = gplvm_inputs(N)
+    model = MODELS["gplvm"].make(X0, num_inducing=4, latent_dim=1, num_outputs=P)
+    lap = fit(Laplace(num_steps=300, num_samples=2), jax.random.key(0), model, X0, Y)
+    ref = fit(MAP(num_steps=300), jax.random.key(0), model, X0, Y)
+    np.testing.assert_allclose(lap.traces["map_loss"], ref.traces["map_loss"], rtol=1e-8)

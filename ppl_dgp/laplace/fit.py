@@ -5,9 +5,11 @@
 1. **MAP** of the model's joint density over its latent sites in unconstrained space (the
    shared ``potential_fn`` from :func:`~ppl_dgp.infer.core.initialize`), by Adam on
    ``potential / N`` in the shared loop driver (:class:`~ppl_dgp.infer.loop.Loop`: compiled
-   chunks, a progress bar, a non-finite loss stops with a clear error). Per-datum latents
-   (a DGP's inner-layer ``eps``) are held at ``eps = 0`` by default
-   (``local_latents="fixed"``; their joint MAP is degenerate) or optimised too (``"map"``).
+   chunks, a progress bar, a non-finite loss stops with a clear error). By default
+   (``local_latents="auto"``) the per-datum layer noise (a DGP's inner-layer ``eps``) is held
+   at ``eps = 0`` (its joint MAP is degenerate) and the latent inputs (a GPLVM's ``w``) are
+   optimised; ``"map"`` optimises every per-datum latent
+   (:func:`~ppl_dgp.infer.core.held_local_latents`).
    With ``checkpoint_dir`` the MAP keeps a checkpoint every ``checkpoint_every`` steps and on
    Ctrl-C; a fit run again with the same directory continues the MAP, bit for bit, and a fit
    that differs only after the MAP (curvature, structure, tuning) starts from the saved MAP
@@ -97,7 +99,14 @@ from numpyro.distributions.transforms import biject_to
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.collapse import ROLE
-from ppl_dgp.infer.core import initialize, positive_int, register_method, timed
+from ppl_dgp.infer.core import (
+    LOCAL_LATENTS,
+    held_local_latents,
+    initialize,
+    positive_int,
+    register_method,
+    timed,
+)
 from ppl_dgp.infer.loop import Loop, NonFiniteLossError
 from ppl_dgp.infer.map import map_init, map_optimizer, map_step
 from ppl_dgp.laplace import gp as G
@@ -114,6 +123,7 @@ from ppl_dgp.laplace.subset import (
     _normal_base,
     _normal_prior,
 )
+from ppl_dgp.latent import latent_sites
 from ppl_dgp.posterior import Posterior
 from ppl_dgp.validation import check_regression_data
 
@@ -169,12 +179,15 @@ class Laplace:
             may take.
         output_site: the deterministic network output ``f`` ``[N, K]``.
         likelihood_site: the observed site.
-        local_latents: per-datum latent sites (a DGP's inner-layer ``eps``): ``"fixed"`` holds
-            them at their initial value (``eps = 0``: the inner layers pass their conditional
-            means) while the MAP is found, ``"map"`` optimises them jointly. The joint MAP of a
-            model with a latent per datum is degenerate (each ``eps`` fits its own point and
-            the kernels' lengthscales collapse), so ``"fixed"`` is the default; either way the
-            Gaussian is over the subset given the local sites, and prediction draws fresh ones.
+        local_latents: per-datum latent sites held at their initial value while the MAP is
+            found (:func:`~ppl_dgp.infer.core.held_local_latents`): ``"auto"`` (default) holds
+            the layer noise (a DGP's inner-layer ``eps = 0``: the inner layers pass their
+            conditional means; its joint MAP is degenerate, each ``eps`` fitting its own point
+            and the lengthscales collapsing) and optimises the latent inputs (a GPLVM's ``w``:
+            held at 0 every datum would have the same input); ``"fixed"`` holds every one
+            (refused for a model with latent inputs); ``"map"`` optimises every one. Either
+            way the Gaussian is over the subset given the local sites, and prediction draws
+            fresh ones.
         checkpoint_dir: a directory for the MAP's checkpoint (``None``: none). A fit given a
             directory holding its MAP's checkpoint continues the MAP from it (bit for bit; a
             longer ``num_steps`` continues a shorter MAP) and then builds the Gaussian as
@@ -205,7 +218,7 @@ class Laplace:
     memory_limit_gb: float = 2.0
     output_site: str = "f"
     likelihood_site: str = "y"
-    local_latents: str = "fixed"
+    local_latents: str = "auto"
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
     predictive: str = "glm"
@@ -244,7 +257,7 @@ class Laplace:
             ("curvature", _CURVATURES),
             ("tune", _TUNES),
             ("prior_structure", _PRIOR_STRUCTURES),
-            ("local_latents", ("fixed", "map")),
+            ("local_latents", LOCAL_LATENTS),
             ("predictive", _PREDICTIVES),
         ):
             if getattr(self, field) not in allowed:
@@ -378,13 +391,13 @@ def _fit_laplace(
         checkpoint.prepare()
     with timed() as timer:
         mtr, sites = fitter._structure(key_init, X, y)
+        held = held_local_latents(sites, method.local_latents, "Laplace")  # before the MAP
         curvature = _resolve_curvature(method, mtr)  # before the MAP
         latent = tuple(sites.global_latent) + tuple(sites.local_latent)
         z0, params, pe0 = fitter._init(latent, key_init, X, y)
         if not np.isfinite(float(pe0)):  # initialize names the offending sites
             initialize(key_init, fitter.model, X, y, owner="Laplace", **fitter.model_kwargs)
-        local = [k for k in sites.local_latent if k in z0]
-        fixed = {k: z0[k] for k in local} if local and method.local_latents == "fixed" else {}
+        fixed = {k: z0[k] for k in held if k in z0}
         if method.num_steps:
             free = {k: v for k, v in z0.items() if k not in fixed}
             state = map_init(fitter._opt, free, method.learning_rate)
@@ -741,19 +754,29 @@ def _select_subset(method: Laplace, curvature: str, sites: Any, layers_all: dict
 # -- GP-layer programs: the linearised Laplace of ppl_dgp.laplace.gp -------------------------
 
 
-def _is_gp_path(method: Laplace, curvature: str, mtr: dict) -> bool:
-    """The GGN of a GP-layer program with a Gaussian likelihood (no network output site) whose
-    per-datum latents are all layer noise held at 0 (``local_latents="fixed"``): the
-    linearisation's ``eps = 0`` is then the MAP's."""
+def _local_latents_held_at_zero(method: Laplace, mtr: dict) -> bool:
+    """Every per-datum latent of the trace is layer noise the MAP holds at 0: ``local_latents``
+    ``"auto"`` or ``"fixed"`` and no latent inputs (``"auto"`` optimises them, ``"fixed"`` is
+    refused with them: :func:`~ppl_dgp.infer.core.held_local_latents`)."""
     local = [
         s for s in mtr.values()
         if s["type"] == "sample" and not s.get("is_observed") and s.get("cond_indep_stack")
     ]  # fmt: skip
     return (
+        method.local_latents != "map"
+        and not latent_sites(mtr)
+        and all(s.get("infer", {}).get(ROLE) == "layer_noise" for s in local)
+    )
+
+
+def _is_gp_path(method: Laplace, curvature: str, mtr: dict) -> bool:
+    """The GGN of a GP-layer program with a Gaussian likelihood (no network output site) whose
+    per-datum latents are all layer noise held at 0 (:func:`_local_latents_held_at_zero`):
+    the linearisation's ``eps = 0`` is then the MAP's."""
+    return (
         curvature == "ggn"
         and method.output_site not in mtr
-        and method.local_latents == "fixed"
-        and all(s.get("infer", {}).get(ROLE) == "layer_noise" for s in local)
+        and _local_latents_held_at_zero(method, mtr)
         and G.is_gp_regression(mtr, method.likelihood_site)
     )
 
@@ -834,18 +857,13 @@ def _tune_gp_evidence(method, fitter, spec, mtr, z_map, params, X, y) -> tuple[d
 def _is_gp_classifier(method: Laplace, curvature: str, mtr: dict) -> bool:
     """A GP-layer program with a non-Gaussian likelihood whose logits it records as the output
     site (GGN/EF over its inducing values, :mod:`ppl_dgp.laplace.gp_marglik`), its per-datum
-    latents all layer noise held at 0 (``local_latents="fixed"``)."""
-    local = [
-        s for s in mtr.values()
-        if s["type"] == "sample" and not s.get("is_observed") and s.get("cond_indep_stack")
-    ]  # fmt: skip
+    latents all layer noise held at 0 (:func:`_local_latents_held_at_zero`)."""
     out = mtr.get(method.output_site)
     return (
         curvature in ("ggn", "ef")
         and out is not None
         and out["type"] == "deterministic"
-        and method.local_latents == "fixed"
-        and all(s.get("infer", {}).get(ROLE) == "layer_noise" for s in local)
+        and _local_latents_held_at_zero(method, mtr)
         and bool(G.inducing_sites(mtr))
         and not G.is_gp_regression(mtr, method.likelihood_site)
     )

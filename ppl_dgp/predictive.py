@@ -67,6 +67,7 @@ from ppl_dgp.validation import check_regression_data, check_rng_key
 
 __all__ = [
     "check_posterior",
+    "default_link",
     "log_predictive_density",
     "predict",
     "predict_distribution",
@@ -407,7 +408,7 @@ def predict_proba(
     posterior: Posterior,
     X_new: Array,
     *,
-    link: str = "probit",
+    link: str | None = None,
     rng_key: Array | None = None,
     num_samples: int = 100,
     output_site: str = "f",
@@ -425,7 +426,9 @@ def predict_proba(
         model: the fitted program (``y=None`` gives predictions).
         posterior: from :func:`~ppl_dgp.infer.fit`.
         X_new: inputs ``[N, D]``.
-        link: the Laplace link (ignored for draws).
+        link: the Laplace link (ignored for draws); ``None``: the approximation's own default
+            (:func:`default_link`: ``"nn"`` for a GP classifier's Laplace over its inducing
+            values, ``"probit"`` for a network's).
         rng_key: key for ``link="mc"`` and for each draw's per-datum noise (a DGP's
             inner-layer ``eps``, dropout masks; default ``jax.random.key(0)``).
         num_samples: MC samples / draws used.
@@ -437,9 +440,10 @@ def predict_proba(
     Raises:
         ValueError: the posterior does not fit ``model`` (:func:`check_posterior`).
     """
-    if link not in _LINKS:
-        raise ValueError(f"predict_proba: link must be one of {_LINKS}; received {link!r}")
+    if link is not None and link not in _LINKS:
+        raise ValueError(f"predict_proba: link must be None or one of {_LINKS}; received {link!r}")
     positive_int("predict_proba", num_samples=num_samples)
+    link = default_link(posterior.approx) if link is None else link
     X_new = X_new if isinstance(X_new, np.ndarray | jax.Array) else np.asarray(X_new)
     check_regression_data(X_new, None)  # X [N, D], float, finite: before any tracing
     check_posterior(model, posterior, X_new, owner="predict_proba", **model_kwargs)
@@ -471,6 +475,18 @@ def _proba_draws(
 
 
 _proba = functools.singledispatch(_proba_draws)
+
+
+@functools.singledispatch
+def default_link(approx: Any) -> str:
+    """The link :func:`predict_proba` uses when none is given, per approximation type:
+    ``"probit"`` (ignored by draws and by SVI's exact marginal). An approximation registers its
+    own with ``@register_default_link(MyApprox)``."""
+    del approx
+    return "probit"
+
+
+register_default_link = default_link.register
 
 #: Register class probabilities for an approximation type:
 #: ``@register_proba(MyApprox) def f(approx, model, posterior, X_new, *, link, rng_key,

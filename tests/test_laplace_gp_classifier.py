@@ -142,3 +142,20 @@ def test_marglik_without_hyperparameter_sites_is_refused():
     model = functools.partial(svgp_classification, layers=(spec,), likelihood=Bernoulli())
     with pytest.raises(ValueError, match="tune='marglik'.*has none as sample sites"):
         fit(Laplace(num_steps=2, num_samples=2, tune="marglik"), jax.random.key(0), model, X, Y)
+
+
+def test_a_gp_classifiers_laplace_predicts_with_the_programs_own_probit_by_default():
+    """``predict_proba`` without a link: a GP classifier's Laplace over ``u`` averages the
+    program's ``Phi(m / sqrt(1 + v))`` over its draws of ``u`` (``"nn"``), not the linearised
+    logit; the result equals asking for ``link="nn"``, and differs from ``"probit"``."""
+    from ppl_dgp.predictive import default_link, predict_proba
+
+    post = fit(Laplace(num_steps=50, num_samples=20), jax.random.key(0), _model(), X, Y)
+    assert default_link(post.approx) == "nn"
+    Xt = np.linspace(-2.5, 2.5, 5)[:, None]
+    p = predict_proba(_model(), post, Xt, rng_key=jax.random.key(1), num_samples=20)
+    p_nn = predict_proba(_model(), post, Xt, link="nn", rng_key=jax.random.key(1),
+                         num_samples=20)  # fmt: skip
+    p_probit = predict_proba(_model(), post, Xt, link="probit")
+    np.testing.assert_array_equal(np.asarray(p), np.asarray(p_nn))
+    assert np.max(np.abs(np.asarray(p) - np.asarray(p_probit))) > 1e-6

@@ -166,7 +166,9 @@ def _markdown_classification(model_name, d, configs, res, table, agree, gate, hy
     s.append(
         "\n## Test metrics\n\nFrom each method's predictive class probabilities "
         "(`ppl_dgp.predictive.predict_proba`: averaged over draws; SVI integrates `u` out "
-        "against q(u); Laplace's linearised probit predictive): accuracy of the most probable "
+        "against q(u); Laplace by its default link: a GP's averages the program's class "
+        "probability over its draws of `u`, a network's is the linearised probit): accuracy "
+        "of the most probable "
         "class, NLL = -(1/N) sum_n log p(y_n), the expected calibration error over "
         f"{ECE_BINS} equal-width confidence bins (Guo et al. 2017; "
         "`ppl_dgp.calibration`), and the Brier score sum_k (p_k - [y = k])^2 averaged over "

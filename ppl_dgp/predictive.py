@@ -441,7 +441,9 @@ def predict_proba(
         ValueError: the posterior does not fit ``model`` (:func:`check_posterior`).
     """
     if link is not None and link not in _LINKS:
-        raise ValueError(f"predict_proba: link must be None or one of {_LINKS}; received {link!r}")
+        raise ValueError(
+            f"predict_proba: link must be one of {_LINKS} (or None: the default); received {link!r}"
+        )
     positive_int("predict_proba", num_samples=num_samples)
     link = default_link(posterior.approx) if link is None else link
     X_new = X_new if isinstance(X_new, np.ndarray | jax.Array) else np.asarray(X_new)

@@ -656,8 +656,10 @@ def plot_khat_panels(
         ax.axhline(g, color="C1", ls="--", lw=1)
         ax.axhline(0.7, color="0.4", ls=":", lw=1)
         ax.axhline(1.0, color="k", ls="-", lw=0.6)
-        ax.set_title(f"{name}: {int(bad.sum())} > good_k, {int(np.sum(k > 0.7))} > 0.7 "
-                     f"(of {k.size})", fontsize=9)  # fmt: skip
+        nan = int(np.isnan(k).sum())  # PSIS could not fit the tail: neither good nor counted
+        ax.set_title(f"{name}: {int(bad.sum())} > good_k, {int(np.sum(k > 0.7))} > 0.7"
+                     + (f", {nan} NaN" if nan else "") + f" (of {k.size})",
+                     fontsize=9)  # fmt: skip
         ax.tick_params(labelsize=8)
         ax.set_xlabel("observation", fontsize=8)
     for ax in axes[:, 0]:

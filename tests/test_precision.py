@@ -25,6 +25,18 @@ def _dot_precisions(fn, *args) -> list[str]:
             for line in text.splitlines() if "dot_general" in line]  # fmt: skip
 
 
+def _recording_model(seen: list):
+    """A linear regression that records the matmul precision it is traced under."""
+
+    def model(X, y=None):
+        seen.append(jax.config.jax_default_matmul_precision)
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+
+    return model
+
+
 @pytest.fixture
 def on_gpu(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
@@ -52,12 +64,7 @@ def test_a_users_own_precision_is_kept(on_gpu):
 
 def test_predict_traces_the_model_at_highest_precision(on_gpu):
     seen = []
-
-    def model(X, y=None):
-        seen.append(jax.config.jax_default_matmul_precision)
-        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
-        with numpyro.plate("data", X.shape[0]):
-            numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+    model = _recording_model(seen)
 
     post = Posterior(draws={"w": np.zeros((1, 4))}, method=NUTS())
     predict(jax.random.key(0), model, post, np.ones((3, 1)), num_samples=2)
@@ -68,12 +75,7 @@ def test_fit_traces_the_model_at_highest_precision(on_gpu):
     from ppl_dgp.infer import MAP, fit
 
     seen = []
-
-    def model(X, y=None):
-        seen.append(jax.config.jax_default_matmul_precision)
-        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
-        with numpyro.plate("data", X.shape[0]):
-            numpyro.sample("y", dist.Normal(w * X[:, 0], 1.0), obs=y)
+    model = _recording_model(seen)
 
     fit(MAP(num_steps=2), jax.random.key(0), model, np.ones((3, 1)), np.ones(3))
     assert seen and set(seen) == {"highest"}

@@ -270,8 +270,8 @@ class SGHMC:
         # log-lik from -2.992 to -2.914 on the mean (-2.938 with another chain key; -2.979
         # with four pooled chains), against the DSVI DGP-2's -2.925: one chain at parity
         # within the run-to-run noise, not above it. With this preset's 10,000 burn-in steps
-        # (one chain, default key): -2.899 on the mean, above DSVI by 0.026; a second key is
-        # not yet measured (.bench/issue15_sghmc_findings.md)
+        # (one chain): -2.899 on the mean with the default key and -2.907 with another, above
+        # DSVI's -2.925 with both (.bench/issue15_sghmc_findings.md)
         "uci": {
             "hyper": "mcem",
             "mcem_params": True,

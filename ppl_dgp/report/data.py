@@ -69,12 +69,8 @@ def _prepare(
     extra = {"num_outputs": len(outputs)} if outputs else {}  # one output: as it always was
     model = MODELS[model_name].make(np.asarray(X), num_inducing=num_inducing, layers=layers,
                                     **extra)  # fmt: skip
-    prov = Provenance(
-        model=model_name, data=str(data) if Path(str(data)).suffix == "" else Path(data).name,
-        target=target, features=None if features is None else tuple(features),
-        test_fraction=float(test_fraction), seed=int(seed), num_inducing=int(num_inducing),
-        layers=int(layers), data_sha256=data_digest(X, y), command=command,
-    )  # fmt: skip
+    prov = _provenance(model_name, data, target, features, test_fraction, seed, num_inducing,
+                       layers, X, y, command)  # fmt: skip
     return _Prepared(X_tr, y_tr, X_te, y_te, what, sx, sy, X, y, Xt, yt, model, prov, outputs)
 
 
@@ -146,12 +142,8 @@ def _prepare_classification(
     model = MODELS[model_name].make(np.asarray(X), num_inducing=num_inducing, layers=layers,
                                     num_classes=K)  # fmt: skip
     model = _median_lengthscales(model, np.asarray(X))
-    prov = Provenance(
-        model=model_name, data=str(data) if Path(str(data)).suffix == "" else Path(data).name,
-        target=target, features=None if features is None else tuple(features),
-        test_fraction=float(test_fraction), seed=int(seed), num_inducing=int(num_inducing),
-        layers=int(layers), data_sha256=data_digest(X, y), command=command,
-    )  # fmt: skip
+    prov = _provenance(model_name, data, target, features, test_fraction, seed, num_inducing,
+                       layers, X, y, command)  # fmt: skip
     return _Prepared(X_tr, y_tr, X_te, y_te, what, sx, None, X, y, Xt, np.asarray(y_te), model,
                      prov, (), K)  # fmt: skip
 
@@ -191,3 +183,15 @@ def _median_lengthscales(model: Callable, X: np.ndarray) -> Callable:
         if i < len(specs) - 1:
             H = np.asarray(spec.mean_function(jnp.asarray(H)))
     return Program(model.func, *model.args, **{**kw, "layers": tuple(new)})
+
+
+def _provenance(model_name: str, data: Any, target: Any, features: Any, test_fraction: float,
+                seed: int, num_inducing: int, layers: int, X: Any, y: Any,
+                command: Any) -> Provenance:  # fmt: skip
+    """What a reference file records of the run that would use it (regression or classifier)."""
+    return Provenance(
+        model=model_name, data=str(data) if Path(str(data)).suffix == "" else Path(data).name,
+        target=target, features=None if features is None else tuple(features),
+        test_fraction=float(test_fraction), seed=int(seed), num_inducing=int(num_inducing),
+        layers=int(layers), data_sha256=data_digest(X, y), command=command,
+    )  # fmt: skip

@@ -22,7 +22,9 @@ For each, one JSON row: the learnt ``W`` aligned to the truth (the column permut
 signs that minimise the error), ``max_abs_error`` and the relative Frobenius error after
 alignment, the cosine of each aligned column with the true one (its direction: a column's
 length trades against its latent GP's amplitude, which only the prior pins), the learnt
-lengthscales, and the rotation-invariant errors (``W W^T``, Procrustes).
+lengthscales, and the rotation-invariant errors (``W W^T``, Procrustes); ``unit_latent``
+repeats the alignment for ``W`` rescaled to the truth's convention (each learnt latent function
+of unit sample std over the inputs, see :func:`unit_latent_W`).
 
     export CI=1 PYTHONHASHSEED=0 OMP_NUM_THREADS=1
     XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
@@ -47,6 +49,7 @@ from ppl_dgp.layers import Hyper  # noqa: E402
 from ppl_dgp.models.dgp import dgp_regression, init_dgp  # noqa: E402
 from ppl_dgp.models.lmc import init_lmc, lmc_regression  # noqa: E402
 from ppl_dgp.outputs import LMC  # noqa: E402
+from ppl_dgp.predictive import predict  # noqa: E402
 
 W_TRUE = np.array([[1.0, 0.5], [-0.8, 1.2], [0.3, -1.0]])
 LENGTHSCALES = (0.3, 1.5)
@@ -92,6 +95,21 @@ def align(W: np.ndarray) -> dict:
     }  # fmt: skip
 
 
+def unit_latent_W(model, post, X) -> np.ndarray:
+    """``W`` in the truth's convention: latent functions of unit sample std over the inputs.
+
+    The data's ``W`` is defined with each latent ``g_q`` standardised over the ``N`` inputs; a
+    fit may scale ``g_q`` by ``c`` and ``W[:, q]`` by ``1 / c`` at almost no cost (only the
+    priors see it). The posterior mean ``F [N, P] = g W^T`` gives ``g = F W (W^T W)^{-1}``
+    exactly, so ``W diag(std(g))`` is the learnt mixing on the truth's scale.
+    """
+    W = np.asarray(post.approx.medians["W"])
+    pred = predict(jax.random.key(3), model, post, X, num_samples=100)
+    F = np.asarray(pred.means).mean(0)  # [N, P]: E[f] (mixture mean over hidden samples)
+    g = F @ W @ np.linalg.inv(W.T @ W)  # [N, Q]
+    return W * g.std(0)[None, :]
+
+
 def run(name: str, model, X, Y, lengthscale_sites) -> dict:
     t = time.perf_counter()
     post = fit(SVI(num_steps=STEPS, learning_rate=0.01), jax.random.key(0), model, X, Y)
@@ -100,6 +118,7 @@ def run(name: str, model, X, Y, lengthscale_sites) -> dict:
     out = {
         "model": name, "N": N, "noise_sd": NOISE, "W_true": W_TRUE.tolist(),
         "true_lengthscales": list(LENGTHSCALES), **align(np.asarray(med["W"])),
+        "unit_latent": align(unit_latent_W(model, post, X)),
         "lengthscales": [round(float(np.ravel(med[s])[0]), 3) for s in lengthscale_sites],
         "fit_seconds": round(t_fit, 2),
         "compile_seconds": round(float(post.timings["compile_seconds"]), 2), "steps": STEPS,

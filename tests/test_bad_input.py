@@ -38,7 +38,8 @@ from ppl_dgp.posterior import Posterior
 from ppl_dgp.predictive import predict, predict_proba
 from ppl_dgp.validation import check_regression_data
 
-#: The slowest a bad call may take before it raises (seconds): no compilation first.
+#: The most CPU time a bad call may use before it raises (seconds of this process's CPU, all
+#: threads: a compilation first shows, a busy machine's wait for a core does not).
 LIMIT = 1.0
 N = 12
 X = np.linspace(-2.0, 2.0, N)[:, None]
@@ -578,11 +579,12 @@ def _params() -> list:
 
 @pytest.mark.parametrize(("call", "error", "match"), _params())
 def test_bad_input_is_caught_early_and_named(call, error, match, zoo, saved, tmp_path, capsys):
-    """The call raises ``error`` with the argument named (``match``) within :data:`LIMIT` s."""
-    t0 = time.perf_counter()
+    """The call raises ``error`` with the argument named (``match``) within :data:`LIMIT` s of
+    CPU time."""
+    t0 = time.process_time()
     with pytest.raises(error) as info:
         call(zoo, saved, tmp_path)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     if error is SystemExit:  # the CLI: status 2, one line on stderr naming the flag
         assert info.value.code == 2
         lines = capsys.readouterr().err.strip().splitlines()
@@ -591,7 +593,9 @@ def test_bad_input_is_caught_early_and_named(call, error, match, zoo, saved, tmp
             assert len(lines) == 1, lines
     else:
         assert info.match(match)
-    assert elapsed < LIMIT, f"raised after {elapsed:.2f} s (> {LIMIT} s: work before the check)"
+    assert elapsed < LIMIT, (
+        f"raised after {elapsed:.2f} s of CPU (> {LIMIT} s: work before the check)"
+    )
 
 
 # -- what must pass the same checks ---------------------------------------------------------------

@@ -66,10 +66,10 @@ y = Standardizer.fit(y_raw).transform(y_raw)
 dgp = functools.partial(dgp_regression, **init_dgp(X, num_layers=2, num_inducing=10))
 
 methods = {
-    "nuts": NUTS(num_warmup=size(300, 30), num_samples=size(300, 30), num_chains=2,
+    "nuts": NUTS(num_warmup=size(300, 30), num_samples=size(300, 50), num_chains=2,
                  max_tree_depth=size(7, 4)),
-    "svi": SVI(num_steps=size(3000, 200), hyper="normal", num_samples=size(400, 100)),
-    "laplace": Laplace(num_steps=size(1000, 200), num_samples=size(400, 100)),
+    "svi": SVI(num_steps=size(3000, 100), hyper="normal", num_samples=size(400, 100)),
+    "laplace": Laplace(num_steps=size(1000, 100), num_samples=size(400, 100)),
 }  # fmt: skip
 posts, trees = {}, {}
 for i, (name, method) in enumerate(methods.items()):
@@ -154,7 +154,8 @@ diagnostics.plot_forest(trees, hyper)
 # inputs, for brevity).
 
 # %%
-preds = {k: predict(jax.random.key(3), dgp, p, X, num_samples=200) for k, p in posts.items()}
+S = size(200, 100)  # smoke: every fit has 100 draws (2 x 50 NUTS), so one shape per program
+preds = {k: predict(jax.random.key(3), dgp, p, X, num_samples=S) for k, p in posts.items()}
 for name in ("svi", "laplace"):
     d = agreement.predictive_discrepancies(preds[name], preds["nuts"], y, prob=0.9)
     print(name, {k: round(v, 3) for k, v in d.items()})
@@ -171,10 +172,10 @@ for k, pr in preds.items():
 # %%
 net = functools.partial(bnn.mlp_regression, hidden=(size(16, 8),), noise_scale=0.5)
 bnn_methods = {
-    "nuts": NUTS(num_warmup=size(300, 30), num_samples=size(300, 30), num_chains=2,
+    "nuts": NUTS(num_warmup=size(300, 30), num_samples=size(300, 50), num_chains=2,
                  max_tree_depth=size(8, 4)),
-    "svi": SVI(num_steps=size(3000, 300), num_samples=size(400, 100)),
-    "laplace": Laplace(num_steps=size(2000, 300), num_samples=size(400, 100)),
+    "svi": SVI(num_steps=size(3000, 100), num_samples=size(400, 100)),
+    "laplace": Laplace(num_steps=size(2000, 100), num_samples=size(400, 100)),
 }  # fmt: skip
 bnn_posts = {k: fit(m, jax.random.key(20 + i), net, X, y) for i, (k, m) in
              enumerate(bnn_methods.items())}  # fmt: skip
@@ -203,7 +204,7 @@ Xt, yt = moons["X_test"], moons["y_test"]
 clf = functools.partial(bnn.mlp_binary, hidden=(size(16, 8),))
 curves = {}
 for i, (name, method) in enumerate(
-    {"nuts": bnn_methods["nuts"], "laplace": Laplace(num_steps=size(2000, 300))}.items()
+    {"nuts": bnn_methods["nuts"], "laplace": Laplace(num_steps=size(2000, 100))}.items()
 ):
     post = fit(method, jax.random.key(40 + i), clf, Xc, yc)
     p1 = np.asarray(predict_proba(clf, post, Xt))

@@ -57,10 +57,11 @@ from ppl_dgp.predictive import predict_proba
 
 jax.config.update("jax_enable_x64", True)
 SMOKE = os.environ.get("PPL_DGP_SMOKE") == "1"
-MAP_STEPS = 300 if SMOKE else 3000
+MAP_STEPS = 100 if SMOKE else 3000
 GRID = 30 if SMOKE else 120
 NUTS_DRAWS = 30 if SMOKE else 400
-SVI_STEPS = 300 if SMOKE else 5000
+SVI_STEPS = 100 if SMOKE else 5000
+TREE_DEPTH = 4 if SMOKE else 10  # NUTS: at most 2**depth - 1 leapfrog steps per draw
 key = jax.random.key(0)
 
 
@@ -140,7 +141,8 @@ for lim in (3.0, 15.0):
 # `predict_proba` averages $\sigma(f)$ over their draws.
 
 # %%
-post_nuts = fit(NUTS(num_warmup=NUTS_DRAWS, num_samples=NUTS_DRAWS, num_chains=1), key, mlp, X, y)
+post_nuts = fit(NUTS(num_warmup=NUTS_DRAWS, num_samples=NUTS_DRAWS, num_chains=1,
+                     max_tree_depth=TREE_DEPTH), key, mlp, X, y)  # fmt: skip
 post_svi = fit(SVI(num_steps=SVI_STEPS, learning_rate=1e-2, num_samples=100), key, mlp, X, y)
 for lim in (3.0, 15.0):
     _, _, G = grid(lim)

@@ -46,6 +46,21 @@ def _rank_promotion(request: pytest.FixtureRequest):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _xla_optimised(request: pytest.FixtureRequest):
+    """A test marked ``xla_optimised`` (long-running compiled work: thousands of draws) compiles
+    with every optimisation pass, as users do; the rest of the suite compiles cheaply (above)."""
+    if request.node.get_closest_marker("xla_optimised") is None:
+        yield
+        return
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture
 def rng_key() -> jax.Array:
     """A fixed PRNG key; split it inside the test for independent streams."""

@@ -53,6 +53,9 @@ from ppl_dgp.sampling import (  # noqa: E402
 )
 from ppl_dgp.sampling import evaluate as evaluate_one  # noqa: E402
 
+#: Thousands of draws through every layer: these tests run more than they compile, so they
+#: compile with XLA's passes on (tests/conftest.py).
+pytestmark = pytest.mark.xla_optimised
 Z_TOL = 5.0
 KERNELS = {
     "se": SquaredExponential,

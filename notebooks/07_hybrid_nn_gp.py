@@ -52,7 +52,8 @@ from ppl_dgp.predictive import predict_proba
 SMOKE = os.environ.get("PPL_DGP_SMOKE", "0") == "1"
 M = 5 if SMOKE else 20  # inducing points
 STEPS = 30 if SMOKE else 3000  # SVI steps
-GRID = 40 if SMOKE else 200  # grid points per axis (GRID**2 inputs)
+GRID = 20 if SMOKE else 200  # grid points per axis (GRID**2 inputs)
+S_TEST, S_GRID = (20, 20) if SMOKE else (50, 20)  # smoke: one predictive program per model
 S_DRAWS = 4 if SMOKE else 8  # function samples to draw
 print(f"smoke={SMOKE}: M={M}, {STEPS} steps, {GRID}x{GRID} grid")
 
@@ -68,6 +69,8 @@ print(f"smoke={SMOKE}: M={M}, {STEPS} steps, {GRID}x{GRID} grid")
 d = datasets.load_bench("moons")
 X, y = d["X_train"], d["y_train"].astype(np.int64)
 X_test, y_test = d["X_test"], d["y_test"].astype(np.int64)
+if SMOKE:  # as many test points as grid points: the two predictives share their programs
+    X_test, y_test = X_test[: GRID**2], y_test[: GRID**2]
 lik = Bernoulli(link="probit")
 configs = {act: hybrid.init_hybrid_classification(X, likelihood=lik, hidden=(8,), num_layers=1,
                                                   num_inducing=M, activation=act)
@@ -86,7 +89,7 @@ models = {
 posts = {name: fit(SVI(num_steps=STEPS, learning_rate=0.01, num_samples=50), jax.random.key(0),
                    model, X, y) for name, model in models.items()}  # fmt: skip
 for name, model in models.items():
-    p = np.asarray(predict_proba(model, posts[name], X_test, num_samples=50))
+    p = np.asarray(predict_proba(model, posts[name], X_test, num_samples=S_TEST))
     m = classification_metrics(p, y_test)
     print(f"{name:14s} accuracy {m['accuracy']:.3f}  NLL {m['nll']:.3f}  ECE {m['ece']:.3f}")
 
@@ -146,7 +149,7 @@ g1, g2 = np.meshgrid(np.linspace(lo[0], hi[0], GRID), np.linspace(lo[1], hi[1], 
 X_grid = np.stack([g1.ravel(), g2.ravel()], axis=1)
 fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
 for ax, (name, model) in zip(axes, models.items(), strict=True):
-    p = np.asarray(predict_proba(model, posts[name], X_grid, num_samples=20))
+    p = np.asarray(predict_proba(model, posts[name], X_grid, num_samples=S_GRID))
     cs = ax.contourf(g1, g2, p.reshape(g1.shape), levels=np.linspace(0, 1, 11), cmap="RdBu_r")
     ax.scatter(X[:, 0], X[:, 1], c=y, cmap="RdBu_r", edgecolors="k", s=12)
     ax.set_title(f"{name}: p(y = 1 | x)")

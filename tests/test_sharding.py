@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from ppl_dgp.infer import SGHMC, SVI, fit
+from ppl_dgp.infer import NUTS, SGHMC, SVI, fit
 from ppl_dgp.sharding import batch_mesh
 
 _TWO_DEVICES = textwrap.dedent(
@@ -92,7 +92,7 @@ _TWO_DEVICES = textwrap.dedent(
             "b": float(post.params["b"]),
         }
     out["sghmc_all_reduce"] = list(compiled)
-    for method in ("vectorized", "parallel"):
+    for method in ("vectorized", "parallel", "sequential"):
         post = fit(NUTS(num_warmup=20, num_samples=10, num_chains=2, chain_method=method,
                         max_tree_depth=4), key, model, X[:12], y[:12])
         out[f"nuts_{method}"] = {k: np.asarray(v).tolist() for k, v in post.draws.items()}
@@ -148,6 +148,33 @@ def test_nuts_chains_one_per_device_equal_the_vectorised_chains(two_devices):
     for name in vec:
         assert np.shape(vec[name])[:2] == (2, 10), name
         np.testing.assert_allclose(par[name], vec[name], rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+def test_nuts_chains_one_after_another_equal_the_vectorised_chains(two_devices):
+    """``chain_method="sequential"`` (the chains mapped in one program, the CPU's default):
+    each chain the same as in the batched run, up to reassociation."""
+    vec, seq = two_devices["nuts_vectorized"], two_devices["nuts_sequential"]
+    assert set(vec) == set(seq) and vec
+    for name in vec:
+        assert np.shape(seq[name])[:2] == (2, 10), name
+        np.testing.assert_allclose(seq[name], vec[name], rtol=1e-8, atol=1e-10, err_msg=name)
+    # the chains differ (two copies of one chain would agree trivially)
+    first = np.asarray(next(iter(vec.values())))
+    assert not np.allclose(first[0], first[1])
+
+
+def test_auto_chain_method_is_sequential_on_a_cpu_and_vectorised_elsewhere():
+    from ppl_dgp.infer.mcmc import resolve_chain_method
+
+    assert NUTS().chain_method == "auto"
+    assert resolve_chain_method("auto", "cpu") == "sequential"
+    assert (
+        resolve_chain_method("auto", "gpu") == resolve_chain_method("auto", "tpu") == "vectorized"
+    )
+    assert resolve_chain_method("parallel", "cpu") == "parallel"
+    with pytest.raises(ValueError, match=r"NUTS.chain_method must be one of .*'auto'.*; "
+                                         r"received 'lax'"):  # fmt: skip
+        NUTS(chain_method="lax")
 
 
 def test_devices_needs_a_batch_that_splits_evenly():

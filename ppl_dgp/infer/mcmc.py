@@ -50,7 +50,7 @@ from ppl_dgp.infer.core import (
 )
 from ppl_dgp.posterior import Posterior
 
-__all__ = ["HMC", "NUTS", "DivergentChainWarning"]
+__all__ = ["HMC", "NUTS", "DivergentChainWarning", "resolve_chain_method"]
 
 
 class DivergentChainWarning(UserWarning):
@@ -76,7 +76,7 @@ def _warn_divergent(owner: str, diverging: np.ndarray) -> None:
         )
 
 
-_CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+_CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 
 #: ``dense_mass="global"``: one dense block over every global latent site (hyperparameters,
 #: inducing values, weights), a diagonal over the per-datum ones (a DGP's ``{layer}.eps``).
@@ -148,7 +148,10 @@ class NUTS:
             hyperparameters and inducing values, and a diagonal over per-datum sites such as a
             DGP's ``{layer}.eps``) or a tuple of tuples of site names (NumPyro's dense blocks;
             the other sites diagonal).
-        chain_method: ``"vectorized"``, ``"sequential"`` or ``"parallel"`` (one device each).
+        chain_method: ``"sequential"`` (the chains one after another, in one compiled
+            program), ``"vectorized"`` (all chains in each step, batched), ``"parallel"``
+            (one device each) or ``"auto"`` (the default: sequential on a CPU, vectorised on
+            an accelerator; see :func:`resolve_chain_method`).
         thinning: keep every ``thinning``-th of the ``num_samples`` iterations,
             ``num_samples // thinning`` draws per chain. Unlike NumPyro's own ``thinning``,
             no divergence is lost: a kept draw's ``diverging`` is true when any iteration
@@ -161,13 +164,13 @@ class NUTS:
     target_accept_prob: float = 0.8
     max_tree_depth: int = 10
     dense_mass: bool | str | tuple[tuple[str, ...], ...] = False
-    chain_method: str = "vectorized"
+    chain_method: str = "auto"
     thinning: int = 1
     name: ClassVar[str] = "nuts"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # The compare report's reference: 8 chains x (500 + 1000) at depth <= 6. Vectorised
-        # chains cost little more per iteration than one (the tree depth, the slowest chain's,
-        # sets the cost), so chains are the cheap way to ESS >= 400 and a sharp R-hat; target
+        # The compare report's reference: 8 chains x (500 + 1000) at depth <= 6. Chains are
+        # the cheap way to ESS >= 400 and a sharp R-hat (one compiled program runs them all,
+        # on a CPU one after another, see resolve_chain_method); target
         # 0.9 removes the last divergences (.bench/issue15_nuts.py: on the motorcycle DGP with
         # M = 20, 8 x (400 + 400) at 0.8 gave 1 of 3200 divergent, R-hat 1.013, ESS >= 533;
         # in `compare --num-inducing 20`, 8 x (500 + 700) left R-hat 1.01+ on one lengthscale,
@@ -218,7 +221,7 @@ class HMC:
     adapt_mass_matrix: bool = True
     target_accept_prob: float = 0.8
     dense_mass: bool | str | tuple[tuple[str, ...], ...] = False
-    chain_method: str = "vectorized"
+    chain_method: str = "auto"
     thinning: int = 1
     name: ClassVar[str] = "hmc"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -253,6 +256,39 @@ def _thin(
     return out, thinned
 
 
+def resolve_chain_method(name: str, backend: str | None = None) -> str:
+    """The chain method ``"auto"`` stands for: ``"sequential"`` on a CPU, ``"vectorized"`` on
+    an accelerator (``backend``: JAX's default backend unless given); others unchanged.
+
+    On a CPU, vectorised chains cost more than chains one after another: the batched
+    ``while_loop`` of NUTS's tree runs every chain to the slowest chain's depth, with selects
+    on every leaf, and vmap re-traces its body until the batched carry settles. Measured on
+    the motorcycle DGP (NUTS compare preset, 8 chains x (500 + 1000), one 2-core machine):
+    245 s vectorised, 99 s sequential, whole ``ppl-dgp compare --methods nuts`` process.
+    """
+    if name != "auto":
+        return name
+    backend = jax.default_backend() if backend is None else backend
+    return "sequential" if backend == "cpu" else "vectorized"
+
+
+def _lax_map_chains(single_chain: Callable) -> Callable:
+    """NumPyro's ``chain_method`` as a transform: the chains one after another inside one
+    program (``lax.map``), traced and compiled once for every chain."""
+    return lambda chain_args: jax.lax.map(single_chain, chain_args)
+
+
+def _numpyro_chain_method(name: str, progress_bar: bool) -> str | Callable:
+    """NumPyro's ``chain_method`` for ours. ``"sequential"`` maps the chains in one compiled
+    program; NumPyro's own ``"sequential"`` (a Python loop that traces and compiles the
+    sampler again for every chain, ~1-2 s each on a smoke DGP) only while a progress bar is
+    shown, which NumPyro draws per chain and not inside a mapped program."""
+    name = resolve_chain_method(name)
+    if name == "sequential" and not progress_bar:
+        return _lax_map_chains
+    return name
+
+
 def _fit_mcmc(
     method: NUTS | HMC, rng_key: Array, model: Callable, X: Array, y: Array, **model_kwargs: Any
 ) -> Posterior:
@@ -282,7 +318,7 @@ def _fit_mcmc(
             num_warmup=method.num_warmup,
             num_samples=method.num_samples,
             num_chains=method.num_chains,
-            chain_method=method.chain_method,
+            chain_method=_numpyro_chain_method(method.chain_method, progress_enabled(None)),
             progress_bar=progress_enabled(None),
         )
         # The initial point with its potential and gradient, as computed in the initialising

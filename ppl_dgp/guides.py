@@ -41,12 +41,19 @@ from jax import Array
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.autoguide import AutoGuide
+from numpyro.infer.autoguide import AutoGuide, AutoNormal
 from numpyro.infer.initialization import init_to_median
 
 from ppl_dgp.layers import ROLE
 
-__all__ = ["InducingPointGuide", "compiled_init", "init_to_model_init", "init_trace", "scale_tril"]
+__all__ = [
+    "CompiledAutoNormal",
+    "InducingPointGuide",
+    "compiled_init",
+    "init_to_model_init",
+    "init_trace",
+    "scale_tril",
+]
 
 
 def _init_to_model_init(site: dict | None = None) -> Array | None:
@@ -304,16 +311,71 @@ class InducingPointGuide(AutoGuide):
         return out
 
 
+class CompiledAutoNormal(AutoNormal):
+    """NumPyro's ``AutoNormal`` (mean-field Normal in unconstrained space, the same parameters
+    ``{site}_auto_loc`` / ``{site}_auto_scale``) whose set-up compiles as one program.
+
+    ``AutoNormal`` sets itself up with ``initialize_model``, which traces the model and then
+    evaluates the potential and its gradient at the initial point eagerly, every operation
+    compiled on its own: a fresh process fitting a smoke BNN compiled 328 small programs
+    (6 s) before its first step. Under :func:`compiled_init` the set-up is traced inside
+    one ``jax.jit`` program with the data as arguments; the closures NumPyro keeps (the
+    potential and the map back to constrained values) are then rebuilt from their generators
+    at the concrete data (:meth:`bind`), and the initial values come back as arrays. Called
+    outside :func:`compiled_init` (e.g. by NumPyro's own ``SVI.init``), it behaves as
+    ``AutoNormal``.
+    """
+
+    def bind(self, args: tuple, kwargs: dict) -> bool:
+        """Rebuild the closures of a set-up traced under ``jax.jit`` (which hold its tracers)
+        at concrete ``args``/``kwargs``: the potential from its generator, and the map back to
+        constrained values, which NumPyro builds as ``partial(constrain_fn, model, args,
+        kwargs)`` when the model has deterministic sites to replay and as a data-free
+        ``partial(transform_fn, transforms)`` otherwise.
+
+        Returns:
+            Whether every closure was rebuilt (``False``: set the guide up eagerly instead).
+        """
+        self._potential_fn = self._potential_fn_gen(*args, **kwargs)
+        post = getattr(self._postprocess_fn, "fn", None)
+        if not isinstance(post, functools.partial):
+            return False
+        a = post.args
+        if len(a) >= 2 and isinstance(a[-2], tuple) and isinstance(a[-1], dict):
+            # partial(constrain_fn, model, args, kwargs): the replayed model's data
+            post = functools.partial(post.func, *a[:-2], args, kwargs, **post.keywords)
+        if _holds_tracer(post.args):
+            return False
+        self._postprocess_fn = handlers.seed(post, rng_seed=0)
+        return True
+
+
+def _holds_tracer(obj: Any, depth: int = 0) -> bool:
+    """Whether ``obj`` (a constraint, a transform, or containers of them) holds a tracer."""
+    if isinstance(obj, jax.core.Tracer):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(obj, tuple | list):
+        return any(_holds_tracer(v, depth + 1) for v in obj)
+    if isinstance(obj, dict):
+        return any(_holds_tracer(v, depth + 1) for v in obj.values())
+    return hasattr(obj, "__dict__") and any(_holds_tracer(v, depth + 1) for v in vars(obj).values())
+
+
 def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: Any) -> Any:
     """``svi.init(rng_key, *args, **kwargs)`` as one compiled program.
 
     NumPyro's ``SVI.init`` runs the guide's set-up and a trace of the guide and of the model
     eagerly, every operation compiled on its own (~250 compilations, 10-16 s cold for a
-    2-layer DGP). For an :class:`InducingPointGuide` (``guide``, which ``svi.guide`` may wrap)
-    that has not been set up yet, the whole ``init`` is traced once under ``jax.jit`` with the
-    arrays of ``args`` as arguments; the guide's initial values are then put back as concrete
-    arrays (its prototype trace keeps only structure: names, shapes, supports, plates, and its
-    distributions' parameters are not to be evaluated). Other guides use ``svi.init`` itself.
+    2-layer DGP). For an :class:`InducingPointGuide` or a :class:`CompiledAutoNormal`
+    (``guide``, which ``svi.guide`` may wrap) that has not been set up yet, the whole
+    ``init`` is traced once under ``jax.jit`` with the arrays of ``args`` as arguments; the
+    guide's initial values are then put back as concrete arrays (its prototype trace keeps
+    only structure: names, shapes, supports, plates, and its distributions' parameters are
+    not to be evaluated), and an ``AutoNormal``'s closures are rebuilt at the concrete
+    ``args``. A prototype whose supports depend on the data (a tracer in a constraint) is
+    set up again eagerly, as are other guides (``svi.init`` itself).
 
     The model's checks of concrete data (e.g. labels in range) do not run under the trace:
     call this after a concrete or abstract trace of the model at the same arguments (as
@@ -322,7 +384,8 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
     Returns:
         NumPyro's ``SVIState``; ``svi.constrain_fn`` is set as by ``svi.init``.
     """
-    if not isinstance(guide, InducingPointGuide) or guide.prototype_trace is not None:
+    compiled = isinstance(guide, InducingPointGuide | CompiledAutoNormal)
+    if not compiled or guide.prototype_trace is not None:
         return svi.init(rng_key, *args, **kwargs)
 
     def init(key: Array, args: tuple) -> tuple:
@@ -336,7 +399,20 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
         return state, guide._init_locs, values
 
     state, init_locs, values = jax.jit(init)(rng_key, args)
-    guide._init_locs = init_locs
+    if isinstance(guide, CompiledAutoNormal):
+        supports = [
+            site["fn"].support
+            for site in guide.prototype_trace.values()
+            if site["type"] == "sample" and not site["is_observed"]
+        ]
+        if _holds_tracer(supports) or not guide.bind(args, kwargs):  # data-dependent: eagerly
+            guide.prototype_trace = None
+            return svi.init(rng_key, *args, **kwargs)
+    # traced, the initial values come out of NumPyro's while_loop with sorted keys: put them
+    # back in the model's order, as the eager set-up has them (AutoNormal.sample_posterior
+    # splits its key over the sites in this order)
+    order = [name for name in guide.prototype_trace if name in init_locs]
+    guide._init_locs = {name: init_locs[name] for name in order}
     for name, value in values.items():
         guide.prototype_trace[name]["value"] = value
     return state

@@ -57,11 +57,15 @@ from jax.sharding import Mesh
 from numpyro.handlers import block, seed, trace
 from numpyro.infer import SVI as NumPyroSVI
 from numpyro.infer import Predictive, Trace_ELBO
-from numpyro.infer.autoguide import AutoNormal
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.elbo import DoublyStochasticELBO, ImportanceWeightedELBO
-from ppl_dgp.guides import InducingPointGuide, compiled_init, init_to_model_init
+from ppl_dgp.guides import (
+    CompiledAutoNormal,
+    InducingPointGuide,
+    compiled_init,
+    init_to_model_init,
+)
 from ppl_dgp.infer.core import (
     ModelSites,
     accepts_batch_size,
@@ -494,7 +498,7 @@ def _fit_svi(
         else:
             elbo = DoublyStochasticELBO(num_particles=method.num_particles)
     else:
-        guide = AutoNormal(model, init_loc_fn=init_to_model_init)
+        guide = CompiledAutoNormal(model, init_loc_fn=init_to_model_init)
         elbo = Trace_ELBO(num_particles=method.num_particles)
     result = run_svi(
         key_fit,
@@ -512,7 +516,7 @@ def _fit_svi(
         **model_kwargs,
     )
     params = {k: np.asarray(v) for k, v in result.params.items()}
-    if isinstance(guide, InducingPointGuide):  # set up: one compiled call, not op by op
+    if isinstance(guide, InducingPointGuide | CompiledAutoNormal):  # one compiled call
         draws = jax.jit(
             lambda key, params: guide.sample_posterior(
                 key, params, sample_shape=(method.num_samples,)

@@ -214,20 +214,26 @@ def pointwise_log_likelihood(
     elif sites.gp_layers:
         # A fixed block of draws, so every posterior of this model reuses one compilation.
         size = int(max(1, min(S, 50, 2_000_000 // max(1, N * K))))
-        ll_parts, rep_parts = [], []
-        for i, idx in enumerate(_chunks(S, size)):
-            vals = {k: jnp.repeat(v[idx], K, axis=0) for k, v in flat.items()}  # [size*K, ...]
-            key = jax.random.fold_in(k_run, i)
-            sites = propagate_layers(
+
+        @jax.jit  # one program per block shape (op by op, each block's ops dispatched anew)
+        def block(key: Array, draws: dict, params: dict, X: Array, y: Array) -> tuple:
+            vals = {k: jnp.repeat(v, K, axis=0) for k, v in draws.items()}  # [size*K, ...]
+            layer_sites = propagate_layers(
                 key, model, vals, params, X, num_samples=size * K, **model_kwargs
             )
-            out = gaussian_output(sites, likelihood_site)  # [size*K, N]
+            out = gaussian_output(layer_sites, likelihood_site)  # [size*K, N]
             tot = out.var.reshape(size, K, N)
             mean = out.mean.reshape(size, K, N)
             lp = -0.5 * (jnp.log(2 * jnp.pi * tot) + (y - mean) ** 2 / tot)
-            ll_parts.append(logsumexp(lp, axis=1) - jnp.log(K))
             z = jax.random.normal(jax.random.fold_in(key, 1), (size, N), dtype=mean.dtype)
-            rep_parts.append(mean[:, 0] + jnp.sqrt(tot[:, 0]) * z)
+            return logsumexp(lp, axis=1) - jnp.log(K), mean[:, 0] + jnp.sqrt(tot[:, 0]) * z
+
+        ll_parts, rep_parts = [], []
+        for i, idx in enumerate(_chunks(S, size)):
+            ll, rep = block(jax.random.fold_in(k_run, i), {k: v[idx] for k, v in flat.items()},
+                            params, X, jnp.asarray(y))  # fmt: skip
+            ll_parts.append(ll)
+            rep_parts.append(rep)
         log_lik = jnp.concatenate(ll_parts)[:S]
         y_rep = jnp.concatenate(rep_parts)[:S]
     else:

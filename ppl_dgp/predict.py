@@ -100,16 +100,16 @@ class MixturePredictive:
     @property
     def mean(self) -> Array:  # [N]
         """Mixture mean ``(1/S) sum_s m_s``."""
-        return self.distribution.mean
+        return _mixture_mean(self)
 
     @property
     def variance(self) -> Array:  # [N]
         """Mixture variance ``(1/S) sum_s v_s + (1/S) sum_s (m_s - mean)^2`` (total variance)."""
-        return self.distribution.variance
+        return _mixture_variance(self)
 
     def log_density(self, y: Array) -> Array:  # [N]
         """``log (1/S) sum_s N(y_n | m_s, v_s)`` per point (log-sum-exp over components)."""
-        return self.distribution.log_prob(y)
+        return _mixture_log_density(self, jnp.asarray(y))
 
     def rescale(self, loc: float, scale: float) -> MixturePredictive:
         """The predictive of ``loc + scale * y`` (back to original units)."""
@@ -126,7 +126,7 @@ class MixturePredictive:
 
     def cdf(self, y: Array) -> Array:  # [N]
         """Mixture CDF ``(1/S) sum_s Phi((y - m_s) / sqrt(v_s))``."""
-        return self.distribution.cdf(y)
+        return _mixture_cdf(self, jnp.asarray(y))
 
     def quantile(self, p: float) -> Array:  # [N]
         """Exact mixture quantile per point: bisection on the CDF (60 halvings).
@@ -175,6 +175,28 @@ def _check_y_shape(y: Array, shape: tuple[int, ...]) -> None:
         raise ValueError(
             f"y must have shape {want} (the predictive's points); received {jnp.shape(y)}"
         )
+
+
+# The mixture's summaries, one compiled program each per shape (evaluated op by op, NumPyro's
+# mixture compiles a dozen small programs per shape in every fresh process).
+@jax.jit
+def _mixture_mean(pred: MixturePredictive) -> Array:  # [N]
+    return pred.distribution.mean
+
+
+@jax.jit
+def _mixture_variance(pred: MixturePredictive) -> Array:  # [N]
+    return pred.distribution.variance
+
+
+@jax.jit
+def _mixture_log_density(pred: MixturePredictive, y: Array) -> Array:  # [N]
+    return pred.distribution.log_prob(y)
+
+
+@jax.jit
+def _mixture_cdf(pred: MixturePredictive, y: Array) -> Array:  # [N]
+    return pred.distribution.cdf(y)
 
 
 @jax.jit

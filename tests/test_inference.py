@@ -534,3 +534,29 @@ def test_deep_ensemble_members_converge_to_the_unique_mode_from_different_starts
     np.testing.assert_allclose(w[0], np.broadcast_to(mean, (4, 2)), atol=1e-6)
     losses = post.traces["map_loss"]  # [steps, K]: the members started apart
     assert losses.shape == (2000, 4) and np.unique(np.round(losses[0], 6)).size == 4
+
+
+def test_timings_count_compile_spans_inside_the_fit_only():
+    """JAX stamps compile spans with ``time.time()``: a span that opened before the fit (or a
+    clock that jumped, e.g. a machine paused mid-compile) counts only inside the fit's window,
+    and compile time never exceeds the wall time (run time never negative)."""
+    import time
+
+    from jax import monitoring
+
+    from ppl_dgp.infer.core import timed
+
+    event = "/jax/core/compile/backend_compile_duration"
+    with timed() as timer:
+        now = time.time()
+        monitoring.record_event_time_span(event, now - 100.0, now + 0.01)  # opened long ago
+        monitoring.record_event_time_span(event, now + 0.01, now + 0.02)
+        time.sleep(0.05)
+        t = timer.timings()
+    assert 0.0 < t["compile_seconds"] <= 0.03
+    assert t["run_seconds"] >= 0.0
+    with timed() as timer:  # a span reaching past now (a jumped clock): capped at the wall
+        now = time.time()
+        monitoring.record_event_time_span(event, now, now + 50.0)
+        t = timer.timings()
+    assert t["run_seconds"] >= 0.0 and t["compile_seconds"] < 1.0

@@ -386,12 +386,17 @@ _COMPILE_EVENTS = frozenset(
 
 @contextmanager
 def compile_clock() -> Iterator[Callable[[], float]]:
-    """Yields a function giving the seconds JAX spent compiling so far (union of spans)."""
+    """Yields a function giving the seconds JAX spent compiling so far (union of spans).
+
+    JAX stamps its spans with ``time.time()``; they are clipped to the time since entry, so
+    a span already open then (or a clock that moved) never counts time outside the window.
+    """
     spans: list[tuple[float, float]] = []
+    opened = time.time()
 
     def listener(event: str, start: float, end: float, **_: Any) -> None:
-        if event in _COMPILE_EVENTS:
-            spans.append((start, end))
+        if event in _COMPILE_EVENTS and end > opened:
+            spans.append((max(start, opened), end))
 
     def seconds() -> float:
         total, reach = 0.0, -np.inf
@@ -413,17 +418,22 @@ class Timer:
 
     def __init__(self, compile_seconds: Callable[[], float]):
         self._compile = compile_seconds
-        self._t0 = time.perf_counter()
+        self._t0 = time.time()  # JAX's compile spans are on this clock
         self.phases: dict[str, float] = {}
 
     def mark(self, phase: str) -> None:
         """Record ``{phase}_seconds``: wall time from the start of the fit to now."""
-        self.phases[f"{phase}_seconds"] = time.perf_counter() - self._t0
+        self.phases[f"{phase}_seconds"] = time.time() - self._t0
 
     def timings(self) -> dict[str, float]:
-        """``compile_seconds``, ``run_seconds`` (wall time minus compile) and the phases."""
-        wall = time.perf_counter() - self._t0
-        c = self._compile()
+        """``compile_seconds``, ``run_seconds`` (wall time minus compile) and the phases.
+
+        Both from ``time.time()``, JAX's clock for its compile spans: measured against a
+        monotonic clock, a machine that paused mid-compile (a suspended laptop, a VM held by
+        its host) showed more compile seconds than wall seconds and a negative run time.
+        """
+        wall = time.time() - self._t0
+        c = min(self._compile(), wall)
         return {"compile_seconds": c, "run_seconds": wall - c, **self.phases}
 
 

@@ -164,9 +164,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     params = {**post.params, **{f"{k}.q_mu": v for k, v in q.q_mu.items()},
               **{f"{k}.q_sqrt": v for k, v in q.q_sqrt.items()}}  # fmt: skip
-    medians = {k: jnp.broadcast_to(v, (30, *np.shape(v))) for k, v in q.medians.items()}
-    sites = propagate_layers(jax.random.key(4), model, medians, params, grid, num_samples=30,
-                             batch_size=None)  # fmt: skip
+    sites = propagate_layers(jax.random.key(4), model, dict(q.medians), params, grid,
+                             num_samples=30, values_per_pass=False, batch_size=None)  # fmt: skip
     moments = {k: tuple(sites[f"{k}.{r}"] for r in ("f", "f_mean", "f_var")) for k in q.q_mu}
     fig, axes = new_figure(1, args.layers + 1, figsize=(5 * (args.layers + 1), 4))
     plot_layer_samples_1d(axes[:-1], grid_raw, moments)

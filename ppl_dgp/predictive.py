@@ -343,14 +343,13 @@ def _predict_inducing(
     for layer in approx.q_mu:
         params[f"{layer}.q_mu"] = jnp.asarray(approx.q_mu[layer])
         params[f"{layer}.q_sqrt"] = jnp.asarray(approx.q_sqrt[layer])
-    values = {
-        k: jnp.broadcast_to(jnp.asarray(v), (num_samples, *np.shape(v)))
-        for k, v in approx.medians.items()
-    }
+    medians = {k: jnp.asarray(v) for k, v in approx.medians.items()}
     sites = propagate_layers(
-        rng_key, model, values, params, X_new, num_samples=num_samples, **model_kwargs
-    )
+        rng_key, model, medians, params, X_new, num_samples=num_samples,
+        values_per_pass=False, **model_kwargs,
+    )  # fmt: skip  # the passes share the medians: the first layer's marginals are computed once
     if f"{likelihood_site}.f_mean" not in sites:  # Normal marginals of another Gaussian site
+        values = {k: jnp.broadcast_to(v, (num_samples, *v.shape)) for k, v in medians.items()}
         components, extra = propagate_site(
             rng_key, model, values, params, X_new, num_samples=num_samples,
             site=likelihood_site, **model_kwargs,

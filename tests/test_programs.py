@@ -347,6 +347,33 @@ def test_prediction_compiles_once_per_model():
     assert pred.means.shape == (5, 7)
 
 
+def test_shared_values_equal_per_pass_values():
+    """``values_per_pass=False`` (the medians shared by every pass, SVI's predictive) gives the
+    passes that broadcasting the medians to ``[S, ...]`` gives: same keys, same noise."""
+    from ppl_dgp.predict import propagate_layers
+
+    X, y = _toy(N=20, D=2)
+    config = init_dgp(X, num_layers=2, num_inducing=5, inner_q_sqrt=0.3)
+    model = functools.partial(dgp_regression, **config)
+    guide = InducingPointGuide(model)
+    params = _init_params(model, guide, X, y)
+    params = {**params, **{k: v + 0.1 for k, v in params.items() if k.endswith("q_mu")}}
+    medians = {k: v for k, v in guide.median(params).items() if not k.endswith(".u")}
+    S = 6
+    per_pass = {k: jnp.broadcast_to(v, (S, *v.shape)) for k, v in medians.items()}
+    key = jax.random.key(3)
+    a = propagate_layers(key, model, per_pass, params, X, num_samples=S, batch_size=None)
+    b = propagate_layers(
+        key, model, medians, params, X, num_samples=S, values_per_pass=False, batch_size=None
+    )
+    assert list(a) == list(b) and any(k.endswith(".f_var") for k in a)
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    f = a["layer0.f"]
+    assert float(jnp.max(jnp.abs(f[0] - f[1]))) > 1e-6  # the passes draw their own noise
+
+
 def test_epoch_batches_cover_each_epoch_without_replacement():
     from ppl_dgp.infer.minibatch import BatchState, next_batch
 

@@ -178,13 +178,19 @@ def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple
 def _plate_axes(model: Callable, spec: tuple, base: dict, X: Array) -> dict[str, int]:
     """The axis of each per-datum site's value that runs over the points (its data plate)."""
     out, *_, kwargs = spec
-    tr = _trace_at(model, base, X[:1], dict(kwargs))  # eager, one point: shapes only
-    axes = {}
-    for name, site in tr.items():
-        frames = [f for f in site.get("cond_indep_stack", ()) if f.size == 1]
-        if site["type"] == "sample" and frames and not site.get("is_observed") and name not in base:
-            ndim = jnp.ndim(site["value"]) - len(site["fn"].event_shape)
-            axes[name] = ndim + frames[0].dim
+    axes: dict[str, int] = {}
+
+    def read(base: dict, X1: Array) -> int:  # traced abstractly: shapes only, no device op
+        tr = _trace_at(model, base, X1, dict(kwargs))
+        for name, site in tr.items():
+            frames = [f for f in site.get("cond_indep_stack", ()) if f.size == 1]
+            if (site["type"] == "sample" and frames and not site.get("is_observed")
+                    and name not in base):  # fmt: skip
+                ndim = jnp.ndim(site["value"]) - len(site["fn"].event_shape)
+                axes[name] = ndim + frames[0].dim
+        return 0
+
+    jax.eval_shape(read, base, jnp.asarray(X)[:1])
     return axes
 
 
@@ -208,12 +214,15 @@ def _by_points(
     if N <= C:
         return core(X, local, key)
     axes = _plate_axes(model, spec, base, X) if local else {}
+    # the chunks are cut on the host (numpy), not by eager device ops: each of those would be
+    # an XLA compile of its own in every fresh process, too small for the compile cache
+    X_host, local_host = np.asarray(X), jax.device_get(local)
     outs = []
     for c in range(-(-N // C)):
         idx = np.minimum(np.arange(c * C, (c + 1) * C), N - 1)
-        part = {k: jnp.take(v, idx, axis=axes[k]) for k, v in local.items()}
+        part = {k: np.take(v, idx, axis=axes[k]) for k, v in local_host.items()}
         k = key if key is None or c == 0 else jax.random.fold_in(key, c)
-        outs.append(core(jnp.asarray(X)[idx], part, k))
+        outs.append(core(X_host[idx], part, k))
     return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0)[:N], *outs)
 
 

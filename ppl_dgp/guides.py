@@ -211,6 +211,9 @@ class InducingPointGuide(AutoGuide):
         }
 
     # -- the guide program ---------------------------------------------------------------
+    # The guide's distributions are valid by construction (scale_tril's positive diagonal, the
+    # softplus scales): they skip NumPyro's argument checks, which evaluate constant arguments
+    # (the initial values) op by op even while the guide is traced under jit.
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Array]:
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
@@ -231,7 +234,9 @@ class InducingPointGuide(AutoGuide):
             # NumPyro's replay copies the guide's ``infer`` onto the model site: tag it too.
             result[info["site"]] = numpyro.sample(
                 info["site"],
-                dist.MultivariateNormal(q_mu.T, scale_tril=scale_tril(q_sqrt)).to_event(1),
+                dist.MultivariateNormal(
+                    q_mu.T, scale_tril=scale_tril(q_sqrt), validate_args=False
+                ).to_event(1),
                 infer={ROLE: "inducing"},
             )
         for name in self._noise_sites:
@@ -243,7 +248,9 @@ class InducingPointGuide(AutoGuide):
                 shape = tuple(f.size for f in site["cond_indep_stack"]) + site["fn"].event_shape
                 result[name] = numpyro.sample(
                     name,
-                    dist.Normal(jnp.zeros(shape), 1.0).to_event(len(site["fn"].event_shape)),
+                    dist.Normal(jnp.zeros(shape), 1.0, validate_args=False).to_event(
+                        len(site["fn"].event_shape)
+                    ),
                     infer={ROLE: "layer_noise"},
                 )
         for name in self._other_sites:
@@ -258,7 +265,9 @@ class InducingPointGuide(AutoGuide):
                     constraint=_softplus_if_positive(support),
                     event_dim=event_dim,
                 )
-                result[name] = numpyro.sample(name, dist.Delta(loc, event_dim=event_dim))
+                result[name] = numpyro.sample(
+                    name, dist.Delta(loc, event_dim=event_dim, validate_args=False)
+                )
             else:
                 transform = biject_to(support)
                 loc = numpyro.param(f"{name}.loc", transform.inv(init))
@@ -267,7 +276,7 @@ class InducingPointGuide(AutoGuide):
                     jnp.full(jnp.shape(loc), self.init_scale),
                     constraint=constraints.softplus_positive,
                 )
-                base = dist.Normal(loc, scale).to_event(jnp.ndim(loc))
+                base = dist.Normal(loc, scale, validate_args=False).to_event(jnp.ndim(loc))
                 result[name] = numpyro.sample(name, dist.TransformedDistribution(base, transform))
         return result
 
@@ -285,7 +294,9 @@ class InducingPointGuide(AutoGuide):
         keys = jax.random.split(rng_key, len(self._layers) + len(self._other_sites) + 1)
         for key, (layer, info) in zip(keys, self._layers.items(), strict=False):
             q = dist.MultivariateNormal(
-                params[f"{layer}.q_mu"].T, scale_tril=scale_tril(params[f"{layer}.q_sqrt"])
+                params[f"{layer}.q_mu"].T,
+                scale_tril=scale_tril(params[f"{layer}.q_sqrt"]),
+                validate_args=False,  # valid by construction, as in __call__
             )
             out[info["site"]] = q.sample(key, sample_shape)
         for key, name in zip(keys[len(self._layers) :], self._other_sites, strict=False):
@@ -294,9 +305,9 @@ class InducingPointGuide(AutoGuide):
                 out[name] = jnp.broadcast_to(v, sample_shape + jnp.shape(v))
             else:
                 transform = biject_to(self.prototype_trace[name]["fn"].support)
-                z = dist.Normal(params[f"{name}.loc"], params[f"{name}.scale"]).sample(
-                    key, sample_shape
-                )
+                z = dist.Normal(
+                    params[f"{name}.loc"], params[f"{name}.scale"], validate_args=False
+                ).sample(key, sample_shape)
                 out[name] = transform(z)
         return out
 

@@ -36,6 +36,7 @@ from jax.scipy.special import logsumexp
 from numpyro.handlers import block, seed, substitute, trace
 
 from ppl_dgp.collapse import ROLE, collapse, gaussian_output
+from ppl_dgp.compile_effort import AdaptiveJit
 
 __all__ = [
     "LikelihoodMixture",
@@ -285,7 +286,8 @@ def _propagate_fn(model: Any, kw_items: tuple, per_pass: bool = True) -> tuple[A
         order[:] = list(sites)
         return sites
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0 if per_pass else None, None, None))), order
+    # compiled quick when the passes are little work (most predictions; compile_effort)
+    return AdaptiveJit(jax.vmap(one, in_axes=(0, 0 if per_pass else None, None, None))), order
 
 
 def propagate_layers(

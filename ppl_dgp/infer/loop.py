@@ -39,6 +39,7 @@ import numpy as np
 from jax import Array
 
 from ppl_dgp.checkpoint import Checkpoint, CheckpointError, canonical
+from ppl_dgp.compile_effort import AdaptiveJit
 from ppl_dgp.infer.core import progress_enabled
 
 __all__ = ["Loop", "LoopResult", "NonFiniteLossError", "run_loop"]
@@ -95,7 +96,9 @@ class Loop:
     ) -> None:
         self.step, self.chunk_size, self.collect = step, int(chunk_size), collect
         self.desc, self.owner = desc, owner
-        self._compiled = jax.jit(self._chunk)
+        # compiled at XLA's defaults, or quick when the whole loop will run briefly
+        self._compiled = AdaptiveJit(self._chunk)
+        self._runs = 1  # steps the current run expects (XLA's estimate counts a scan body once)
 
     def _chunk(self, state: Any, key: Array, start: Array, n_valid: Array, *args: Any) -> tuple:
         collect, step = self.collect, self.step
@@ -125,7 +128,9 @@ class Loop:
 
     def _run_chunk(self, state: Any, key: Array, start: int, n_valid: int, args: tuple) -> tuple:
         """One compiled chunk: ``n_valid`` steps from step ``start`` (a seam for tests)."""
-        return self._compiled(state, key, jnp.asarray(start), jnp.asarray(n_valid), *args)
+        return self._compiled(
+            state, key, jnp.asarray(start), jnp.asarray(n_valid), *args, runs=self._runs
+        )
 
     def run(
         self,
@@ -176,6 +181,7 @@ class Loop:
                 if self.collect and saved_outputs is not None:
                     outputs = [saved_outputs]
         every = checkpoint.every if checkpoint is not None else num_steps
+        self._runs = num_steps - done
 
         def save() -> None:
             if checkpoint is not None:

@@ -59,6 +59,7 @@ from numpyro.infer import SVI as NumPyroSVI
 from numpyro.infer import Predictive, Trace_ELBO
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
+from ppl_dgp.compile_effort import AdaptiveJit
 from ppl_dgp.elbo import DoublyStochasticELBO, ImportanceWeightedELBO
 from ppl_dgp.guides import (
     CompiledAutoNormal,
@@ -517,7 +518,7 @@ def _fit_svi(
     )
     params = {k: np.asarray(v) for k, v in result.params.items()}
     if isinstance(guide, InducingPointGuide | CompiledAutoNormal):  # one compiled call
-        draws = jax.jit(
+        draws = AdaptiveJit(  # little work: compiled quick (threefry alone costs ~1.3 s)
             lambda key, params: guide.sample_posterior(
                 key, params, sample_shape=(method.num_samples,)
             )

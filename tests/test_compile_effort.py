@@ -1,0 +1,70 @@
+"""The compile effort of a program follows the work it will do (ppl_dgp.compile_effort)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppl_dgp.compile_effort import MIN_SECONDS_PER_RUN, AdaptiveJit, expected_seconds
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="decides on a CPU only")
+
+
+def _gp_var(key, X, Z, L):  # a conditional-like program: a draw, a solve, a reduction
+    K = jnp.exp(-0.5 * (X[:, None, 0] - Z[None, :, 0]) ** 2)  # [N, M]
+    A = jax.scipy.linalg.solve_triangular(L, K.T, lower=True)  # [M, N]
+    eps = jax.random.normal(key, (X.shape[0],))
+    return jnp.sum(A * A, axis=0) + 0.1 * eps
+
+
+def _args(N=50, M=8):
+    rng = np.random.default_rng(0)
+    X, Z = rng.normal(size=(N, 1)), rng.normal(size=(M, 1))
+    Kzz = np.exp(-0.5 * (Z - Z.T) ** 2) + 1e-6 * np.eye(M)
+    return jax.random.key(1), X, Z, np.linalg.cholesky(Kzz)
+
+
+def test_a_small_program_compiles_quick_and_equals_the_full_one():
+    quick, full = AdaptiveJit(_gp_var), AdaptiveJit(_gp_var, quick_seconds=0)
+    a, b = quick(*_args()), full(*_args())
+    assert quick.choices == ["quick"] and full.choices == ["full"]
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a, jax.jit(_gp_var)(*_args()), rtol=1e-12, atol=1e-12)
+
+
+def test_many_runs_of_a_small_program_compile_at_full_effort():
+    f = AdaptiveJit(_gp_var)
+    f(*_args(), runs=10_000)  # at least 1e-4 s a run: an estimated second
+    assert f.choices == ["full"]
+    assert expected_seconds(f.lower(*_args()), 10_000) >= 10_000 * MIN_SECONDS_PER_RUN
+
+
+def test_the_estimate_grows_with_the_work():
+    f = AdaptiveJit(lambda A, B: A @ B)
+    small = expected_seconds(f.lower(np.ones((10, 10)), np.ones((10, 10))))
+    big = expected_seconds(f.lower(np.ones((2000, 2000)), np.ones((2000, 2000))))
+    assert small == MIN_SECONDS_PER_RUN and big > 1.0  # 16 GFLOP
+    f(np.ones((4, 4)), np.ones((4, 4)))
+    assert f.choices == ["quick"]
+
+
+def test_one_executable_per_signature_host_and_device_arrays_share_it():
+    f = AdaptiveJit(_gp_var)
+    key, X, Z, L = _args()
+    f(key, X, Z, L)
+    f(key, jnp.asarray(X) + 1.0, Z, L)  # a device array of the same type
+    assert f._cache_size() == 1
+    f(key, X[:20], Z, L)  # another shape: another executable
+    assert f._cache_size() == 2 and f.choices == ["quick", "quick"]
+
+
+def test_inside_a_transformation_it_is_the_jitted_function():
+    f = AdaptiveJit(_gp_var)
+    key, X, Z, L = _args()
+    outer = jax.jit(lambda X: f(key, X, Z, L).sum())(X)
+    grads = jax.grad(lambda X: f(key, X, Z, L).sum())(X)
+    assert f._cache_size() == 0  # nothing compiled on its own
+    np.testing.assert_allclose(outer, _gp_var(key, X, Z, L).sum(), rtol=1e-12)
+    assert grads.shape == X.shape and np.all(np.isfinite(grads))

@@ -13,6 +13,8 @@ Cases:
   laplace-torch's first call does from a trained net: ``fit(Laplace("last_layer", "kron",
   num_steps=0, tune="marglik"))`` on the program started at the MAP weights (the curvature and
   the evidence-tuned prior precision) and ``predict_proba`` (probit) at the test inputs.
+  ``--laplace all:kron,all:full,...`` runs other ``subset:structure`` variants (the row's
+  ``variant``); ``.bench/laplace_torch_peer.py`` is laplace-torch's side.
 
 One JSON object per run: ``case``, ``cache``, ``process_seconds`` (the parent's wall clock
 around the whole child process: interpreter start, imports, fit, predict, exit),
@@ -74,8 +76,10 @@ def _child(case: str) -> dict:
         row["map_seconds"] = time.perf_counter() - t
         weights = {k: v[0, 0] for k, v in post_map.draws.items()}  # (chain, draw, ...)
         at_map = functools.partial(model, init_values=weights)
-        method = Laplace("last_layer", "kron", num_steps=0, tune="marglik", tune_steps=100,
+        subset, structure = os.environ.get("COLDSTART_LAPLACE", "last_layer:kron").split(":")
+        method = Laplace(subset, structure, num_steps=0, tune="marglik", tune_steps=100,
                          num_samples=100)  # fmt: skip
+        row["variant"] = f"{subset}:{structure}"
         t = time.perf_counter()
         post = fit(method, jax.random.key(0), at_map, d["X_train"], d["y_train"])
         row["fit_seconds"] = time.perf_counter() - t
@@ -89,10 +93,11 @@ def _child(case: str) -> dict:
     return row
 
 
-def run(case: str, cache_dir: str, label: str) -> dict:
-    """``case`` in a fresh process with ``cache_dir`` as its compilation cache."""
+def run(case: str, cache_dir: str, label: str, laplace: str = "last_layer:kron") -> dict:
+    """``case`` in a fresh process with ``cache_dir`` as its compilation cache (``laplace``:
+    the Laplace case's ``subset:structure``)."""
     env = {**os.environ, "PPL_DGP_CACHE_DIR": cache_dir, "CI": "1", "PYTHONHASHSEED": "0",
-           "COLDSTART_T0": repr(time.time())}  # fmt: skip
+           "COLDSTART_T0": repr(time.time()), "COLDSTART_LAPLACE": laplace}  # fmt: skip
     t = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "ppl_dgp.benchmarks.coldstart", "--child", case],
@@ -106,14 +111,17 @@ def run(case: str, cache_dir: str, label: str) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def main(cases: tuple[str, ...] = CASES) -> list[dict]:
-    """Each case with an empty, then a warm cache; prints one JSON line per run."""
+def main(cases: tuple[str, ...] = CASES, laplace: tuple[str, ...] = ("last_layer:kron",)
+         ) -> list[dict]:  # fmt: skip
+    """Each case (the Laplace one per ``subset:structure`` of ``laplace``) with an empty, then a
+    warm cache; prints one JSON line per run."""
     rows = []
     for case in cases:
-        with tempfile.TemporaryDirectory(prefix="ppl_dgp_cache_") as cache:
-            for label in ("empty", "warm"):
-                rows.append(run(case, cache, label))
-                print(json.dumps(rows[-1]), flush=True)
+        for variant in laplace if case == "laplace_moons" else ("",):
+            with tempfile.TemporaryDirectory(prefix="ppl_dgp_cache_") as cache:
+                for label in ("empty", "warm"):
+                    rows.append(run(case, cache, label, variant or "last_layer:kron"))
+                    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -121,8 +129,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
+    parser.add_argument("--laplace", default="last_layer:kron",
+                        help="the Laplace case's subset:structure, comma-separated")  # fmt: skip
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child)), flush=True)
     else:
-        main(tuple(c for c in args.cases.split(",") if c))
+        main(tuple(c for c in args.cases.split(",") if c),
+             tuple(v for v in args.laplace.split(",") if v))  # fmt: skip

@@ -363,13 +363,17 @@ class LaplaceFitter:
         }
         return {k: int(f._cache_size()) for k, f in pieces.items()}
 
-    def _structure(self, key: Array, X: Array, y: Array) -> tuple[dict, Any]:
-        """``(model trace, ModelSites)`` for data of these shapes (one ``initialize``)."""
+    def _structure(self, key: Array, X: Array, y: Array) -> tuple[dict, Any, Any]:
+        """``(model trace, ModelSites, init)`` for data of these shapes (one ``initialize``);
+        ``init`` is ``initialize``'s initial point (``ParamInfo``) when it ran in this call
+        (at this key and data), else ``None``."""
         ck = (X.shape, str(X.dtype), y.shape, str(y.dtype))
+        init = None
         if ck not in self._structures:
             info, sites = initialize(key, self.model, X, y, owner="Laplace", **self.model_kwargs)
             self._structures[ck] = (info.model_trace, sites)
-        return self._structures[ck]
+            init = info.param_info
+        return (*self._structures[ck], init)
 
 
 # -- fit ---------------------------------------------------------------------------------------
@@ -390,11 +394,15 @@ def _fit_laplace(
                                 fingerprint=fingerprint, owner="Laplace")  # fmt: skip
         checkpoint.prepare()
     with timed() as timer:
-        mtr, sites = fitter._structure(key_init, X, y)
+        mtr, sites, init = fitter._structure(key_init, X, y)
         held = held_local_latents(sites, method.local_latents, "Laplace")  # before the MAP
         curvature = _resolve_curvature(method, mtr)  # before the MAP
         latent = tuple(sites.global_latent) + tuple(sites.local_latent)
-        z0, params, pe0 = fitter._init(latent, key_init, X, y)
+        if init is not None:  # initialize just computed the initial point: no second trace
+            z0, pe0 = {k: init.z[k] for k in latent}, init.potential_energy
+            params = {k: s["value"] for k, s in mtr.items() if s["type"] == "param"}
+        else:
+            z0, params, pe0 = fitter._init(latent, key_init, X, y)
         if not np.isfinite(float(pe0)):  # initialize names the offending sites
             initialize(key_init, fitter.model, X, y, owner="Laplace", **fitter.model_kwargs)
         fixed = {k: z0[k] for k in held if k in z0}

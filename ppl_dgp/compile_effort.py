@@ -18,9 +18,11 @@ HLO: it counts a loop's body once):
 and compiles with :data:`QUICK_OPTIONS` when ``t`` is below :data:`QUICK_SECONDS` (the quick
 code then costs at most about that much again), with XLA's defaults otherwise. ``runs`` is the
 caller's count of executions (a loop's steps). Only on a CPU: other back ends compile as
-usual. The results are the same programs' results; the two levels may differ in the last bits
-(another fusion, another order of a sum). JAX's persistent compilation cache keys an executable
-on its options, so either kind is read back by the next process.
+usual, as does everything under ``JAX_DISABLE_MOST_OPTIMIZATIONS`` (which already compiles
+every program without those passes; the test suite runs so). The results are the same
+programs' results; the two levels may differ in the last bits (another fusion, another order
+of a sum). JAX's persistent compilation cache keys an executable on its options, so either
+kind is read back by the next process.
 
 Example:
     >>> import jax.numpy as jnp
@@ -124,7 +126,9 @@ class AdaptiveJit:
         if compiled is None:
             lowered = self._jit.lower(*args)
             quick = False
-            if jax.default_backend() == "cpu" and self.quick_seconds > 0:
+            # (under JAX_DISABLE_MOST_OPTIMIZATIONS every program already compiles quick)
+            if (jax.default_backend() == "cpu" and self.quick_seconds > 0
+                    and not jax.config.values["jax_disable_most_optimizations"]):  # fmt: skip
                 t = expected_seconds(lowered, max(int(runs), 1))
                 quick = t is not None and t < self.quick_seconds
             compiled = lowered.compile(dict(QUICK_OPTIONS) if quick else None)

@@ -44,6 +44,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import AutoGuide, AutoNormal
 from numpyro.infer.initialization import init_to_median
 
+from ppl_dgp.compile_effort import AdaptiveJit
 from ppl_dgp.layers import ROLE
 
 __all__ = [
@@ -409,7 +410,7 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
         }
         return state, guide._init_locs, values
 
-    state, init_locs, values = jax.jit(init)(rng_key, args)
+    state, init_locs, values = AdaptiveJit(init)(rng_key, args)  # runs once: compiled quick
     if isinstance(guide, CompiledAutoNormal):
         supports = [
             site["fn"].support

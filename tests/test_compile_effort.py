@@ -9,7 +9,11 @@ import pytest
 
 from ppl_dgp.compile_effort import MIN_SECONDS_PER_RUN, AdaptiveJit, expected_seconds
 
-pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="decides on a CPU only")
+# the decision is made only when programs compile at XLA's defaults (the suite compiles cheaply)
+pytestmark = [
+    pytest.mark.skipif(jax.default_backend() != "cpu", reason="decides on a CPU only"),
+    pytest.mark.xla_optimised,
+]
 
 
 def _gp_var(key, X, Z, L):  # a conditional-like program: a draw, a solve, a reduction
@@ -58,6 +62,17 @@ def test_one_executable_per_signature_host_and_device_arrays_share_it():
     assert f._cache_size() == 1
     f(key, X[:20], Z, L)  # another shape: another executable
     assert f._cache_size() == 2 and f.choices == ["quick", "quick"]
+
+
+def test_under_disabled_optimisations_everything_compiles_as_configured():
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        f = AdaptiveJit(_gp_var)
+        f(*_args())
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+    assert f.choices == ["full"]  # no estimate: the configuration already compiles quick
 
 
 def test_inside_a_transformation_it_is_the_jitted_function():

@@ -31,6 +31,7 @@ import optax
 from jax import Array
 from numpyro.infer import SVI
 
+from ppl_dgp.compile_effort import AdaptiveJit
 from ppl_dgp.datasets import load_bench
 from ppl_dgp.elbo import DoublyStochasticELBO, elbo_terms
 from ppl_dgp.guides import InducingPointGuide, compiled_init
@@ -156,7 +157,8 @@ def run_benchmark(
 
     full = functools.partial(dgp_regression, layers=layers, noise_variance=Hyper(0.01))
     full_guide = InducingPointGuide(full, q_sqrt_transform=q_sqrt_transform)
-    terms = jax.jit(jax.vmap(lambda k: elbo_terms(k, params, full, full_guide, X, y)))(
+    # one run: compiled quick when that is little work (compile_effort)
+    terms = AdaptiveJit(jax.vmap(lambda k: elbo_terms(k, params, full, full_guide, X, y)))(
         jax.random.split(jax.random.key(seed + 1), 10)
     )
     pred = predict_svi(

@@ -27,8 +27,10 @@ kind is read back by the next process.
 Example:
     >>> import jax.numpy as jnp
     >>> double = AdaptiveJit(lambda x: 2.0 * x)
-    >>> double(jnp.arange(3.0)).tolist(), double.choices
-    ([0.0, 2.0, 4.0], ['quick'])
+    >>> double(jnp.arange(3.0)).tolist()
+    [0.0, 2.0, 4.0]
+    >>> expected_seconds(double.lower(jnp.arange(3.0)), runs=100)  # 6 flops: the 0.1 ms floor
+    0.01
 """
 
 from __future__ import annotations

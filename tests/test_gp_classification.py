@@ -292,6 +292,7 @@ def test_laplace_dgp_class_probabilities_in_chunks_equal_one_call(monkeypatch):
         {**post.approx.map, **post.params}, X_new
     )
     assert "layer0.eps" in local  # the inner layer's per-point noise is sliced
+    assert "y" not in local  # the fit's observed site, sampled here, is no latent of the points
     chunked = np.asarray(predict_proba(model, post, X_new))
     assert whole.shape == (7, 3)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-14)

@@ -137,6 +137,8 @@ def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[tuple, dict, 
         layout,
         tuple((k, tuple(v)) for k, v in q.dense_layers),
         tuple(sorted(model_kwargs.items())),
+        # the fit's observed site: sampled at prediction (y=None) but no latent of the points
+        getattr(posterior.method, "likelihood_site", None),
     )
     return spec, base, arrays
 
@@ -162,13 +164,16 @@ MAX_JACOBIAN_ROWS = 512
 def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple[dict, Array]:
     """The per-datum latent sites at ``X_new`` (a DGP's inner-layer ``eps``: sampled, not
     observed, not in ``base``, in a plate of ``N`` points) drawn by the predictive's seeded
-    pass, and the output site's value ``[N, K]``."""
-    out, *_, kwargs = spec
+    pass, and the output site's value ``[N, K]``. The fit's observed site (``y``, sampled
+    here) is none of them."""
+    out, _, _, kwargs, observed = spec
     tr = _trace_at(model, base, X_new, dict(kwargs))
     N = X_new.shape[0]
     local = {}
     for name, site in tr.items():
         if site["type"] != "sample" or site.get("is_observed") or name in base:
+            continue
+        if name == observed:
             continue
         if any(f.size == N for f in site.get("cond_indep_stack", ())):
             local[name] = site["value"]
@@ -177,7 +182,7 @@ def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple
 
 def _plate_axes(model: Callable, spec: tuple, base: dict, X: Array) -> dict[str, int]:
     """The axis of each per-datum site's value that runs over the points (its data plate)."""
-    out, *_, kwargs = spec
+    kwargs = spec[3]
     axes: dict[str, int] = {}
 
     def read(base: dict, X1: Array) -> int:  # traced abstractly: shapes only, no device op
@@ -229,7 +234,7 @@ def _by_points(
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
     """``(f [N, K], J P^-1 J^T [N, K, K])`` at ``X_new``, ``P`` the stored precision (its
     ``glm_cov`` reads the Jacobian in the form its structure needs)."""
-    out, layout, dense_layers, kwargs = spec
+    out, layout, dense_layers, kwargs, _ = spec
     kw = dict(kwargs)
     f_of, tr0 = _output_fn(model, base, layout, out, X_new, kw)
     f = tr0[out]["value"]  # = f_of(theta): base holds the MAP of every global site
@@ -249,7 +254,7 @@ def _proba_core(model: Callable, spec: tuple, link: str, num_samples: int, base:
                 arrays: dict, X_new: Array, key: Array) -> Array:  # fmt: skip
     """Class probabilities from the GLM predictive (or the MAP network for ``"plugin"``)."""
     if link == "plugin":
-        out, layout, _, kwargs = spec
+        out, layout, _, kwargs, _ = spec
         f_of, _ = _output_fn(model, base, layout, out, X_new, dict(kwargs))
         return _probs(f_of(arrays["theta_map"]))
     f, cov = _glm_core(model, spec, base, arrays, X_new)

@@ -8,39 +8,53 @@ motorcycle DGP spent 9.6 s compiling and 0.19 s running ``fit(SVI(num_steps=1000
 at ``xla_backend_optimization_level=0`` the same programs took 5.7 s to compile and 0.40 s to
 run.
 
-:class:`AdaptiveJit` is ``jax.jit`` that decides, per argument signature, from XLA's own cost
-estimate of the lowered program (:meth:`jax.stages.Lowered.cost_analysis`, the un-optimised
-HLO: it counts a loop's body once):
+:class:`AdaptiveJit` is ``jax.jit`` that decides, per argument signature, from a cost estimate
+of the traced program (:func:`program_cost`: a walk over its jaxpr, FLOPs of the products and
+factorisations, one per element elsewhere, the bytes each operation reads and writes, a
+``scan``'s body times its length; within 10-20% of XLA's own ``cost_analysis`` on the
+library's programs, at a tenth of its cost):
 
-.. math:: t = \\text{runs} \\times \\max\\Big(\\frac{\\text{flops}}{10^{10}\\,\\text{s}^{-1}}
-    + \\frac{\\text{bytes}}{10^{10}\\,\\text{s}^{-1}},\\ 10^{-4}\\,\\text{s}\\Big)
+.. math:: t = \\text{runs} \\times \\max\\Big(
+    \\frac{\\text{flops}}{10^{10}\\,\\text{s}^{-1}}
+    + \\frac{\\text{bytes}}{10^{10}\\,\\text{s}^{-1}},
+    \\ 10^{-4}\\,\\text{s} \\times \\text{iterations}\\Big)
 
-and compiles with :data:`QUICK_OPTIONS` when ``t`` is below :data:`QUICK_SECONDS` (the quick
-code then costs at most about that much again), with XLA's defaults otherwise. ``runs`` is the
-caller's count of executions (a loop's steps). Only on a CPU: other back ends compile as
-usual, as does everything under ``JAX_DISABLE_MOST_OPTIMIZATIONS`` (which already compiles
-every program without those passes; the test suite runs so). The results are the same
-programs' results; the two levels may differ in the last bits (another fusion, another order
-of a sum). JAX's persistent compilation cache keys an executable on its options, so either
-kind is read back by the next process.
+(``iterations``: the program's innermost loop iterations, 1 without a ``scan``) and compiles
+with :data:`QUICK_OPTIONS` when ``t`` is below :data:`QUICK_SECONDS` (the quick code then
+costs at most about that much again), with XLA's defaults otherwise. ``runs`` is the caller's
+count of executions (a loop's chunks). Only on a CPU: other back ends compile as usual, as
+does everything under ``JAX_DISABLE_MOST_OPTIMIZATIONS`` (which already compiles every program
+without those passes; the test suite runs so). The results are the same programs' results;
+the two levels may differ in the last bits (another fusion, another order of a sum). JAX's
+persistent compilation cache keys an executable on its options, so either kind is read back by
+the next process.
 
 Example:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> double = AdaptiveJit(lambda x: 2.0 * x)
     >>> double(jnp.arange(3.0)).tolist()
     [0.0, 2.0, 4.0]
-    >>> expected_seconds(double.lower(jnp.arange(3.0)), runs=100)  # 6 flops: the 0.1 ms floor
-    0.01
+    >>> flops, _, iterations = program_cost(jax.make_jaxpr(lambda A: A @ A)(jnp.ones((10, 10))))
+    >>> flops, iterations  # 2 n^3, no loop
+    (2000.0, 1)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import jax
+import numpy as np
+from jax.extend import core as jcore
 
-__all__ = ["AdaptiveJit", "QUICK_OPTIONS", "QUICK_SECONDS", "expected_seconds"]
+__all__ = [
+    "AdaptiveJit",
+    "QUICK_OPTIONS",
+    "QUICK_SECONDS",
+    "expected_seconds",
+    "program_cost",
+]
 
 #: The compile options of a short-running program: no LLVM optimisation pipeline.
 QUICK_OPTIONS: dict[str, Any] = {
@@ -56,25 +70,81 @@ QUICK_SECONDS = 0.5
 FLOPS_PER_SECOND = 1e10
 BYTES_PER_SECOND = 1e10
 
-#: The least one execution costs, whatever its FLOPs: a small program's time is its ops' own
-#: overhead (a step of the motorcycle DGP's SVI, 0.3 MFLOP, takes 0.19 ms at the default level).
+#: The least one loop iteration costs, whatever its FLOPs: a small program's time is its ops'
+#: own overhead (a step of the motorcycle DGP's SVI, 0.3 MFLOP, takes 0.19 ms at the default
+#: level).
 MIN_SECONDS_PER_RUN = 1e-4
 
 
-def expected_seconds(lowered: jax.stages.Lowered, runs: int = 1) -> float | None:
-    """``runs`` executions of ``lowered``, in seconds, from XLA's cost estimate of its HLO;
-    ``None`` when the back end gives none."""
+def _size(aval: Any) -> int:
+    shape = getattr(aval, "shape", ())
+    return int(np.prod(shape)) if shape else 1
+
+
+def _nbytes(aval: Any) -> int:
     try:
-        cost = lowered.cost_analysis()
-    except Exception:  # noqa: BLE001 - an estimate is optional; the program compiles as usual
-        return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    flops = max(float(cost.get("flops", 0.0)), 0.0)
-    moved = max(float(cost.get("bytes accessed", 0.0)), 0.0)
-    return runs * max(flops / FLOPS_PER_SECOND + moved / BYTES_PER_SECOND, MIN_SECONDS_PER_RUN)
+        item = np.dtype(getattr(aval, "dtype", np.float64)).itemsize
+    except TypeError:  # extended dtypes (PRNG keys)
+        item = 8
+    return _size(aval) * item
+
+
+def _inner(value: Any) -> Iterator[Any]:
+    """The jaxprs held by an equation's parameter (a call's body, a loop's, a branch)."""
+    if isinstance(value, jcore.ClosedJaxpr):
+        yield value.jaxpr
+    elif isinstance(value, jcore.Jaxpr):
+        yield value
+    elif isinstance(value, tuple | list):
+        for v in value:
+            yield from _inner(v)
+
+
+def program_cost(jaxpr: Any) -> tuple[float, float, int]:
+    """``(flops, bytes, iterations)`` of one run of a (closed) jaxpr.
+
+    ``dot_general``: ``2 x`` output size ``x`` contracted size; ``cholesky``: ``n^3 / 3`` per
+    matrix; ``triangular_solve``: ``n`` per right-hand-side entry; any other operation one per
+    output element. Bytes: every operation's inputs and outputs (nothing fused). A ``scan``
+    counts its body ``length`` times, a ``cond`` its dearest branch, a ``while`` its body once
+    (its trip count is unknown). ``iterations``: the product of the ``scan`` lengths on the
+    longest nest (1 without one).
+    """
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    flops = moved = 0.0
+    iterations = 1
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        inner = [j for v in eqn.params.values() for j in _inner(v)]
+        if inner:
+            costs = [program_cost(j) for j in inner]
+            pick = max if name == "cond" else sum
+            length = int(eqn.params.get("length", 1)) if name == "scan" else 1
+            flops += length * pick(c[0] for c in costs)
+            moved += length * pick(c[1] for c in costs)
+            iterations = max(iterations, length * max(c[2] for c in costs))
+            continue
+        ins = [v.aval for v in eqn.invars]
+        out = sum(_size(v.aval) for v in eqn.outvars)
+        if name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            flops += 2.0 * out * float(np.prod([ins[0].shape[i] for i in contract]))
+        elif name == "cholesky":
+            n = ins[0].shape[-1]
+            flops += _size(ins[0]) * n / 3.0
+        elif name == "triangular_solve":
+            flops += float(_size(ins[1]) * ins[0].shape[-1])
+        else:
+            flops += out
+        moved += sum(_nbytes(a) for a in ins) + sum(_nbytes(v.aval) for v in eqn.outvars)
+    return flops, moved, iterations
+
+
+def expected_seconds(jaxpr: Any, runs: int = 1) -> float:
+    """``runs`` executions of a (closed) jaxpr, in seconds, by :func:`program_cost`."""
+    flops, moved, iterations = program_cost(jaxpr)
+    work = flops / FLOPS_PER_SECOND + moved / BYTES_PER_SECOND
+    return runs * max(work, MIN_SECONDS_PER_RUN * iterations)
 
 
 def _signature(args: tuple) -> Hashable:
@@ -102,12 +172,21 @@ class AdaptiveJit:
 
     Args:
         fun: a function of positional arrays (pytrees), as ``jax.jit`` takes it.
+        static_argnums: positional arguments that are hashable configuration (``jax.jit``'s).
         quick_seconds: the threshold of :func:`expected_seconds` (default
             :data:`QUICK_SECONDS`; ``0`` always compiles at XLA's defaults).
     """
 
-    def __init__(self, fun: Callable, *, quick_seconds: float | None = None) -> None:
-        self._jit = jax.jit(fun)
+    def __init__(
+        self,
+        fun: Callable,
+        *,
+        static_argnums: int | tuple[int, ...] = (),
+        quick_seconds: float | None = None,
+    ) -> None:
+        static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+        self._static = tuple(sorted(static))
+        self._jit = jax.jit(fun, static_argnums=self._static)
         self.quick_seconds = QUICK_SECONDS if quick_seconds is None else float(quick_seconds)
         self._compiled: dict[Hashable, Any] = {}
         self.choices: list[str] = []
@@ -123,17 +202,19 @@ class AdaptiveJit:
     def __call__(self, *args: Any, runs: int = 1) -> Any:
         if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
             return self._jit(*args)  # inside another transformation: its program decides
-        key = _signature(args)
+        static = tuple(args[i] for i in self._static)
+        dynamic = tuple(a for i, a in enumerate(args) if i not in self._static)
+        key = (static, _signature(dynamic))
         compiled = self._compiled.get(key)
         if compiled is None:
-            lowered = self._jit.lower(*args)
+            traced = self._jit.trace(*args)
             quick = False
             # (under JAX_DISABLE_MOST_OPTIMIZATIONS every program already compiles quick)
             if (jax.default_backend() == "cpu" and self.quick_seconds > 0
                     and not jax.config.values["jax_disable_most_optimizations"]):  # fmt: skip
-                t = expected_seconds(lowered, max(int(runs), 1))
-                quick = t is not None and t < self.quick_seconds
-            compiled = lowered.compile(dict(QUICK_OPTIONS) if quick else None)
+                t = expected_seconds(traced.jaxpr, max(int(runs), 1))
+                quick = t < self.quick_seconds
+            compiled = traced.lower().compile(dict(QUICK_OPTIONS) if quick else None)
             self._compiled[key] = compiled
             self.choices.append("quick" if quick else "full")
-        return compiled(*args)
+        return compiled(*dynamic)  # an executable takes the non-static arguments

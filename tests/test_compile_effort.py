@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppl_dgp.compile_effort import MIN_SECONDS_PER_RUN, AdaptiveJit, expected_seconds
+from ppl_dgp.compile_effort import (
+    MIN_SECONDS_PER_RUN,
+    AdaptiveJit,
+    expected_seconds,
+    program_cost,
+)
 
 # the decision is made only when programs compile at XLA's defaults (the suite compiles cheaply)
 pytestmark = [
@@ -42,16 +47,34 @@ def test_many_runs_of_a_small_program_compile_at_full_effort():
     f = AdaptiveJit(_gp_var)
     f(*_args(), runs=10_000)  # at least 1e-4 s a run: an estimated second
     assert f.choices == ["full"]
-    assert expected_seconds(f.lower(*_args()), 10_000) >= 10_000 * MIN_SECONDS_PER_RUN
+    jaxpr = jax.make_jaxpr(_gp_var)(*_args())
+    assert expected_seconds(jaxpr, 10_000) >= 10_000 * MIN_SECONDS_PER_RUN
 
 
 def test_the_estimate_grows_with_the_work():
     f = AdaptiveJit(lambda A, B: A @ B)
-    small = expected_seconds(f.lower(np.ones((10, 10)), np.ones((10, 10))))
-    big = expected_seconds(f.lower(np.ones((2000, 2000)), np.ones((2000, 2000))))
+    small = expected_seconds(
+        jax.make_jaxpr(lambda A, B: A @ B)(np.ones((10, 10)), np.ones((10, 10)))
+    )
+    big = expected_seconds(
+        jax.make_jaxpr(lambda A, B: A @ B)(np.ones((2000, 2000)), np.ones((2000, 2000)))
+    )
     assert small == MIN_SECONDS_PER_RUN and big > 1.0  # 16 GFLOP
     f(np.ones((4, 4)), np.ones((4, 4)))
     assert f.choices == ["quick"]
+
+
+def test_program_cost_counts_a_scan_body_length_times_and_agrees_with_xla():
+    def chunk(x, A):  # 100 steps of a [100, 100] product
+        return jax.lax.scan(lambda c, _: (c @ A, None), x, None, length=100)[0]
+
+    x, A = np.ones((100, 100)), np.eye(100)
+    flops, moved, iterations = program_cost(jax.make_jaxpr(chunk)(x, A))
+    assert flops == 100 * 2 * 100**3 and iterations == 100 and moved == 100 * 3 * 80_000
+    # XLA counts the loop body once: per step, the two agree
+    xla = jax.jit(chunk).lower(x, A).cost_analysis()
+    xla = xla[0] if isinstance(xla, list) else xla
+    assert abs(flops / 100 - xla["flops"]) <= 0.01 * xla["flops"]
 
 
 def test_one_executable_per_signature_host_and_device_arrays_share_it():
@@ -73,6 +96,14 @@ def test_under_disabled_optimisations_everything_compiles_as_configured():
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
     assert f.choices == ["full"]  # no estimate: the configuration already compiles quick
+
+
+def test_static_arguments_key_the_executable_and_are_not_passed_to_it():
+    f = AdaptiveJit(lambda n, x: jnp.tile(x, n), static_argnums=0)
+    x = np.arange(2.0)
+    assert f(2, x).tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert f(3, x).shape == (6,) and f(2, x + 1.0).tolist() == [1.0, 2.0, 1.0, 2.0]
+    assert f._cache_size() == 2
 
 
 def test_inside_a_transformation_it_is_the_jitted_function():

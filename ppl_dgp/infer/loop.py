@@ -98,7 +98,7 @@ class Loop:
         self.desc, self.owner = desc, owner
         # compiled at XLA's defaults, or quick when the whole loop will run briefly
         self._compiled = AdaptiveJit(self._chunk)
-        self._runs = 1  # steps the current run expects (XLA's estimate counts a scan body once)
+        self._runs = 1  # chunks the current run expects (read when a signature compiles)
 
     def _chunk(self, state: Any, key: Array, start: Array, n_valid: Array, *args: Any) -> tuple:
         collect, step = self.collect, self.step
@@ -181,7 +181,7 @@ class Loop:
                 if self.collect and saved_outputs is not None:
                     outputs = [saved_outputs]
         every = checkpoint.every if checkpoint is not None else num_steps
-        self._runs = num_steps - done
+        self._runs = -(-(num_steps - done) // chunk)
 
         def save() -> None:
             if checkpoint is not None:

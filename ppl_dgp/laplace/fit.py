@@ -99,6 +99,7 @@ from numpyro.distributions.transforms import biject_to
 
 from ppl_dgp.checkpoint import Checkpoint, check_checkpoint_fields, fit_fingerprint
 from ppl_dgp.collapse import ROLE
+from ppl_dgp.compile_effort import AdaptiveJit
 from ppl_dgp.infer.core import (
     LOCAL_LATENTS,
     held_local_latents,
@@ -322,20 +323,21 @@ class LaplaceFitter:
         self.model_kwargs = model_kwargs
         kw = dict(model_kwargs)
         self._structures: dict[tuple, tuple] = {}  # {data shapes: (model trace, sites)}
-        self._init = jax.jit(functools.partial(T._init_point, model, kw), static_argnums=0)
+        # every piece runs once a fit: compiled quick when that is little work (compile_effort)
+        self._init = AdaptiveJit(functools.partial(T._init_point, model, kw), static_argnums=0)
         # the MAP in the shared loop driver (progress bar, non-finite fallback), Adam with its
         # learning rate in the state: one compile serves every num_steps and learning_rate
         self._opt = map_optimizer("adam")
         self._map = Loop(map_step(functools.partial(T._map_loss, model, kw), self._opt),
                          desc="Laplace MAP", owner="Laplace")  # fmt: skip
-        self._core = jax.jit(functools.partial(T._ggn_core, model, kw), static_argnums=0)
+        self._core = AdaptiveJit(functools.partial(T._ggn_core, model, kw), static_argnums=0)
         # a partial per fitter: jax.jit's cache is keyed on the function object
-        self._draws = jax.jit(functools.partial(T._draws), static_argnums=3)
-        self._hessian = jax.jit(functools.partial(T._hessian, model, kw), static_argnums=0)
-        self._potential = jax.jit(functools.partial(T._potential, model, kw))
-        self._gp_core = jax.jit(functools.partial(G._gp_core, model, kw), static_argnums=0)
-        self._gpc_mode = jax.jit(functools.partial(GM.mode_and_gradient, model, kw),
-                                 static_argnums=0)  # fmt: skip
+        self._draws = AdaptiveJit(functools.partial(T._draws), static_argnums=3)
+        self._hessian = AdaptiveJit(functools.partial(T._hessian, model, kw), static_argnums=0)
+        self._potential = AdaptiveJit(functools.partial(T._potential, model, kw))
+        self._gp_core = AdaptiveJit(functools.partial(G._gp_core, model, kw), static_argnums=0)
+        self._gpc_mode = AdaptiveJit(functools.partial(GM.mode_and_gradient, model, kw),
+                                     static_argnums=0)  # fmt: skip
 
     def fit(self, method: Laplace, rng_key: Array, X: Any, y: Any) -> Posterior:
         """``fit(method, rng_key, model, X, y)`` with this fitter's compiled pieces."""

@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,7 +66,7 @@ from numpyro.handlers import seed, substitute, trace
 from ppl_dgp.collapse import gaussian_output
 from ppl_dgp.infer.core import accepts_batch_size, inspect_model
 from ppl_dgp.posterior import Posterior
-from ppl_dgp.predict import propagate_layers, propagate_site
+from ppl_dgp.predict import _hashable, propagate_layers, propagate_site
 
 __all__ = [
     "ESS_BULK_MIN",
@@ -115,6 +116,34 @@ def _chunks(S: int, size: int) -> list[np.ndarray]:
         idx = np.arange(start, start + size)
         out.append(np.minimum(idx, S - 1))
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_block(model: Callable, likelihood_site: str, K: int, kw_items: tuple) -> Callable:
+    """The pointwise log-likelihood of a block of draws for a program with one Gaussian output,
+    ``K`` inner-layer noise draws each, as one compiled program per (model, site, ``K``, model
+    keywords) and block shape: every posterior of the model reuses its trace and compilation.
+
+    ``block(key, draws [size, ...], params, X [N, D], y [N]) -> (log_lik [size, N],
+    y_rep [size, N])``: ``log (1/K) sum_k N(y_n | m_k, v_k)``, and one replicated ``y`` per draw.
+    """
+    model_kwargs = dict(kw_items)
+
+    @jax.jit
+    def block(key: Array, draws: dict, params: dict, X: Array, y: Array) -> tuple:
+        size, N = next(iter(draws.values())).shape[0], X.shape[0]
+        vals = {k: jnp.repeat(v, K, axis=0) for k, v in draws.items()}  # [size*K, ...]
+        layer_sites = propagate_layers(
+            key, model, vals, params, X, num_samples=size * K, **model_kwargs
+        )
+        out = gaussian_output(layer_sites, likelihood_site)  # [size*K, N]
+        tot = out.var.reshape(size, K, N)
+        mean = out.mean.reshape(size, K, N)
+        lp = -0.5 * (jnp.log(2 * jnp.pi * tot) + (y - mean) ** 2 / tot)
+        z = jax.random.normal(jax.random.fold_in(key, 1), (size, N), dtype=mean.dtype)
+        return logsumexp(lp, axis=1) - jnp.log(K), mean[:, 0] + jnp.sqrt(tot[:, 0]) * z
+
+    return block
 
 
 def pointwise_log_likelihood(
@@ -215,19 +244,12 @@ def pointwise_log_likelihood(
         # A fixed block of draws, so every posterior of this model reuses one compilation.
         size = int(max(1, min(S, 50, 2_000_000 // max(1, N * K))))
 
-        @jax.jit  # one program per block shape (op by op, each block's ops dispatched anew)
-        def block(key: Array, draws: dict, params: dict, X: Array, y: Array) -> tuple:
-            vals = {k: jnp.repeat(v, K, axis=0) for k, v in draws.items()}  # [size*K, ...]
-            layer_sites = propagate_layers(
-                key, model, vals, params, X, num_samples=size * K, **model_kwargs
-            )
-            out = gaussian_output(layer_sites, likelihood_site)  # [size*K, N]
-            tot = out.var.reshape(size, K, N)
-            mean = out.mean.reshape(size, K, N)
-            lp = -0.5 * (jnp.log(2 * jnp.pi * tot) + (y - mean) ** 2 / tot)
-            z = jax.random.normal(jax.random.fold_in(key, 1), (size, N), dtype=mean.dtype)
-            return logsumexp(lp, axis=1) - jnp.log(K), mean[:, 0] + jnp.sqrt(tot[:, 0]) * z
-
+        items = _hashable(model_kwargs)
+        block = (
+            _gaussian_block(model, likelihood_site, K, items)
+            if items is not None
+            else _gaussian_block.__wrapped__(model, likelihood_site, K, tuple(model_kwargs.items()))
+        )
         ll_parts, rep_parts = [], []
         for i, idx in enumerate(_chunks(S, size)):
             ll, rep = block(jax.random.fold_in(k_run, i), {k: v[idx] for k, v in flat.items()},

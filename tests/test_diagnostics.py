@@ -205,6 +205,13 @@ def test_pointwise_log_likelihood_of_a_gp_layer_matches_the_closed_form(likeliho
     ll, y_rep = diagnostics.pointwise_log_likelihood(jax.random.key(0), model, post, X, y)
     np.testing.assert_allclose(ll, want, rtol=1e-10, atol=1e-12)
     assert y_rep.shape == (2, 3, *np.shape(y))
+    if likelihood == "gaussian":  # another posterior of the model: the same compiled block
+        before = diagnostics._gaussian_block.cache_info()
+        other = Posterior(draws={"layer0.u": u[:, ::-1]}, params={}, method=NUTS())
+        ll2, _ = diagnostics.pointwise_log_likelihood(jax.random.key(1), model, other, X, y)
+        after = diagnostics._gaussian_block.cache_info()
+        assert after.hits == before.hits + 1 and after.misses == before.misses
+        np.testing.assert_allclose(ll2, want[:, ::-1], rtol=1e-10, atol=1e-12)
 
 
 def test_compare_ranks_the_misspecified_model_below_the_true_one():

@@ -171,9 +171,7 @@ def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple
     N = X_new.shape[0]
     local = {}
     for name, site in tr.items():
-        if site["type"] != "sample" or site.get("is_observed") or name in base:
-            continue
-        if name == observed:
+        if site["type"] != "sample" or site.get("is_observed") or name in base or name == observed:
             continue
         if any(f.size == N for f in site.get("cond_indep_stack", ())):
             local[name] = site["value"]
@@ -195,7 +193,7 @@ def _plate_axes(model: Callable, spec: tuple, base: dict, X: Array) -> dict[str,
                 axes[name] = ndim + frames[0].dim
         return 0
 
-    jax.eval_shape(read, base, jnp.asarray(X)[:1])
+    jax.eval_shape(read, base, jax.ShapeDtypeStruct((1, *np.shape(X)[1:]), X.dtype))
     return axes
 
 

@@ -135,5 +135,9 @@ if __name__ == "__main__":
     if args.child:
         print(json.dumps(_child(args.child)), flush=True)
     else:
-        main(tuple(c for c in args.cases.split(",") if c),
-             tuple(v for v in args.laplace.split(",") if v))  # fmt: skip
+        variants = tuple(v for v in args.laplace.split(",") if v)
+        bad = [v for v in variants if v.count(":") != 1]
+        if bad:
+            parser.error(f"--laplace: each variant is subset:structure (e.g. all:kron); "
+                         f"received {bad}")  # fmt: skip
+        main(tuple(c for c in args.cases.split(",") if c), variants)

@@ -340,7 +340,17 @@ def propagate_layers(
         if items is not None
         else _propagate_fn.__wrapped__(model, tuple(kwargs.items()), values_per_pass)
     )
-    sites = _by_chunks(fn, jax.random.split(rng_key, num_samples), values, params, X_new)
+    try:
+        sites = _by_chunks(fn, jax.random.split(rng_key, num_samples), values, params, X_new)
+    except (TypeError, ValueError) as err:
+        if values_per_pass:
+            raise
+        shapes = {k: tuple(jnp.shape(v)) for k, v in values.items()}
+        raise ValueError(
+            "propagate_layers(values_per_pass=False): values must hold one value per site, "
+            f"shared by every pass (no leading axis of {num_samples}); received shapes "
+            f"{shapes}. Per-pass values need values_per_pass=True"
+        ) from err
     # pytrees sort dict keys: restore the program order (layer10 after layer9).
     return {name: sites[name] for name in order}
 

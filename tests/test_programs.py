@@ -372,6 +372,9 @@ def test_shared_values_equal_per_pass_values():
         np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
     f = a["layer0.f"]
     assert float(jnp.max(jnp.abs(f[0] - f[1]))) > 1e-6  # the passes draw their own noise
+    with pytest.raises(ValueError, match="values_per_pass=False.*no leading axis of 6"):
+        propagate_layers(key, model, per_pass, params, X, num_samples=S, values_per_pass=False,
+                         batch_size=None)  # fmt: skip
 
 
 def test_epoch_batches_cover_each_epoch_without_replacement():

@@ -386,8 +386,11 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
     guide's initial values are then put back as concrete arrays (its prototype trace keeps
     only structure: names, shapes, supports, plates, and its distributions' parameters are
     not to be evaluated), and an ``AutoNormal``'s closures are rebuilt at the concrete
-    ``args``. A prototype whose supports depend on the data (a tracer in a constraint) is
-    set up again eagerly, as are other guides (``svi.init`` itself).
+    ``args``. An :class:`InducingPointGuide` keeps only its initial values: its prototype's
+    other values are left out of the program (so none of the model's layers is computed) and
+    become ``jax.ShapeDtypeStruct`` shapes. A prototype whose supports depend on the data (a
+    tracer in a constraint) is set up again eagerly, as are other guides (``svi.init``
+    itself).
 
     The model's checks of concrete data (e.g. labels in range) do not run under the trace:
     call this after a concrete or abstract trace of the model at the same arguments (as
@@ -400,12 +403,19 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
     if not compiled or guide.prototype_trace is not None:
         return svi.init(rng_key, *args, **kwargs)
 
+    # An InducingPointGuide needs only its initial values (``_init_locs``) after the set-up:
+    # the rest of its prototype's values stay out of the program, which then computes none
+    # of the model's layers (0.8 -> 0.3 s to compile a 2-layer DGP's set-up), and are kept
+    # as their shapes. An AutoNormal's prototype keeps its values.
+    keep_values = isinstance(guide, CompiledAutoNormal)
+
     def init(key: Array, args: tuple) -> tuple:
         state = svi.init(key, *args, **kwargs)
         values = {
             name: site["value"]
             for name, site in guide.prototype_trace.items()
-            if site["type"] in ("sample", "param", "deterministic", "plate")
+            if keep_values
+            and site["type"] in ("sample", "param", "deterministic", "plate")
             and isinstance(site["value"], jax.Array)
         }
         return state, guide._init_locs, values
@@ -425,6 +435,9 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
     # splits its key over the sites in this order)
     order = [name for name in guide.prototype_trace if name in init_locs]
     guide._init_locs = {name: init_locs[name] for name in order}
-    for name, value in values.items():
-        guide.prototype_trace[name]["value"] = value
+    for name, site in guide.prototype_trace.items():
+        if name in values:
+            site["value"] = values[name]
+        elif isinstance(site["value"], jax.core.Tracer):  # left the program: its shape only
+            site["value"] = jax.ShapeDtypeStruct(site["value"].shape, site["value"].dtype)
     return state

@@ -111,22 +111,29 @@ def _retry(K: Array, eye: Array, ok0: Array, base: float, ladder: list[float]) -
 def _report_jitter(used: Array, base: float) -> Array:
     """Warn (from compiled code) when ``used > base``; returns ``used``.
 
-    Under ``vmap`` a ``jax.debug.callback`` is unrolled into one callback per batch element
-    (compiling a 100-draw predictive took 4x longer for it); here a batch reports once, its
-    largest finite jitter, through a custom batching rule.
+    A ``jax.pure_callback`` whose result the factor then uses: it runs when the factor is
+    computed, and a factor nobody uses is removed with it (an effect such as
+    ``jax.debug.callback`` would keep every Cholesky of a traced model alive, e.g. in a set-up
+    program that needs only the initial values; 37 instead of 91 fusions for a 2-layer DGP's
+    ``compiled_init``). Under ``vmap`` the batch reports once, its largest finite jitter,
+    through a custom batching rule (a callback per batch element took 4x longer to compile in
+    a 100-draw predictive).
     """
+
+    def warn(jitter: np.ndarray) -> np.ndarray:
+        finite = np.asarray(jitter)[np.isfinite(jitter)]
+        if finite.size:
+            _warn_jitter(finite.max(), base)
+        return np.asarray(jitter)
 
     @jax.custom_batching.custom_vmap
     def report(used: Array) -> Array:
-        jax.debug.callback(_warn_jitter, used, base)
-        return used
+        return jax.pure_callback(warn, jax.ShapeDtypeStruct(used.shape, used.dtype), used)
 
     @report.def_vmap
     def _batched(axis_size: int, in_batched: list[bool], used: Array) -> tuple[Array, bool]:
         del axis_size
-        finite = jnp.where(jnp.isfinite(used), used, jnp.asarray(base, used.dtype))
-        report(jnp.max(finite) if in_batched[0] else used)
-        return used, in_batched[0]
+        return report(used), in_batched[0]  # one callback on the whole batch
 
     return report(used)
 

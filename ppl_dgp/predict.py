@@ -36,7 +36,7 @@ from jax.scipy.special import logsumexp
 from numpyro.handlers import block, seed, substitute, trace
 
 from ppl_dgp.collapse import ROLE, collapse, gaussian_output
-from ppl_dgp.compile_effort import AdaptiveJit
+from ppl_dgp.compile_effort import AdaptiveJit, split_keys
 
 __all__ = [
     "LikelihoodMixture",
@@ -165,8 +165,8 @@ class MixturePredictive:
         """
         y = jnp.asarray(y)
         _check_y_shape(y, self.means.shape[1:])
-        rmse = float(jnp.sqrt(jnp.mean((y - self.mean) ** 2)))
-        return {"rmse": rmse, "mlpd": float(jnp.mean(self.log_density(y)))}
+        rmse, mlpd = _mixture_metrics(self, y)
+        return {"rmse": float(rmse), "mlpd": float(mlpd)}
 
 
 def _check_y_shape(y: Array, shape: tuple[int, ...]) -> None:
@@ -179,28 +179,36 @@ def _check_y_shape(y: Array, shape: tuple[int, ...]) -> None:
 
 
 # The mixture's summaries, one compiled program each per shape (evaluated op by op, NumPyro's
-# mixture compiles a dozen small programs per shape in every fresh process).
-@jax.jit
+# mixture compiles a dozen small programs per shape in every fresh process); little work,
+# so compiled quick (compile_effort).
+@AdaptiveJit
 def _mixture_mean(pred: MixturePredictive) -> Array:  # [N]
     return pred.distribution.mean
 
 
-@jax.jit
+@AdaptiveJit
 def _mixture_variance(pred: MixturePredictive) -> Array:  # [N]
     return pred.distribution.variance
 
 
-@jax.jit
+@AdaptiveJit
 def _mixture_log_density(pred: MixturePredictive, y: Array) -> Array:  # [N]
     return pred.distribution.log_prob(y)
 
 
-@jax.jit
+@AdaptiveJit
+def _mixture_metrics(pred: MixturePredictive, y: Array) -> tuple[Array, Array]:
+    """``(rmse, mlpd)`` over all entries of ``y``, one program."""
+    d = pred.distribution
+    return jnp.sqrt(jnp.mean((y - d.mean) ** 2)), jnp.mean(d.log_prob(y))
+
+
+@AdaptiveJit
 def _mixture_cdf(pred: MixturePredictive, y: Array) -> Array:  # [N]
     return pred.distribution.cdf(y)
 
 
-@jax.jit
+@AdaptiveJit
 def _mixture_quantile(pred: MixturePredictive, p: Array) -> Array:  # [N]
     """The ``p``-quantile of ``pred`` per point, by 60 bisections of its CDF on the bracket
     ``[min_s (m_s - 12 sd_s), max_s (m_s + 12 sd_s)]`` (compiled once per shape: ``p`` is
@@ -341,7 +349,7 @@ def propagate_layers(
         else _propagate_fn.__wrapped__(model, tuple(kwargs.items()), values_per_pass)
     )
     try:
-        sites = _by_chunks(fn, jax.random.split(rng_key, num_samples), values, params, X_new)
+        sites = _by_chunks(fn, split_keys(rng_key, num_samples), values, params, X_new)
     except (TypeError, ValueError) as err:
         if values_per_pass:
             raise
@@ -479,7 +487,7 @@ def mixture_metrics_original_units(
 
     ``rmse = rmse_std * y_std`` and ``mlpd = mlpd_std - log(y_std)`` (change of variables).
     """
-    y_std_units = (jnp.asarray(y) - y_mean) / y_std
+    y_std_units = (np.asarray(y) - y_mean) / y_std  # on the host: no program to compile
     m = pred.metrics(y_std_units)
     return {"rmse": m["rmse"] * y_std, "mlpd": m["mlpd"] - math.log(y_std)}
 

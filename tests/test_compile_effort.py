@@ -9,7 +9,10 @@ import pytest
 
 from ppl_dgp.compile_effort import (
     MIN_SECONDS_PER_RUN,
+    QUICK_SECONDS,
+    STRAIGHT_FACTOR,
     AdaptiveJit,
+    _quick,
     expected_seconds,
     program_cost,
 )
@@ -114,3 +117,20 @@ def test_inside_a_transformation_it_is_the_jitted_function():
     assert f._cache_size() == 0  # nothing compiled on its own
     np.testing.assert_allclose(outer, _gp_var(key, X, Z, L).sum(), rtol=1e-12)
     assert grads.shape == X.shape and np.all(np.isfinite(grads))
+
+
+def test_one_run_of_a_loop_free_program_has_a_higher_threshold():
+    # two products of 1300 x 1300 matrices: 2 x 2 n^3 = 8.8 GFLOP, an estimated 0.89 s, above
+    # QUICK_SECONDS and below STRAIGHT_FACTOR x it: quick when run once without a loop; at
+    # full effort when run twice, or as a scan of the same two products
+    args = np.ones((1300, 1300)), np.ones((1300, 1300))
+    twice = jax.make_jaxpr(lambda A, B: (A @ B) @ B)(*args)
+    looped = jax.make_jaxpr(
+        lambda A, B: jax.lax.scan(lambda C, _: (C @ B, None), A, None, length=2)[0]
+    )(*args)
+    t = expected_seconds(twice)
+    assert QUICK_SECONDS < t < STRAIGHT_FACTOR * QUICK_SECONDS
+    assert expected_seconds(looped) == pytest.approx(t)
+    assert _quick(twice, 1, QUICK_SECONDS)
+    assert not _quick(twice, 2, QUICK_SECONDS)
+    assert not _quick(looped, 1, QUICK_SECONDS)

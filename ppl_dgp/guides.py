@@ -414,11 +414,10 @@ def compiled_init(svi: Any, guide: Any, rng_key: Array, *args: Any, **kwargs: An
         values = {
             name: site["value"]
             for name, site in guide.prototype_trace.items()
-            if keep_values
-            and site["type"] in ("sample", "param", "deterministic", "plate")
+            if site["type"] in ("sample", "param", "deterministic", "plate")
             and isinstance(site["value"], jax.Array)
         }
-        return state, guide._init_locs, values
+        return state, guide._init_locs, values if keep_values else {}
 
     state, init_locs, values = AdaptiveJit(init)(rng_key, args)  # runs once: compiled quick
     if isinstance(guide, CompiledAutoNormal):

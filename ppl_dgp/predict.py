@@ -355,9 +355,10 @@ def propagate_layers(
             raise
         shapes = {k: tuple(jnp.shape(v)) for k, v in values.items()}
         raise ValueError(
-            "propagate_layers(values_per_pass=False): values must hold one value per site, "
-            f"shared by every pass (no leading axis of {num_samples}); received shapes "
-            f"{shapes}. Per-pass values need values_per_pass=True"
+            f"propagate_layers(values_per_pass=False) failed ({type(err).__name__}: {err}); "
+            "values must hold one value per site, shared by every pass (no leading axis of "
+            f"{num_samples}); received shapes {shapes}. Per-pass values need "
+            "values_per_pass=True"
         ) from err
     # pytrees sort dict keys: restore the program order (layer10 after layer9).
     return {name: sites[name] for name in order}

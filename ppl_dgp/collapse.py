@@ -63,6 +63,8 @@ from typing import Any, NamedTuple
 from jax import Array
 from numpyro.primitives import Messenger, apply_stack
 
+from ppl_dgp.compile_effort import AdaptiveJit
+
 __all__ = ["COLLAPSE", "ROLE", "GaussianOutput", "collapse", "gaussian_output"]
 
 ROLE = "ppl_dgp_role"  # key in a site's ``infer`` dict: "inducing", "layer_noise", "kl", ...
@@ -235,4 +237,13 @@ def gaussian_output(values: Mapping[str, Any], site: str) -> GaussianOutput:
 
     mean, f_var = get(f"{site}.f_mean"), get(f"{site}.f_var")
     s2 = get(f"{site}.noise_variance")
-    return GaussianOutput(mean, f_var, s2, f_var + s2[..., None])
+    return GaussianOutput(mean, f_var, s2, _plus_noise(f_var, s2))
+
+
+def _add_noise(f_var: Array, s2: Array) -> Array:  # [..., N], [...] -> [..., N]
+    return f_var + s2[..., None]
+
+
+#: one small program (eagerly, the broadcast and the sum would each compile at XLA's
+#: defaults in every fresh process; inside a traced program it is inlined)
+_plus_noise = AdaptiveJit(_add_noise)

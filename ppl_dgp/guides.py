@@ -312,9 +312,12 @@ class InducingPointGuide(AutoGuide):
                 out[name] = transform(z)
         return out
 
-    def median(self, params: dict[str, Array]) -> dict[str, Array]:
-        """Posterior medians of the global latent sites (``q_mu`` for ``u``)."""
-        out = {info["site"]: params[f"{layer}.q_mu"].T for layer, info in self._layers.items()}
+    def median(self, params: dict[str, Array], *, inducing: bool = True) -> dict[str, Array]:
+        """Posterior medians of the global latent sites (``q_mu^T`` for ``u``; with
+        ``inducing=False`` only the other sites, the hyperparameters)."""
+        out = {}
+        if inducing:
+            out = {info["site"]: params[f"{layer}.q_mu"].T for layer, info in self._layers.items()}
         for name in self._other_sites:
             loc = params[f"{name}.loc"]
             if self.hyper == "normal":

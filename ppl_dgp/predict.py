@@ -36,7 +36,8 @@ from jax.scipy.special import logsumexp
 from numpyro.handlers import block, seed, substitute, trace
 
 from ppl_dgp.collapse import ROLE, collapse, gaussian_output
-from ppl_dgp.compile_effort import AdaptiveJit, split_keys
+from ppl_dgp.compile_effort import AdaptiveJit
+from ppl_dgp.guides import InducingPointGuide
 
 __all__ = [
     "LikelihoodMixture",
@@ -234,34 +235,52 @@ def _mixture_quantile(pred: MixturePredictive, p: Array) -> Array:  # [N]
 MAX_PASS_POINTS = 100_000
 
 
-def _by_chunks(fn: Any, keys: Array, values: dict, params: dict, X: Array) -> Any:
-    """``fn(keys, values, params, X)`` (a vmapped pass, outputs ``[S, N, ...]`` or ``[S]``)
-    over chunks of ``X``'s points when ``S * N`` exceeds :data:`MAX_PASS_POINTS`.
+def _pass_keys(key: Array, num: int, chunk: Array) -> Array:  # [] -> [S]
+    """The passes' keys: ``split(key, S)``, each folded with ``chunk`` for a chunk ``> 0``
+    (traced: one program serves every chunk)."""
+    keys = jax.random.split(key, num)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    return jax.lax.cond(chunk == 0, lambda: keys, lambda: fold(keys, chunk))
+
+
+def _by_chunks(fn: Any, key: Array, num: int, values: dict, params: dict, X: Array) -> Any:
+    """``fn(num, key, chunk, values, params, X)`` (``num = S`` vmapped passes, keyed by
+    :func:`_pass_keys`; outputs ``[S, N, ...]`` or ``[S]``) over chunks of ``X``'s points
+    when ``S * N`` exceeds :data:`MAX_PASS_POINTS`.
 
     Exact: a pass treats its points independently (each point's layer noise and latent
     inputs are its own; only marginals are propagated), so a chunk's outputs are those of the
-    whole call at its points. The first chunk uses ``keys`` (a call that fits in one chunk is
-    unchanged); chunk ``c`` uses ``fold_in(key_s, c)`` for its noise. Outputs with a points
-    axis are told from those without by their shapes at two chunk sizes.
+    whole call at its points. The first chunk uses the passes' keys (a call that fits in one
+    chunk is unchanged); chunk ``c`` uses ``fold_in(key_s, c)`` for its noise. Outputs with a
+    points axis are told from those without by their shapes at two chunk sizes. The chunks
+    are cut, padded and joined on the host (each eager device op would be an XLA compile of
+    its own in every fresh process), by the enclosing program's ops when called inside one.
     """
-    S, N = keys.shape[0], X.shape[0]
-    C = max(1, MAX_PASS_POINTS // S)
+    N = X.shape[0]
+    C = max(1, MAX_PASS_POINTS // num)
+    first = np.int32(0)
     if N <= C:
-        return fn(keys, values, params, X)
-    at_c = jax.eval_shape(fn, keys, values, params, X[:C])
-    at_c1 = jax.eval_shape(fn, keys, values, params, X[: C + 1])
-    pointwise = jax.tree.map(lambda a, b: a.shape != b.shape, at_c, at_c1)
+        return fn(num, key, first, values, params, X)
+
+    def at(n: int) -> Any:
+        X_n = jax.ShapeDtypeStruct((n, *X.shape[1:]), X.dtype)
+        return jax.eval_shape(functools.partial(fn, num), key, first, values, params, X_n)
+
+    pointwise = jax.tree.map(lambda a, b: a.shape != b.shape, at(C), at(C + 1))
     n = -(-N // C)
-    X = jnp.concatenate([X, jnp.broadcast_to(X[-1:], (n * C - N, *X.shape[1:]))])
-    outs = []
-    for c in range(n):
-        k = keys if c == 0 else jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, c)
-        outs.append(fn(k, values, params, X[c * C : (c + 1) * C]))
-    return jax.tree.map(
-        lambda pw, *parts: jnp.concatenate(parts, axis=1)[:, :N] if pw else parts[0],
-        pointwise,
-        *outs,
-    )
+    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((key, values, params, X)))
+    xp = jnp if traced else np  # inside another program: its ops, else the host's
+    X = xp.asarray(X)
+    X = xp.concatenate([X, xp.repeat(X[-1:], n * C - N, axis=0)])
+    outs = [fn(num, key, np.int32(c), values, params, X[c * C : (c + 1) * C]) for c in range(n)]
+    if not traced:
+        outs = jax.device_get(outs)
+
+    def join(pw: bool, *parts: Any) -> Any:
+        out = xp.concatenate(parts, axis=1)[:, :N] if pw else parts[0]
+        return out if traced else jax.device_put(out)
+
+    return jax.tree.map(join, pointwise, *outs)
 
 
 def _hashable(kwargs: dict[str, Any]) -> tuple | None:
@@ -294,8 +313,13 @@ def _propagate_fn(model: Any, kw_items: tuple, per_pass: bool = True) -> tuple[A
         order[:] = list(sites)
         return sites
 
+    passes = jax.vmap(one, in_axes=(0, 0 if per_pass else None, None, None))
+
+    def program(num: int, key: Array, chunk: Array, values: dict, params: dict, X: Array) -> dict:
+        return passes(_pass_keys(key, num, chunk), values, params, X)
+
     # compiled quick when the passes are little work (most predictions; compile_effort)
-    return AdaptiveJit(jax.vmap(one, in_axes=(0, 0 if per_pass else None, None, None))), order
+    return AdaptiveJit(program, static_argnums=0), order
 
 
 def propagate_layers(
@@ -349,7 +373,7 @@ def propagate_layers(
         else _propagate_fn.__wrapped__(model, tuple(kwargs.items()), values_per_pass)
     )
     try:
-        sites = _by_chunks(fn, split_keys(rng_key, num_samples), values, params, X_new)
+        sites = _by_chunks(fn, rng_key, num_samples, values, params, X_new)
     except (TypeError, ValueError) as err:
         if values_per_pass:
             raise
@@ -387,7 +411,10 @@ def _svi_passes(
                 jnp.zeros(X_new.shape[:1], X_new.dtype),
                 **{**model_kwargs, "batch_size": None},
             )
-    medians = {k: v for k, v in guide.median(params).items() if not k.endswith(".u")}
+    if isinstance(guide, InducingPointGuide):  # u is integrated out: its median unused
+        medians = guide.median(params, inducing=False)
+    else:
+        medians = {k: v for k, v in guide.median(params).items() if not k.endswith(".u")}
     return propagate_layers(
         rng_key,
         model,
@@ -586,7 +613,12 @@ def _site_fn(model: Any, kw_items: tuple, site: str) -> tuple[Any, list]:
             extra["latent_var"] = tr[f"{site}.latent_var"]["value"]
         return args, extra
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None))), meta
+    passes = jax.vmap(one, in_axes=(0, 0, None, None))
+
+    def program(num: int, key: Array, chunk: Array, values: dict, params: dict, X: Array) -> tuple:
+        return passes(_pass_keys(key, num, chunk), values, params, X)
+
+    return jax.jit(program, static_argnums=0), meta
 
 
 def propagate_site(
@@ -619,7 +651,7 @@ def propagate_site(
     key_items = items if items is not None else tuple(model_kwargs.items())
     build = _site_fn if items is not None else _site_fn.__wrapped__
     fn, meta = build(model, key_items, site)
-    args, extra = _by_chunks(fn, jax.random.split(rng_key, num_samples), values, params, X_new)
+    args, extra = _by_chunks(fn, rng_key, num_samples, values, params, X_new)
     family, ndims = meta
     components = family(**args)
     return (components.to_event(ndims) if ndims else components), extra

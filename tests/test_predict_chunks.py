@@ -67,3 +67,27 @@ def test_the_first_chunk_is_the_unchunked_call_and_every_chunk_draws_its_own_noi
     # chunks 1 and 2 draw other noise at the same input (keys folded with the chunk index)
     assert not np.allclose(means[:, 10:20], means[:, :10])
     assert not np.allclose(means[:, 20:], means[:, :5])
+
+
+def test_chunks_inside_a_traced_program_equal_the_eager_call(fitted, monkeypatch):
+    """Outside a program the chunks are cut and joined on the host; inside one (``jax.jit``
+    of the passes, traced parameters) by its ops: the same values."""
+    from ppl_dgp.predict import propagate_layers
+
+    model, post = fitted["dgp"]
+    params = dict(post.params)
+    medians = {k: jax.numpy.asarray(v) for k, v in post.approx.medians.items()}
+    X_new = np.linspace(-3.0, 3.0, 25)[:, None]
+    monkeypatch.setattr(predict_module, "MAX_PASS_POINTS", SMALL)
+
+    def passes(params, medians):
+        return propagate_layers(jax.random.key(5), model, medians, params, X_new, num_samples=S,
+                                values_per_pass=False)  # fmt: skip
+
+    eager = passes(params, medians)
+    traced = jax.jit(passes)(params, medians)
+    assert set(traced) == set(eager)
+    for name, v in eager.items():
+        assert v.shape == traced[name].shape and v.shape[0] == S
+        np.testing.assert_allclose(traced[name], v, rtol=1e-12, atol=1e-14, err_msg=name)
+    assert eager["y.f_mean"].shape == (S, 25)

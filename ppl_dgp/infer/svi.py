@@ -257,7 +257,9 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
     except NonFiniteLossError as err:  # the constrained parameters of the last finite state
         err.params = svi.get_params(err.state.svi)
         raise
-    return SVIResult(svi.get_params(res.state.svi), res.losses, res.state.svi)
+    # the constrained parameters in one small program (eagerly, each transform compiles)
+    params = AdaptiveJit(svi.get_params)(res.state.svi)
+    return SVIResult(params, res.losses, res.state.svi)
 
 
 def _start(fresh: SVIRunState, init_state: Any) -> SVIRunState:
@@ -540,8 +542,8 @@ def _fit_svi(
         approx: Any = InducingApprox(
             q_mu={layer: guide_params[f"{layer}.q_mu"] for layer in layers},
             q_sqrt={layer: guide_params[f"{layer}.q_sqrt"] for layer in layers},
-            medians={k: np.asarray(v) for k, v in guide.median(result.params).items()
-                     if k not in guide.inducing_sites.values()},
+            medians={k: np.asarray(v)
+                     for k, v in guide.median(result.params, inducing=False).items()},
             guide_params=guide_params,
         )  # fmt: skip
     else:

@@ -385,7 +385,6 @@ def _fit_laplace(
     method: Laplace, fitter: LaplaceFitter, rng_key: Array, X: Array, y: Array
 ) -> Posterior:
     key_init, key_draws = jax.random.split(rng_key)
-    key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps
     if method.curvature == "auto" and method.tune != "none":  # a refusal before any compile
         _resolve_curvature(method, _site_types(fitter, X, y))
     checkpoint = None
@@ -411,6 +410,7 @@ def _fit_laplace(
         if method.num_steps:
             free = {k: v for k, v in z0.items() if k not in fixed}
             state = map_init(fitter._opt, free, method.learning_rate)
+            key_map = jax.random.fold_in(key_init, 1)  # unused by Adam's steps
             try:
                 res = fitter._map.run(state, method.num_steps, key_map, args=(fixed, X, y),
                                       checkpoint=checkpoint, stage="map")  # fmt: skip

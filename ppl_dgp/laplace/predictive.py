@@ -225,8 +225,9 @@ def _by_points(
         idx = np.minimum(np.arange(c * C, (c + 1) * C), N - 1)
         part = {k: np.take(v, idx, axis=axes[k]) for k, v in local_host.items()}
         k = key if key is None or c == 0 else jax.random.fold_in(key, c)
-        outs.append(core(X_host[idx], part, k))
-    return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0)[:N], *outs)
+        outs.append(jax.device_get(core(X_host[idx], part, k)))
+    # joined on the host too (an eager concatenate and slice: two more compiles)
+    return jax.tree.map(lambda *parts: jax.device_put(np.concatenate(parts, axis=0)[:N]), *outs)
 
 
 def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
@@ -249,7 +250,7 @@ def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Arr
 
 
 def _proba_core(model: Callable, spec: tuple, link: str, num_samples: int, base: dict,
-                arrays: dict, X_new: Array, key: Array) -> Array:  # fmt: skip
+                arrays: dict, X_new: Array, key: Array | None) -> Array:  # fmt: skip
     """Class probabilities from the GLM predictive (or the MAP network for ``"plugin"``)."""
     if link == "plugin":
         out, layout, _, kwargs, _ = spec
@@ -324,7 +325,7 @@ def _laplace_proba(
     spec, base, arrays = _glm_inputs(posterior, model_kwargs)
     if link == "mc" and rng_key is None:
         raise ValueError("predict_proba(link='mc') needs rng_key; received None")
-    key = jax.random.key(0) if rng_key is None else rng_key
+    key = rng_key if link == "mc" else None  # the other links draw nothing
     core = _compiled(_proba_core, model, spec, link, num_samples if link == "mc" else 0)
     return _by_points(model, spec, base, arrays, _as_array(X_new), key,
                       lambda X, local, k: core({**base, **local}, arrays, X, k))  # fmt: skip

@@ -57,7 +57,6 @@ __all__ = [
     "STRAIGHT_FACTOR",
     "expected_seconds",
     "program_cost",
-    "split_keys",
 ]
 
 #: The compile options of a short-running program: no LLVM optimisation pipeline.
@@ -243,8 +242,3 @@ class AdaptiveJit:
             self._compiled[key] = compiled
             self.choices.append("quick" if quick else "full")
         return compiled(*dynamic)  # an executable takes the non-static arguments
-
-
-#: ``jax.random.split(key, num)`` compiled quick (``num`` static): called eagerly, the
-#: partitionable ``threefry`` hash compiles at XLA's defaults in ~0.12 s a shape on a CPU.
-split_keys = AdaptiveJit(jax.random.split, static_argnums=1)

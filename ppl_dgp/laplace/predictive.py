@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -121,7 +121,27 @@ def _as_array(X: Any) -> np.ndarray | Array:
     return X if isinstance(X, np.ndarray | jax.Array) else np.asarray(X)
 
 
-def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[tuple, dict, dict]:
+class _GLMSpec(NamedTuple):
+    """The static configuration of a network's linearised predictive (hashable: part of the
+    compiled programs' keys)."""
+
+    output_site: str  # the network output f [N, K]
+    layout: _Layout  # the Gaussian's sites and shapes
+    dense_layers: tuple[tuple[str, tuple[str, ...]], ...]  # {layer: its W/b sites}
+    model_kwargs: tuple[tuple[str, Any], ...]  # sorted items
+    # the fit's observed site: sampled at prediction (y=None) but no latent of the points
+    observed_site: str | None
+
+
+class _GPSpec(NamedTuple):
+    """The static configuration of a GP-layer program's linearisation."""
+
+    layout: _Layout
+    likelihood_site: str
+    model_kwargs: tuple[tuple[str, Any], ...]  # sorted items
+
+
+def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[_GLMSpec, dict, dict]:
     """The static spec and the host arrays (MAP sites, curvature factors) of a Laplace fit."""
     q = posterior.approx
     if not isinstance(q, LaplaceApprox):
@@ -132,18 +152,17 @@ def _glm_inputs(posterior: Posterior, model_kwargs: dict) -> tuple[tuple, dict, 
     layout = _Layout(tuple(q.layout.names), tuple(tuple(s) for s in q.layout.shapes))
     arrays = {"theta_map": q.theta_map, "precision": q.precision}
     base = {**q.map, **posterior.params}
-    spec = (
-        q.output_site,
-        layout,
-        tuple((k, tuple(v)) for k, v in q.dense_layers),
-        tuple(sorted(model_kwargs.items())),
-        # the fit's observed site: sampled at prediction (y=None) but no latent of the points
-        getattr(posterior.method, "likelihood_site", None),
+    spec = _GLMSpec(
+        output_site=q.output_site,
+        layout=layout,
+        dense_layers=tuple((k, tuple(v)) for k, v in q.dense_layers),
+        model_kwargs=tuple(sorted(model_kwargs.items())),
+        observed_site=getattr(posterior.method, "likelihood_site", None),
     )
     return spec, base, arrays
 
 
-def _compiled(core: Callable, model: Callable, spec: tuple, *static: Any) -> Callable:
+def _compiled(core: Callable, model: Callable, spec: _GLMSpec | _GPSpec, *static: Any) -> Callable:
     """``core`` compiled for ``(model, spec, *static)`` (cached by ``jax.jit``; an unhashable
     model keyword compiles for this call only)."""
     try:
@@ -161,13 +180,13 @@ def _compiled(core: Callable, model: Callable, spec: tuple, *static: Any) -> Cal
 MAX_JACOBIAN_ROWS = 512
 
 
-def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple[dict, Array]:
+def _local_core(model: Callable, spec: _GLMSpec, base: dict, X_new: Array) -> tuple[dict, Array]:
     """The per-datum latent sites at ``X_new`` (a DGP's inner-layer ``eps``: sampled, not
     observed, not in ``base``, in a plate of ``N`` points) drawn by the predictive's seeded
     pass, and the output site's value ``[N, K]``. The fit's observed site (``y``, sampled
     here) is none of them."""
-    out, _, _, kwargs, observed = spec
-    tr = _trace_at(model, base, X_new, dict(kwargs))
+    out, observed = spec.output_site, spec.observed_site
+    tr = _trace_at(model, base, X_new, dict(spec.model_kwargs))
     N = X_new.shape[0]
     local = {}
     for name, site in tr.items():
@@ -178,9 +197,9 @@ def _local_core(model: Callable, spec: tuple, base: dict, X_new: Array) -> tuple
     return local, tr[out]["value"] if out in tr else jnp.zeros((N, 1))
 
 
-def _plate_axes(model: Callable, spec: tuple, base: dict, X: Array) -> dict[str, int]:
+def _plate_axes(model: Callable, spec: _GLMSpec, base: dict, X: Array) -> dict[str, int]:
     """The axis of each per-datum site's value that runs over the points (its data plate)."""
-    kwargs = spec[3]
+    kwargs = spec.model_kwargs
     axes: dict[str, int] = {}
 
     def read(base: dict, X1: Array) -> int:  # traced abstractly: shapes only, no device op
@@ -198,7 +217,7 @@ def _plate_axes(model: Callable, spec: tuple, base: dict, X: Array) -> dict[str,
 
 
 def _by_points(
-    model: Callable, spec: tuple, base: dict, arrays: dict, X: Array, key: Array | None,
+    model: Callable, spec: _GLMSpec, base: dict, arrays: dict, X: Array, key: Array | None,
     core: Callable[[Array, dict, Array | None], Any],
 ) -> Any:  # fmt: skip
     """``core(X_chunk, local_chunk, key_c)`` over chunks of ``X``'s points, outputs
@@ -230,11 +249,11 @@ def _by_points(
     return jax.tree.map(lambda *parts: jax.device_put(np.concatenate(parts, axis=0)[:N]), *outs)
 
 
-def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Array) -> tuple:
+def _glm_core(model: Callable, spec: _GLMSpec, base: dict, arrays: dict, X_new: Array) -> tuple:
     """``(f [N, K], J P^-1 J^T [N, K, K])`` at ``X_new``, ``P`` the stored precision (its
     ``glm_cov`` reads the Jacobian in the form its structure needs)."""
-    out, layout, dense_layers, kwargs, _ = spec
-    kw = dict(kwargs)
+    out, layout, dense_layers = spec.output_site, spec.layout, spec.dense_layers
+    kw = dict(spec.model_kwargs)
     f_of, tr0 = _output_fn(model, base, layout, out, X_new, kw)
     f = tr0[out]["value"]  # = f_of(theta): base holds the MAP of every global site
     layers = dict(dense_layers)
@@ -249,12 +268,12 @@ def _glm_core(model: Callable, spec: tuple, base: dict, arrays: dict, X_new: Arr
     return f, arrays["precision"].glm_cov(jac)
 
 
-def _proba_core(model: Callable, spec: tuple, link: str, num_samples: int, base: dict,
+def _proba_core(model: Callable, spec: _GLMSpec, link: str, num_samples: int, base: dict,
                 arrays: dict, X_new: Array, key: Array | None) -> Array:  # fmt: skip
     """Class probabilities from the GLM predictive (or the MAP network for ``"plugin"``)."""
     if link == "plugin":
-        out, layout, _, kwargs, _ = spec
-        f_of, _ = _output_fn(model, base, layout, out, X_new, dict(kwargs))
+        f_of, _ = _output_fn(model, base, spec.layout, spec.output_site, X_new,
+                             dict(spec.model_kwargs))  # fmt: skip
         return _probs(f_of(arrays["theta_map"]))
     f, cov = _glm_core(model, spec, base, arrays, X_new)
     K = f.shape[1]
@@ -345,17 +364,17 @@ def _gp_inputs(posterior: Posterior, site: str, model_kwargs: dict, owner: str) 
             f"{type(q).__name__}{how})"
         )
     layout = _Layout(tuple(q.layout.names), tuple(tuple(s) for s in q.layout.shapes))
-    spec = (layout, site, tuple(sorted(model_kwargs.items())))
+    spec = _GPSpec(layout, site, tuple(sorted(model_kwargs.items())))
     return spec, dict(q.map), dict(posterior.params), q.precision
 
 
-def _gp_glm_core(model: Callable, spec: tuple, values: dict, params: dict, precision: Any,
+def _gp_glm_core(model: Callable, spec: _GPSpec, values: dict, params: dict, precision: Any,
                  X: Array) -> tuple:  # fmt: skip
     """``(mean [N], layer_var [N], glm_var [N], noise_variance [], J [N, P])`` of the
     linearised program at ``X``: ``layer_var = sigma_L^2(x)`` the last layer's variance given
     ``u``, ``glm_var = J P^-1 J^T`` the Laplace posterior's, in the linearisation."""
-    layout, site, kwargs = spec
-    g, J, cov = G.glm_moments(model, dict(kwargs), layout, values, params, precision, X, site)
+    g, J, cov = G.glm_moments(model, dict(spec.model_kwargs), spec.layout, values, params,
+                              precision, X, spec.likelihood_site)  # fmt: skip
     return g.mean, g.f_var, cov, g.noise_variance, J
 
 

@@ -73,9 +73,11 @@ QUICK_SECONDS = 0.5
 #: LAPACK kernels at either level, while the full pipeline costs it seconds: on synth10k the
 #: DGP's full-data ELBO (10 draws; estimated 0.91 s) ran in 0.55 s quick against 0.45 s full
 #: but compiled in 1.2 s against 2.7 s, and its 100-pass predictive (estimated 0.74 s) 0.59
-#: against 0.44 s, compiled in 1.0 against 2.5 s. A loop's body is small elementwise work,
-#: which the quick code runs 2-4x slower.
-STRAIGHT_FACTOR = 3.0
+#: against 0.44 s, compiled in 1.0 against 2.5 s; the two in one program (estimated 1.65 s)
+#: took 3.9 s to compile and run quick against 6.1-6.4 s at full effort (1.9 against 1.8 s
+#: from a warm cache: the run). A loop's body is small elementwise work, which the quick
+#: code runs 2-4x slower.
+STRAIGHT_FACTOR = 5.0
 
 #: The rates of :func:`expected_seconds`: one core's float64 matmul rate and memory bandwidth,
 #: rounded down (a 2-layer DGP step on synth10k runs at about 28 GFLOP/s here).

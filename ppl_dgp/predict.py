@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -295,6 +296,26 @@ def _hashable(kwargs: dict[str, Any]) -> tuple | None:
 _RECORDED = ("f", "f_mean", "f_var", "noise_variance")  # the roles a pass returns
 
 
+def _collapsed_trace(model: Any, kw_items: tuple, key: Array, values: dict, params: dict,
+                     X: Array) -> dict:  # fmt: skip
+    """One seeded pass of ``model(X, None)`` under :class:`~ppl_dgp.collapse.collapse` with
+    ``values`` and ``params`` substituted: its trace."""
+    with collapse(params=params):
+        tr = trace(substitute(substitute(seed(model, key), data=values), data=params))
+        return tr.get_trace(X, None, **dict(kw_items))
+
+
+def _keyed_passes(one: Callable, values_axis: int | None) -> Callable:
+    """``program(num, key, chunk, values, params, X)``: ``one`` vmapped over ``num`` passes
+    keyed by :func:`_pass_keys` (``values`` batched along ``values_axis``, or shared)."""
+    passes = jax.vmap(one, in_axes=(0, values_axis, None, None))
+
+    def program(num: int, key: Array, chunk: Array, values: dict, params: dict, X: Array) -> Any:
+        return passes(_pass_keys(key, num, chunk), values, params, X)
+
+    return program
+
+
 @functools.lru_cache(maxsize=64)
 def _propagate_fn(model: Any, kw_items: tuple, per_pass: bool = True) -> tuple[Any, list[str]]:
     """Jitted, vmapped pass through the layers, built once per (model, static keywords, whether
@@ -302,9 +323,7 @@ def _propagate_fn(model: Any, kw_items: tuple, per_pass: bool = True) -> tuple[A
     order: list[str] = []
 
     def one(key: Array, values: dict, params: dict, X: Array) -> dict[str, Array]:
-        with collapse(params=params):
-            tr = trace(substitute(substitute(seed(model, key), data=values), data=params))
-            tr = tr.get_trace(X, None, **dict(kw_items))
+        tr = _collapsed_trace(model, kw_items, key, values, params, X)
         sites = {
             name: site["value"]
             for name, site in tr.items()
@@ -313,12 +332,8 @@ def _propagate_fn(model: Any, kw_items: tuple, per_pass: bool = True) -> tuple[A
         order[:] = list(sites)
         return sites
 
-    passes = jax.vmap(one, in_axes=(0, 0 if per_pass else None, None, None))
-
-    def program(num: int, key: Array, chunk: Array, values: dict, params: dict, X: Array) -> dict:
-        return passes(_pass_keys(key, num, chunk), values, params, X)
-
     # compiled quick when the passes are little work (most predictions; compile_effort)
+    program = _keyed_passes(one, 0 if per_pass else None)
     return AdaptiveJit(program, static_argnums=0), order
 
 
@@ -601,9 +616,7 @@ def _site_fn(model: Any, kw_items: tuple, site: str) -> tuple[Any, list]:
     meta: list = []
 
     def one(key: Array, values: dict, params: dict, X: Array) -> tuple[dict, dict]:
-        with collapse(params=params):
-            tr = trace(substitute(substitute(seed(model, key), data=values), data=params))
-            tr = tr.get_trace(X, None, **dict(kw_items))
+        tr = _collapsed_trace(model, kw_items, key, values, params, X)
         if site not in tr:
             raise ValueError(f"predict: the model has no observation site {site!r}")
         family, ndims, args = _family_args(tr[site]["fn"], site)
@@ -613,12 +626,7 @@ def _site_fn(model: Any, kw_items: tuple, site: str) -> tuple[Any, list]:
             extra["latent_var"] = tr[f"{site}.latent_var"]["value"]
         return args, extra
 
-    passes = jax.vmap(one, in_axes=(0, 0, None, None))
-
-    def program(num: int, key: Array, chunk: Array, values: dict, params: dict, X: Array) -> tuple:
-        return passes(_pass_keys(key, num, chunk), values, params, X)
-
-    return jax.jit(program, static_argnums=0), meta
+    return jax.jit(_keyed_passes(one, 0), static_argnums=0), meta
 
 
 def propagate_site(

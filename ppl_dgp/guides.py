@@ -315,9 +315,8 @@ class InducingPointGuide(AutoGuide):
     def median(self, params: dict[str, Array], *, inducing: bool = True) -> dict[str, Array]:
         """Posterior medians of the global latent sites (``q_mu^T`` for ``u``; with
         ``inducing=False`` only the other sites, the hyperparameters)."""
-        out = {}
-        if inducing:
-            out = {info["site"]: params[f"{layer}.q_mu"].T for layer, info in self._layers.items()}
+        layers = self._layers.items() if inducing else ()
+        out = {info["site"]: params[f"{layer}.q_mu"].T for layer, info in layers}
         for name in self._other_sites:
             loc = params[f"{name}.loc"]
             if self.hyper == "normal":

@@ -48,7 +48,9 @@ __all__ = [
     "regression_metrics",
     "layer_moments",
     "propagate_layers",
+    "mixture_metrics",
     "mixture_metrics_original_units",
+    "to_original_units",
     "predict_svi",
 ]
 
@@ -167,7 +169,7 @@ class MixturePredictive:
         """
         y = jnp.asarray(y)
         _check_y_shape(y, self.means.shape[1:])
-        rmse, mlpd = _mixture_metrics(self, y)
+        rmse, mlpd = mixture_metrics(self, y)
         return {"rmse": float(rmse), "mlpd": float(mlpd)}
 
 
@@ -199,8 +201,11 @@ def _mixture_log_density(pred: MixturePredictive, y: Array) -> Array:  # [N]
 
 
 @AdaptiveJit
-def _mixture_metrics(pred: MixturePredictive, y: Array) -> tuple[Array, Array]:
-    """``(rmse, mlpd)`` over all entries of ``y``, one program."""
+def mixture_metrics(pred: MixturePredictive, y: Array) -> tuple[Array, Array]:
+    """``(rmse, mlpd)`` of ``y`` (the predictive's shape) over all its entries, as arrays, in
+    one program: ``sqrt(mean((y - E[y])^2))`` and ``mean(log p(y))``
+    (:meth:`MixturePredictive.metrics` without the shape check and the host floats; traceable,
+    e.g. inside a caller's ``jax.jit``)."""
     d = pred.distribution
     return jnp.sqrt(jnp.mean((y - d.mean) ** 2)), jnp.mean(d.log_prob(y))
 
@@ -532,7 +537,13 @@ def mixture_metrics_original_units(
     """
     y_std_units = (np.asarray(y) - y_mean) / y_std  # on the host: no program to compile
     m = pred.metrics(y_std_units)
-    return {"rmse": m["rmse"] * y_std, "mlpd": m["mlpd"] - math.log(y_std)}
+    return to_original_units(m["rmse"], m["mlpd"], y_std)
+
+
+def to_original_units(rmse: float, mlpd: float, y_std: float) -> dict[str, float]:
+    """``{"rmse": rmse * y_std, "mlpd": mlpd - log(y_std)}``: metrics of standardised ``y``
+    (``(y - mean) / y_std``) in original units (change of variables)."""
+    return {"rmse": float(rmse) * y_std, "mlpd": float(mlpd) - math.log(y_std)}
 
 
 def regression_metrics(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from typing import Any
 
@@ -41,7 +40,7 @@ from ppl_dgp.layers import Hyper, LayerSpec
 from ppl_dgp.linalg import full_precision_matmuls
 from ppl_dgp.mean_functions import Identity, Zero
 from ppl_dgp.models.dgp import dgp_regression
-from ppl_dgp.predict import predict_svi
+from ppl_dgp.predict import mixture_metrics, predict_svi, to_original_units
 
 __all__ = ["bench_layers", "run_benchmark"]
 
@@ -168,15 +167,13 @@ def run_benchmark(
         keys = jax.random.split(key_elbo, 10)
         terms = jax.vmap(lambda k: elbo_terms(k, params, full, full_guide, X, y))(keys)
         pred = predict_svi(key_pred, full, full_guide, params, Xt, num_samples=num_predict_samples)
-        mix = pred.distribution
-        return terms, jnp.sqrt(jnp.mean((yt - mix.mean) ** 2)), jnp.mean(mix.log_prob(yt))
+        return terms, *mixture_metrics(pred, yt)  # (rmse, mlpd), as pred.metrics
 
     # one run: compiled quick when that is little work (compile_effort)
     keys = jax.random.key(seed + 1), jax.random.key(seed + 2)
     terms, rmse, mlpd = AdaptiveJit(evaluate)(state, *keys, X, y, Xt, yt)
     terms = jax.tree.map(np.asarray, terms)
-    # original units: RMSE x y_std, log density - log y_std (change of variables)
-    m = {"rmse": float(rmse) * float(y_std[0]), "mlpd": float(mlpd) - math.log(float(y_std[0]))}
+    m = to_original_units(rmse, mlpd, float(y_std[0]))
     return {
         "dataset": dataset,
         "model": f"dgp{num_layers}" if num_layers > 1 else "svgp",

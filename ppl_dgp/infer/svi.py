@@ -257,9 +257,7 @@ def _run_svi(rng_key, model, guide, args, optimizer, num_steps, elbo, chunk_size
     except NonFiniteLossError as err:  # the constrained parameters of the last finite state
         err.params = svi.get_params(err.state.svi)
         raise
-    # the constrained parameters in one small program (eagerly, each transform compiles)
-    params = AdaptiveJit(svi.get_params)(res.state.svi)
-    return SVIResult(params, res.losses, res.state.svi)
+    return SVIResult(svi.get_params(res.state.svi), res.losses, res.state.svi)
 
 
 def _start(fresh: SVIRunState, init_state: Any) -> SVIRunState:
